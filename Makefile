@@ -1,0 +1,40 @@
+# fleetsched: the two commands of the README, each setting up its own virtual environment.
+#   make demo   runs the main job on the bundled default
+#   make test   runs ruff, mypy --strict and the whole test suite with coverage
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "fleetsched needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed; installing Debian's python3-venv"; \
+	  (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fleetsched plan --cluster traces/samples/demo-cluster.toml --jobs traces/samples/demo-jobs.jsonl --profile cost-greedy
+
+lint: $(STAMP)
+	$(BIN)/ruff check scheduler policies simulator traces tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict scheduler policies
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_plan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,133 @@
+"""Free capacity on a node: which GPUs a request would get, and the node's capacity signature.
+
+`find_grants` is the device allocator (what a device plugin does when a pod is bound): whole
+GPUs take the lowest free indices; a share goes to the fullest GPU it still fits (best fit,
+so whole GPUs stay free); a MIG instance goes to the busiest GPU with a legal free start, at
+the start that leaves the most legal starts for later instances.
+
+`signature` is what makes two nodes of a pool interchangeable for every filter and score: the
+multiset of their GPU states. Nodes with equal signatures form one equivalence class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from scheduler import mig
+from scheduler.catalog import MigGeometry
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, MigMode, Node, Pool, RequestKind
+
+
+def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
+    """The GPUs one replica of `request` would get on `node`, or None when it does not fit."""
+    if request.kind is RequestKind.MIG:
+        return _mig_grants(pool, node, request)
+    if pool.mig_mode is not MigMode.OFF:
+        return None
+    if request.kind is RequestKind.WHOLE:
+        free = [index for index, gpu in enumerate(node.gpus) if gpu.free]
+        return tuple(Grant(index) for index in free[: request.gpus]) if len(free) >= request.gpus else None
+    if not pool.sharing:
+        return None
+    best: tuple[int, int, int] | None = None
+    for index, gpu in enumerate(node.gpus):
+        if gpu.owner is not None:
+            continue
+        milli, memory = gpu.used_milli, gpu.used_memory_mib
+        if milli + request.milli <= FULL_GPU_MILLI and memory + request.memory_mib <= pool.gpu.memory_mib:
+            candidate = (-milli, -memory, index)
+            best = candidate if best is None or candidate < best else best
+    return None if best is None else (Grant(best[2]),)
+
+
+def _mig_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
+    geometry = pool.gpu.mig
+    if pool.mig_mode is MigMode.OFF or geometry is None or request.mig_profile not in geometry.profiles:
+        return None
+    layouts = [gpu.layout for gpu in node.gpus]
+    taken: list[set[mig.MigInstance]] = [{s.instance for s in gpu.mig if s.job is not None} for gpu in node.gpus]
+    grants: list[Grant] = []
+    for _ in range(request.gpus):
+        choice = _free_slot(request.mig_profile, layouts, taken) or (
+            _new_instance(geometry, request.mig_profile, layouts) if pool.mig_mode is MigMode.DYNAMIC else None
+        )
+        if choice is None:
+            return None
+        index, instance = choice
+        if instance not in layouts[index]:
+            layouts[index] = tuple(sorted((*layouts[index], instance)))
+        taken[index].add(instance)
+        grants.append(Grant(index, instance.start))
+    return tuple(grants)
+
+
+def _free_slot(
+    profile: str, layouts: list[mig.Layout], taken: list[set[mig.MigInstance]]
+) -> tuple[int, mig.MigInstance] | None:
+    for index, layout in enumerate(layouts):
+        for instance in layout:
+            if instance.profile == profile and instance not in taken[index]:
+                return index, instance
+    return None
+
+
+def _new_instance(
+    geometry: MigGeometry, profile: str, layouts: list[mig.Layout]
+) -> tuple[int, mig.MigInstance] | None:
+    best: tuple[int, int, int, int] | None = None
+    for index, layout in enumerate(layouts):
+        used = sum(geometry.profiles[instance.profile].compute_slices for instance in layout)
+        for start in mig.free_starts(geometry, layout, profile):
+            after = tuple(sorted((*layout, mig.MigInstance(start, profile))))
+            room = sum(len(mig.free_starts(geometry, after, other)) for other in geometry.profiles)
+            candidate = (-used, -room, index, start)
+            best = candidate if best is None or candidate < best else best
+    return None if best is None else (best[2], mig.MigInstance(best[3], profile))
+
+
+def _gpu_signature(gpu: GpuState) -> tuple[Hashable, ...]:
+    if gpu.free:
+        return (0,)
+    if gpu.owner is not None:
+        return (1,)
+    if gpu.shares:
+        return (2, gpu.used_milli, gpu.used_memory_mib)
+    return (3, tuple((s.instance.start, s.instance.profile, s.job is None) for s in gpu.mig))
+
+
+def signature(node: Node) -> tuple[Hashable, ...]:
+    """The node's class key: pool, readiness and the sorted states of its GPUs."""
+    return (node.pool, node.ready, tuple(sorted(_gpu_signature(gpu) for gpu in node.gpus)))
+
+
+def gpus_used(pool: Pool, node: Node) -> float:
+    """GPUs' worth in use: whole GPUs, shares by compute, MIG instances by compute slices."""
+    geometry = pool.gpu.mig
+    used = 0.0
+    for gpu in node.gpus:
+        if gpu.owner is not None:
+            used += 1.0
+        elif gpu.shares:
+            used += gpu.used_milli / FULL_GPU_MILLI
+        elif gpu.mig and geometry is not None:
+            slices = sum(geometry.profiles[s.instance.profile].compute_slices for s in gpu.mig if s.job is not None)
+            used += slices / geometry.compute_slices
+    return used
+
+
+def describe_free(pool: Pool, node: Node) -> str:
+    """What is free on the node, in words: `8/8 GPUs free`, `2 shared (300m free ...)`."""
+    free = sum(gpu.free for gpu in node.gpus)
+    parts = [f"{free}/{len(node.gpus)} GPUs free"]
+    shared = [gpu for gpu in node.gpus if gpu.shares]
+    if shared:
+        most = max(FULL_GPU_MILLI - gpu.used_milli for gpu in shared)
+        parts.append(f"{len(shared)} shared (at most {most}m free)")
+    instances = [s.instance for gpu in node.gpus for s in gpu.mig if s.job is None]
+    if pool.mig_mode is not MigMode.OFF:
+        parts = [f"MIG free instances: {', '.join(sorted(map(str, instances))) or 'none'}"]
+        if pool.mig_mode is MigMode.DYNAMIC:
+            parts.append(f"{free}/{len(node.gpus)} GPUs unpartitioned")
+    if not node.ready:
+        parts.append("not ready")
+    return ", ".join(parts)

@@ -1,0 +1,201 @@
+"""The `fleetsched` command: parses arguments, calls the core, prints. Nothing else lives here.
+
+User mistakes print one line on stderr (`fleetsched: FILE:LINE: FIELD: problem`) and exit 2;
+`mig check` exits 1 for an illegal layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import policies
+from scheduler import mig
+from scheduler.catalog import default_catalog
+from scheduler.cluster import load_cluster
+from scheduler.decision import Decision, Pending
+from scheduler.errors import FleetschedError, InputError
+from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
+from scheduler.world import Scheduler
+from traces.canonical import read_jobs
+
+EXIT_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.run(args)
+        return result
+    except FleetschedError as error:
+        print(f"fleetsched: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except BrokenPipeError:  # pragma: no cover - output piped into `head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetsched", description="GPU cluster scheduler and simulator.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    mig_parser = verbs.add_parser("mig", help="MIG geometry: maximal layouts, layout checks")
+    mig_verbs = mig_parser.add_subparsers(dest="mig_verb", required=True, metavar="VERB")
+    layouts = mig_verbs.add_parser("layouts", help="list the maximal MIG layouts of a GPU")
+    layouts.add_argument("--gpu", required=True, help="GPU model, e.g. H100-80GB or NVIDIA-A100-SXM4-40GB")
+    layouts.add_argument("--profiles", help="comma-separated profiles to use (default: all of the GPU's)")
+    layouts.add_argument("--json", action="store_true", help="print JSON")
+    layouts.set_defaults(run=_mig_layouts)
+    check = mig_verbs.add_parser("check", help="check a MIG layout; exit 0 when legal, 1 when not")
+    check.add_argument("--gpu", required=True, help="GPU model")
+    check.add_argument("--layout", required=True, help="profile@start list, e.g. 4g.20gb@0,3g.20gb@4")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(run=_mig_check)
+
+    plan = verbs.add_parser("plan", help="one scheduling cycle of a job file on an empty cluster")
+    plan.add_argument("--cluster", required=True, help="cluster file (TOML, [[pool]] tables)")
+    plan.add_argument("--jobs", required=True, help="canonical job file (.jsonl or .csv)")
+    plan.add_argument("--profile", default="default", help="bundled profile name or a .toml path")
+    plan.add_argument("--seed", type=int, default=0, help="seed of the cycle's random generator")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(run=_plan)
+    return parser
+
+
+def _mig_layouts(args: argparse.Namespace) -> int:
+    gpu = default_catalog().resolve(args.gpu)
+    if gpu.mig is None:
+        raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else list(gpu.mig.profiles)
+    try:
+        layouts = mig.maximal_layouts(gpu.mig, profiles)
+    except InputError as error:
+        raise InputError(error.problem, field="--profiles") from None
+    if args.json:
+        listed = [[str(instance) for instance in layout] for layout in layouts]
+        _print_json({"gpu": gpu.name, "profiles": profiles, "layouts": listed})
+        return 0
+    print(f"{gpu.name}: {len(layouts)} maximal layouts of {', '.join(profiles)}")
+    for layout in layouts:
+        compute = sum(gpu.mig.profiles[i.profile].compute_slices for i in layout)
+        memory = sum(gpu.mig.profiles[i.profile].memory_slices for i in layout)
+        print(f"  {mig.format_layout(layout):<60} compute {compute}/{gpu.mig.compute_slices}"
+              f"  memory {memory}/{gpu.mig.memory_slices}")
+    return 0
+
+
+def _mig_check(args: argparse.Namespace) -> int:
+    gpu = default_catalog().resolve(args.gpu)
+    if gpu.mig is None:
+        raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
+    try:
+        layout = mig.parse_layout(args.layout)
+    except InputError as error:
+        raise InputError(error.problem, field="--layout") from None
+    found = mig.problems(gpu.mig, layout)
+    if args.json:
+        _print_json({"gpu": gpu.name, "layout": mig.format_layout(layout), "legal": not found, "problems": found})
+    elif found:
+        print(f"illegal on {gpu.name}: {'; '.join(found)}")
+    else:
+        print(f"legal on {gpu.name}: {mig.format_layout(layout)}")
+    return 1 if found else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    profile = policies.profile(args.profile)
+    cluster = load_cluster(args.cluster)
+    jobs = list(read_jobs(args.jobs))
+    snapshot = cluster.snapshot()
+    decision = Scheduler(profile).schedule(snapshot, jobs, now_s=0.0, seed=args.seed)
+    if args.json:
+        _print_json(plan_json(profile.name, snapshot, jobs, decision))
+    else:
+        print(render_plan(profile.name, snapshot, jobs, decision))
+    return 0
+
+
+def _grants_text(snapshot: ClusterSnapshot, placement: Placement) -> list[str]:
+    request = placement.job.request
+    parts = []
+    for replica in placement.replicas:
+        if request.kind is RequestKind.MIG:
+            what = ", ".join(f"GPU {g.gpu} {request.mig_profile}@{g.mig_start}" for g in replica.grants)
+        elif request.kind is RequestKind.SHARE:
+            what = f"GPU {replica.grants[0].gpu} share {request.milli}m"
+        else:
+            what = "GPU" + ("s " if len(replica.grants) > 1 else " ") + ",".join(str(g.gpu) for g in replica.grants)
+        parts.append(f"{replica.node} [{snapshot.nodes[replica.node].pool}] {what}")
+    return parts
+
+
+def _request_text(job: Job) -> str:
+    text = job.request.describe()
+    return f"{job.replicas} x {text}" if job.replicas > 1 else text
+
+
+def render_plan(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], decision: Decision) -> str:
+    """The plan as a table: each job's placement, or why it stays pending, per node class."""
+    placed = {p.job.id: p for p in decision.placements}
+    lines = [f"profile {profile}: {len(jobs)} jobs, {len(snapshot.nodes)} nodes in {len(snapshot.pools)} pools", ""]
+    lines.append(f"{'JOB':<16} {'REQUEST':<18} PLACEMENT")
+    for job in jobs:
+        head = f"{job.id:<16} {_request_text(job):<18} "
+        if job.id in placed:
+            where = _grants_text(snapshot, placed[job.id])
+            lines.append(head + where[0])
+            lines.extend(" " * len(head) + more for more in where[1:])
+            continue
+        pending = decision.pending[job.id]
+        lines.append(head + f"PENDING {pending.status}")
+        for verdict in pending.verdicts:
+            lines.append(f"{'':<18}pool {verdict.pool} ({verdict.nodes} nodes, {verdict.free}): "
+                         f"{verdict.status} [{verdict.status.code.name}]")
+    lines += ["", f"placed {len(placed)} of {len(jobs)} jobs; {len(jobs) - len(placed)} pending"]
+    return "\n".join(lines)
+
+
+def _pending_json(pending: Pending) -> dict[str, Any]:
+    return {
+        "job": pending.job,
+        "code": pending.status.code.name,
+        "plugin": pending.status.plugin,
+        "reasons": list(pending.status.reasons),
+        "classes": [
+            {"pool": v.pool, "nodes": v.nodes, "free": v.free, "code": v.status.code.name,
+             "plugin": v.status.plugin, "reasons": list(v.status.reasons)}
+            for v in pending.verdicts
+        ],
+    }
+
+
+def plan_json(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], decision: Decision) -> dict[str, Any]:
+    """The plan as plain data (the `--json` output)."""
+    return {
+        "profile": profile,
+        "placements": [
+            {
+                "job": p.job.id,
+                "replicas": [
+                    {"node": r.node, "pool": snapshot.nodes[r.node].pool,
+                     "grants": [{"gpu": g.gpu, "mig_start": g.mig_start} for g in r.grants]}
+                    for r in p.replicas
+                ],
+            }
+            for p in decision.placements
+        ],
+        "pending": [_pending_json(decision.pending[job.id]) for job in jobs if job.id in decision.pending],
+    }
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""What a scheduling cycle decides, the Status codes that explain it, and `validate`.
+
+`Status` follows the Kubernetes scheduling framework: UNSCHEDULABLE means the job might fit
+after preemption (so postfilter runs), UNRESOLVABLE means no eviction will ever make it fit
+that node (wrong GPU model, no MIG), WAIT keeps a job queued (quota, incomplete gang).
+Expected misfits are data; bugs raise.
+
+`validate(snapshot, decision)` is the one checker of decisions, used after every enacted
+decision in the simulator and by every placer test: no over-allocation, legal MIG geometry,
+gangs whole, no job placed twice, victims actually running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from types import MappingProxyType
+
+from scheduler import mig
+from scheduler.model import (
+    AllocationError,
+    ClusterSnapshot,
+    Grant,
+    Placement,
+    ReplicaPlacement,
+    RequestKind,
+)
+
+__all__ = [
+    "OK",
+    "ClassVerdict",
+    "Code",
+    "Decision",
+    "Grant",
+    "InvalidDecisionError",
+    "Pending",
+    "Placement",
+    "Preemption",
+    "ReplicaPlacement",
+    "Status",
+    "problems",
+    "validate",
+]
+
+
+class Code(IntEnum):
+    """The outcome of one hook for one job (and node)."""
+
+    SUCCESS = 0
+    UNSCHEDULABLE = 1
+    UNRESOLVABLE = 2
+    WAIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A hook's answer: a code, the reasons, and which plugin gave it (set by the Framework)."""
+
+    code: Code = Code.SUCCESS
+    reasons: tuple[str, ...] = ()
+    plugin: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code is Code.SUCCESS
+
+    @classmethod
+    def unschedulable(cls, *reasons: str) -> Status:
+        return cls(Code.UNSCHEDULABLE, reasons)
+
+    @classmethod
+    def unresolvable(cls, *reasons: str) -> Status:
+        return cls(Code.UNRESOLVABLE, reasons)
+
+    @classmethod
+    def wait(cls, *reasons: str) -> Status:
+        return cls(Code.WAIT, reasons)
+
+    def by(self, plugin: str) -> Status:
+        """This status attributed to `plugin`."""
+        return Status(self.code, self.reasons, plugin)
+
+    def __str__(self) -> str:
+        text = "; ".join(self.reasons) or self.code.name.lower()
+        return f"{self.plugin}: {text}" if self.plugin else text
+
+
+OK = Status()
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """A running job to evict, why, and for which job."""
+
+    job: str
+    reason: str
+    for_job: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClassVerdict:
+    """Why a job does not fit one node equivalence class (nodes alike in pool and free GPUs)."""
+
+    pool: str
+    nodes: int
+    free: str
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A job left waiting: the deciding status and, when it reached filtering, one verdict per class."""
+
+    job: str
+    status: Status
+    verdicts: tuple[ClassVerdict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What one cycle wants changed, as a delta against the snapshot it was computed from."""
+
+    placements: tuple[Placement, ...] = ()
+    preemptions: tuple[Preemption, ...] = ()
+    pending: Mapping[str, Pending] = field(default_factory=lambda: MappingProxyType({}))
+    provision: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class InvalidDecisionError(ValueError):
+    """A decision that breaks the cluster's rules; `problems` lists every broken rule."""
+
+    def __init__(self, found: list[str]) -> None:
+        self.problems = found
+        super().__init__("invalid decision: " + "; ".join(found))
+
+
+def _replica_problems(placement: Placement, replica: ReplicaPlacement) -> list[str]:
+    request = placement.job.request
+    gpus = [grant.gpu for grant in replica.grants]
+    where = f"job {placement.job.id} on {replica.node}"
+    found: list[str] = []
+    wanted = 1 if request.kind is RequestKind.SHARE else request.gpus
+    if len(replica.grants) != wanted:
+        found.append(f"{where}: {len(replica.grants)} grants for a request of {request.describe()}")
+    if request.kind is RequestKind.WHOLE and len(set(gpus)) != len(gpus):
+        found.append(f"{where}: the same GPU granted twice")
+    if request.kind is RequestKind.MIG and any(grant.mig_start is None for grant in replica.grants):
+        found.append(f"{where}: a MIG grant without a start")
+    return found
+
+
+def problems(snapshot: ClusterSnapshot, decision: Decision) -> list[str]:
+    """Every rule `decision` breaks against `snapshot` (empty when it is valid)."""
+    found: list[str] = []
+    working = snapshot
+    for preemption in decision.preemptions:
+        if preemption.job not in working.running:
+            found.append(f"preempts {preemption.job}, which is not running")
+            continue
+        working = working.release(preemption.job)
+    placed: set[str] = set()
+    touched = {r.node for placement in decision.placements for r in placement.replicas}
+    for placement in decision.placements:
+        job = placement.job
+        if job.id in placed:
+            found.append(f"job {job.id} placed twice")
+            continue
+        placed.add(job.id)
+        if len(placement.replicas) != job.replicas:
+            found.append(f"job {job.id}: gang of {job.replicas} placed with {len(placement.replicas)} replicas")
+        replica_problems = [p for replica in placement.replicas for p in _replica_problems(placement, replica)]
+        found.extend(replica_problems)
+        if replica_problems:
+            continue
+        try:
+            working = working.assume(placement)
+        except AllocationError as error:
+            found.append(f"job {job.id}: {error}")
+    for name in sorted(touched & working.nodes.keys()):
+        node = working.nodes[name]
+        geometry = working.pools[node.pool].gpu.mig
+        for index, gpu in enumerate(node.gpus):
+            if gpu.mig and geometry is not None:
+                found.extend(f"{name} GPU {index}: {p}" for p in mig.problems(geometry, gpu.layout))
+    return found
+
+
+def validate(snapshot: ClusterSnapshot, decision: Decision) -> None:
+    """Raises InvalidDecisionError when `decision` breaks a rule against `snapshot`."""
+    found = problems(snapshot, decision)
+    if found:
+        raise InvalidDecisionError(found)

@@ -1,0 +1,218 @@
+"""The Framework runs a profile's plugins at the hooks, in the one order it alone knows.
+
+It also owns the two structures that keep a cycle fast on big clusters (kube-scheduler scans
+every node for every pod; we do not):
+
+- `NodeClasses`, the node equivalence classes: nodes of a pool whose GPUs are in the same
+  state. Filters and scores run once per class, on a representative node.
+- a per-cycle memo of each class's verdict (filter status, capacity and raw scores) keyed by
+  the class's signature and the job's *shape*: the request plus the job fields the profile's
+  filter and score plugins declare they read. The next job of the same shape costs one dict
+  lookup per class; a class whose nodes change gets a new signature and is evaluated anew.
+
+Scores are normalised per plugin to 0..100, weighted and summed, as kube-scheduler's
+RunScorePlugins does; ties go to the class whose first node name sorts first.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scheduler import capacity
+from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
+from scheduler.model import ClusterSnapshot, Job, Node
+from scheduler.plugin import (
+    REQUEST_FIELDS,
+    AdmitPlugin,
+    Cycle,
+    FilterPlugin,
+    PostFilterPlugin,
+    PreFilterPlugin,
+    ProvisionPlugin,
+    QueueSortPlugin,
+    ScorePlugin,
+)
+from scheduler.profile import Profile
+
+MAX_SCORE = 100
+CAPACITY = "NodeCapacity"
+
+
+@dataclass(slots=True)
+class NodeClass:
+    """Nodes alike in pool, readiness and GPU state; `members` sorted by name."""
+
+    key: Hashable
+    pool: str
+    members: list[str] = field(default_factory=list)
+
+
+class NodeClasses:
+    """The cycle's live node states grouped into equivalence classes (the free-capacity index)."""
+
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        self.nodes: dict[str, Node] = {}
+        self._class_of: dict[str, Hashable] = {}
+        self.classes: dict[Hashable, NodeClass] = {}
+        for node in sorted(nodes, key=lambda n: n.name):
+            self.update(node)
+
+    def update(self, node: Node) -> None:
+        """Records `node`'s new state, moving it to the class of its new signature."""
+        key = capacity.signature(node)
+        old = self._class_of.get(node.name)
+        self.nodes[node.name] = node
+        if old == key:
+            return
+        if old is not None:
+            members = self.classes[old].members
+            members.pop(bisect.bisect_left(members, node.name))
+            if not members:
+                del self.classes[old]
+        self._class_of[node.name] = key
+        group = self.classes.get(key)
+        if group is None:
+            group = self.classes[key] = NodeClass(key, node.pool)
+        bisect.insort(group.members, node.name)
+
+    def representative(self, group: NodeClass) -> Node:
+        return self.nodes[group.members[0]]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One class's answer for one job shape: the filter status and, when it passed, raw scores."""
+
+    status: Status
+    scores: tuple[float, ...] = ()
+
+
+class Framework:
+    """Runs a Profile's plugins at the fixed hooks. Policies never call each other."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._sort: QueueSortPlugin = profile.sort  # type: ignore[assignment]
+        self._admit: list[AdmitPlugin] = list(profile.admit)  # type: ignore[arg-type]
+        self._prefilter: list[PreFilterPlugin] = list(profile.prefilter)  # type: ignore[arg-type]
+        self._filter: list[FilterPlugin] = list(profile.filter)  # type: ignore[arg-type]
+        self._postfilter: list[PostFilterPlugin] = list(profile.postfilter)  # type: ignore[arg-type]
+        self._score: list[tuple[ScorePlugin, int]] = list(profile.score)  # type: ignore[arg-type]
+        self._provision: list[ProvisionPlugin] = list(profile.provision)  # type: ignore[arg-type]
+        declared = [p.job_fields for p in (*profile.filter, *(s for s, _ in profile.score))]
+        self._shape_fields: tuple[str, ...] | None = (
+            None if any(d is None for d in declared) else tuple(sorted(REQUEST_FIELDS.union(*filter(None, declared))))
+        )
+
+    # Queue hooks -------------------------------------------------------------------------
+
+    def admit(self, cycle: Cycle, jobs: Sequence[Job]) -> tuple[list[Job], dict[str, Status]]:
+        """Jobs every admit plugin lets through, and the WAIT status of the others."""
+        admitted: list[Job] = []
+        waiting: dict[str, Status] = {}
+        for job in jobs:
+            status = self._first_failure((plugin, plugin.admit(cycle, job)) for plugin in self._admit)
+            if status.ok:
+                admitted.append(job)
+            else:
+                waiting[job.id] = status
+        return admitted, waiting
+
+    def order(self, cycle: Cycle, jobs: Sequence[Job]) -> list[Job]:
+        """Jobs in the profile's queue order; submit time then id break ties."""
+        return sorted(jobs, key=lambda job: (self._sort.sort_key(cycle, job), job.submit_s, job.id))
+
+    def prefilter(self, cycle: Cycle, job: Job) -> Status:
+        return self._first_failure((plugin, plugin.prefilter(cycle, job)) for plugin in self._prefilter)
+
+    # Node hooks --------------------------------------------------------------------------
+
+    def shape(self, job: Job) -> Hashable:
+        """What the memo keys a job by: its request and the fields the plugins read."""
+        if self._shape_fields is None:
+            return job
+        return tuple(getattr(job, name) for name in self._shape_fields)
+
+    def verdict(self, cycle: Cycle, job: Job, shape: Hashable, classes: NodeClasses, group: NodeClass) -> Verdict:
+        """The class's verdict for the job, from the memo or computed once."""
+        return cycle.memo((shape, group.key), lambda: self._evaluate(cycle, job, classes.representative(group)))
+
+    def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
+        status = self._first_failure((plugin, plugin.filter(cycle, job, node)) for plugin in self._filter)
+        if status.ok and capacity.find_grants(cycle.snapshot.pools[node.pool], node, job.request) is None:
+            status = Status(Code.UNSCHEDULABLE, (f"no free capacity for {job.request.describe()}",), CAPACITY)
+        if not status.ok:
+            return Verdict(status)
+        return Verdict(OK, tuple(plugin.score(cycle, job, node) for plugin, _ in self._score))
+
+    def best(self, cycle: Cycle, job: Job, classes: NodeClasses) -> NodeClass | None:
+        """The feasible class with the highest weighted, normalised score, or None."""
+        shape = self.shape(job)
+        feasible: list[tuple[NodeClass, tuple[float, ...]]] = []
+        for group in classes.classes.values():
+            verdict = self.verdict(cycle, job, shape, classes, group)
+            if verdict.status.ok:
+                feasible.append((group, verdict.scores))
+        if not feasible:
+            return None
+        if len(feasible) == 1 or not self._score:
+            return min(feasible, key=lambda item: item[0].members[0])[0]
+        totals = self.combine([scores for _, scores in feasible])
+        top = max(totals)
+        return min((g for (g, _), t in zip(feasible, totals, strict=True) if t == top), key=lambda g: g.members[0])
+
+    def combine(self, raw: Sequence[tuple[float, ...]]) -> list[int]:
+        """Per candidate: Σ weight × score normalised to 0..MAX_SCORE (see ScorePlugin)."""
+        totals = [0] * len(raw)
+        for column, (plugin, weight) in enumerate(self._score):
+            values = [scores[column] for scores in raw]
+            low, high = plugin.score_range or (min(values), max(values))
+            span = high - low
+            for row, value in enumerate(values):
+                fraction = 0.0 if span <= 0 else min(max((value - low) / span, 0.0), 1.0)
+                if not plugin.higher_is_better:
+                    fraction = 1.0 - fraction
+                totals[row] += weight * round(MAX_SCORE * fraction)
+        return totals
+
+    def explain(self, cycle: Cycle, job: Job, classes: NodeClasses) -> tuple[ClassVerdict, ...]:
+        """Why the job fits no class: one verdict per class, filters' reasons and plugin names."""
+        shape = self.shape(job)
+        verdicts = []
+        for group in sorted(classes.classes.values(), key=lambda g: g.members[0]):
+            node = classes.representative(group)
+            status = self.verdict(cycle, job, shape, classes, group).status
+            pool = cycle.snapshot.pools[group.pool]
+            verdicts.append(ClassVerdict(group.pool, len(group.members), capacity.describe_free(pool, node), status))
+        return tuple(verdicts)
+
+    def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> list[Preemption]:
+        """Victims proposed by the first postfilter plugin that proposes any."""
+        for plugin in self._postfilter:
+            victims = list(plugin.postfilter(cycle, job, rejected))
+            if victims:
+                return victims
+        return []
+
+    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> dict[str, int]:
+        """Nodes to add per pool: the largest request any provision plugin makes for the pool."""
+        wanted: dict[str, int] = {}
+        for plugin in self._provision:
+            for pool, count in plugin.provision(cycle, jobs).items():
+                wanted[pool] = max(wanted.get(pool, 0), count)
+        return wanted
+
+    @staticmethod
+    def _first_failure(results: Iterable[tuple[object, Status]]) -> Status:
+        for plugin, status in results:
+            if not status.ok:
+                return status.by(getattr(plugin, "name", type(plugin).__name__))
+        return OK
+
+
+def new_cycle(snapshot: ClusterSnapshot, now_s: float, seed: int) -> Cycle:
+    """A fresh cycle over `snapshot` with its own seeded random generator."""
+    return Cycle(now_s=now_s, snapshot=snapshot, rng=random.Random(seed))

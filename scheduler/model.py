@@ -1,0 +1,364 @@
+"""The cluster model: pools, nodes with per-GPU state, jobs and their requests, snapshots.
+
+Everything here is a frozen value. A `ClusterSnapshot` is everything a policy may know at one
+instant; `assume` and `release` return new snapshots, as kube-scheduler's "assume" does, so a
+placer can try a placement and drop it again without undo logic.
+
+GPU state follows what a device plugin hands out: a GPU is free, held whole by one job, shared
+by several jobs by milli-GPU and memory (as Alibaba's traces and HAMi express it), or split into
+MIG instances (each free or held by one job). Breaking these rules is a bug in the caller, so
+the state transitions raise `AllocationError`; `scheduler.decision.validate` turns those into
+a list of problems for a whole decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+
+from scheduler import mig
+from scheduler.catalog import GpuModelSpec
+from scheduler.mig import Layout, MigInstance
+
+FULL_GPU_MILLI = 1000
+
+
+class Capacity(StrEnum):
+    """How a pool's nodes are bought."""
+
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+    RESERVED = "reserved"
+
+
+class MigMode(StrEnum):
+    """Whether a pool's GPUs are split: not at all, on demand, or into a fixed layout."""
+
+    OFF = "off"
+    DYNAMIC = "dynamic"
+    FIXED = "fixed"
+
+
+class RequestKind(StrEnum):
+    """The three ways a replica asks for GPU."""
+
+    WHOLE = "whole"
+    SHARE = "share"
+    MIG = "mig"
+
+
+class JobKind(StrEnum):
+    """Batch jobs finish; services run until their end time."""
+
+    BATCH = "batch"
+    SERVICE = "service"
+
+
+class AllocationError(ValueError):
+    """A GPU state change that breaks capacity or MIG geometry (a bug in the caller)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pool:
+    """A homogeneous group of nodes sharing GPU model, capacity type, price and behaviour."""
+
+    name: str
+    gpu: GpuModelSpec
+    gpus_per_node: int
+    capacity: Capacity = Capacity.ON_DEMAND
+    usd_per_node_hour: float = 0.0
+    price_source: str = ""
+    nodes: int = 0
+    min_nodes: int = 0
+    max_nodes: int = 0
+    provision_delay_s: float = 0.0
+    idle_release_s: float = 600.0
+    interruptions_per_node_hour: float = 0.0
+    notice_s: float = 0.0
+    mig_mode: MigMode = MigMode.OFF
+    mig_layout: Layout = ()
+    sharing: bool = False
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.usd_per_node_hour / self.gpus_per_node
+
+    @property
+    def elastic(self) -> bool:
+        return self.max_nodes > self.min_nodes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuRequest:
+    """What one replica needs: `gpus` whole GPUs, a share of one GPU, or `gpus` MIG instances.
+
+    A share is `milli` thousandths of a GPU's compute and `memory_mib` of its memory.
+    """
+
+    kind: RequestKind = RequestKind.WHOLE
+    gpus: int = 1
+    milli: int = FULL_GPU_MILLI
+    memory_mib: int = 0
+    mig_profile: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise ValueError(f"a request needs at least one GPU or instance, got {self.gpus}")
+        if self.kind is RequestKind.SHARE and (self.gpus != 1 or not 0 < self.milli <= FULL_GPU_MILLI):
+            raise ValueError(f"a share is 1..1000 milli of one GPU, got {self.gpus} x {self.milli}")
+        if (self.kind is RequestKind.MIG) != bool(self.mig_profile):
+            raise ValueError("a MIG request names a profile and only a MIG request does")
+
+    def describe(self) -> str:
+        """A short human form: `2 GPUs`, `300m+8192MiB`, `1 x 3g.40gb`."""
+        if self.kind is RequestKind.SHARE:
+            return f"{self.milli}m+{self.memory_mib}MiB"
+        if self.kind is RequestKind.MIG:
+            return f"{self.gpus} x {self.mig_profile}"
+        return f"{self.gpus} GPU" + ("s" if self.gpus > 1 else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Labels:
+    """Who a job's cost is attributed to."""
+
+    team: str = ""
+    project: str = ""
+    model: str = ""
+    experiment: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A unit of work: a gang of identical replicas, each with one GpuRequest.
+
+    `duration_s` is the work on the reference GPU; `speedups` scales it per GPU model.
+    `status` is what the trace says became of it (completed, failed, killed).
+    """
+
+    id: str
+    request: GpuRequest = field(default_factory=GpuRequest)
+    submit_s: float = 0.0
+    duration_s: float = 0.0
+    replicas: int = 1
+    gpu_models: frozenset[str] = frozenset()
+    priority: int = 0
+    preemptible: bool = False
+    checkpoint_interval_s: float = 0.0
+    checkpoint_overhead_s: float = 0.0
+    restore_s: float = 0.0
+    kind: JobKind = JobKind.BATCH
+    labels: Labels = field(default_factory=Labels)
+    status: str = "completed"
+    speedups: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def checkpointable(self) -> bool:
+        return self.checkpoint_interval_s > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One job's share of a GPU."""
+
+    job: str
+    milli: int
+    memory_mib: int
+
+
+@dataclass(frozen=True, slots=True)
+class MigSlot:
+    """A MIG instance on a GPU and the job holding it (None when free)."""
+
+    instance: MigInstance
+    job: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`)."""
+
+    owner: str | None = None
+    shares: tuple[Share, ...] = ()
+    mig: tuple[MigSlot, ...] = ()
+
+    @property
+    def free(self) -> bool:
+        """Nothing runs on it and it is not split into instances."""
+        return self.owner is None and not self.shares and not self.mig
+
+    @property
+    def used_milli(self) -> int:
+        return sum(share.milli for share in self.shares)
+
+    @property
+    def used_memory_mib(self) -> int:
+        return sum(share.memory_mib for share in self.shares)
+
+    @property
+    def layout(self) -> Layout:
+        return tuple(slot.instance for slot in self.mig)
+
+    def jobs(self) -> set[str]:
+        held = {share.job for share in self.shares} | {s.job for s in self.mig if s.job is not None}
+        return held | ({self.owner} if self.owner is not None else set())
+
+
+def _take(gpu: GpuState, pool: Pool, job: str, request: GpuRequest, mig_start: int | None) -> GpuState:
+    if request.kind is RequestKind.MIG:
+        return _take_mig(gpu, pool, job, mig.MigInstance(-1 if mig_start is None else mig_start, request.mig_profile))
+    if pool.mig_mode is not MigMode.OFF:
+        raise AllocationError(f"pool {pool.name} runs its GPUs in MIG mode; only MIG requests fit")
+    if request.kind is RequestKind.WHOLE:
+        if not gpu.free:
+            raise AllocationError(f"GPU already in use by {', '.join(sorted(gpu.jobs()))}")
+        return GpuState(owner=job)
+    if not pool.sharing:
+        raise AllocationError(f"pool {pool.name} does not share GPUs")
+    if gpu.owner is not None:
+        raise AllocationError(f"GPU held whole by {gpu.owner}")
+    if gpu.used_milli + request.milli > FULL_GPU_MILLI:
+        raise AllocationError(f"GPU compute over-allocated: {gpu.used_milli}+{request.milli} > {FULL_GPU_MILLI} milli")
+    if gpu.used_memory_mib + request.memory_mib > pool.gpu.memory_mib:
+        raise AllocationError(
+            f"GPU memory over-allocated: {gpu.used_memory_mib}+{request.memory_mib} > {pool.gpu.memory_mib} MiB"
+        )
+    return GpuState(shares=(*gpu.shares, Share(job, request.milli, request.memory_mib)))
+
+
+def _take_mig(gpu: GpuState, pool: Pool, job: str, instance: mig.MigInstance) -> GpuState:
+    geometry = pool.gpu.mig
+    if pool.mig_mode is MigMode.OFF or geometry is None:
+        raise AllocationError(f"pool {pool.name} does not run MIG")
+    slots = list(gpu.mig)
+    for position, slot in enumerate(slots):
+        if slot.instance == instance:
+            if slot.job is not None:
+                raise AllocationError(f"MIG instance {instance} already held by {slot.job}")
+            slots[position] = MigSlot(instance, job)
+            return GpuState(mig=tuple(slots))
+    if pool.mig_mode is MigMode.FIXED:
+        raise AllocationError(f"no free {instance} in the fixed layout {mig.format_layout(gpu.layout)}")
+    try:
+        layout = mig.create(geometry, gpu.layout, instance.profile, instance.start)
+    except mig.MigLayoutError as error:
+        raise AllocationError(str(error)) from None
+    held = {slot.instance: slot.job for slot in gpu.mig}
+    held[instance] = job
+    return GpuState(mig=tuple(MigSlot(each, held.get(each)) for each in layout))
+
+
+def _drop(gpu: GpuState, pool: Pool, job: str) -> GpuState:
+    if gpu.owner == job:
+        return GpuState()
+    if gpu.shares:
+        return GpuState(shares=tuple(share for share in gpu.shares if share.job != job))
+    if pool.mig_mode is MigMode.DYNAMIC:
+        return GpuState(mig=tuple(slot for slot in gpu.mig if slot.job not in (None, job)))
+    return GpuState(mig=tuple(MigSlot(s.instance) if s.job == job else s for s in gpu.mig))
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One GPU (and, for MIG, the instance's start) given to one replica."""
+
+    gpu: int
+    mig_start: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlacement:
+    """Where one replica runs: a node and the GPUs granted on it."""
+
+    node: str
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where every replica of a job runs (a gang is placed whole)."""
+
+    job: Job
+    replicas: tuple[ReplicaPlacement, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """A machine of a pool and the state of each of its GPUs."""
+
+    name: str
+    pool: str
+    gpus: tuple[GpuState, ...]
+    ready: bool = True
+
+    def grant(self, pool: Pool, job: Job, grants: Sequence[Grant]) -> Node:
+        """This node with `grants` given to one replica of `job`; AllocationError if illegal."""
+        gpus = list(self.gpus)
+        for grant in grants:
+            if not 0 <= grant.gpu < len(gpus):
+                raise AllocationError(f"node {self.name} has no GPU {grant.gpu}")
+            gpus[grant.gpu] = _take(gpus[grant.gpu], pool, job.id, job.request, grant.mig_start)
+        return replace(self, gpus=tuple(gpus))
+
+    def without(self, pool: Pool, job_id: str) -> Node:
+        """This node with everything `job_id` holds given back (dynamic MIG instances removed)."""
+        return replace(self, gpus=tuple(_drop(gpu, pool, job_id) if job_id in gpu.jobs() else gpu for gpu in self.gpus))
+
+
+def empty_node(pool: Pool, name: str) -> Node:
+    """A new node of `pool`: free GPUs, or GPUs split into the pool's fixed MIG layout."""
+    if pool.mig_mode is MigMode.FIXED:
+        gpu = GpuState(mig=tuple(MigSlot(instance) for instance in pool.mig_layout))
+    else:
+        gpu = GpuState()
+    return Node(name=name, pool=pool.name, gpus=(gpu,) * pool.gpus_per_node)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job holding GPUs, where, and since when."""
+
+    placement: Placement
+    start_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Everything a policy may know about the cluster at one instant. Never mutated."""
+
+    pools: Mapping[str, Pool]
+    nodes: Mapping[str, Node]
+    running: Mapping[str, RunningJob] = field(default_factory=lambda: MappingProxyType({}))
+
+    def pool_of(self, node: Node) -> Pool:
+        return self.pools[node.pool]
+
+    def assume(self, placement: Placement, start_s: float = 0.0) -> ClusterSnapshot:
+        """The snapshot with `placement` running; AllocationError when it does not fit."""
+        job = placement.job
+        if job.id in self.running:
+            raise AllocationError(f"job {job.id} is already running")
+        nodes = dict(self.nodes)
+        for replica in placement.replicas:
+            node = nodes.get(replica.node)
+            if node is None:
+                raise AllocationError(f"no node {replica.node}")
+            if not node.ready:
+                raise AllocationError(f"node {replica.node} is not ready")
+            nodes[replica.node] = node.grant(self.pools[node.pool], job, replica.grants)
+        running = dict(self.running)
+        running[job.id] = RunningJob(placement, start_s)
+        return ClusterSnapshot(self.pools, MappingProxyType(nodes), MappingProxyType(running))
+
+    def release(self, job_id: str) -> ClusterSnapshot:
+        """The snapshot with `job_id` stopped and its GPUs free again."""
+        if job_id not in self.running:
+            raise AllocationError(f"job {job_id} is not running")
+        nodes = dict(self.nodes)
+        for replica in self.running[job_id].placement.replicas:
+            node = nodes[replica.node]
+            nodes[replica.node] = node.without(self.pools[node.pool], job_id)
+        running = {key: value for key, value in self.running.items() if key != job_id}
+        return ClusterSnapshot(self.pools, MappingProxyType(nodes), MappingProxyType(running))

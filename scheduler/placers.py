@@ -1,0 +1,129 @@
+"""Placers decide how to search: the filters say which nodes are allowed, the scores how good.
+
+`GreedyPlacer` is kube-scheduler's way: one job at a time in queue order, each replica on the
+best-scoring feasible node equivalence class, a gang all or nothing. When a job fits nowhere
+and some node rejected it as UNSCHEDULABLE, the profile's postfilter may name victims; the
+placer accepts them only if the job then fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from scheduler import capacity
+from scheduler.decision import Code, Decision, Pending, Preemption, Status
+from scheduler.framework import Framework, NodeClasses
+from scheduler.model import Job, Node, Placement, ReplicaPlacement
+from scheduler.plugin import Cycle
+
+GANG = "Gang"
+
+
+class Placer(Protocol):
+    """Turns an ordered queue of admitted jobs into placements, preemptions and pending jobs."""
+
+    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job]) -> Decision: ...
+
+
+class GreedyPlacer:
+    """Job by job in queue order; each replica to the best feasible class; gangs whole."""
+
+    name = "greedy"
+
+    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job]) -> Decision:
+        classes = NodeClasses(cycle.snapshot.nodes.values())
+        running_before = frozenset(cycle.snapshot.running)
+        placements: list[Placement] = []
+        preemptions: list[Preemption] = []
+        pending: dict[str, Pending] = {}
+        for job in queue:
+            status = framework.prefilter(cycle, job)
+            if not status.ok:
+                pending[job.id] = Pending(job.id, status)
+                continue
+            placement = self._place_gang(framework, cycle, classes, job)
+            if placement is None:
+                victims = self._preempt(framework, cycle, classes, job, running_before)
+                if victims:
+                    placement = self._place_gang(framework, cycle, classes, job)
+                    if placement is None:  # pragma: no cover - _preempt only returns victims that make room
+                        raise AssertionError("victims were accepted but the job no longer fits")
+                    preemptions.extend(victims)
+            if placement is None:
+                pending[job.id] = self._pending(framework, cycle, classes, job)
+                continue
+            cycle.snapshot = cycle.snapshot.assume(placement, cycle.now_s)
+            placements.append(placement)
+        return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending)
+
+    @staticmethod
+    def _place_gang(framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job) -> Placement | None:
+        """Places every replica or none: on failure the index is restored as it was."""
+        before: list[Node] = []
+        replicas: list[ReplicaPlacement] = []
+        for _ in range(job.replicas):
+            group = framework.best(cycle, job, classes)
+            if group is None:
+                break
+            node = classes.representative(group)
+            pool = cycle.snapshot.pools[node.pool]
+            grants = capacity.find_grants(pool, node, job.request)
+            if grants is None:  # pragma: no cover - the class verdict already found grants
+                raise AssertionError(f"class verdict and allocator disagree on {node.name}")
+            before.append(node)
+            classes.update(node.grant(pool, job, grants))
+            replicas.append(ReplicaPlacement(node.name, grants))
+        if len(replicas) == job.replicas:
+            return Placement(job, tuple(replicas))
+        for node in reversed(before):
+            classes.update(node)
+        return None
+
+    def _preempt(
+        self, framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, evictable: frozenset[str]
+    ) -> list[Preemption]:
+        """Victims from the postfilter, kept only if the job fits once they are gone.
+
+        Only jobs running before this cycle (`evictable`) can be victims: evicting a job the
+        same decision places would make no sense.
+        """
+        verdicts = framework.explain(cycle, job, classes)
+        if not any(v.status.code is Code.UNSCHEDULABLE for v in verdicts):
+            return []
+        shape = framework.shape(job)
+        rejected = {
+            name: framework.verdict(cycle, job, shape, classes, group).status
+            for group in classes.classes.values()
+            for name in group.members
+        }
+        victims = [v for v in framework.postfilter(cycle, job, rejected) if v.job in evictable]
+        if not victims:
+            return []
+        saved_snapshot = cycle.snapshot
+        saved_nodes = dict(classes.nodes)
+        for victim in victims:
+            cycle.snapshot = cycle.snapshot.release(victim.job)
+        for name in {r.node for v in victims for r in saved_snapshot.running[v.job].placement.replicas}:
+            classes.update(cycle.snapshot.nodes[name])
+        trial = self._place_gang(framework, cycle, classes, job)
+        if trial is not None:
+            for replica in trial.replicas:  # undo the trial; place() redoes it for real
+                classes.update(cycle.snapshot.nodes[replica.node])
+            return victims
+        cycle.snapshot = saved_snapshot
+        for node in saved_nodes.values():
+            classes.update(node)
+        return []
+
+    @staticmethod
+    def _pending(framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job) -> Pending:
+        verdicts = framework.explain(cycle, job, classes)
+        if any(v.status.ok for v in verdicts):
+            fits = sum(v.nodes for v in verdicts if v.status.ok)
+            status = Status.unschedulable(f"gang of {job.replicas} replicas; fewer fit at once ({fits} nodes fit one)")
+            return Pending(job.id, status.by(GANG), verdicts)
+        codes = {v.status.code for v in verdicts}
+        code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
+        reason = "no node fits" if verdicts else "the cluster has no nodes"
+        return Pending(job.id, Status(code, (reason,)), verdicts)

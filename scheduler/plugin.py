@@ -1,0 +1,145 @@
+"""The plugin hooks, one question each, and `Cycle`, the scratch space of one scheduling cycle.
+
+A plugin is a class deriving from `Plugin` that implements any of the hook methods below; the
+`Framework` alone knows their order (admit, sort_key, prefilter, filter, postfilter, score and
+normalize, provision), as kube-scheduler's runtime does. Plugins are pure: they read only
+the job, the node and `cycle.snapshot`; their only randomness is `cycle.rng`; they keep no
+state between calls beyond what `cycle.memo` holds for the current cycle.
+
+The Framework evaluates filter and score once per node equivalence class: nodes of the same
+pool whose GPUs are in the same state. A filter or score must therefore depend only on the
+job, the node's pool and the node's GPU state, never on the node's name.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from scheduler.decision import Preemption, Status
+from scheduler.model import ClusterSnapshot, Job, Node
+
+T = TypeVar("T")
+
+#: Job fields that identify what a job asks for; the Framework always keys its per-cycle
+#: memo on these, plus whatever fields the profile's filter and score plugins declare.
+REQUEST_FIELDS = frozenset({"request", "replicas", "gpu_models"})
+
+
+class Plugin:
+    """Base of policy plugins. Subclasses set `name`, and `Args` when they take arguments.
+
+    `job_fields` names the Job fields that the plugin's filter and score read. Jobs equal
+    in those fields (and in REQUEST_FIELDS) get the same answers on the same node class, so
+    the Framework asks once per cycle. None means the plugin may read any field.
+    """
+
+    name: ClassVar[str] = ""
+    Args: ClassVar[type[Any] | None] = None
+    job_fields: ClassVar[frozenset[str] | None] = None
+
+    def __init__(self, args: Any = None) -> None:
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.args!r})" if self.args is not None else type(self).__name__
+
+
+@dataclass(slots=True)
+class Cycle:
+    """Scratch space for one scheduling cycle (kube-scheduler's CycleState)."""
+
+    now_s: float
+    snapshot: ClusterSnapshot
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _memo: dict[Hashable, Any] = field(default_factory=dict)
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute(), cached under `key` until the cycle ends."""
+        if key in self._memo:
+            value: T = self._memo[key]
+            return value
+        value = compute()
+        self._memo[key] = value
+        return value
+
+
+@runtime_checkable
+class AdmitPlugin(Protocol):
+    """Whether a job may be considered this cycle at all (quota, budget, gang completeness).
+
+    Returns OK, or WAIT with the reason to keep the job queued untouched.
+    """
+
+    def admit(self, cycle: Cycle, job: Job) -> Status: ...
+
+
+@runtime_checkable
+class QueueSortPlugin(Protocol):
+    """The key that orders the queue; smaller goes first. Exactly one per profile."""
+
+    def sort_key(self, cycle: Cycle, job: Job) -> tuple[Any, ...]: ...
+
+
+@runtime_checkable
+class PreFilterPlugin(Protocol):
+    """Checks a job once before any node; UNRESOLVABLE leaves it pending without filtering."""
+
+    def prefilter(self, cycle: Cycle, job: Job) -> Status: ...
+
+
+@runtime_checkable
+class FilterPlugin(Protocol):
+    """Whether one replica of `job` may run on `node`.
+
+    OK; UNSCHEDULABLE when evicting jobs from the node could make room; UNRESOLVABLE when
+    nothing on the node can change the answer (GPU model, MIG mode, capacity type).
+    """
+
+    def filter(self, cycle: Cycle, job: Job, node: Node) -> Status: ...
+
+
+@runtime_checkable
+class PostFilterPlugin(Protocol):
+    """Running jobs to evict so that `job`, which fits no node, might fit.
+
+    `rejected` maps each node to the status that rejected it. The Framework re-checks that
+    the job fits after the evictions before it accepts any of them.
+    """
+
+    def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> Sequence[Preemption]: ...
+
+
+@runtime_checkable
+class ScorePlugin(Protocol):
+    """How good `node` is for one replica of `job`, in the plugin's natural unit.
+
+    The Framework normalises each plugin's scores to 0..100: linearly from `score_range` when
+    the plugin gives one, else min-max over the feasible nodes (reversed when lower is better),
+    then multiplies by the profile's weight and sums.
+    """
+
+    higher_is_better: ClassVar[bool]
+    score_range: ClassVar[tuple[float, float] | None]
+
+    def score(self, cycle: Cycle, job: Job, node: Node) -> float: ...
+
+
+@runtime_checkable
+class ProvisionPlugin(Protocol):
+    """Which pools to grow, by how many nodes, for jobs that fit on no existing node."""
+
+    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> Mapping[str, int]: ...
+
+
+HOOKS: Mapping[str, type] = {
+    "admit": AdmitPlugin,
+    "sort": QueueSortPlugin,
+    "prefilter": PreFilterPlugin,
+    "filter": FilterPlugin,
+    "postfilter": PostFilterPlugin,
+    "score": ScorePlugin,
+    "provision": ProvisionPlugin,
+}

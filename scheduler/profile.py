@@ -1,0 +1,141 @@
+"""Profiles: which plugins run at which hook, with which weights and arguments, and the placer.
+
+A profile is a TOML file, validated when it is loaded so that a mistake stops before the first
+cycle: unknown plugin names, a plugin at a hook it does not implement, a weight that is not a
+positive integer, arguments a plugin does not take.
+
+```toml
+placer = "greedy"
+sort = "PriorityThenAge"
+filter = ["GpuModelFit", "WholeGpuFit", "GpuShareFit", "MigFit", "SpotTolerance"]
+score = [{ name = "CheapestPool", weight = 3 }, { name = "MostAllocated", weight = 1 }]
+
+[args.SpotTolerance]
+allow_non_preemptible = false
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from scheduler.plugin import HOOKS, Plugin
+from scheduler.tomlfile import TomlDocument
+
+PLACERS = ("greedy",)
+_LIST_HOOKS = ("admit", "prefilter", "filter", "postfilter", "provision")
+_KEYS = {"description", "placer", "sort", "score", "args", "placer_args", *_LIST_HOOKS}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """A validated profile: plugin instances per hook, score weights, placer and its settings."""
+
+    name: str
+    sort: Plugin
+    placer: str = "greedy"
+    description: str = ""
+    admit: tuple[Plugin, ...] = ()
+    prefilter: tuple[Plugin, ...] = ()
+    filter: tuple[Plugin, ...] = ()
+    postfilter: tuple[Plugin, ...] = ()
+    score: tuple[tuple[Plugin, int], ...] = ()
+    provision: tuple[Plugin, ...] = ()
+    placer_args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def load_profile(path: str | Path, registry: Mapping[str, type[Plugin]]) -> Profile:
+    """Reads and validates a profile file against `registry` (name -> plugin class)."""
+    return parse_profile(TomlDocument.read(path), registry)
+
+
+def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) -> Profile:
+    """Validates a parsed profile document; InputError naming the key when it is wrong."""
+    data = document.data
+    for key in data:
+        if key not in _KEYS:
+            document.fail(key, f"unknown key; a profile has {', '.join(sorted(_KEYS))}")
+    placer = data.get("placer", "greedy")
+    if placer not in PLACERS:
+        document.fail("placer", f"unknown placer {placer!r}; known: {', '.join(PLACERS)}")
+    raw_args = data.get("args", {})
+    if not isinstance(raw_args, dict):
+        document.fail("args", "must be a table of plugin arguments, e.g. [args.CheapestPool]")
+    instances: dict[str, Plugin] = {}
+
+    def plugin(hook: str, name: object, where: str) -> Plugin:
+        if not isinstance(name, str) or name not in registry:
+            document.fail(where, f"unknown plugin {name!r}; known: {', '.join(sorted(registry))}", key=hook)
+        if name not in instances:
+            instances[name] = _instantiate(document, registry[name], raw_args.get(name))
+        if not isinstance(instances[name], HOOKS[hook]):
+            document.fail(where, f"plugin {name} does not implement the {hook} hook", key=hook)
+        return instances[name]
+
+    if "sort" not in data:
+        document.fail("sort", "a profile names exactly one sort plugin, e.g. sort = \"PriorityThenAge\"")
+    lists: dict[str, tuple[Plugin, ...]] = {}
+    for hook in _LIST_HOOKS:
+        names = data.get(hook, [])
+        if not isinstance(names, list):
+            document.fail(hook, "must be a list of plugin names")
+        lists[hook] = tuple(plugin(hook, name, f"{hook}[{n}]") for n, name in enumerate(names))
+    scores: list[tuple[Plugin, int]] = []
+    for n, raw in enumerate(data.get("score", [])):
+        where = f"score[{n}]"
+        entry = raw if isinstance(raw, dict) else {"name": raw}
+        weight = entry.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            document.fail(where, f"weight must be a positive integer, got {weight!r}", key="score")
+        scores.append((plugin("score", entry.get("name"), where), weight))
+    for name in raw_args:
+        if name not in instances:
+            document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
+    placer_args = data.get("placer_args", {})
+    if not isinstance(placer_args, dict):
+        document.fail("placer_args", "must be a table")
+    return Profile(
+        name=Path(document.source).stem,
+        description=str(data.get("description", "")),
+        placer=placer,
+        sort=plugin("sort", data["sort"], "sort"),
+        score=tuple(scores),
+        placer_args=MappingProxyType(dict(placer_args)),
+        **lists,
+    )
+
+
+def _instantiate(document: TomlDocument, cls: type[Plugin], raw: object) -> Plugin:
+    """The plugin built with its Args parsed from the profile's `[args.Name]` table."""
+    where = f"args.{cls.name}"
+    if cls.Args is None:
+        if raw is not None:
+            document.fail(where, f"plugin {cls.name} takes no arguments", key=f"[args.{cls.name}]")
+        return cls()
+    values = raw if isinstance(raw, dict) else {}
+    hints = typing.get_type_hints(cls.Args)
+    known = {f.name for f in dataclasses.fields(cls.Args)}
+    for key, value in values.items():
+        if key not in known:
+            document.fail(f"{where}.{key}", f"unknown argument; {cls.name} takes {', '.join(sorted(known))}", key=key)
+        expected = hints[key]
+        origin = typing.get_origin(expected) or expected
+        if isinstance(origin, type) and not _fits(value, origin):
+            document.fail(f"{where}.{key}", f"must be {origin.__name__}, got {value!r}", key=key)
+    return cls(cls.Args(**values))
+
+
+def _fits(value: object, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if issubclass(expected, Mapping):
+        return isinstance(value, dict)
+    return isinstance(value, expected)

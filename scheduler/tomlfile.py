@@ -1,0 +1,68 @@
+"""Reading TOML files that users write, with errors that name the file, line and key.
+
+`tomllib` reports syntax errors with a line but forgets lines once parsed, so `TomlDocument`
+keeps the text and finds the line of a key inside the n-th `[[table]]` when a value is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from scheduler.errors import InputError
+
+_SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+@dataclass(frozen=True, slots=True)
+class TomlDocument:
+    """A parsed TOML file and its text, for error messages that point at lines."""
+
+    source: str
+    text: str
+    data: Mapping[str, Any]
+
+    @classmethod
+    def read(cls, path: str | Path) -> TomlDocument:
+        """Reads and parses `path`; InputError naming the file (and line) when it cannot."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise InputError(error.strerror or str(error), source=str(path)) from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> TomlDocument:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            match = _SYNTAX_LINE.search(str(error))
+            message = _SYNTAX_LINE.sub("", str(error)).strip()
+            line = int(match.group(1)) if match else None
+            raise InputError(f"not valid TOML: {message}", source=source, line=line) from None
+        return cls(source, text, data)
+
+    def line_of(self, key: str, table: str = "", index: int = 0) -> int | None:
+        """The line where `key` is set, inside the `index`-th `[[table]]` when `table` is given."""
+        lines = self.text.splitlines()
+        begin, end = 0, len(lines)
+        if table:
+            headers = [n for n, line in enumerate(lines) if re.match(rf"\s*\[\[\s*{re.escape(table)}\s*\]\]", line)]
+            if index >= len(headers):
+                return None
+            begin = headers[index]
+            end = next((n for n in range(begin + 1, len(lines)) if lines[n].lstrip().startswith("[")), len(lines))
+        pattern = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        for number in range(begin, end):
+            if pattern.match(lines[number]):
+                return number + 1
+        return begin + 1 if table else None
+
+    def fail(self, field: str, message: str, *, key: str = "", table: str = "", index: int = 0) -> NoReturn:
+        """Raises InputError for `field`, located at `key` (inside `[[table]]` number `index`)."""
+        line = self.line_of(key or field, table, index) if (key or field) else None
+        raise InputError(message, source=self.source, line=line, field=field)

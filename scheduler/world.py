@@ -1,0 +1,73 @@
+"""The one port between the scheduling core and a world: observe, then enact.
+
+`Scheduler` turns a snapshot and pending jobs into a Decision and knows nothing of where they
+came from; the simulator and the Kubernetes extender each implement `World` (httpx's
+one-method transport idea). `run_cycle` is the whole loop body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from scheduler.decision import Decision, Pending
+from scheduler.framework import Framework, new_cycle
+from scheduler.model import ClusterSnapshot, Job
+from scheduler.placers import GreedyPlacer, Placer
+from scheduler.profile import Profile
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a world shows the scheduler at one instant."""
+
+    now_s: float
+    snapshot: ClusterSnapshot
+    pending: tuple[Job, ...]
+
+
+class World(Protocol):
+    """Where a Scheduler's inputs come from and where its Decisions take effect."""
+
+    def observe(self) -> Observation: ...
+
+    def enact(self, decision: Decision) -> None: ...
+
+
+PLACERS: dict[str, type[GreedyPlacer]] = {"greedy": GreedyPlacer}
+
+
+def make_placer(profile: Profile) -> Placer:
+    """The placer a profile names (the profile loader has checked the name)."""
+    return PLACERS[profile.placer]()
+
+
+class Scheduler:
+    """Turns a snapshot and pending jobs into a Decision. Pure: same inputs, same output."""
+
+    def __init__(self, profile: Profile, placer: Placer | None = None) -> None:
+        self.profile = profile
+        self.framework = Framework(profile)
+        self.placer = placer or make_placer(profile)
+
+    def schedule(
+        self, snapshot: ClusterSnapshot, pending: Sequence[Job], *, now_s: float = 0.0, seed: int = 0
+    ) -> Decision:
+        """One cycle: admit, order, place; then ask provision plugins about jobs that fit nowhere."""
+        cycle = new_cycle(snapshot, now_s, seed)
+        admitted, waiting = self.framework.admit(cycle, pending)
+        queue = self.framework.order(cycle, admitted)
+        decision = self.placer.place(self.framework, cycle, queue)
+        unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].verdicts]
+        provision = self.framework.provision(cycle, unplaced) if unplaced else {}
+        waits = {job_id: Pending(job_id, status) for job_id, status in waiting.items()}
+        return replace(decision, pending={**waits, **decision.pending}, provision=provision)
+
+
+def run_cycle(world: World, scheduler: Scheduler, seed: int = 0) -> Decision:
+    """Observe the world, decide, enact; returns the decision."""
+    observation = world.observe()
+    decision = scheduler.schedule(observation.snapshot, observation.pending, now_s=observation.now_s, seed=seed)
+    world.enact(decision)
+    return decision

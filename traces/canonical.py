@@ -1,0 +1,222 @@
+"""The canonical job record (schema version 1) and its JSON-lines and CSV readers.
+
+One record per job. Every reader of a public trace produces these records, and
+`to_job` is the only bridge from a record to `scheduler.model.Job`.
+
+| field | type | default | meaning |
+|---|---|---|---|
+| id | text | required | unique job id |
+| submit_s | number | 0 | submit time, seconds from the trace start |
+| duration_s | number | required | run time on the reference GPU, seconds |
+| gpus | integer | 1 | whole GPUs per replica; MIG instances per replica with mig_profile |
+| gpu_milli | integer 1..999 | (none) | a share of one GPU's compute, thousandths |
+| gpu_memory_gb | number | 0 | GPU memory of a share |
+| mig_profile | text | (none) | MIG profile, e.g. 3g.40gb |
+| replicas | integer | 1 | gang size: all replicas run or none |
+| gpu_models | list (CSV: A\\|B) | any | acceptable GPU models |
+| priority | integer | 0 | higher is more important |
+| preemptible | boolean | false | may be evicted and may run on spot |
+| checkpoint_interval_s | number | 0 | seconds between checkpoints; 0: never |
+| checkpoint_overhead_s | number | 0 | seconds a checkpoint takes |
+| restore_s | number | 0 | seconds to restore from a checkpoint |
+| kind | batch, service | batch | services run until their end |
+| team, project, model, experiment | text | "" | cost attribution labels |
+| status | completed, failed, killed | completed | what the trace says became of the job |
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from scheduler.catalog import Catalog, default_catalog
+from scheduler.errors import InputError
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
+
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "failed", "killed")
+FIELDS = (
+    "id", "submit_s", "duration_s", "gpus", "gpu_milli", "gpu_memory_gb", "mig_profile", "replicas",
+    "gpu_models", "priority", "preemptible", "checkpoint_interval_s", "checkpoint_overhead_s", "restore_s",
+    "kind", "team", "project", "model", "experiment", "status",
+)
+REQUIRED = ("id", "duration_s")
+_TEXT = ("team", "project", "model", "experiment")
+
+
+class _Row:
+    """One record being read, to name the file, line and field in every error."""
+
+    def __init__(self, values: Mapping[str, Any], source: str, line: int) -> None:
+        self.values = {key: value for key, value in values.items() if value not in (None, "")}
+        self.source = source
+        self.line = line
+
+    def fail(self, field: str, message: str) -> InputError:
+        return InputError(message, source=self.source, line=self.line, field=field)
+
+    def number(self, field: str, default: float | None = None) -> float:
+        value = self.values.get(field, default)
+        if value is None:
+            raise self.fail(field, "required")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise self.fail(field, f"not a number: {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+            raise self.fail(field, f"must be a finite number >= 0, got {value!r}")
+        return number
+
+    def integer(self, field: str, default: int, least: int = 0) -> int:
+        number = self.number(field, default)
+        if number != int(number) or number < least:
+            raise self.fail(field, f"must be a whole number >= {least}, got {self.values.get(field)!r}")
+        return int(number)
+
+    def boolean(self, field: str) -> bool:
+        value = self.values.get(field, False)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise self.fail(field, f"must be true or false, got {value!r}")
+
+    def choice(self, field: str, choices: tuple[str, ...], default: str) -> str:
+        value = str(self.values.get(field, default))
+        if value not in choices:
+            raise self.fail(field, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalog: Catalog | None = None) -> Job:
+    """A Job from one canonical record; InputError naming source, line and field if it is wrong."""
+    row = _Row(values, source, line)
+    for key in row.values:
+        if key not in FIELDS and key != "schema_version":
+            raise row.fail(key, f"unknown field; the canonical record has {', '.join(FIELDS)}")
+    if row.values.get("schema_version", SCHEMA_VERSION) not in (SCHEMA_VERSION, str(SCHEMA_VERSION)):
+        raise row.fail("schema_version", f"this reader knows schema version {SCHEMA_VERSION}")
+    job_id = str(row.values.get("id", "")).strip()
+    if not job_id:
+        raise row.fail("id", "required")
+    return Job(
+        id=job_id,
+        request=_request(row),
+        submit_s=row.number("submit_s", 0.0),
+        duration_s=row.number("duration_s"),
+        replicas=row.integer("replicas", 1, least=1),
+        gpu_models=_models(row, catalog or default_catalog()),
+        priority=_priority(row),
+        preemptible=row.boolean("preemptible"),
+        checkpoint_interval_s=row.number("checkpoint_interval_s", 0.0),
+        checkpoint_overhead_s=row.number("checkpoint_overhead_s", 0.0),
+        restore_s=row.number("restore_s", 0.0),
+        kind=JobKind(row.choice("kind", tuple(JobKind), JobKind.BATCH)),
+        labels=Labels(**{field: str(row.values.get(field, "")) for field in _TEXT}),
+        status=row.choice("status", STATUSES, "completed"),
+    )
+
+
+def _priority(row: _Row) -> int:
+    value = row.values.get("priority", 0)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise row.fail("priority", f"not a number: {value!r}") from None
+    if isinstance(value, bool) or number != int(number):
+        raise row.fail("priority", f"must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _request(row: _Row) -> GpuRequest:
+    gpus = row.integer("gpus", 1)
+    profile = str(row.values.get("mig_profile", "")).strip()
+    milli = row.integer("gpu_milli", FULL_GPU_MILLI, least=1)
+    memory_mib = round(row.number("gpu_memory_gb", 0.0) * 1024)
+    if profile:
+        if "gpu_milli" in row.values or memory_mib:
+            raise row.fail("mig_profile", "a MIG request takes no gpu_milli or gpu_memory_gb")
+        if gpus < 1:
+            raise row.fail("gpus", "a MIG request needs at least one instance")
+        return GpuRequest(kind=RequestKind.MIG, gpus=gpus, mig_profile=profile)
+    if milli > FULL_GPU_MILLI:
+        raise row.fail("gpu_milli", f"a share is at most {FULL_GPU_MILLI} milli; use gpus for more")
+    if milli < FULL_GPU_MILLI:
+        if gpus > 1:
+            raise row.fail("gpus", f"a share (gpu_milli < {FULL_GPU_MILLI}) is part of one GPU; got gpus = {gpus}")
+        return GpuRequest(kind=RequestKind.SHARE, gpus=1, milli=milli, memory_mib=memory_mib)
+    if memory_mib:
+        raise row.fail("gpu_memory_gb", f"applies to shares only (gpu_milli < {FULL_GPU_MILLI})")
+    if gpus < 1:
+        raise row.fail("gpus", "the job asks for no GPU (CPU-only jobs are not scheduled here)")
+    return GpuRequest(kind=RequestKind.WHOLE, gpus=gpus)
+
+
+def _models(row: _Row, catalog: Catalog) -> frozenset[str]:
+    value = row.values.get("gpu_models", [])
+    names = value.split("|") if isinstance(value, str) else value
+    if not isinstance(names, list):
+        raise row.fail("gpu_models", f"must be a list of GPU models, got {value!r}")
+    keys = set()
+    for name in (str(name).strip() for name in names):
+        if not name:
+            continue
+        key = catalog.key_of(name)
+        if key is None:
+            raise row.fail("gpu_models", f"unknown GPU model {name!r}; known: {', '.join(sorted(catalog.models))}")
+        keys.add(key)
+    return frozenset(keys)
+
+
+def read_jobs(path: str | Path, catalog: Catalog | None = None) -> Iterator[Job]:
+    """Streams Jobs from a canonical `.jsonl` or `.csv` file; duplicate ids are an error."""
+    source = str(path)
+    seen: set[str] = set()
+    rows = _csv_rows(path) if source.endswith(".csv") else _jsonl_rows(path)
+    for line, values in rows:
+        job = to_job(values, source=source, line=line, catalog=catalog)
+        if job.id in seen:
+            raise InputError(f"duplicate job id {job.id!r}", source=source, line=line, field="id")
+        seen.add(job.id)
+        yield job
+
+
+def _jsonl_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    with _open(path) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
+            if not isinstance(values, dict):
+                raise InputError("a record must be a JSON object", source=str(path), line=line)
+            yield line, values
+
+
+def _csv_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    with _open(path) as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        for column in REQUIRED:
+            if column not in header:
+                raise InputError("missing column", source=str(path), line=1, field=column)
+        for values in reader:
+            if None in values:
+                raise InputError("more values than columns", source=str(path), line=reader.line_num)
+            yield reader.line_num, values
+
+
+def _open(path: str | Path) -> Any:
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as error:
+        raise InputError(error.strerror or str(error), source=str(path)) from None
