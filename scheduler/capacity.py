@@ -12,6 +12,7 @@ multiset of their GPU states. Nodes with equal signatures form one equivalence c
 from __future__ import annotations
 
 from collections.abc import Hashable
+from functools import lru_cache
 
 from scheduler import mig
 from scheduler.catalog import MigGeometry
@@ -76,13 +77,27 @@ def _new_instance(
 ) -> tuple[int, mig.MigInstance] | None:
     best: tuple[int, int, int, int] | None = None
     for index, layout in enumerate(layouts):
-        used = sum(geometry.profiles[instance.profile].compute_slices for instance in layout)
-        for start in mig.free_starts(geometry, layout, profile):
-            after = tuple(sorted((*layout, mig.MigInstance(start, profile))))
-            room = sum(len(mig.free_starts(geometry, after, other)) for other in geometry.profiles)
-            candidate = (-used, -room, index, start)
+        choice = _best_start(geometry, layout, profile)
+        if choice is not None:
+            candidate = (choice[0], choice[1], index, choice[2])
             best = candidate if best is None or candidate < best else best
     return None if best is None else (best[2], mig.MigInstance(best[3], profile))
+
+
+@lru_cache(maxsize=1 << 14)
+def _best_start(geometry: MigGeometry, layout: mig.Layout, profile: str) -> tuple[int, int, int] | None:
+    """(-compute slices in use, -legal starts left after, start) of the best new instance, or None.
+
+    Busier GPUs first (packing); on a GPU, the start that leaves the most legal starts.
+    """
+    used = sum(geometry.profiles[instance.profile].compute_slices for instance in layout)
+    best: tuple[int, int, int] | None = None
+    for start in mig.free_starts(geometry, layout, profile):
+        after = tuple(sorted((*layout, mig.MigInstance(start, profile))))
+        room = sum(len(starts) for starts in mig.options(geometry, after).values())
+        candidate = (-used, -room, start)
+        best = candidate if best is None or candidate < best else best
+    return best
 
 
 def _gpu_signature(gpu: GpuState) -> tuple[Hashable, ...]:

@@ -49,9 +49,9 @@ class MigProfileSpec:
         return "+me" in self.name
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class MigGeometry:
-    """The MIG partition table of one GPU model."""
+    """The MIG partition table of one GPU model (compared and hashed by identity, for caches)."""
 
     compute_slices: int
     memory_slices: int

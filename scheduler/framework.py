@@ -43,20 +43,29 @@ CAPACITY = "NodeCapacity"
 
 @dataclass(slots=True)
 class NodeClass:
-    """Nodes alike in pool, readiness and GPU state; `members` sorted by name."""
+    """Nodes alike in pool, readiness and GPU state; `members` sorted by name.
 
+    `id` is the same for every class with the same signature during one cycle.
+    """
+
+    id: int
     key: Hashable
     pool: str
     members: list[str] = field(default_factory=list)
 
 
 class NodeClasses:
-    """The cycle's live node states grouped into equivalence classes (the free-capacity index)."""
+    """The cycle's live node states grouped into equivalence classes (the free-capacity index).
+
+    It also holds the cycle's verdicts: per job shape, the verdict of each class id.
+    """
 
     def __init__(self, nodes: Iterable[Node]) -> None:
         self.nodes: dict[str, Node] = {}
         self._class_of: dict[str, Hashable] = {}
+        self._ids: dict[Hashable, int] = {}
         self.classes: dict[Hashable, NodeClass] = {}
+        self.verdicts: dict[Hashable, dict[int, Verdict]] = {}
         for node in sorted(nodes, key=lambda n: n.name):
             self.update(node)
 
@@ -75,7 +84,7 @@ class NodeClasses:
         self._class_of[node.name] = key
         group = self.classes.get(key)
         if group is None:
-            group = self.classes[key] = NodeClass(key, node.pool)
+            group = self.classes[key] = NodeClass(self._ids.setdefault(key, len(self._ids)), key, node.pool)
         bisect.insort(group.members, node.name)
 
     def representative(self, group: NodeClass) -> Node:
@@ -87,7 +96,7 @@ class Verdict:
     """One class's answer for one job shape: the filter status and, when it passed, raw scores."""
 
     status: Status
-    scores: tuple[float, ...] = ()
+    scores: tuple[float, ...] | None = None
 
 
 class Framework:
@@ -136,9 +145,13 @@ class Framework:
             return job
         return tuple(getattr(job, name) for name in self._shape_fields)
 
-    def verdict(self, cycle: Cycle, job: Job, shape: Hashable, classes: NodeClasses, group: NodeClass) -> Verdict:
-        """The class's verdict for the job, from the memo or computed once."""
-        return cycle.memo((shape, group.key), lambda: self._evaluate(cycle, job, classes.representative(group)))
+    def verdict(self, cycle: Cycle, job: Job, classes: NodeClasses, group: NodeClass) -> Verdict:
+        """The class's verdict for the job, from the cycle's verdicts or computed once."""
+        known = classes.verdicts.setdefault(self.shape(job), {})
+        verdict = known.get(group.id)
+        if verdict is None:
+            verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
+        return verdict
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
         status = self._first_failure((plugin, plugin.filter(cycle, job, node)) for plugin in self._filter)
@@ -150,11 +163,13 @@ class Framework:
 
     def best(self, cycle: Cycle, job: Job, classes: NodeClasses) -> NodeClass | None:
         """The feasible class with the highest weighted, normalised score, or None."""
-        shape = self.shape(job)
+        known = classes.verdicts.setdefault(self.shape(job), {})
         feasible: list[tuple[NodeClass, tuple[float, ...]]] = []
         for group in classes.classes.values():
-            verdict = self.verdict(cycle, job, shape, classes, group)
-            if verdict.status.ok:
+            verdict = known.get(group.id)
+            if verdict is None:
+                verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
+            if verdict.scores is not None:
                 feasible.append((group, verdict.scores))
         if not feasible:
             return None
@@ -180,11 +195,10 @@ class Framework:
 
     def explain(self, cycle: Cycle, job: Job, classes: NodeClasses) -> tuple[ClassVerdict, ...]:
         """Why the job fits no class: one verdict per class, filters' reasons and plugin names."""
-        shape = self.shape(job)
         verdicts = []
         for group in sorted(classes.classes.values(), key=lambda g: g.members[0]):
             node = classes.representative(group)
-            status = self.verdict(cycle, job, shape, classes, group).status
+            status = self.verdict(cycle, job, classes, group).status
             pool = cycle.snapshot.pools[group.pool]
             verdicts.append(ClassVerdict(group.pool, len(group.members), capacity.describe_free(pool, node), status))
         return tuple(verdicts)

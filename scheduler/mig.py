@@ -16,8 +16,10 @@ Everything here is pure: layouts are tuples of `MigInstance`, never mutated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 
 from scheduler.catalog import MigGeometry, MigProfileSpec
 from scheduler.errors import InputError
@@ -92,22 +94,35 @@ def check(geometry: MigGeometry, layout: Sequence[MigInstance]) -> None:
 
 def free_starts(geometry: MigGeometry, layout: Sequence[MigInstance], profile: str) -> tuple[int, ...]:
     """The starts at which an instance of `profile` can be created beside a legal `layout`."""
-    spec = geometry.profile(profile)
+    geometry.profile(profile)
+    return options(geometry, tuple(sorted(layout)))[profile]
+
+
+@lru_cache(maxsize=1 << 16)
+def options(geometry: MigGeometry, layout: Layout) -> Mapping[str, tuple[int, ...]]:
+    """Every profile's free starts beside a legal, sorted `layout`.
+
+    Cached, because a cluster's GPUs go through the same few layouts over and over.
+    """
     used = 0
     compute = 0
     media = 0
-    same = 0
+    counts: dict[str, int] = {}
     for instance in layout:
         other = geometry.profiles[instance.profile]
         used |= _mask(other, instance.start)
         compute += other.compute_slices
         media += other.media_extensions
-        same += other.name == spec.name
-    if compute + spec.compute_slices > geometry.compute_slices or same >= spec.max_count:
-        return ()
-    if spec.media_extensions and media:
-        return ()
-    return tuple(start for start in spec.starts if not used & _mask(spec, start))
+        counts[other.name] = counts.get(other.name, 0) + 1
+    found: dict[str, tuple[int, ...]] = {}
+    for name, spec in geometry.profiles.items():
+        blocked = (
+            compute + spec.compute_slices > geometry.compute_slices
+            or counts.get(name, 0) >= spec.max_count
+            or (spec.media_extensions and media > 0)
+        )
+        found[name] = () if blocked else tuple(start for start in spec.starts if not used & _mask(spec, start))
+    return MappingProxyType(found)
 
 
 def create(

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from scheduler import mig
 from scheduler.catalog import GpuModelSpec
 from scheduler.mig import Layout, MigInstance
+from scheduler.persistent import K, LayeredMap, V
 
 FULL_GPU_MILLI = 1000
 
@@ -340,25 +341,31 @@ class ClusterSnapshot:
         job = placement.job
         if job.id in self.running:
             raise AllocationError(f"job {job.id} is already running")
-        nodes = dict(self.nodes)
+        changed: dict[str, Node] = {}
         for replica in placement.replicas:
-            node = nodes.get(replica.node)
+            node = changed.get(replica.node) or self.nodes.get(replica.node)
             if node is None:
                 raise AllocationError(f"no node {replica.node}")
             if not node.ready:
                 raise AllocationError(f"node {replica.node} is not ready")
-            nodes[replica.node] = node.grant(self.pools[node.pool], job, replica.grants)
-        running = dict(self.running)
-        running[job.id] = RunningJob(placement, start_s)
-        return ClusterSnapshot(self.pools, MappingProxyType(nodes), MappingProxyType(running))
+            changed[replica.node] = node.grant(self.pools[node.pool], job, replica.grants)
+        return ClusterSnapshot(
+            self.pools,
+            _layered(self.nodes).updated(changed),
+            _layered(self.running).updated({job.id: RunningJob(placement, start_s)}),
+        )
 
     def release(self, job_id: str) -> ClusterSnapshot:
         """The snapshot with `job_id` stopped and its GPUs free again."""
         if job_id not in self.running:
             raise AllocationError(f"job {job_id} is not running")
-        nodes = dict(self.nodes)
+        changed: dict[str, Node] = {}
         for replica in self.running[job_id].placement.replicas:
-            node = nodes[replica.node]
-            nodes[replica.node] = node.without(self.pools[node.pool], job_id)
-        running = {key: value for key, value in self.running.items() if key != job_id}
-        return ClusterSnapshot(self.pools, MappingProxyType(nodes), MappingProxyType(running))
+            node = changed.get(replica.node) or self.nodes[replica.node]
+            changed[replica.node] = node.without(self.pools[node.pool], job_id)
+        nodes = _layered(self.nodes).updated(changed)
+        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id))
+
+
+def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:
+    return items if isinstance(items, LayeredMap) else LayeredMap(items)

@@ -88,15 +88,13 @@ class GreedyPlacer:
         Only jobs running before this cycle (`evictable`) can be victims: evicting a job the
         same decision places would make no sense.
         """
-        verdicts = framework.explain(cycle, job, classes)
-        if not any(v.status.code is Code.UNSCHEDULABLE for v in verdicts):
+        if not framework.profile.postfilter:
             return []
-        shape = framework.shape(job)
-        rejected = {
-            name: framework.verdict(cycle, job, shape, classes, group).status
-            for group in classes.classes.values()
-            for name in group.members
-        }
+        groups = list(classes.classes.values())
+        statuses = {group.id: framework.verdict(cycle, job, classes, group).status for group in groups}
+        if not any(status.code is Code.UNSCHEDULABLE for status in statuses.values()):
+            return []
+        rejected = {name: statuses[group.id] for group in groups for name in group.members}
         victims = [v for v in framework.postfilter(cycle, job, rejected) if v.job in evictable]
         if not victims:
             return []
