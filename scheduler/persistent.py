@@ -60,8 +60,9 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
         return value  # type: ignore[return-value]
 
     def __contains__(self, key: object) -> bool:
-        value = self._top.get(key, self._base.get(key, _GONE))  # type: ignore[call-overload]
-        return value is not _GONE
+        top: dict[object, object] = self._top  # type: ignore[assignment]
+        base: dict[object, object] = self._base  # type: ignore[assignment]
+        return top.get(key, base.get(key, _GONE)) is not _GONE
 
     def __iter__(self) -> Iterator[K]:
         """Base keys in insertion order, then keys added on top, in the order they were added."""
