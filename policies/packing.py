@@ -23,8 +23,8 @@ def allocated_after(cycle: Cycle, job: Job, node: Node) -> float:
         adding = request.milli / FULL_GPU_MILLI
     else:
         geometry = pool.gpu.mig
-        slices = geometry.profiles[request.mig_profile].compute_slices if geometry else 0
-        adding = request.gpus * slices / (geometry.compute_slices if geometry else 1)
+        spec = geometry.profiles.get(request.mig_profile) if geometry else None
+        adding = request.gpus * spec.compute_slices / geometry.compute_slices if geometry and spec else 0.0
     return min(1.0, (capacity.gpus_used(pool, node) + adding) / len(node.gpus))
 
 

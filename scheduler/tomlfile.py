@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from scheduler.errors import InputError
 
-_SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,9 @@ class TomlDocument:
         except tomllib.TOMLDecodeError as error:
             match = _SYNTAX_LINE.search(str(error))
             message = _SYNTAX_LINE.sub("", str(error)).strip()
-            line = int(match.group(1)) if match else None
+            line = None
+            if match:
+                line = int(match.group(1)) if match.group(1) else max(1, len(text.splitlines()))
             raise InputError(f"not valid TOML: {message}", source=source, line=line) from None
         return cls(source, text, data)
 
@@ -56,7 +58,10 @@ class TomlDocument:
                 return None
             begin = headers[index]
             end = next((n for n in range(begin + 1, len(lines)) if lines[n].lstrip().startswith("[")), len(lines))
-        pattern = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+        if key.startswith("["):
+            pattern = re.compile(rf"\s*{re.escape(key)}")
+        else:
+            pattern = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
         for number in range(begin, end):
             if pattern.match(lines[number]):
                 return number + 1
