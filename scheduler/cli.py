@@ -154,7 +154,8 @@ def render_plan(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], de
         pending = decision.pending[job.id]
         lines.append(head + f"PENDING {pending.status}")
         for verdict in pending.verdicts:
-            lines.append(f"{'':<18}pool {verdict.pool} ({verdict.nodes} nodes, {verdict.free}): "
+            nodes = f"{verdict.nodes} node" + ("s" if verdict.nodes != 1 else "")
+            lines.append(f"{'':<18}pool {verdict.pool} ({nodes}, {verdict.free}): "
                          f"{verdict.status} [{verdict.status.code.name}]")
     lines += ["", f"placed {len(placed)} of {len(jobs)} jobs; {len(jobs) - len(placed)} pending"]
     return "\n".join(lines)

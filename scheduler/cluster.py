@@ -18,6 +18,7 @@ Every mistake stops the load with one line naming the file, the line and the key
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,8 @@ class _PoolTable:
 
     def number(self, key: str, default: float) -> float:
         value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            self.fail(key, f"must be a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            self.fail(key, f"must be a finite number >= 0, got {value!r}")
         return float(value)
 
     def count(self, key: str, default: int, least: int = 0) -> int:

@@ -194,14 +194,18 @@ class Framework:
         return totals
 
     def explain(self, cycle: Cycle, job: Job, classes: NodeClasses) -> tuple[ClassVerdict, ...]:
-        """Why the job fits no class: one verdict per class, filters' reasons and plugin names."""
-        verdicts = []
+        """Why the job fits no class: per pool, one verdict per distinct status (classes merged)."""
+        merged: dict[tuple[str, Status], tuple[int, list[str]]] = {}
         for group in sorted(classes.classes.values(), key=lambda g: g.members[0]):
-            node = classes.representative(group)
             status = self.verdict(cycle, job, classes, group).status
             pool = cycle.snapshot.pools[group.pool]
-            verdicts.append(ClassVerdict(group.pool, len(group.members), capacity.describe_free(pool, node), status))
-        return tuple(verdicts)
+            nodes, free = merged.get((group.pool, status), (0, []))
+            free.append(capacity.describe_free(pool, classes.representative(group)))
+            merged[(group.pool, status)] = (nodes + len(group.members), free)
+        return tuple(
+            ClassVerdict(pool, nodes, free[0] if len(free) == 1 else f"{len(free)} kinds of free capacity", status)
+            for (pool, status), (nodes, free) in sorted(merged.items(), key=lambda item: item[0][0])
+        )
 
     def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> list[Preemption]:
         """Victims proposed by the first postfilter plugin that proposes any."""

@@ -65,7 +65,11 @@ class TomlDocument:
         for number in range(begin, end):
             if pattern.match(lines[number]):
                 return number + 1
-        return begin + 1 if table else None
+        if table:
+            return begin + 1
+        # A top-level table (`[name]`, `[name.x]`, `[[name]]`) or dotted key (`name.x = 1`).
+        header = re.compile(rf"\s*(\[\[?\s*)?[\"']?{re.escape(key)}[\"']?\s*[\].]")
+        return next((number + 1 for number, line in enumerate(lines) if header.match(line)), None)
 
     def fail(self, field: str, message: str, *, key: str = "", table: str = "", index: int = 0) -> NoReturn:
         """Raises InputError for `field`, located at `key` (inside `[[table]]` number `index`)."""

@@ -130,7 +130,7 @@ def _priority(row: _Row) -> int:
         number = float(value)
     except (TypeError, ValueError):
         raise row.fail("priority", f"not a number: {value!r}") from None
-    if isinstance(value, bool) or number != int(number):
+    if isinstance(value, bool) or not math.isfinite(number) or number != int(number):
         raise row.fail("priority", f"must be a whole number, got {value!r}")
     return int(number)
 
