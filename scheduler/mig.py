@@ -189,7 +189,8 @@ def parse_layout(text: str) -> Layout:
         if not part:
             continue
         profile, at, start = part.partition("@")
-        if not at or not start.strip().isdigit() or not profile.strip():
+        digits = start.strip()
+        if not at or not (digits.isascii() and digits.isdigit()) or not profile.strip():
             raise MigLayoutError(f"{part!r} is not profile@start, e.g. 3g.40gb@4")
         layout.append(MigInstance(int(start), profile.strip()))
     return tuple(sorted(layout))
