@@ -1,0 +1,1 @@
+"""Traces: the canonical job record and its readers, and small bundled samples."""
