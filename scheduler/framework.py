@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from scheduler import capacity
 from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
-from scheduler.model import ClusterSnapshot, Job, Node
+from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool
 from scheduler.plugin import (
     REQUEST_FIELDS,
     AdmitPlugin,
@@ -93,10 +93,17 @@ class NodeClasses:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One class's answer for one job shape: the filter status and, when it passed, raw scores."""
+    """One class's answer for one job shape: the filter status and, when it passed, raw scores
+    and the grants one replica would get on `node`, the representative it was evaluated on."""
 
     status: Status
     scores: tuple[float, ...] | None = None
+    node: Node | None = None
+    grants: tuple[Grant, ...] = ()
+
+    def grants_on(self, pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
+        """The grants for one replica on `node`, reused when it is the node evaluated."""
+        return self.grants if node is self.node else capacity.find_grants(pool, node, request)
 
 
 class Framework:
@@ -155,11 +162,12 @@ class Framework:
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
         status = self._first_failure((plugin, plugin.filter(cycle, job, node)) for plugin in self._filter)
-        if status.ok and capacity.find_grants(cycle.snapshot.pools[node.pool], node, job.request) is None:
-            status = Status(Code.UNSCHEDULABLE, (f"no free capacity for {job.request.describe()}",), CAPACITY)
         if not status.ok:
             return Verdict(status)
-        return Verdict(OK, tuple(plugin.score(cycle, job, node) for plugin, _ in self._score))
+        grants = capacity.find_grants(cycle.snapshot.pools[node.pool], node, job.request)
+        if grants is None:
+            return Verdict(Status(Code.UNSCHEDULABLE, (f"no free capacity for {job.request.describe()}",), CAPACITY))
+        return Verdict(OK, tuple(plugin.score(cycle, job, node) for plugin, _ in self._score), node, grants)
 
     def best(self, cycle: Cycle, job: Job, classes: NodeClasses) -> NodeClass | None:
         """The feasible class with the highest weighted, normalised score, or None."""

@@ -179,24 +179,23 @@ class MigSlot:
 
 @dataclass(frozen=True, slots=True)
 class GpuState:
-    """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`)."""
+    """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`).
+
+    `free`, `used_milli` and `used_memory_mib` are derived once at construction: the
+    scheduler reads them for every node class of every cycle.
+    """
 
     owner: str | None = None
     shares: tuple[Share, ...] = ()
     mig: tuple[MigSlot, ...] = ()
+    free: bool = field(init=False, compare=False, repr=False)
+    used_milli: int = field(init=False, compare=False, repr=False)
+    used_memory_mib: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def free(self) -> bool:
-        """Nothing runs on it and it is not split into instances."""
-        return self.owner is None and not self.shares and not self.mig
-
-    @property
-    def used_milli(self) -> int:
-        return sum(share.milli for share in self.shares)
-
-    @property
-    def used_memory_mib(self) -> int:
-        return sum(share.memory_mib for share in self.shares)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "free", self.owner is None and not self.shares and not self.mig)
+        object.__setattr__(self, "used_milli", sum(share.milli for share in self.shares))
+        object.__setattr__(self, "used_memory_mib", sum(share.memory_mib for share in self.shares))
 
     @property
     def layout(self) -> Layout:

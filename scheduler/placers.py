@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from scheduler import capacity
 from scheduler.decision import Code, Decision, Pending, Preemption, Status
 from scheduler.framework import Framework, NodeClasses
 from scheduler.model import Job, Node, Placement, ReplicaPlacement
@@ -68,7 +67,7 @@ class GreedyPlacer:
                 break
             node = classes.representative(group)
             pool = cycle.snapshot.pools[node.pool]
-            grants = capacity.find_grants(pool, node, job.request)
+            grants = framework.verdict(cycle, job, classes, group).grants_on(pool, node, job.request)
             if grants is None:  # pragma: no cover - the class verdict already found grants
                 raise AssertionError(f"class verdict and allocator disagree on {node.name}")
             before.append(node)

@@ -1,0 +1,21 @@
+"""The benchmark scripts still run (tiny sizes; the figures themselves are in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_plan_runs_and_reports_every_profile() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_plan.py"), "--nodes", "40", "--jobs", "60", "--repeat", "1", "--json"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    report = json.loads(done.stdout)
+    assert report["machine"]["cores"] >= 1
+    assert [row["profile"] for row in report["results"]] == ["default", "binpack", "cost-greedy"]
+    assert all(0 < row["placed"] <= 60 and row["placements_per_s"] > 0 for row in report["results"])
