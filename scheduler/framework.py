@@ -26,14 +26,7 @@ from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
 from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool
 from scheduler.plugin import (
     REQUEST_FIELDS,
-    AdmitPlugin,
     Cycle,
-    FilterPlugin,
-    PostFilterPlugin,
-    PreFilterPlugin,
-    ProvisionPlugin,
-    QueueSortPlugin,
-    ScorePlugin,
 )
 from scheduler.profile import Profile
 
@@ -111,14 +104,14 @@ class Framework:
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self._sort: QueueSortPlugin = profile.sort  # type: ignore[assignment]
-        self._admit: list[AdmitPlugin] = list(profile.admit)  # type: ignore[arg-type]
-        self._prefilter: list[PreFilterPlugin] = list(profile.prefilter)  # type: ignore[arg-type]
-        self._filter: list[FilterPlugin] = list(profile.filter)  # type: ignore[arg-type]
-        self._postfilter: list[PostFilterPlugin] = list(profile.postfilter)  # type: ignore[arg-type]
-        self._score: list[tuple[ScorePlugin, int]] = list(profile.score)  # type: ignore[arg-type]
-        self._provision: list[ProvisionPlugin] = list(profile.provision)  # type: ignore[arg-type]
-        declared = [p.job_fields for p in (*profile.filter, *(s for s, _ in profile.score))]
+        self._sort = profile.sort
+        self._admit = profile.admit
+        self._prefilter = profile.prefilter
+        self._filter = profile.filter
+        self._postfilter = profile.postfilter
+        self._score = profile.score
+        self._provision = profile.provision
+        declared = [getattr(p, "job_fields", None) for p in (*profile.filter, *(s for s, _ in profile.score))]
         self._shape_fields: tuple[str, ...] | None = (
             None if any(d is None for d in declared) else tuple(sorted(REQUEST_FIELDS.union(*filter(None, declared))))
         )

@@ -36,7 +36,7 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
             folded = dict(base)
             for key, value in top.items():
                 if value is _GONE:
-                    del folded[key]
+                    folded.pop(key, None)  # a key added on top and removed again is not in the base
                 else:
                     folded[key] = value  # type: ignore[assignment]
             made._base, made._top = folded, {}

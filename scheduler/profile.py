@@ -20,34 +20,42 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import cast
 
-from scheduler.plugin import HOOKS, Plugin
+from scheduler.plugin import (
+    HOOKS,
+    AdmitPlugin,
+    FilterPlugin,
+    Plugin,
+    PostFilterPlugin,
+    PreFilterPlugin,
+    ProvisionPlugin,
+    QueueSortPlugin,
+    ScorePlugin,
+)
 from scheduler.tomlfile import TomlDocument
 
 PLACERS = ("greedy",)
 _LIST_HOOKS = ("admit", "prefilter", "filter", "postfilter", "provision")
-_KEYS = {"description", "placer", "sort", "score", "args", "placer_args", *_LIST_HOOKS}
+_KEYS = {"description", "placer", "sort", "score", "args", *_LIST_HOOKS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
-    """A validated profile: plugin instances per hook, score weights, placer and its settings."""
+    """A validated profile: plugin instances per hook, score weights and the placer."""
 
     name: str
-    sort: Plugin
+    sort: QueueSortPlugin
     placer: str = "greedy"
     description: str = ""
-    admit: tuple[Plugin, ...] = ()
-    prefilter: tuple[Plugin, ...] = ()
-    filter: tuple[Plugin, ...] = ()
-    postfilter: tuple[Plugin, ...] = ()
-    score: tuple[tuple[Plugin, int], ...] = ()
-    provision: tuple[Plugin, ...] = ()
-    placer_args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    admit: tuple[AdmitPlugin, ...] = ()
+    prefilter: tuple[PreFilterPlugin, ...] = ()
+    filter: tuple[FilterPlugin, ...] = ()
+    postfilter: tuple[PostFilterPlugin, ...] = ()
+    score: tuple[tuple[ScorePlugin, int], ...] = ()
+    provision: tuple[ProvisionPlugin, ...] = ()
 
 
 def load_profile(path: str | Path, registry: Mapping[str, type[Plugin]]) -> Profile:
@@ -97,17 +105,18 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
     for name in raw_args:
         if name not in instances:
             document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
-    placer_args = data.get("placer_args", {})
-    if not isinstance(placer_args, dict):
-        document.fail("placer_args", "must be a table")
+    # plugin() checked each instance against its hook's protocol, so the casts hold.
     return Profile(
         name=Path(document.source).stem,
         description=str(data.get("description", "")),
         placer=placer,
-        sort=plugin("sort", data["sort"], "sort"),
-        score=tuple(scores),
-        placer_args=MappingProxyType(dict(placer_args)),
-        **lists,
+        sort=cast(QueueSortPlugin, plugin("sort", data["sort"], "sort")),
+        admit=cast(tuple[AdmitPlugin, ...], lists["admit"]),
+        prefilter=cast(tuple[PreFilterPlugin, ...], lists["prefilter"]),
+        filter=cast(tuple[FilterPlugin, ...], lists["filter"]),
+        postfilter=cast(tuple[PostFilterPlugin, ...], lists["postfilter"]),
+        score=cast(tuple[tuple[ScorePlugin, int], ...], tuple(scores)),
+        provision=cast(tuple[ProvisionPlugin, ...], lists["provision"]),
     )
 
 

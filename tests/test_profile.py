@@ -43,15 +43,12 @@ score = [{ name = "WithArgs", weight = 3 }, "MostAllocated"]
 [args.WithArgs]
 long_job_s = 7200
 teams = { research = 64 }
-[placer_args]
-note = "kept for the placer"
 """)
     profile = load_profile(path, REGISTRY)
     assert profile.name == "p" and profile.description == "test" and profile.placer == "greedy"
     assert [type(p).__name__ for p in profile.filter] == ["GpuModelFit", "SpotTolerance"]
     assert [(p.name, w) for p, w in profile.score] == [("WithArgs", 3), ("MostAllocated", 1)]
     assert profile.score[0][0].args == _Args(long_job_s=7200, teams={"research": 64})
-    assert profile.placer_args["note"] == "kept for the placer"
     assert "WithArgs" in repr(profile.score[0][0]) and repr(profile.score[1][0]) == "MostAllocated"
 
 
@@ -71,7 +68,6 @@ BAD = {
     "args-wrong-type": (HEAD + 'score = ["WithArgs"]\n[args.WithArgs]\nlong_job_s = "long"\n', 4, "must be float"),
     "args-wrong-type-map": (HEAD + 'score = ["WithArgs"]\n[args.WithArgs]\nteams = 3\n', 4, "must be dict"),
     "args-not-table": (HEAD + 'args = 3\n', 2, "args: must be a table"),
-    "placer-args-not-table": (HEAD + 'placer_args = 3\n', 2, "placer_args: must be a table"),
     "bad-toml": (HEAD + 'filter = [\n', 2, "not valid TOML"),
 }
 
