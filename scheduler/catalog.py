@@ -23,6 +23,7 @@ from typing import Any
 from scheduler.errors import InputError, UnknownGpuModelError
 
 CAPACITY_TYPES = ("on-demand", "spot", "reserved")
+UNKNOWN_MEMORY_MIB = 1 << 30
 _SUFFIX = re.compile(r"-(MIG-.*|SHARED)$", re.IGNORECASE)
 _PREFIX = re.compile(r"^(NVIDIA|TESLA)-", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -72,15 +73,19 @@ class GpuModelSpec:
     """A GPU model: its catalog key, memory per GPU, MIG table (None without MIG) and names."""
 
     name: str
-    memory_gb: float
+    memory_gb: float | None
     mig: MigGeometry | None = None
     aliases: tuple[str, ...] = ()
     source: str = ""
 
     @property
     def memory_mib(self) -> int:
-        """Memory per GPU in MiB, the unit GPU shares are accounted in."""
-        return round(self.memory_gb * 1024)
+        """Memory per GPU in MiB, the unit GPU shares are accounted in.
+
+        A model whose memory is undisclosed (the traces' code-named GPUs) does not limit
+        shares by memory: its memory counts as UNKNOWN_MEMORY_MIB.
+        """
+        return UNKNOWN_MEMORY_MIB if self.memory_gb is None else round(self.memory_gb * 1024)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,12 +220,12 @@ def load_catalog(catalog_json: str, models_json: str) -> Catalog:
     names = json.loads(models_json)
     models: dict[str, GpuModelSpec] = {}
     index: dict[str, str] = {}
+    geometries = {key: _mig_geometry(gpu["mig"]) for key, gpu in facts["gpus"].items() if gpu.get("mig")}
     for key, entry in names["models"].items():
-        mig_raw = facts["gpus"].get(key, {}).get("mig")
         models[key] = GpuModelSpec(
             name=key,
-            memory_gb=float(entry["memory_gb"]),
-            mig=_mig_geometry(mig_raw) if mig_raw else None,
+            memory_gb=None if entry["memory_gb"] is None else float(entry["memory_gb"]),
+            mig=geometries.get(entry.get("mig_from", key)),
             aliases=tuple(entry["aliases"]),
             source=str(names["sources"][entry["source"]]),
         )

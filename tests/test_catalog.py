@@ -35,6 +35,8 @@ MIG_MODELS = (
     "B200-180GB",
     "GB200-186GB",
     "A30-24GB",
+    "H800-80GB",
+    "A800-80GB",
 )
 
 
@@ -447,3 +449,17 @@ def test_shipped_catalog_keeps_sources_with_the_data() -> None:
         assert "as_of" in row, row
     for cloud, entry in facts["spot_notice_s"].items():
         assert entry["source"].startswith("https://"), cloud
+
+
+def test_export_variants_share_their_parents_mig_tables(catalog: Catalog) -> None:
+    assert catalog.resolve("H800").mig == catalog.resolve("H100-80GB").mig
+    assert catalog.resolve("A800-SXM4-80GB").mig == catalog.resolve("A100-80GB").mig
+    assert catalog.resolve("H800").name == "H800-80GB" != catalog.resolve("H100").name
+
+
+@pytest.mark.parametrize("code", ["G1", "G2", "G3", "GPU-series-1", "GPU-series-2"])
+def test_undisclosed_trace_models_are_placeholders_without_a_memory_limit(catalog: Catalog, code: str) -> None:
+    model = catalog.resolve(code)
+    assert model.memory_gb is None and model.mig is None
+    assert model.memory_mib >= 1 << 30
+    assert "undisclosed" in model.source
