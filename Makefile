@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scheduler policies simulator traces tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict scheduler policies
+	$(BIN)/mypy --strict scheduler policies traces
 
 unit: $(STAMP)
 	$(BIN)/pytest

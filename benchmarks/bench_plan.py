@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import time
 from types import MappingProxyType
+
+from machine import describe, machine
 
 import policies
 from scheduler.catalog import default_catalog
@@ -95,27 +95,14 @@ def main() -> None:
         results.append({"profile": name, "nodes": len(snapshot.nodes), "jobs": len(pending), "placed": placed,
                         "replicas": replicas, "wall_s_median": round(median, 4), "wall_s_max": round(max(times), 4),
                         "placements_per_s": round(placed / median)})
-    machine = {"python": platform.python_version(), "machine": platform.machine(),
-               "processor": _cpu_model(), "cores": os.cpu_count()}
     if args.json:
-        print(json.dumps({"machine": machine, "results": results}, indent=2))
+        print(json.dumps({"machine": machine(), "results": results}, indent=2))
         return
-    print(f"machine: {machine['processor']} ({machine['cores']} cores), Python {machine['python']}")
+    print(describe())
     print(f"{'profile':<12} {'nodes':>6} {'jobs':>6} {'placed':>7} {'median s':>9} {'max s':>7} {'placements/s':>13}")
     for row in results:
         print(f"{row['profile']:<12} {row['nodes']:>6} {row['jobs']:>6} {row['placed']:>7} "
               f"{row['wall_s_median']:>9.3f} {row['wall_s_max']:>7.3f} {row['placements_per_s']:>13,}")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

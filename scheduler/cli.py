@@ -22,8 +22,11 @@ from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
 from scheduler.world import Scheduler
 from traces.canonical import read_jobs
+from traces.commands import add_trace_verbs
 
 EXIT_INPUT = 2
+Output = tuple[int, str]
+"""What a verb returns: the exit code and the text for stdout."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,13 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result: int = args.run(args)
-        return result
+        result: Output = args.run(args)
     except FleetschedError as error:
         print(f"fleetsched: {error}", file=sys.stderr)
         return EXIT_INPUT
+    code, text = result
+    try:
+        if text:
+            print(text)
     except BrokenPipeError:  # pragma: no cover - output piped into `head`
-        return 0
+        pass
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,10 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0, help="seed of the cycle's random generator")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=_plan)
+    add_trace_verbs(verbs)
     return parser
 
 
-def _mig_layouts(args: argparse.Namespace) -> int:
+def _mig_layouts(args: argparse.Namespace) -> Output:
     gpu = default_catalog().resolve(args.gpu)
     if gpu.mig is None:
         raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
@@ -78,18 +86,17 @@ def _mig_layouts(args: argparse.Namespace) -> int:
         raise InputError(error.problem, field="--profiles") from None
     if args.json:
         listed = [[str(instance) for instance in layout] for layout in layouts]
-        _print_json({"gpu": gpu.name, "profiles": profiles, "layouts": listed})
-        return 0
-    print(f"{gpu.name}: {len(layouts)} maximal layouts of {', '.join(profiles)}")
+        return 0, _json({"gpu": gpu.name, "profiles": profiles, "layouts": listed})
+    lines = [f"{gpu.name}: {len(layouts)} maximal layouts of {', '.join(profiles)}"]
     for layout in layouts:
         compute = sum(gpu.mig.profiles[i.profile].compute_slices for i in layout)
         memory = sum(gpu.mig.profiles[i.profile].memory_slices for i in layout)
-        print(f"  {mig.format_layout(layout):<60} compute {compute}/{gpu.mig.compute_slices}"
-              f"  memory {memory}/{gpu.mig.memory_slices}")
-    return 0
+        lines.append(f"  {mig.format_layout(layout):<60} compute {compute}/{gpu.mig.compute_slices}"
+                     f"  memory {memory}/{gpu.mig.memory_slices}")
+    return 0, "\n".join(lines)
 
 
-def _mig_check(args: argparse.Namespace) -> int:
+def _mig_check(args: argparse.Namespace) -> Output:
     gpu = default_catalog().resolve(args.gpu)
     if gpu.mig is None:
         raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
@@ -98,26 +105,24 @@ def _mig_check(args: argparse.Namespace) -> int:
     except InputError as error:
         raise InputError(error.problem, field="--layout") from None
     found = mig.problems(gpu.mig, layout)
+    code = 1 if found else 0
     if args.json:
-        _print_json({"gpu": gpu.name, "layout": mig.format_layout(layout), "legal": not found, "problems": found})
-    elif found:
-        print(f"illegal on {gpu.name}: {'; '.join(found)}")
-    else:
-        print(f"legal on {gpu.name}: {mig.format_layout(layout)}")
-    return 1 if found else 0
+        layout_text = mig.format_layout(layout)
+        return code, _json({"gpu": gpu.name, "layout": layout_text, "legal": not found, "problems": found})
+    if found:
+        return code, f"illegal on {gpu.name}: {'; '.join(found)}"
+    return code, f"legal on {gpu.name}: {mig.format_layout(layout)}"
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> Output:
     profile = policies.profile(args.profile)
     cluster = load_cluster(args.cluster)
     jobs = list(read_jobs(args.jobs))
     snapshot = cluster.snapshot()
     decision = Scheduler(profile).schedule(snapshot, jobs, now_s=0.0, seed=args.seed)
     if args.json:
-        _print_json(plan_json(profile.name, snapshot, jobs, decision))
-    else:
-        print(render_plan(profile.name, snapshot, jobs, decision))
-    return 0
+        return 0, _json(plan_json(profile.name, snapshot, jobs, decision))
+    return 0, render_plan(profile.name, snapshot, jobs, decision)
 
 
 def _grants_text(snapshot: ClusterSnapshot, placement: Placement) -> list[str]:
@@ -194,8 +199,8 @@ def plan_json(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], deci
     }
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

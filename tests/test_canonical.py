@@ -249,7 +249,7 @@ BAD_FILES = [
     pytest.param(jsonl_file(OK, '"b"'), 2, "", "a record must be a JSON object", id="json-string"),
     pytest.param(csv_file("id,gpus\na,1\n"), 1, "duration_s", "missing column", id="csv-missing-column"),
     pytest.param(csv_file(""), 1, "id", "missing column", id="csv-empty-file"),
-    pytest.param(csv_file("id,duration_s\na,1\nb,2,3\n"), 3, "", "more values than columns", id="csv-extra-value"),
+    pytest.param(csv_file("id,duration_s\na,1\nb,2,3\n"), 3, "", "3 values for 2 columns", id="csv-extra-value"),
     pytest.param(csv_file("id,duration_s,preemptible\na,1,no\n\nb,1,perhaps\n"), 4, "preemptible",
                  "must be true or false, got 'perhaps'", id="csv-bad-boolean-after-blank-line"),
     pytest.param(csv_file("id,duration_s,colour\na,1,red\n"), 2, "colour", "unknown field", id="csv-unknown-column"),

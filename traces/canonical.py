@@ -21,28 +21,29 @@ One record per job. Every reader of a public trace produces these records, and
 | restore_s | number | 0 | seconds to restore from a checkpoint |
 | kind | batch, service | batch | services run until their end |
 | team, project, model, experiment | text | "" | cost attribution labels |
+| speedups | map (CSV: A:1.0\\|B:0.4) | none | run speed per GPU model relative to the reference GPU |
 | status | completed, failed, killed | completed | what the trace says became of the job |
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
+from traces.base import Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "failed", "killed")
 FIELDS = (
     "id", "submit_s", "duration_s", "gpus", "gpu_milli", "gpu_memory_gb", "mig_profile", "replicas",
     "gpu_models", "priority", "preemptible", "checkpoint_interval_s", "checkpoint_overhead_s", "restore_s",
-    "kind", "team", "project", "model", "experiment", "status",
+    "kind", "team", "project", "model", "experiment", "status", "speedups",
 )
 REQUIRED = ("id", "duration_s")
 _TEXT = ("team", "project", "model", "experiment")
@@ -121,7 +122,30 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
         kind=JobKind(row.choice("kind", tuple(JobKind), JobKind.BATCH)),
         labels=Labels(**{field: str(row.values.get(field, "")) for field in _TEXT}),
         status=row.choice("status", STATUSES, "completed"),
+        speedups=_speedups(row, catalog or default_catalog()),
     )
+
+
+def _speedups(row: _Row, catalog: Catalog) -> tuple[tuple[str, float], ...]:
+    value = row.values.get("speedups", {})
+    if isinstance(value, str):
+        pairs = [part.rpartition(":") for part in value.split("|") if part.strip()]
+        value = {name.strip(): factor for name, _, factor in pairs}
+    if not isinstance(value, dict):
+        raise row.fail("speedups", f"must map GPU models to speed factors, got {value!r}")
+    found: dict[str, float] = {}
+    for name, factor in value.items():
+        key = catalog.key_of(str(name))
+        if key is None:
+            raise row.fail("speedups", f"unknown GPU model {name!r}")
+        try:
+            number = float(factor)
+        except (TypeError, ValueError):
+            raise row.fail("speedups", f"speed factor for {name} is not a number: {factor!r}") from None
+        if not math.isfinite(number) or number <= 0:
+            raise row.fail("speedups", f"speed factor for {name} must be > 0, got {factor!r}")
+        found[key] = number
+    return tuple(sorted(found.items()))
 
 
 def _priority(row: _Row) -> int:
@@ -175,48 +199,108 @@ def _models(row: _Row, catalog: Catalog) -> frozenset[str]:
     return frozenset(keys)
 
 
+def to_record(job: Job) -> dict[str, Any]:
+    """The canonical record of `job` (the inverse of to_job): defaults left out, keys in schema order."""
+    request = job.request
+    record: dict[str, Any] = {"id": job.id, "submit_s": job.submit_s, "duration_s": job.duration_s}
+    if request.kind is RequestKind.MIG:
+        record.update(gpus=request.gpus, mig_profile=request.mig_profile)
+    elif request.kind is RequestKind.SHARE:
+        record.update(gpu_milli=request.milli)
+        if request.memory_mib:
+            record["gpu_memory_gb"] = request.memory_mib / 1024
+    elif request.gpus != 1:
+        record["gpus"] = request.gpus
+    optional = {
+        "replicas": (job.replicas, 1),
+        "gpu_models": (sorted(job.gpu_models), []),
+        "priority": (job.priority, 0),
+        "preemptible": (job.preemptible, False),
+        "checkpoint_interval_s": (job.checkpoint_interval_s, 0.0),
+        "checkpoint_overhead_s": (job.checkpoint_overhead_s, 0.0),
+        "restore_s": (job.restore_s, 0.0),
+        "kind": (str(job.kind), "batch"),
+        "team": (job.labels.team, ""),
+        "project": (job.labels.project, ""),
+        "model": (job.labels.model, ""),
+        "experiment": (job.labels.experiment, ""),
+        "status": (job.status, "completed"),
+        "speedups": (dict(job.speedups), {}),
+    }
+    record.update({key: value for key, (value, default) in optional.items() if value != default})
+    return record
+
+
+class CanonicalJsonl(TraceFormat):
+    """The canonical record as JSON lines."""
+
+    name = "jsonl"
+    description = "canonical job records, one JSON object per line (schema version 1)"
+    suffixes: ClassVar[tuple[str, ...]] = (".jsonl", ".ndjson")
+
+    def detect(self, path: Path, first_line: str) -> bool:
+        return path.suffix in self.suffixes or first_line.startswith("{")
+
+    def raw_rows(self, path: Path) -> Iterator[Fields]:
+        with open_text(path) as handle:
+            for line, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    values = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
+                if not isinstance(values, dict):
+                    raise InputError("a record must be a JSON object", source=str(path), line=line)
+                yield Fields(values, str(path), line)
+
+    def prepare(self, path: Path) -> set[str]:
+        return set()  # ids seen so far: canonical ids are the user's, so duplicates are checked
+
+    def row(self, fields: Fields, context: Any, catalog: Catalog) -> TraceRow:
+        job = to_job(fields.values, source=fields.source, line=fields.line, catalog=catalog)
+        if job.id in context:
+            raise fields.fail("id", f"duplicate job id {job.id!r}")
+        context.add(job.id)
+        return TraceRow(fields.line, job)
+
+
+class CanonicalCsv(CanonicalJsonl):
+    """The canonical record as CSV with a header row (gpu_models as A|B)."""
+
+    name = "csv"
+    description = "canonical job records as CSV with a header row"
+    suffixes = (".csv",)
+
+    def detect(self, path: Path, first_line: str) -> bool:
+        return path.suffix == ".csv" and "duration_s" in first_line.split(",") and "id" in first_line.split(",")
+
+    def raw_rows(self, path: Path) -> Iterator[Fields]:
+        return csv_rows(path, REQUIRED)
+
+
 def read_jobs(path: str | Path, catalog: Catalog | None = None) -> Iterator[Job]:
     """Streams Jobs from a canonical `.jsonl` or `.csv` file; duplicate ids are an error."""
-    source = str(path)
-    seen: set[str] = set()
-    rows = _csv_rows(path) if source.endswith(".csv") else _jsonl_rows(path)
-    for line, values in rows:
-        job = to_job(values, source=source, line=line, catalog=catalog)
-        if job.id in seen:
-            raise InputError(f"duplicate job id {job.id!r}", source=source, line=line, field="id")
-        seen.add(job.id)
-        yield job
+    trace_format = CanonicalCsv() if str(path).endswith(".csv") else CanonicalJsonl()
+    return replayed(read_rows(path, trace_format, catalog=catalog))
 
 
-def _jsonl_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    with _open(path) as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                values = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
-            if not isinstance(values, dict):
-                raise InputError("a record must be a JSON object", source=str(path), line=line)
-            yield line, values
+def write_jsonl(jobs: Iterable[Job], out: str | Path) -> int:
+    """Writes canonical JSON lines to `out` atomically (a temporary name, renamed when complete).
 
-
-def _csv_rows(path: str | Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    with _open(path) as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        for column in REQUIRED:
-            if column not in header:
-                raise InputError("missing column", source=str(path), line=1, field=column)
-        for values in reader:
-            if None in values:
-                raise InputError("more values than columns", source=str(path), line=reader.line_num)
-            yield reader.line_num, values
-
-
-def _open(path: str | Path) -> Any:
+    Returns the number of jobs written. On any error the temporary file is removed and `out`
+    is left as it was.
+    """
+    target = Path(out)
+    temporary = target.with_name(f".{target.name}.partial")
+    count = 0
     try:
-        return open(path, encoding="utf-8", newline="")
-    except OSError as error:
-        raise InputError(error.strerror or str(error), source=str(path)) from None
+        with temporary.open("w", encoding="utf-8") as handle:
+            for job in jobs:
+                handle.write(json.dumps(to_record(job), sort_keys=False) + "\n")
+                count += 1
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return count

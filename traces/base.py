@@ -1,0 +1,209 @@
+"""What every trace reader shares: rows, drop reasons, bad-row handling and the read report.
+
+A reader turns one source row into a `TraceRow`: a canonical `Job`, or the reason the row is
+not replayed (a CPU-only task, a pod that never ran), so that nothing is lost silently.
+`read_rows` drives a `TraceFormat`: it streams the file (memory does not grow with its
+length), stops at the first bad row with one `InputError` naming file, line and field, or,
+with `skip_bad_rows`, counts and reports the bad rows instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from scheduler.catalog import Catalog, default_catalog
+from scheduler.errors import InputError
+from scheduler.model import Job
+
+CPU_ONLY = "CPU-only (no GPU request)"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One source row: the job it becomes, and why it is not replayed ("" when it is).
+
+    A dropped row may still carry its job, so that inspection counts what it asked for.
+    """
+
+    line: int
+    job: Job | None
+    dropped: str = ""
+
+
+@dataclass(slots=True)
+class ReadReport:
+    """What a read saw: rows, jobs, drops by reason, and bad rows skipped (line, problem)."""
+
+    source: str
+    format: str = ""
+    rows: int = 0
+    jobs: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """One raw row's values by column name, with checked conversions that name the field."""
+
+    values: Mapping[str, Any]
+    source: str
+    line: int
+
+    def fail(self, name: str, message: str) -> InputError:
+        return InputError(message, source=self.source, line=self.line, field=name)
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.values.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise self.fail(name, "required")
+            return default
+        return str(value).strip()
+
+    def number(self, name: str, default: float | None = None, *, least: float = 0.0) -> float:
+        """A finite number >= `least`; empty values take `default` (required when None)."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise self.fail(name, "required")
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise self.fail(name, f"not a number: {value!r}") from None
+        if not math.isfinite(number) or number < least:
+            raise self.fail(name, f"must be a finite number >= {least:g}, got {value!r}")
+        return number
+
+    def optional(self, name: str) -> float | None:
+        """A finite number >= 0, or None when the value is empty or NaN (as traces write 'unknown')."""
+        value = self.values.get(name)
+        if value is None or value == "" or str(value).strip().lower() in ("nan", "none", "null"):
+            return None
+        return self.number(name)
+
+    def integer(self, name: str, default: int | None = None, *, least: int = 0) -> int:
+        number = self.number(name, None if default is None else float(default), least=least)
+        if number != int(number):
+            raise self.fail(name, f"must be a whole number, got {self.values.get(name)!r}")
+        return int(number)
+
+
+class TraceFormat:
+    """A trace layout: how to recognise it, stream its raw rows and turn each into a TraceRow.
+
+    `prepare` may take a first, constant-memory pass over the file (to find the time origin
+    of traces that give wall-clock times, or the end of the trace window); what it returns is
+    handed to every `row` call.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = (".csv",)
+
+    def detect(self, path: Path, first_line: str) -> bool:
+        raise NotImplementedError
+
+    def raw_rows(self, path: Path) -> Iterator[Fields]:
+        raise NotImplementedError
+
+    def prepare(self, path: Path) -> Any:
+        return None
+
+    def row(self, fields: Fields, context: Any, catalog: Catalog) -> TraceRow:
+        raise NotImplementedError
+
+
+def open_text(path: Path) -> TextIO:
+    """The file opened for reading text, or InputError naming it."""
+    try:
+        return path.open(encoding="utf-8", newline="")
+    except OSError as error:
+        raise InputError(error.strerror or str(error), source=str(path)) from None
+
+
+def csv_rows(path: Path, required: Sequence[str], header: Sequence[str] | None = None) -> Iterator[Fields]:
+    """Streams a CSV file's rows as Fields; `header` for files without a header row.
+
+    A missing required column stops the read at line 1, naming the column.
+    """
+    with open_text(path) as handle:
+        reader = csv.reader(handle)
+        names = list(header) if header is not None else next(reader, [])
+        for column in required:
+            if column not in names:
+                raise InputError("missing column", source=str(path), line=1, field=column)
+        width = len(names)
+        source = str(path)
+        for values in reader:
+            if not values:
+                continue
+            if len(values) != width:
+                raise InputError(f"{len(values)} values for {width} columns", source=source, line=reader.line_num)
+            yield Fields(dict(zip(names, values, strict=True)), source, reader.line_num)
+
+
+def csv_column(path: Path, name: str) -> Iterator[str]:
+    """The values of one column of a CSV file with a header row (a cheap first pass)."""
+    with open_text(path) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        if name not in header:
+            return
+        index = header.index(name)
+        for values in reader:
+            if len(values) > index:
+                yield values[index]
+
+
+def first_line(path: Path) -> str:
+    """The file's first line (empty for a binary or unreadable file)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.readline().strip()
+    except OSError:
+        return ""
+
+
+def read_rows(
+    path: str | Path,
+    trace_format: TraceFormat,
+    *,
+    skip_bad_rows: bool = False,
+    report: ReadReport | None = None,
+    catalog: Catalog | None = None,
+) -> Iterator[TraceRow]:
+    """Streams the TraceRows of `path`, stopping at (or, with skip_bad_rows, counting) bad rows."""
+    path = Path(path)
+    catalog = catalog or default_catalog()
+    report = report if report is not None else ReadReport(str(path))
+    report.format = trace_format.name
+    context = trace_format.prepare(path)
+    for fields in trace_format.raw_rows(path):
+        report.rows += 1
+        try:
+            row = trace_format.row(fields, context, catalog)
+        except InputError as error:
+            if not skip_bad_rows:
+                raise
+            report.skipped.append((fields.line, f"{error.field}: {error.problem}" if error.field else error.problem))
+            continue
+        if row.dropped:
+            report.dropped[row.dropped] += 1
+        else:
+            report.jobs += 1
+        yield row
+
+
+def replayed(rows: Iterator[TraceRow]) -> Iterator[Job]:
+    """The jobs of the rows that are replayed."""
+    for row in rows:
+        if row.job is not None and not row.dropped:
+            yield row.job
