@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class Fields:
         return int(number)
 
 
-class TraceFormat:
+class TraceFormat(ABC):
     """A trace layout: how to recognise it, stream its raw rows and turn each into a TraceRow.
 
     `prepare` may take a first, constant-memory pass over the file (to find the time origin
@@ -108,17 +109,20 @@ class TraceFormat:
     description: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]] = (".csv",)
 
+    @abstractmethod
     def detect(self, path: Path, first_line: str) -> bool:
-        raise NotImplementedError
+        """Whether `path`, whose first line is `first_line`, is in this format."""
 
+    @abstractmethod
     def raw_rows(self, path: Path) -> Iterator[Fields]:
-        raise NotImplementedError
+        """The file's rows, unconverted; structural problems (a missing column) raise InputError."""
 
     def prepare(self, path: Path) -> Any:
         return None
 
+    @abstractmethod
     def row(self, fields: Fields, context: Any, catalog: Catalog) -> TraceRow:
-        raise NotImplementedError
+        """One row as a TraceRow; a bad value raises InputError naming the field."""
 
 
 def open_text(path: Path) -> TextIO:

@@ -8,22 +8,30 @@ failed conversion leaves no partial file behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
+from scheduler.model import Job
+from scheduler.tomlfile import TomlDocument
 from traces.base import ReadReport, replayed
 from traces.canonical import write_jsonl
 from traces.formats import FORMATS, read_trace
 from traces.inspect import render, summarise
+from traces.nodes import cluster_from_nodes, write_cluster
 from traces.parquet import write_parquet
+from traces.synth import ARRIVALS, SynthSpec, gavel_jobs, generate
 
 Output = tuple[int, str]
-WRITERS = {".jsonl": write_jsonl, ".parquet": write_parquet}
+WRITERS: dict[str, Callable[[Iterable[Job], Path], int]] = {".jsonl": write_jsonl, ".parquet": write_parquet}
 
 
 def add_trace_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds `trace inspect|convert` under the command's verbs."""
+    """Adds `trace inspect|convert|synth|cluster` under the command's verbs."""
     trace = verbs.add_parser("trace", help="inspect, convert and generate workload traces")
     trace_verbs = trace.add_subparsers(dest="trace_verb", required=True, metavar="VERB")
     formats = ", ".join(FORMATS)
@@ -42,6 +50,30 @@ def add_trace_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     convert.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
     convert.set_defaults(run=run_convert)
 
+    synth = trace_verbs.add_parser("synth", help="generate a seeded synthetic workload as canonical records")
+    synth.add_argument("--out", required=True, help="output file: .jsonl or .parquet")
+    synth.add_argument("--generator", choices=("spec", "gavel"), default="spec",
+                       help="spec: the SynthSpec mix (default); gavel: Gavel's generated job stream")
+    synth.add_argument("--spec", help="TOML file setting SynthSpec fields (see traces/synth.py)")
+    synth.add_argument("--jobs", type=int, help="number of jobs (default: the spec's, or 1000)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--jobs-per-hour", type=float, help="mean arrival rate")
+    synth.add_argument("--arrival", choices=ARRIVALS, help="arrival process (spec generator)")
+    synth.add_argument("--multi-gpu", action="store_true", help="gavel generator: 1/2/4/8-GPU jobs")
+    synth.set_defaults(run=run_synth)
+
+    cluster = trace_verbs.add_parser("cluster", help="turn a node list (openb, Alibaba 2026 spot) into a cluster file")
+    cluster.add_argument("file", help="node list CSV")
+    cluster.add_argument("--out", required=True, help="cluster TOML to write")
+    cluster.set_defaults(run=run_cluster)
+
+
+def _writer(out: Path) -> Callable[[Iterable[Job], Path], int]:
+    writer = WRITERS.get(out.suffix)
+    if writer is None:
+        raise InputError(f"write .jsonl or .parquet, got {out.name!r}", field="--out")
+    return writer
+
 
 def run_inspect(args: argparse.Namespace) -> Output:
     report = ReadReport(args.file)
@@ -53,9 +85,7 @@ def run_inspect(args: argparse.Namespace) -> Output:
 
 def run_convert(args: argparse.Namespace) -> Output:
     out = Path(args.out)
-    writer = WRITERS.get(out.suffix)
-    if writer is None:
-        raise InputError(f"write .jsonl or .parquet, got {out.name!r}", field="--out")
+    writer = _writer(out)
     if out.resolve() == Path(args.file).resolve():
         raise InputError("the output would overwrite the input", field="--out")
     report = ReadReport(args.file)
@@ -63,3 +93,50 @@ def run_convert(args: argparse.Namespace) -> Output:
     dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
     return 0, (f"wrote {count:,} jobs to {out} from {report.rows:,} rows ({report.format}); dropped: {dropped};"
                f" bad rows skipped: {len(report.skipped):,}")
+
+
+def load_spec(path: str | Path) -> SynthSpec:
+    """A SynthSpec from TOML: each key a SynthSpec field; mixes keyed by GPUs or priority as text."""
+    document = TomlDocument.read(path)
+    known = {f.name: f for f in dataclasses.fields(SynthSpec)}
+    values: dict[str, Any] = {}
+    for key, raw in document.data.items():
+        if key not in known:
+            document.fail(key, f"unknown field; a spec has {', '.join(known)}")
+        values[key] = raw
+        if key in ("gpu_mix", "priority_mix") and isinstance(raw, dict):
+            try:
+                values[key] = {int(k): v for k, v in raw.items()}
+            except ValueError:
+                document.fail(key, "keys must be whole numbers, e.g. { 1 = 0.6, 8 = 0.4 }")
+        if key in ("share_milli", "gang_replicas") and isinstance(raw, list):
+            values[key] = tuple(raw)
+    try:
+        return SynthSpec(**values)
+    except InputError as error:
+        document.fail(error.field, error.problem)
+    except TypeError as error:  # a value of the wrong shape, e.g. a number where a table belongs
+        raise InputError(str(error), source=str(path)) from None
+
+
+def run_synth(args: argparse.Namespace) -> Output:
+    out = Path(args.out)
+    writer = _writer(out)
+    spec = load_spec(args.spec) if args.spec else SynthSpec()
+    overrides = {"jobs": args.jobs, "jobs_per_hour": args.jobs_per_hour, "arrival": args.arrival}
+    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    if args.generator == "gavel":
+        jobs = gavel_jobs(spec.jobs, args.seed, spec.jobs_per_hour, args.multi_gpu)
+    else:
+        jobs = generate(spec, args.seed)
+    count = writer(jobs, out)
+    return 0, f"wrote {count:,} {args.generator} jobs (seed {args.seed}) to {out}"
+
+
+def run_cluster(args: argparse.Namespace) -> Output:
+    text = cluster_from_nodes(args.file)
+    write_cluster(text, args.out)
+    cluster = load_cluster(args.out)
+    gpus = sum(pool.nodes * pool.gpus_per_node for pool in cluster.pools.values())
+    nodes = sum(pool.nodes for pool in cluster.pools.values())
+    return 0, f"wrote {args.out}: {len(cluster.pools)} pools, {nodes:,} nodes, {gpus:,} GPUs"

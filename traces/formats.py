@@ -14,15 +14,24 @@ from scheduler.errors import InputError
 from scheduler.model import Job
 from traces.base import ReadReport, TraceFormat, TraceRow, first_line, read_rows, replayed
 from traces.canonical import CanonicalCsv, CanonicalJsonl
+from traces.dlrm import DlrmInstances
+from traces.gavel import GavelMsrTrace, GavelPhysicalTrace
+from traces.helios import HeliosJobs
 from traces.openb import OpenbPods
+from traces.pai import PaiTasks
 from traces.parquet import CanonicalParquet
 from traces.philly import PhillyExtract, PhillyJobLog
 
 # Most specific first: detection takes the first format that recognises the file.
 _ORDER: tuple[TraceFormat, ...] = (
     OpenbPods(),
+    DlrmInstances(),
+    PaiTasks(),
+    HeliosJobs(),
     PhillyExtract(),
     PhillyJobLog(),
+    GavelMsrTrace(),
+    GavelPhysicalTrace(),
     CanonicalParquet(),
     CanonicalCsv(),
     CanonicalJsonl(),

@@ -1,0 +1,90 @@
+"""`fleetsched trace synth` and `trace cluster`: seeded, byte-identical output; one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import main
+from scheduler.cluster import load_cluster
+from traces.formats import read_trace_jobs
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
+SPEC = """jobs = 120
+arrival = "diurnal"
+jobs_per_hour = 30
+gpu_mix = { 1 = 0.5, 4 = 0.3, 8 = 0.2 }
+share_fraction = 0.2
+mig_fraction = 0.1
+teams = { research = 2, prod = 1 }
+preemptible_share = 0.5
+"""
+
+
+def synth(tmp_path: Path, name: str, *extra: str) -> bytes:
+    out = tmp_path / name
+    assert main(["trace", "synth", "--out", str(out), *extra]) == 0
+    return out.read_bytes()
+
+
+def test_synth_is_seeded_and_byte_identical(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    first = synth(tmp_path, "a.jsonl", "--spec", str(spec), "--seed", "7")
+    assert first == synth(tmp_path, "b.jsonl", "--spec", str(spec), "--seed", "7")
+    assert first != synth(tmp_path, "c.jsonl", "--spec", str(spec), "--seed", "8")
+    jobs = list(read_trace_jobs(tmp_path / "a.jsonl"))
+    assert len(jobs) == 120 and {job.labels.team for job in jobs} == {"research", "prod"}
+    assert "wrote 120 spec jobs (seed 7)" in capsys.readouterr().out
+    synth(tmp_path, "d.parquet", "--spec", str(spec), "--jobs", "40", "--arrival", "poisson")
+    assert len(list(read_trace_jobs(tmp_path / "d.parquet"))) == 40
+
+
+def test_synth_gavel_stream(tmp_path: Path) -> None:
+    synth(tmp_path, "g.jsonl", "--generator", "gavel", "--multi-gpu", "--jobs", "300", "--jobs-per-hour", "12")
+    jobs = list(read_trace_jobs(tmp_path / "g.jsonl"))
+    assert len(jobs) == 300 and all(job.speedups and job.labels.model for job in jobs)
+    assert {job.request.gpus for job in jobs} <= {1, 2, 4, 8}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("jobz = 3\n", ":1: jobz: unknown field"),
+        ("jobs = 10\ngpu_mix = { 1 = 0.5 }\n", ":2: gpu_mix:"),
+        ("gpu_mix = { one = 1.0 }\n", ":1: gpu_mix: keys must be whole numbers"),
+        ("arrival = \"bursty\"\n", ":1: arrival: must be one of poisson, diurnal"),
+        ("jobs = [\n", ":1: not valid TOML"),
+    ],
+    ids=["unknown-field", "mix-not-summing-to-one", "mix-key", "arrival", "syntax"],
+)
+def test_bad_specs_are_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text)
+    assert main(["trace", "synth", "--spec", str(spec), "--out", str(tmp_path / "out.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"fleetsched: {spec}") and expected in error and error.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared traces are not beside this checkout")
+@pytest.mark.parametrize(
+    ("nodes", "gpus"),
+    [("alibaba-gpu-v2023/openb_node_list_all_node.csv", 6212), ("alibaba-spot-gpu-v2026/node_info_df.csv", 10412)],
+)
+def test_cluster_from_node_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str], nodes: str, gpus: int) -> None:
+    out = tmp_path / "cluster.toml"
+    assert main(["trace", "cluster", str(SHARED / nodes), "--out", str(out)]) == 0
+    assert f"{gpus:,} GPUs" in capsys.readouterr().out
+    cluster = load_cluster(out)
+    assert sum(p.nodes * p.gpus_per_node for p in cluster.pools.values()) == gpus
+    assert all(p.usd_per_node_hour > 0 for p in cluster.pools.values())
+
+
+def test_cluster_from_a_bad_node_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,1,1,8,Z9000\n")
+    assert main(["trace", "cluster", str(nodes), "--out", str(tmp_path / "c.toml")]) == 2
+    assert capsys.readouterr().err.startswith(f"fleetsched: {nodes}:2: model:")
+    assert not (tmp_path / "c.toml").exists()
