@@ -32,6 +32,7 @@ from scheduler.profile import Profile
 
 MAX_SCORE = 100
 CAPACITY = "NodeCapacity"
+READY = "NodeReady"
 
 
 @dataclass(slots=True)
@@ -44,23 +45,32 @@ class NodeClass:
     id: int
     key: Hashable
     pool: str
+    ready: bool
     members: list[str] = field(default_factory=list)
 
 
 class NodeClasses:
     """The cycle's live node states grouped into equivalence classes (the free-capacity index).
 
-    It also holds the cycle's verdicts: per job shape, the verdict of each class id.
+    Classes are kept per pool. The index also holds the cycle's verdicts: per job shape, the
+    verdict of each class id, and the pools closed to that shape (an UNRESOLVABLE answer holds
+    for every node of a pool, so the pool's other classes are never asked).
     """
 
     def __init__(self, nodes: Iterable[Node]) -> None:
         self.nodes: dict[str, Node] = {}
         self._class_of: dict[str, Hashable] = {}
         self._ids: dict[Hashable, int] = {}
-        self.classes: dict[Hashable, NodeClass] = {}
+        self.by_pool: dict[str, dict[Hashable, NodeClass]] = {}
         self.verdicts: dict[Hashable, dict[int, Verdict]] = {}
+        self.closed: dict[Hashable, dict[str, Status]] = {}
         for node in sorted(nodes, key=lambda n: n.name):
             self.update(node)
+
+    @property
+    def classes(self) -> list[NodeClass]:
+        """Every class, pool by pool."""
+        return [group for groups in self.by_pool.values() for group in groups.values()]
 
     def update(self, node: Node) -> None:
         """Records `node`'s new state, moving it to the class of its new signature."""
@@ -69,15 +79,16 @@ class NodeClasses:
         self.nodes[node.name] = node
         if old == key:
             return
+        groups = self.by_pool.setdefault(node.pool, {})
         if old is not None:
-            members = self.classes[old].members
+            members = groups[old].members
             members.pop(bisect.bisect_left(members, node.name))
             if not members:
-                del self.classes[old]
+                del groups[old]
         self._class_of[node.name] = key
-        group = self.classes.get(key)
+        group = groups.get(key)
         if group is None:
-            group = self.classes[key] = NodeClass(self._ids.setdefault(key, len(self._ids)), key, node.pool)
+            group = groups[key] = NodeClass(self._ids.setdefault(key, len(self._ids)), key, node.pool, node.ready)
         bisect.insort(group.members, node.name)
 
     def representative(self, group: NodeClass) -> Node:
@@ -97,6 +108,9 @@ class Verdict:
     def grants_on(self, pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
         """The grants for one replica on `node`, reused when it is the node evaluated."""
         return self.grants if node is self.node else capacity.find_grants(pool, node, request)
+
+
+NOT_READY = Verdict(Status(Code.UNRESOLVABLE, ("node is not ready",), READY))
 
 
 class Framework:
@@ -147,10 +161,18 @@ class Framework:
 
     def verdict(self, cycle: Cycle, job: Job, classes: NodeClasses, group: NodeClass) -> Verdict:
         """The class's verdict for the job, from the cycle's verdicts or computed once."""
-        known = classes.verdicts.setdefault(self.shape(job), {})
+        shape = self.shape(job)
+        if not group.ready:
+            return NOT_READY
+        closed = classes.closed.setdefault(shape, {}).get(group.pool)
+        if closed is not None:
+            return Verdict(closed)
+        known = classes.verdicts.setdefault(shape, {})
         verdict = known.get(group.id)
         if verdict is None:
             verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
+            if verdict.status.code is Code.UNRESOLVABLE:
+                classes.closed[shape][group.pool] = verdict.status
         return verdict
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
@@ -164,14 +186,24 @@ class Framework:
 
     def best(self, cycle: Cycle, job: Job, classes: NodeClasses) -> NodeClass | None:
         """The feasible class with the highest weighted, normalised score, or None."""
-        known = classes.verdicts.setdefault(self.shape(job), {})
+        shape = self.shape(job)
+        known = classes.verdicts.setdefault(shape, {})
+        closed = classes.closed.setdefault(shape, {})
         feasible: list[tuple[NodeClass, tuple[float, ...]]] = []
-        for group in classes.classes.values():
-            verdict = known.get(group.id)
-            if verdict is None:
-                verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
-            if verdict.scores is not None:
-                feasible.append((group, verdict.scores))
+        for pool, groups in classes.by_pool.items():
+            if pool in closed:
+                continue
+            for group in groups.values():
+                if not group.ready:
+                    continue
+                verdict = known.get(group.id)
+                if verdict is None:
+                    verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
+                    if verdict.status.code is Code.UNRESOLVABLE:
+                        closed[pool] = verdict.status
+                        break
+                if verdict.scores is not None:
+                    feasible.append((group, verdict.scores))
         if not feasible:
             return None
         if len(feasible) == 1 or not self._score:
@@ -197,7 +229,7 @@ class Framework:
     def explain(self, cycle: Cycle, job: Job, classes: NodeClasses) -> tuple[ClassVerdict, ...]:
         """Why the job fits no class: per pool, one verdict per distinct status (classes merged)."""
         merged: dict[tuple[str, Status], tuple[int, list[str]]] = {}
-        for group in sorted(classes.classes.values(), key=lambda g: g.members[0]):
+        for group in sorted(classes.classes, key=lambda g: g.members[0]):
             status = self.verdict(cycle, job, classes, group).status
             pool = cycle.snapshot.pools[group.pool]
             nodes, free = merged.get((group.pool, status), (0, []))

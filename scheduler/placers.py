@@ -89,7 +89,7 @@ class GreedyPlacer:
         """
         if not framework.profile.postfilter:
             return []
-        groups = list(classes.classes.values())
+        groups = classes.classes
         statuses = {group.id: framework.verdict(cycle, job, classes, group).status for group in groups}
         if not any(status.code is Code.UNSCHEDULABLE for status in statuses.values()):
             return []

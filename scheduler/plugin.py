@@ -95,7 +95,9 @@ class FilterPlugin(Protocol):
     """Whether one replica of `job` may run on `node`.
 
     OK; UNSCHEDULABLE when evicting jobs from the node could make room; UNRESOLVABLE when
-    nothing on the node can change the answer (GPU model, MIG mode, capacity type).
+    nothing on the node can change the answer (GPU model, MIG mode, capacity type). Pools are
+    homogeneous, so an UNRESOLVABLE answer must hold for every node of the pool: the Framework
+    asks no other node of that pool about the same job shape.
     """
 
     def filter(self, cycle: Cycle, job: Job, node: Node) -> Status: ...

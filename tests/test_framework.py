@@ -105,13 +105,13 @@ def test_node_classes_group_equal_nodes_and_follow_updates() -> None:
     pool = make_pool(nodes=3)
     snapshot = make_snapshot(pool)
     classes = NodeClasses(snapshot.nodes.values())
-    assert [group.members for group in classes.classes.values()] == [["pool-0", "pool-1", "pool-2"]]
-    (first_id,) = [group.id for group in classes.classes.values()]
+    assert [group.members for group in classes.classes] == [["pool-0", "pool-1", "pool-2"]]
+    (first_id,) = [group.id for group in classes.classes]
     busy = snapshot.nodes["pool-1"].grant(pool, make_job("a"), (Grant(0),))
     classes.update(busy)
-    assert sorted(group.members for group in classes.classes.values()) == [["pool-0", "pool-2"], ["pool-1"]]
+    assert sorted(group.members for group in classes.classes) == [["pool-0", "pool-2"], ["pool-1"]]
     classes.update(snapshot.nodes["pool-1"])
-    assert [(group.id, group.members) for group in classes.classes.values()] == [(first_id, ["pool-0", "pool-1", "pool-2"])]
+    assert [(group.id, group.members) for group in classes.classes] == [(first_id, ["pool-0", "pool-1", "pool-2"])]
 
 
 def test_filters_run_once_per_class_and_job_shape() -> None:
@@ -267,3 +267,36 @@ def test_cycle_memo_computes_once_per_key() -> None:
     assert cycle.memo("k", lambda: calls.append(1) or 5) == 5
     assert cycle.memo("k", lambda: calls.append(1) or 6) == 5
     assert calls == [1] and cycle.rng.random() == new_cycle(make_snapshot(), 0.0, 7).rng.random()
+
+
+class WrongModel(Counted):
+    """Refuses every node as UNRESOLVABLE, counting how often it is asked."""
+
+    name = "WrongModel"
+
+    def filter(self, cycle: Cycle, job: Job, node: Node) -> Status:
+        self.calls += 1
+        return Status.unresolvable("never")
+
+
+def test_an_unresolvable_pool_is_asked_once_per_job_shape() -> None:
+    pool = make_pool(nodes=6)
+    snapshot = make_snapshot(pool)
+    busy = snapshot.nodes["pool-1"].grant(pool, make_job("x"), (Grant(0),))
+    snapshot = make_snapshot(pool, nodes=[busy])
+    refuse = WrongModel()
+    decision = Scheduler(profile(filter=(refuse,))).schedule(snapshot, [make_job("a"), make_job("b", submit_s=1)])
+    assert refuse.calls == 1
+    (verdict,) = decision.pending["a"].verdicts
+    assert (verdict.nodes, verdict.status.plugin) == (6, "WrongModel")
+
+
+def test_nodes_that_are_not_ready_are_never_chosen_and_say_so() -> None:
+    pool = make_pool(nodes=0)
+    down = Node(name="down", pool=pool.name, gpus=empty_node(pool, "down").gpus, ready=False)
+    snapshot = make_snapshot(pool, nodes=[down, empty_node(pool, "up")])
+    decision = Scheduler(policies.profile("binpack")).schedule(snapshot, [make_job(f"j{n}", whole(8)) for n in range(2)])
+    assert [p.replicas[0].node for p in decision.placements] == ["up"]
+    statuses = {v.status.plugin: v for v in decision.pending["j1"].verdicts}
+    assert statuses["NodeReady"].nodes == 1 and statuses["NodeReady"].status.code is Code.UNRESOLVABLE
+    assert "not ready" in statuses["NodeReady"].free

@@ -162,3 +162,19 @@ def test_plugins_read_only_the_job_fields_they_declare(first: Job, second: Job, 
                 assert plugin.filter(cycle(), original, target) == plugin.filter(cycle(), twin, target)
             if isinstance(plugin, ScorePlugin):
                 assert plugin.score(cycle(), original, target) == plugin.score(cycle(), twin, target)
+
+
+@settings(max_examples=60)
+@given(_ANY_JOB, st.sampled_from([whole(1), whole(8), whole(16), share(300, 2), share(300, 40), mig_request("1g.5gb"),
+                                  mig_request("3g.40gb", 3)]))
+def test_unresolvable_answers_hold_for_the_whole_pool(job: Job, request: object) -> None:
+    """The Framework skips a pool after one UNRESOLVABLE answer: no busy node may answer otherwise."""
+    job = dataclasses.replace(job, request=request)
+    pairs = [(node(H100), BUSY_H100), (node(A10G), FULL_A10G), (node(A100), FULL_A100)]
+    for cls in policies.REGISTRY.values():
+        plugin = cls()
+        if not isinstance(plugin, FilterPlugin):
+            continue
+        for empty, busy in pairs:
+            codes = {plugin.filter(cycle(), job, empty).code, plugin.filter(cycle(), job, busy).code}
+            assert (Code.UNRESOLVABLE in codes) == (codes == {Code.UNRESOLVABLE}), (cls.name, codes)
