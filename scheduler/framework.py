@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from scheduler import capacity
 from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
-from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool
+from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool, empty_node
 from scheduler.plugin import (
     REQUEST_FIELDS,
     Cycle,
@@ -31,6 +31,7 @@ from scheduler.plugin import (
 from scheduler.profile import Profile
 
 MAX_SCORE = 100
+MAX_VERDICTS = 200_000
 CAPACITY = "NodeCapacity"
 READY = "NodeReady"
 
@@ -57,15 +58,40 @@ class NodeClasses:
     for every node of a pool, so the pool's other classes are never asked).
     """
 
-    def __init__(self, nodes: Iterable[Node]) -> None:
+    def __init__(self, nodes: Iterable[Node] = ()) -> None:
         self.nodes: dict[str, Node] = {}
         self._class_of: dict[str, Hashable] = {}
         self._ids: dict[Hashable, int] = {}
         self.by_pool: dict[str, dict[Hashable, NodeClass]] = {}
         self.verdicts: dict[Hashable, dict[int, Verdict]] = {}
         self.closed: dict[Hashable, dict[str, Status]] = {}
+        self.new_node_fits: dict[tuple[Hashable, str], bool] = {}
         for node in sorted(nodes, key=lambda n: n.name):
             self.update(node)
+
+    def sync(self, snapshot: ClusterSnapshot) -> None:
+        """Brings the index to `snapshot`'s nodes, touching only nodes that changed.
+
+        Verdicts depend only on job shape, pool and GPU state (the plugin contract), so they stay
+        valid from one cycle to the next; past MAX_VERDICTS they are dropped to bound memory.
+        """
+        if sum(len(known) for known in self.verdicts.values()) > MAX_VERDICTS:
+            self.verdicts.clear()
+        for name in [name for name in self.nodes if name not in snapshot.nodes]:
+            self.remove(name)
+        for node in snapshot.nodes.values():
+            if self.nodes.get(node.name) is not node:
+                self.update(node)
+
+    def remove(self, name: str) -> None:
+        """Forgets a node that left the cluster."""
+        node = self.nodes.pop(name)
+        groups = self.by_pool[node.pool]
+        key = self._class_of.pop(name)
+        members = groups[key].members
+        members.pop(bisect.bisect_left(members, name))
+        if not members:
+            del groups[key]
 
     @property
     def classes(self) -> list[NodeClass]:
@@ -248,12 +274,30 @@ class Framework:
                 return victims
         return []
 
-    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> dict[str, int]:
-        """Nodes to add per pool: the largest request any provision plugin makes for the pool."""
+    def provision(self, cycle: Cycle, jobs: Sequence[Job], classes: NodeClasses) -> dict[str, int]:
+        """Nodes to add per pool for jobs that fit nowhere: the largest ask of any provision plugin.
+
+        Plugins are told, per job, the pools where a new, empty node would take one replica
+        (every filter passes and the capacity is there).
+        """
+        if not self._provision:
+            return {}
+        fits: dict[str, tuple[str, ...]] = {}
+        for job in jobs:
+            shape = self.shape(job)
+            pools = []
+            for pool in cycle.snapshot.pools.values():
+                key = (shape, pool.name)
+                if key not in classes.new_node_fits:
+                    verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))
+                    classes.new_node_fits[key] = verdict.status.ok
+                if classes.new_node_fits[key]:
+                    pools.append(pool.name)
+            fits[job.id] = tuple(pools)
         wanted: dict[str, int] = {}
         for plugin in self._provision:
-            for pool, count in plugin.provision(cycle, jobs).items():
-                wanted[pool] = max(wanted.get(pool, 0), count)
+            for pool_name, count in plugin.provision(cycle, jobs, fits).items():
+                wanted[pool_name] = max(wanted.get(pool_name, 0), count)
         return wanted
 
     @staticmethod

@@ -8,7 +8,8 @@ placer accepts them only if the job then fits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from scheduler.decision import Code, Decision, Pending, Preemption, Status
@@ -22,7 +23,7 @@ GANG = "Gang"
 class Placer(Protocol):
     """Turns an ordered queue of admitted jobs into placements, preemptions and pending jobs."""
 
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job]) -> Decision: ...
+    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision: ...
 
 
 class GreedyPlacer:
@@ -30,16 +31,26 @@ class GreedyPlacer:
 
     name = "greedy"
 
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job]) -> Decision:
-        classes = NodeClasses(cycle.snapshot.nodes.values())
+    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision:
+        """Places `queue` in order; `classes` is the node index synced to cycle.snapshot.
+
+        Capacity only shrinks while a cycle places jobs, so once a job fits nowhere, later jobs
+        of the same shape fit nowhere either and share its explanation, until a preemption
+        frees capacity.
+        """
         running_before = frozenset(cycle.snapshot.running)
         placements: list[Placement] = []
         preemptions: list[Preemption] = []
         pending: dict[str, Pending] = {}
+        failed: dict[Hashable, Pending] = {}
         for job in queue:
             status = framework.prefilter(cycle, job)
             if not status.ok:
                 pending[job.id] = Pending(job.id, status)
+                continue
+            shape = framework.shape(job)
+            if shape in failed:
+                pending[job.id] = replace(failed[shape], job=job.id)
                 continue
             placement = self._place_gang(framework, cycle, classes, job)
             if placement is None:
@@ -49,8 +60,9 @@ class GreedyPlacer:
                     if placement is None:  # pragma: no cover - _preempt only returns victims that make room
                         raise AssertionError("victims were accepted but the job no longer fits")
                     preemptions.extend(victims)
+                    failed.clear()
             if placement is None:
-                pending[job.id] = self._pending(framework, cycle, classes, job)
+                pending[job.id] = failed[shape] = self._pending(framework, cycle, classes, job)
                 continue
             cycle.snapshot = cycle.snapshot.assume(placement, cycle.now_s)
             placements.append(placement)

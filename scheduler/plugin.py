@@ -131,9 +131,13 @@ class ScorePlugin(Protocol):
 
 @runtime_checkable
 class ProvisionPlugin(Protocol):
-    """Which pools to grow, by how many nodes, for jobs that fit on no existing node."""
+    """Which pools to grow, by how many nodes, for jobs that fit on no existing node.
 
-    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> Mapping[str, int]: ...
+    `fits` maps each job's id to the pools where a new, empty node would take one of its
+    replicas. The world caps the answer by each pool's max_nodes and the nodes already coming.
+    """
+
+    def provision(self, cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]]) -> Mapping[str, int]: ...
 
 
 HOOKS: Mapping[str, type] = {

@@ -7,12 +7,12 @@ one-method transport idea). `run_cycle` is the whole loop body.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from scheduler.decision import Decision, Pending
-from scheduler.framework import Framework, new_cycle
+from scheduler.framework import Framework, NodeClasses, new_cycle
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.placers import GreedyPlacer, Placer
 from scheduler.profile import Profile
@@ -44,23 +44,42 @@ def make_placer(profile: Profile) -> Placer:
 
 
 class Scheduler:
-    """Turns a snapshot and pending jobs into a Decision. Pure: same inputs, same output."""
+    """Turns a snapshot and pending jobs into a Decision. Pure: same inputs, same output.
+
+    It keeps its node index and the verdicts of earlier cycles, a memo of pure functions:
+    each call brings the index to the snapshot it is given, so results never depend on what
+    was scheduled before.
+    """
 
     def __init__(self, profile: Profile, placer: Placer | None = None) -> None:
         self.profile = profile
         self.framework = Framework(profile)
         self.placer = placer or make_placer(profile)
+        self._classes = NodeClasses()
+
+    def shape(self, job: Job) -> Hashable:
+        """What the placer tells jobs apart by: jobs of one shape fit exactly the same nodes."""
+        return self.framework.shape(job)
+
+    @property
+    def shapes_are_interchangeable(self) -> bool:
+        """Whether jobs of one shape are also alike for the queue hooks: no admit or postfilter
+        plugin (which may read any field, or the cluster) and a queue order that does not change
+        while a job waits. A world may then hold back jobs of a shape that cannot fit."""
+        static_order = bool(getattr(self.profile.sort, "static", False))
+        return static_order and not self.profile.admit and not self.profile.postfilter
 
     def schedule(
         self, snapshot: ClusterSnapshot, pending: Sequence[Job], *, now_s: float = 0.0, seed: int = 0
     ) -> Decision:
         """One cycle: admit, order, place; then ask provision plugins about jobs that fit nowhere."""
         cycle = new_cycle(snapshot, now_s, seed)
+        self._classes.sync(snapshot)
         admitted, waiting = self.framework.admit(cycle, pending)
         queue = self.framework.order(cycle, admitted)
-        decision = self.placer.place(self.framework, cycle, queue)
+        decision = self.placer.place(self.framework, cycle, queue, self._classes)
         unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].verdicts]
-        provision = self.framework.provision(cycle, unplaced) if unplaced else {}
+        provision = self.framework.provision(cycle, unplaced, self._classes) if unplaced else {}
         waits = {job_id: Pending(job_id, status) for job_id, status in waiting.items()}
         return replace(decision, pending={**waits, **decision.pending}, provision=provision)
 

@@ -70,16 +70,22 @@ class TeamGate(Plugin):
 
 
 class GrowCheapest(Plugin):
+    """Asks for one node per job in the first pool a new node would fit it in."""
+
     name = "GrowCheapest"
 
-    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> Mapping[str, int]:
-        return {"pool": len(jobs)}
+    def provision(self, cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]]) -> Mapping[str, int]:
+        wanted: dict[str, int] = {}
+        for job in jobs:
+            for pool in fits[job.id][:1]:
+                wanted[pool] = wanted.get(pool, 0) + 1
+        return wanted
 
 
 class GrowOne(GrowCheapest):
     name = "GrowOne"
 
-    def provision(self, cycle: Cycle, jobs: Sequence[Job]) -> Mapping[str, int]:
+    def provision(self, cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]]) -> Mapping[str, int]:
         return {"pool": 1, "other": 1}
 
 
@@ -158,7 +164,9 @@ def test_admit_order_prefilter_and_provision() -> None:
     assert waiting == {"x": Status.wait("team over quota").by("TeamGate")}
     assert [job.id for job in framework.order(cycle, admitted)] == ["vip", "a", "b"]
     assert framework.prefilter(cycle, jobs[0]) is OK
-    assert framework.provision(cycle, jobs) == {"pool": 4, "other": 1}
+    too_big = make_job("huge", whole(16))
+    classes = NodeClasses(snapshot.nodes.values())
+    assert framework.provision(cycle, [*jobs, too_big], classes) == {"pool": 4, "other": 1}
 
 
 def test_scheduler_reports_waiting_jobs_and_asks_provision_for_jobs_that_fit_nowhere() -> None:
@@ -170,6 +178,8 @@ def test_scheduler_reports_waiting_jobs_and_asks_provision_for_jobs_that_fit_now
     assert decision.pending["x"].status.code is Code.WAIT and not decision.pending["x"].verdicts
     assert decision.pending["more"].verdicts[0].status.plugin == "WholeGpuFit"
     assert decision.provision == {"pool": 1}
+    huge = scheduler.schedule(make_snapshot(pool), [make_job("huge", whole(16))])
+    assert huge.provision == {}, "no new node of any pool could take a 16-GPU replica"
 
 
 def running_snapshot(*held: tuple[Job, int]) -> ClusterSnapshot:

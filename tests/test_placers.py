@@ -118,3 +118,23 @@ def test_every_decision_is_valid_deterministic_and_explains_every_pending_job(jo
         assert pending.status.code is not Code.SUCCESS and pending.status.reasons
         assert pending.verdicts, "a job that reached the filters names a verdict per node class"
         assert sum(v.nodes for v in pending.verdicts) == len(CLUSTER.nodes)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_JOBS, min_size=2, max_size=4), st.sampled_from(policies.bundled_profiles()), st.randoms(use_true_random=False))
+def test_a_reused_scheduler_decides_as_a_fresh_one(batches: list[list[Job]], profile: str, rng: object) -> None:
+    """The index and verdicts a Scheduler keeps between cycles are a memo: they change nothing."""
+    reused = Scheduler(policies.profile(profile))
+    snapshot = CLUSTER
+    seen: set[str] = set()
+    for batch in batches:
+        jobs = [job for job in batch if job.id not in seen]
+        seen.update(job.id for job in jobs)
+        fresh = Scheduler(policies.profile(profile)).schedule(snapshot, jobs)
+        assert reused.schedule(snapshot, jobs) == fresh
+        for placement in fresh.placements:
+            snapshot = snapshot.assume(placement)
+        running = sorted(snapshot.running)
+        for job_id in running[: len(running) // 2]:
+            if rng.random() < 0.5:  # type: ignore[attr-defined]
+                snapshot = snapshot.release(job_id)
