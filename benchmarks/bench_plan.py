@@ -82,9 +82,10 @@ def main() -> None:
     pending = jobs(args.jobs, args.seed)
     results = []
     for name in args.profiles.split(","):
-        scheduler = Scheduler(policies.profile(name))
+        profile = policies.profile(name)
         times = []
         for _ in range(args.repeat):
+            scheduler = Scheduler(profile)  # a cold scheduler: no index or verdicts from earlier runs
             start = time.perf_counter()
             decision = scheduler.schedule(snapshot, pending)
             times.append(time.perf_counter() - start)
