@@ -17,4 +17,4 @@ class CheapestPool(Plugin):
     score_range: ClassVar[tuple[float, float] | None] = None
 
     def score(self, cycle: Cycle, job: Job, node: Node) -> float:
-        return cycle.snapshot.pool_of(node).usd_per_gpu_hour
+        return cycle.pool_of(node).usd_per_gpu_hour

@@ -20,7 +20,7 @@ class GpuModelFit(Plugin):
     job_fields = frozenset[str]()
 
     def filter(self, cycle: Cycle, job: Job, node: Node) -> Status:
-        model = cycle.snapshot.pool_of(node).gpu.name
+        model = cycle.pool_of(node).gpu.name
         if job.gpu_models and model not in job.gpu_models:
             return Status.unresolvable(f"node has {model}; job accepts {', '.join(sorted(job.gpu_models))}")
         return OK
@@ -36,7 +36,7 @@ class WholeGpuFit(Plugin):
         request = job.request
         if request.kind is not RequestKind.WHOLE:
             return OK
-        pool = cycle.snapshot.pool_of(node)
+        pool = cycle.pool_of(node)
         if pool.mig_mode is not MigMode.OFF:
             return Status.unresolvable("GPUs are in MIG mode; whole GPUs are not offered")
         if request.gpus > len(node.gpus):
@@ -57,7 +57,7 @@ class GpuShareFit(Plugin):
         request = job.request
         if request.kind is not RequestKind.SHARE:
             return OK
-        pool = cycle.snapshot.pool_of(node)
+        pool = cycle.pool_of(node)
         if pool.mig_mode is not MigMode.OFF:
             return Status.unresolvable("GPUs are in MIG mode; shares are not offered")
         if not pool.sharing:
@@ -86,7 +86,7 @@ class MigFit(Plugin):
         request = job.request
         if request.kind is not RequestKind.MIG:
             return OK
-        pool = cycle.snapshot.pool_of(node)
+        pool = cycle.pool_of(node)
         geometry = pool.gpu.mig
         if pool.mig_mode is MigMode.OFF or geometry is None:
             return Status.unresolvable(f"GPUs are not in MIG mode; {request.mig_profile} is not offered")

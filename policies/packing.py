@@ -15,7 +15,7 @@ def allocated_after(cycle: Cycle, job: Job, node: Node) -> float:
     Worked example: an 8-GPU node with 3 GPUs held whole and a 500m share on a fourth,
     receiving a 2-GPU replica: (3 + 0.5 + 2) / 8 = 0.6875.
     """
-    pool = cycle.snapshot.pool_of(node)
+    pool = cycle.pool_of(node)
     request = job.request
     if request.kind is RequestKind.WHOLE:
         adding = float(request.gpus)

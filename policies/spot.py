@@ -14,6 +14,6 @@ class SpotTolerance(Plugin):
     job_fields = frozenset({"preemptible"})
 
     def filter(self, cycle: Cycle, job: Job, node: Node) -> Status:
-        if cycle.snapshot.pool_of(node).capacity is Capacity.SPOT and not job.preemptible:
+        if cycle.pool_of(node).capacity is Capacity.SPOT and not job.preemptible:
             return Status.unresolvable("spot node; job is not preemptible")
         return OK

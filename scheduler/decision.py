@@ -39,6 +39,7 @@ __all__ = [
     "Preemption",
     "ReplicaPlacement",
     "Status",
+    "apply",
     "problems",
     "validate",
 ]
@@ -110,11 +111,16 @@ class ClassVerdict:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A job left waiting: the deciding status and, when it reached filtering, one verdict per class."""
+    """A job left waiting: the deciding status and, when it reached filtering, one verdict per class.
+
+    `fits_nowhere` says the job reached the filters and no node took it (what provisioning
+    acts on); `verdicts` are filled when the scheduler explains (the default).
+    """
 
     job: str
     status: Status
     verdicts: tuple[ClassVerdict, ...] = ()
+    fits_nowhere: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +158,18 @@ def _replica_problems(placement: Placement, replica: ReplicaPlacement) -> list[s
 
 def problems(snapshot: ClusterSnapshot, decision: Decision) -> list[str]:
     """Every rule `decision` breaks against `snapshot` (empty when it is valid)."""
+    return _checked(snapshot, decision)[0]
+
+
+def apply(snapshot: ClusterSnapshot, decision: Decision, now_s: float = 0.0) -> ClusterSnapshot:
+    """The snapshot once `decision` is carried out at `now_s`; InvalidDecisionError when it breaks a rule."""
+    found, after = _checked(snapshot, decision, now_s)
+    if found:
+        raise InvalidDecisionError(found)
+    return after
+
+
+def _checked(snapshot: ClusterSnapshot, decision: Decision, now_s: float = 0.0) -> tuple[list[str], ClusterSnapshot]:
     found: list[str] = []
     working = snapshot
     for preemption in decision.preemptions:
@@ -174,16 +192,18 @@ def problems(snapshot: ClusterSnapshot, decision: Decision) -> list[str]:
         if replica_problems:
             continue
         try:
-            working = working.assume(placement)
+            working = working.assume(placement, now_s)
         except AllocationError as error:
             found.append(f"job {job.id}: {error}")
-    for name in sorted(touched & working.nodes.keys()):
-        node = working.nodes[name]
+    for name in sorted(touched):
+        node = working.nodes.get(name)
+        if node is None:
+            continue
         geometry = working.pools[node.pool].gpu.mig
         for index, gpu in enumerate(node.gpus):
             if gpu.mig and geometry is not None:
                 found.extend(f"{name} GPU {index}: {p}" for p in mig.problems(geometry, gpu.layout))
-    return found
+    return found, working
 
 
 def validate(snapshot: ClusterSnapshot, decision: Decision) -> None:

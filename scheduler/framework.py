@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from scheduler import capacity
 from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
 from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool, empty_node
+from scheduler.persistent import LayeredMap
 from scheduler.plugin import (
     REQUEST_FIELDS,
     Cycle,
@@ -66,6 +67,7 @@ class NodeClasses:
         self.verdicts: dict[Hashable, dict[int, Verdict]] = {}
         self.closed: dict[Hashable, dict[str, Status]] = {}
         self.new_node_fits: dict[tuple[Hashable, str], bool] = {}
+        self._synced: object = None
         for node in sorted(nodes, key=lambda n: n.name):
             self.update(node)
 
@@ -77,11 +79,24 @@ class NodeClasses:
         """
         if sum(len(known) for known in self.verdicts.values()) > MAX_VERDICTS:
             self.verdicts.clear()
-        for name in [name for name in self.nodes if name not in snapshot.nodes]:
-            self.remove(name)
+        nodes = self.nodes
+        changed = snapshot.nodes.changed_keys(self._synced) if isinstance(snapshot.nodes, LayeredMap) else None
+        self._synced = snapshot.nodes
+        if changed is not None:  # only the nodes the two snapshots do not share can differ
+            for name in sorted(changed):
+                node = snapshot.nodes.get(name)
+                if node is None:
+                    if name in nodes:
+                        self.remove(name)
+                elif nodes.get(name) is not node:
+                    self.update(node)
+            return
         for node in snapshot.nodes.values():
-            if self.nodes.get(node.name) is not node:
+            if nodes.get(node.name) is not node:
                 self.update(node)
+        if len(nodes) != len(snapshot.nodes):  # every snapshot node is indexed now: extras have left
+            for name in [name for name in nodes if name not in snapshot.nodes]:
+                self.remove(name)
 
     def remove(self, name: str) -> None:
         """Forgets a node that left the cluster."""
@@ -142,8 +157,10 @@ NOT_READY = Verdict(Status(Code.UNRESOLVABLE, ("node is not ready",), READY))
 class Framework:
     """Runs a Profile's plugins at the fixed hooks. Policies never call each other."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, *, explain: bool = True) -> None:
         self.profile = profile
+        self.explains = explain
+        self._shapes: dict[int, tuple[Job, Hashable]] = {}
         self._sort = profile.sort
         self._admit = profile.admit
         self._prefilter = profile.prefilter
@@ -160,6 +177,8 @@ class Framework:
 
     def admit(self, cycle: Cycle, jobs: Sequence[Job]) -> tuple[list[Job], dict[str, Status]]:
         """Jobs every admit plugin lets through, and the WAIT status of the others."""
+        if not self._admit:
+            return list(jobs), {}
         admitted: list[Job] = []
         waiting: dict[str, Status] = {}
         for job in jobs:
@@ -175,15 +194,27 @@ class Framework:
         return sorted(jobs, key=lambda job: (self._sort.sort_key(cycle, job), job.submit_s, job.id))
 
     def prefilter(self, cycle: Cycle, job: Job) -> Status:
+        if not self._prefilter:
+            return OK
         return self._first_failure((plugin, plugin.prefilter(cycle, job)) for plugin in self._prefilter)
 
     # Node hooks --------------------------------------------------------------------------
 
     def shape(self, job: Job) -> Hashable:
-        """What the memo keys a job by: its request and the fields the plugins read."""
+        """What the memo keys a job by: its request and the fields the plugins read.
+
+        Remembered per job object (jobs are immutable), since a waiting job is asked every cycle.
+        """
         if self._shape_fields is None:
             return job
-        return tuple(getattr(job, name) for name in self._shape_fields)
+        known = self._shapes.get(id(job))
+        if known is not None and known[0] is job:
+            return known[1]
+        if len(self._shapes) > MAX_VERDICTS:
+            self._shapes.clear()
+        shape = tuple(getattr(job, name) for name in self._shape_fields)
+        self._shapes[id(job)] = (job, shape)
+        return shape
 
     def verdict(self, cycle: Cycle, job: Job, classes: NodeClasses, group: NodeClass) -> Verdict:
         """The class's verdict for the job, from the cycle's verdicts or computed once."""
@@ -205,7 +236,7 @@ class Framework:
         status = self._first_failure((plugin, plugin.filter(cycle, job, node)) for plugin in self._filter)
         if not status.ok:
             return Verdict(status)
-        grants = capacity.find_grants(cycle.snapshot.pools[node.pool], node, job.request)
+        grants = capacity.find_grants(cycle.pools[node.pool], node, job.request)
         if grants is None:
             return Verdict(Status(Code.UNSCHEDULABLE, (f"no free capacity for {job.request.describe()}",), CAPACITY))
         return Verdict(OK, tuple(plugin.score(cycle, job, node) for plugin, _ in self._score), node, grants)
@@ -257,7 +288,7 @@ class Framework:
         merged: dict[tuple[str, Status], tuple[int, list[str]]] = {}
         for group in sorted(classes.classes, key=lambda g: g.members[0]):
             status = self.verdict(cycle, job, classes, group).status
-            pool = cycle.snapshot.pools[group.pool]
+            pool = cycle.pools[group.pool]
             nodes, free = merged.get((group.pool, status), (0, []))
             free.append(capacity.describe_free(pool, classes.representative(group)))
             merged[(group.pool, status)] = (nodes + len(group.members), free)
@@ -286,7 +317,7 @@ class Framework:
         for job in jobs:
             shape = self.shape(job)
             pools = []
-            for pool in cycle.snapshot.pools.values():
+            for pool in cycle.pools.values():
                 key = (shape, pool.name)
                 if key not in classes.new_node_fits:
                     verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))

@@ -13,8 +13,8 @@ a list of problems for a whole decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -181,21 +181,26 @@ class MigSlot:
 class GpuState:
     """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`).
 
-    `free`, `used_milli` and `used_memory_mib` are derived once at construction: the
-    scheduler reads them for every node class of every cycle.
+    `free` (nothing on it, not split), `busy` (some job holds part of it), `used_milli` and
+    `used_memory_mib` are derived once at construction: the scheduler reads them for every
+    node class of every cycle.
     """
 
     owner: str | None = None
     shares: tuple[Share, ...] = ()
     mig: tuple[MigSlot, ...] = ()
     free: bool = field(init=False, compare=False, repr=False)
+    busy: bool = field(init=False, compare=False, repr=False)
     used_milli: int = field(init=False, compare=False, repr=False)
     used_memory_mib: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "free", self.owner is None and not self.shares and not self.mig)
-        object.__setattr__(self, "used_milli", sum(share.milli for share in self.shares))
-        object.__setattr__(self, "used_memory_mib", sum(share.memory_mib for share in self.shares))
+        shares = self.shares
+        object.__setattr__(self, "free", self.owner is None and not shares and not self.mig)
+        held = self.owner is not None or bool(shares) or any(slot.job is not None for slot in self.mig)
+        object.__setattr__(self, "busy", held)
+        object.__setattr__(self, "used_milli", sum(share.milli for share in shares) if shares else 0)
+        object.__setattr__(self, "used_memory_mib", sum(share.memory_mib for share in shares) if shares else 0)
 
     @property
     def layout(self) -> Layout:
@@ -300,11 +305,18 @@ class Node:
             if not 0 <= grant.gpu < len(gpus):
                 raise AllocationError(f"node {self.name} has no GPU {grant.gpu}")
             gpus[grant.gpu] = _take(gpus[grant.gpu], pool, job.id, job.request, grant.mig_start)
-        return replace(self, gpus=tuple(gpus))
+        return Node(name=self.name, pool=self.pool, gpus=tuple(gpus), ready=self.ready)
 
-    def without(self, pool: Pool, job_id: str) -> Node:
-        """This node with everything `job_id` holds given back (dynamic MIG instances removed)."""
-        return replace(self, gpus=tuple(_drop(gpu, pool, job_id) if job_id in gpu.jobs() else gpu for gpu in self.gpus))
+    def without(self, pool: Pool, job_id: str, indexes: Set[int] | None = None) -> Node:
+        """This node with everything `job_id` holds (on GPUs `indexes`, if known) given back.
+
+        Dynamic MIG instances the job held are removed.
+        """
+        gpus = tuple(
+            _drop(gpu, pool, job_id) if (index in indexes if indexes is not None else job_id in gpu.jobs()) else gpu
+            for index, gpu in enumerate(self.gpus)
+        )
+        return Node(name=self.name, pool=self.pool, gpus=gpus, ready=self.ready)
 
 
 def empty_node(pool: Pool, name: str) -> Node:
@@ -361,9 +373,22 @@ class ClusterSnapshot:
         changed: dict[str, Node] = {}
         for replica in self.running[job_id].placement.replicas:
             node = changed.get(replica.node) or self.nodes[replica.node]
-            changed[replica.node] = node.without(self.pools[node.pool], job_id)
+            indexes = {grant.gpu for grant in replica.grants}
+            changed[replica.node] = node.without(self.pools[node.pool], job_id, indexes)
         nodes = _layered(self.nodes).updated(changed)
         return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id))
+
+
+    def with_node(self, node: Node) -> ClusterSnapshot:
+        """The snapshot with `node` added or replaced (a node joining, or becoming ready)."""
+        return ClusterSnapshot(self.pools, _layered(self.nodes).updated({node.name: node}), self.running)
+
+    def without_node(self, name: str) -> ClusterSnapshot:
+        """The snapshot without an empty node (released or taken back); AllocationError if it holds jobs."""
+        held = {job for gpu in self.nodes[name].gpus for job in gpu.jobs()}
+        if held:
+            raise AllocationError(f"node {name} still holds {', '.join(sorted(held))}")
+        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running)
 
 
 def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:

@@ -8,8 +8,7 @@ placer accepts them only if the job then fits.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import replace
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol
 
 from scheduler.decision import Code, Decision, Pending, Preemption, Status
@@ -38,7 +37,7 @@ class GreedyPlacer:
         of the same shape fit nowhere either and share its explanation, until a preemption
         frees capacity.
         """
-        running_before = frozenset(cycle.snapshot.running)
+        running_before = cycle.snapshot.running  # immutable: the jobs evictable this cycle
         placements: list[Placement] = []
         preemptions: list[Preemption] = []
         pending: dict[str, Pending] = {}
@@ -50,7 +49,8 @@ class GreedyPlacer:
                 continue
             shape = framework.shape(job)
             if shape in failed:
-                pending[job.id] = replace(failed[shape], job=job.id)
+                first = failed[shape]
+                pending[job.id] = Pending(job.id, first.status, first.verdicts, first.fits_nowhere)
                 continue
             placement = self._place_gang(framework, cycle, classes, job)
             if placement is None:
@@ -64,7 +64,7 @@ class GreedyPlacer:
             if placement is None:
                 pending[job.id] = failed[shape] = self._pending(framework, cycle, classes, job)
                 continue
-            cycle.snapshot = cycle.snapshot.assume(placement, cycle.now_s)
+            cycle.assume(placement)
             placements.append(placement)
         return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending)
 
@@ -78,7 +78,7 @@ class GreedyPlacer:
             if group is None:
                 break
             node = classes.representative(group)
-            pool = cycle.snapshot.pools[node.pool]
+            pool = cycle.pools[node.pool]
             grants = framework.verdict(cycle, job, classes, group).grants_on(pool, node, job.request)
             if grants is None:  # pragma: no cover - the class verdict already found grants
                 raise AssertionError(f"class verdict and allocator disagree on {node.name}")
@@ -92,7 +92,7 @@ class GreedyPlacer:
         return None
 
     def _preempt(
-        self, framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, evictable: frozenset[str]
+        self, framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, evictable: Mapping[str, object]
     ) -> list[Preemption]:
         """Victims from the postfilter, kept only if the job fits once they are gone.
 
@@ -127,12 +127,17 @@ class GreedyPlacer:
 
     @staticmethod
     def _pending(framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job) -> Pending:
-        verdicts = framework.explain(cycle, job, classes)
-        if any(v.status.ok for v in verdicts):
-            fits = sum(v.nodes for v in verdicts if v.status.ok)
+        if framework.explains:
+            verdicts = framework.explain(cycle, job, classes)
+            statuses = [(v.status, v.nodes) for v in verdicts]
+        else:
+            verdicts = ()
+            statuses = [(framework.verdict(cycle, job, classes, g).status, len(g.members)) for g in classes.classes]
+        if any(status.ok for status, _ in statuses):
+            fits = sum(nodes for status, nodes in statuses if status.ok)
             status = Status.unschedulable(f"gang of {job.replicas} replicas; fewer fit at once ({fits} nodes fit one)")
-            return Pending(job.id, status.by(GANG), verdicts)
-        codes = {v.status.code for v in verdicts}
+            return Pending(job.id, status.by(GANG), verdicts, fits_nowhere=True)
+        codes = {status.code for status, _ in statuses}
         code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
-        reason = "no node fits" if verdicts else "the cluster has no nodes"
-        return Pending(job.id, Status(code, (reason,)), verdicts)
+        reason = "no node fits" if statuses else "the cluster has no nodes"
+        return Pending(job.id, Status(code, (reason,)), verdicts, fits_nowhere=True)

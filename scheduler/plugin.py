@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from scheduler.decision import Preemption, Status
-from scheduler.model import ClusterSnapshot, Job, Node
+from scheduler.model import ClusterSnapshot, Job, Node, Placement, Pool
 
 T = TypeVar("T")
 
@@ -47,14 +46,42 @@ class Plugin:
         return f"{type(self).__name__}({self.args!r})" if self.args is not None else type(self).__name__
 
 
-@dataclass(slots=True)
 class Cycle:
-    """Scratch space for one scheduling cycle (kube-scheduler's CycleState)."""
+    """Scratch space for one scheduling cycle (kube-scheduler's CycleState).
 
-    now_s: float
-    snapshot: ClusterSnapshot
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-    _memo: dict[Hashable, Any] = field(default_factory=dict)
+    `snapshot` is the cluster as the cycle has changed it so far. Placements the placer makes
+    are applied to it only when someone reads it: most cycles never need the updated copy, and
+    `pool_of` (pools never change within a cycle) does not force it.
+    """
+
+    __slots__ = ("_assumed", "_memo", "_snapshot", "now_s", "pools", "rng")
+
+    def __init__(self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None) -> None:
+        self.now_s = now_s
+        self.rng = rng or random.Random(0)
+        self.pools = snapshot.pools
+        self._snapshot = snapshot
+        self._assumed: list[Placement] = []
+        self._memo: dict[Hashable, Any] = {}
+
+    @property
+    def snapshot(self) -> ClusterSnapshot:
+        for placement in self._assumed:
+            self._snapshot = self._snapshot.assume(placement, self.now_s)
+        self._assumed.clear()
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snapshot: ClusterSnapshot) -> None:
+        self._snapshot, self._assumed = snapshot, []
+
+    def assume(self, placement: Placement) -> None:
+        """Records a placement made this cycle (applied to `snapshot` when it is next read)."""
+        self._assumed.append(placement)
+
+    def pool_of(self, node: Node) -> Pool:
+        """The pool of `node`."""
+        return self.pools[node.pool]
 
     def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
         """compute(), cached under `key` until the cycle ends."""

@@ -51,9 +51,9 @@ class Scheduler:
     was scheduled before.
     """
 
-    def __init__(self, profile: Profile, placer: Placer | None = None) -> None:
+    def __init__(self, profile: Profile, placer: Placer | None = None, *, explain: bool = True) -> None:
         self.profile = profile
-        self.framework = Framework(profile)
+        self.framework = Framework(profile, explain=explain)
         self.placer = placer or make_placer(profile)
         self._classes = NodeClasses()
 
@@ -78,10 +78,11 @@ class Scheduler:
         admitted, waiting = self.framework.admit(cycle, pending)
         queue = self.framework.order(cycle, admitted)
         decision = self.placer.place(self.framework, cycle, queue, self._classes)
-        unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].verdicts]
+        unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].fits_nowhere]
         provision = self.framework.provision(cycle, unplaced, self._classes) if unplaced else {}
-        waits = {job_id: Pending(job_id, status) for job_id, status in waiting.items()}
-        return replace(decision, pending={**waits, **decision.pending}, provision=provision)
+        if waiting:
+            decision = replace(decision, pending={**{i: Pending(i, s) for i, s in waiting.items()}, **decision.pending})
+        return replace(decision, provision=provision) if provision else decision
 
 
 def run_cycle(world: World, scheduler: Scheduler, seed: int = 0) -> Decision:

@@ -1,0 +1,242 @@
+"""The SimPy engine: arrivals, the scheduler loop, jobs, the spot market and the autoscaler.
+
+SimPy keeps time (integer milliseconds) and nothing else: GPUs are not SimPy resources, so
+SimPy never becomes a second scheduler. Processes are plain generators named after actors.
+Randomness comes from generators seeded by the run's seed and a stable name (per node for
+spot interruptions), so the same inputs and seed replay identically.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from scheduler.cluster import Cluster
+from scheduler.model import Capacity, Job, JobKind, Node, Pool, empty_node
+from scheduler.world import Scheduler
+from simulator.ledger import Ledger
+from simulator.world import MS, JobRun, SimWorld, ms
+
+Process = Generator[Any, Any, None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimOptions:
+    """How to run: the seed, event-driven or fixed rounds, invariant checks, progress reports."""
+
+    seed: int = 0
+    round_s: float = 0.0
+    check: bool = False
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass(slots=True)
+class Engine:
+    """One replay: the SimPy environment, the world, and the bookkeeping of the processes."""
+
+    env: simpy.Environment
+    world: SimWorld
+    scheduler: Scheduler
+    options: SimOptions
+    total_jobs: int
+    arrivals_done: bool = False
+    finished: int = 0
+    wake_event: Any = None
+    done: Any = None
+    spot_rng: dict[str, random.Random] = field(default_factory=dict)
+    serial: dict[str, int] = field(default_factory=dict)
+    idle_since: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def now(self) -> int:
+        return int(self.env.now)
+
+    def wake(self) -> None:
+        if self.wake_event is not None and not self.wake_event.triggered:
+            self.wake_event.succeed()
+
+    # Processes --------------------------------------------------------------------------------
+
+    def arrivals(self, jobs: Sequence[Job]) -> Process:
+        for job in jobs:
+            delay = ms(job.submit_s) - self.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            self.world.on_arrival(job)
+            self.wake()
+        self.arrivals_done = True
+        self.wake()
+
+    def scheduler_loop(self) -> Process:
+        while True:
+            if self.options.round_s > 0:
+                yield self.env.timeout(ms(self.options.round_s))
+            else:
+                self.wake_event = self.env.event()
+                yield self.wake_event
+                yield self.env.timeout(0)  # let every event of this instant land first
+            observation = self.world.observe() if len(self.world.queue) else None
+            if observation is not None and observation.pending:
+                decision = self.scheduler.schedule(
+                    observation.snapshot, observation.pending, now_s=observation.now_s, seed=self.options.seed
+                )
+                self.world.enact(decision)
+                for placement in decision.placements:
+                    run = self.world.runs[placement.job.id]
+                    run.process = self.env.process(self.run_job(run))
+                    for replica in placement.replicas:
+                        self.idle_since.pop(replica.node, None)
+                self.autoscale(decision.provision)
+            self._mark_emptied()
+            if self._stuck():
+                break
+        if not self.done.triggered:
+            self.done.succeed()
+
+    def run_job(self, run: JobRun) -> Process:
+        job, world = run.job, self.world
+        try:
+            if run.saved_ms and job.restore_s:
+                run.phase, run.phase_start_ms = "restore", self.now
+                yield self.env.timeout(ms(job.restore_s))  # lost too if evicted before the next save
+            interval = ms(job.checkpoint_interval_s) if job.kind is JobKind.BATCH else 0
+            while run.progress_ms < run.total_ms:
+                remaining = run.total_ms - run.progress_ms
+                wall = math.ceil(remaining / run.speed)
+                if interval and interval < wall:
+                    wall = interval
+                run.phase, run.phase_start_ms = "compute", self.now
+                yield self.env.timeout(wall)
+                run.progress_ms = min(run.total_ms, run.progress_ms + math.floor(wall * run.speed))
+                if wall * run.speed >= remaining:
+                    run.progress_ms = run.total_ms
+                if interval and run.progress_ms < run.total_ms:
+                    run.phase, run.phase_start_ms = "checkpoint", self.now
+                    yield self.env.timeout(ms(job.checkpoint_overhead_s))
+                    world.on_checkpoint(run)
+            world.on_finish(run)
+            self.finished += 1
+            if self.options.progress is not None:
+                self.options.progress(self.finished, self.total_jobs)
+            self._mark_emptied()
+            self.wake()
+        except simpy.Interrupt:
+            return
+
+    def spot_market(self, node: str, pool: Pool) -> Process:
+        rng = self.spot_rng.setdefault(node, random.Random(f"{self.options.seed}:{node}"))
+        lifetime_h = rng.expovariate(pool.interruptions_per_node_hour)
+        yield self.env.timeout(max(1, round(lifetime_h * 3_600_000)))
+        if node not in self.world.snapshot.nodes:
+            return
+        notice = ms(pool.notice_s)
+        self.world.interrupt_notice(node, notice)
+        yield self.env.timeout(notice)
+        if node in self.world.snapshot.nodes:
+            self.world.remove_node(node, "spot-interruption")
+            self.idle_since.pop(node, None)
+            self._mark_emptied()
+            self.wake()
+
+    def provision_node(self, pool: Pool) -> Process:
+        index = self.serial.get(pool.name, pool.nodes)
+        self.serial[pool.name] = index + 1
+        width = max(3, len(str(max(pool.max_nodes, pool.nodes))))
+        node = empty_node(pool, f"{pool.name}-{index:0{width}d}")
+        self.world.add_node(Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False))
+        self.world.provisioning[pool.name] = self.world.provisioning.get(pool.name, 0) + 1
+        yield self.env.timeout(ms(pool.provision_delay_s))
+        self.world.provisioning[pool.name] -= 1
+        self.ready(node.name, pool)
+        self.wake()
+
+    def ready(self, name: str, pool: Pool, *, initial: bool = False) -> None:
+        if not initial:
+            self.world.node_ready(name)
+        if pool.capacity is Capacity.SPOT and pool.interruptions_per_node_hour > 0:
+            self.env.process(self.spot_market(name, pool))
+        self._mark_idle(name)
+
+    def idle_release(self, name: str, since: int, pool: Pool) -> Process:
+        yield self.env.timeout(ms(pool.idle_release_s))
+        if self.idle_since.get(name) != since or name not in self.world.snapshot.nodes:
+            return
+        if self.world.node_count.get(pool.name, 0) > pool.min_nodes:
+            self.world.remove_node(name, "idle")
+            self.idle_since.pop(name, None)
+
+    # Decisions about nodes ------------------------------------------------------------------------
+
+    def autoscale(self, wanted: dict[str, int] | Any) -> None:
+        pools = self.world.snapshot.pools
+        for pool_name, count in sorted(wanted.items()):
+            pool = pools[pool_name]
+            room = pool.max_nodes - self.world.node_count.get(pool_name, 0)
+            adding = min(room, count - self.world.provisioning.get(pool_name, 0))
+            for _ in range(max(0, adding)):
+                self.env.process(self.provision_node(pool))
+
+    def _mark_emptied(self) -> None:
+        """Starts the idle clock of nodes the world reports emptied since the last look."""
+        for name in sorted(self.world.emptied):
+            if name in self.world.snapshot.nodes and name not in self.idle_since:
+                self._mark_idle(name)
+        self.world.emptied.clear()
+
+    def _mark_idle(self, name: str) -> None:
+        node = self.world.snapshot.nodes[name]
+        pool = self.world.snapshot.pools[node.pool]
+        if pool.capacity is Capacity.RESERVED or not pool.elastic:
+            return
+        if any(gpu.busy for gpu in node.gpus):
+            return
+        self.idle_since[name] = self.now
+        self.env.process(self.idle_release(name, self.now, pool))
+
+    def _stuck(self) -> bool:
+        """All jobs ended, or nothing can ever change: no arrivals, runs or nodes coming."""
+        if self.finished == self.total_jobs and self.arrivals_done:
+            return True
+        running = self.world.running_count > 0
+        coming = any(self.world.provisioning.values())
+        return self.arrivals_done and not running and not coming
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """What a replay leaves: the world (runs, ledger, log, timeline) and when it ended."""
+
+    world: SimWorld
+    end_ms: int
+    profile: str
+    seed: int
+
+
+def simulate(
+    jobs: Sequence[Job], cluster: Cluster, scheduler: Scheduler, options: SimOptions | None = None
+) -> SimResult:
+    """Replays `jobs` (any order) on `cluster` with `scheduler`; returns the finished world."""
+    options = options or SimOptions()
+    env = simpy.Environment()
+    snapshot = cluster.snapshot()
+    world = SimWorld(scheduler, snapshot, Ledger(snapshot.pools), clock=lambda: int(env.now), check=options.check)
+    ordered = sorted(jobs, key=lambda job: (job.submit_s, job.id))
+    engine = Engine(env, world, scheduler, options, total_jobs=len(ordered))
+    engine.done = env.event()
+    for name, node in sorted(snapshot.nodes.items()):
+        engine.ready(name, snapshot.pools[node.pool], initial=True)
+    env.process(engine.arrivals(ordered))
+    env.process(engine.scheduler_loop())
+    env.run(until=engine.done)
+    end = int(env.now)
+    world.ledger.settle(end)
+    world.ledger.check()
+    return SimResult(world, end, scheduler.profile.name, options.seed)
+
+
+__all__ = ["MS", "SimOptions", "SimResult", "simulate"]

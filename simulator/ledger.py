@@ -1,0 +1,134 @@
+"""The cost ledger: every node-millisecond charged, every GPU-millisecond attributed or idle.
+
+Money is exact. A GPU is split into PARTS = 7,000 parts (a milli-GPU share is 7 parts, a MIG
+compute slice is 7,000 / slices parts, so 1,000 on A100/H100 and 1,750 on A30), time is
+integer milliseconds, and the ledger adds integer part-milliseconds. A pool's price turns
+part-milliseconds into dollars only when a report asks, as an exact fraction:
+
+    usd = usd_per_node_hour x part_ms / (gpus_per_node x PARTS x 3,600,000)
+
+Each node integrates its holders since its last change: each job's parts x elapsed to that
+job, the parts nobody holds to the pool's idle bucket; and separately the node's whole
+capacity to the pool's bill. `check` proves attributed + idle == bill for every pool.
+
+Worked example: an 8-GPU node at $80/h holds one 2-GPU job for 30 minutes and is then
+released. Bill 8 x 7,000 x 1,800,000 part-ms = $40; the job 2 x 7,000 x 1,800,000 = $10;
+idle 6 x 7,000 x 1,800,000 = $30; $10 + $30 = $40.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Pool, RequestKind
+
+PARTS = 7000
+MS_PER_HOUR = 3_600_000
+
+
+def parts_of(pool: Pool, request: GpuRequest) -> int:
+    """Parts one grant of `request` holds on one GPU of `pool` (whole GPU, share, or MIG instance)."""
+    if request.kind is RequestKind.SHARE:
+        return request.milli * PARTS // FULL_GPU_MILLI
+    if request.kind is RequestKind.MIG and pool.gpu.mig is not None:
+        slices = pool.gpu.mig.profiles[request.mig_profile].compute_slices
+        return slices * PARTS // pool.gpu.mig.compute_slices
+    return PARTS
+
+
+def micro_usd(usd: float) -> int:
+    """A price in integer micro-dollars (catalog prices have at most six decimals)."""
+    return round(usd * 1_000_000)
+
+
+@dataclass(slots=True)
+class NodeAccount:
+    """One node's holders since its last change."""
+
+    pool: str
+    capacity_parts: int
+    since_ms: int
+    holders: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Integer part-millisecond accounts per pool, per job and per pool's idle bucket."""
+
+    pools: Mapping[str, Pool]
+    nodes: dict[str, NodeAccount] = field(default_factory=dict)
+    bill: dict[str, int] = field(default_factory=dict)
+    idle: dict[str, int] = field(default_factory=dict)
+    jobs: dict[str, dict[str, int]] = field(default_factory=dict)
+    lost: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def open(self, node: str, pool: str, now_ms: int) -> None:
+        """Starts charging a node (from the moment it is asked for: clouds bill booting nodes)."""
+        capacity = self.pools[pool].gpus_per_node * PARTS
+        self.nodes[node] = NodeAccount(pool, capacity, now_ms)
+
+    def close(self, node: str, now_ms: int) -> None:
+        """Stops charging a node that left the cluster."""
+        self._integrate(node, now_ms)
+        del self.nodes[node]
+
+    def hold(self, node: str, job: str, parts: int, now_ms: int) -> None:
+        """`job` starts holding `parts` more parts of `node`."""
+        account = self._integrate(node, now_ms)
+        account.holders[job] = account.holders.get(job, 0) + parts
+        if sum(account.holders.values()) > account.capacity_parts:
+            raise AssertionError(f"node {node} over-allocated in the ledger")
+
+    def free(self, node: str, job: str, now_ms: int) -> None:
+        """`job` gives back all it holds on `node`."""
+        account = self._integrate(node, now_ms)
+        account.holders.pop(job, None)
+
+    def lose(self, job: str, pool: str, part_ms: int) -> None:
+        """Records attributed part-ms of `job` whose work was thrown away (preemption, interruption)."""
+        by_pool = self.lost.setdefault(job, {})
+        by_pool[pool] = by_pool.get(pool, 0) + part_ms
+
+    def settle(self, now_ms: int) -> None:
+        """Brings every open node's accounts up to `now_ms`."""
+        for node in self.nodes:
+            self._integrate(node, now_ms)
+
+    def _integrate(self, node: str, now_ms: int) -> NodeAccount:
+        account = self.nodes[node]
+        elapsed = now_ms - account.since_ms
+        if elapsed:
+            pool = account.pool
+            self.bill[pool] = self.bill.get(pool, 0) + account.capacity_parts * elapsed
+            held = 0
+            for job, parts in account.holders.items():
+                by_pool = self.jobs.setdefault(job, {})
+                by_pool[pool] = by_pool.get(pool, 0) + parts * elapsed
+                held += parts
+            self.idle[pool] = self.idle.get(pool, 0) + (account.capacity_parts - held) * elapsed
+            account.since_ms = now_ms
+        return account
+
+    def usd(self, pool: str, part_ms: int) -> Fraction:
+        """Exact dollars of `part_ms` part-milliseconds in `pool`."""
+        spec = self.pools[pool]
+        return Fraction(micro_usd(spec.usd_per_node_hour) * part_ms, spec.gpus_per_node * PARTS * MS_PER_HOUR * 10**6)
+
+    def usd_of(self, accounts: Mapping[str, int]) -> Fraction:
+        """Exact dollars of part-ms kept per pool."""
+        return sum((self.usd(pool, part_ms) for pool, part_ms in accounts.items()), Fraction(0))
+
+    def check(self) -> None:
+        """Raises AssertionError unless attributed + idle == bill, exactly, in every pool."""
+        attributed: dict[str, int] = {}
+        for by_pool in self.jobs.values():
+            for pool, part_ms in by_pool.items():
+                attributed[pool] = attributed.get(pool, 0) + part_ms
+        for pool, billed in self.bill.items():
+            if attributed.get(pool, 0) + self.idle.get(pool, 0) != billed:
+                raise AssertionError(
+                    f"ledger of pool {pool}: attributed {attributed.get(pool, 0)} + idle {self.idle.get(pool, 0)}"
+                    f" != bill {billed} part-ms"
+                )

@@ -1,0 +1,112 @@
+"""The simulator's waiting queue: which pending jobs a scheduling cycle gets to see.
+
+A month of a busy cluster keeps thousands of jobs waiting, and the scheduler runs on every
+arrival and completion, so handing it the whole queue each time would make a replay quadratic.
+When the profile allows (`Scheduler.shapes_are_interchangeable`: no admit or postfilter
+plugin, a queue order fixed at submission), jobs wait in buckets by *shape* (the jobs the
+placer cannot tell apart), each bucket in queue order, and a cycle sees only as many jobs of a
+shape as could possibly fit: the cluster's free capacity (plus what elastic pools could still
+add) divided by what one job needs. Within a cycle capacity only shrinks, and jobs of one shape
+fit exactly the same nodes, so the jobs held back could not have been placed: the replay makes
+the same decisions as with the whole queue, in time proportional to what it places.
+Otherwise every waiting job is shown every cycle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.model import Job, RequestKind
+
+
+@dataclass(slots=True)
+class Capacity:
+    """Free capacity in the units requests are made of, kept as histograms so bounds stay tight.
+
+    `whole_by_node` counts nodes by how many whole GPUs they have free (a replica needs them on
+    one node); `share_by_gpu` counts shareable GPUs by free milli-GPU; `mig_slices` totals the
+    free compute slices of MIG pools.
+    """
+
+    whole_by_node: dict[int, int] = field(default_factory=dict)
+    share_by_gpu: dict[int, int] = field(default_factory=dict)
+    mig_slices: int = 0
+
+    def fits(self, job: Job, slices_per_instance: int) -> int:
+        """An upper bound on how many jobs like `job` this capacity could take."""
+        request = job.request
+        if request.kind is RequestKind.WHOLE:
+            replicas = sum(nodes * (free // request.gpus) for free, nodes in self.whole_by_node.items())
+        elif request.kind is RequestKind.SHARE:
+            replicas = sum(gpus * (free // request.milli) for free, gpus in self.share_by_gpu.items())
+        else:
+            replicas = self.mig_slices // (max(1, slices_per_instance) * request.gpus)
+        return replicas // job.replicas
+
+    def add(self, other: Capacity, times: int = 1) -> None:
+        """Adds `other` `times` times (a negative `times` takes it away)."""
+        for mine, theirs in ((self.whole_by_node, other.whole_by_node), (self.share_by_gpu, other.share_by_gpu)):
+            for key, count in theirs.items():
+                total = mine.get(key, 0) + times * count
+                if total:
+                    mine[key] = total
+                else:
+                    mine.pop(key, None)
+        self.mig_slices += times * other.mig_slices
+
+    def merged(self, other: Capacity) -> Capacity:
+        total = Capacity(dict(self.whole_by_node), dict(self.share_by_gpu), self.mig_slices)
+        total.add(other)
+        return total
+
+
+@dataclass(slots=True)
+class WaitingQueue:
+    """Pending jobs, bucketed by shape and kept in queue order within each bucket."""
+
+    shape_of: Callable[[Job], Hashable]
+    order_of: Callable[[Job], tuple[Any, ...]]
+    bucketed: bool
+    _buckets: dict[Hashable, list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=dict)
+    _fresh: set[Hashable] = field(default_factory=set)
+    _count: int = 0
+    _sequence: int = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, job: Job, *, fresh: bool = True) -> None:
+        """Queues `job`; `fresh` unless it comes back from a cycle that could not place it."""
+        shape = self.shape_of(job) if self.bucketed else None
+        bucket = self._buckets.setdefault(shape, [])
+        self._sequence += 1
+        heapq.heappush(bucket, (self.order_of(job), self._sequence, job))
+        self._count += 1
+        if fresh:
+            self._fresh.add(shape)
+
+    def take(self, limit: Callable[[Job], int], *, only_fresh: bool = False) -> list[Job]:
+        """Removes and returns, per bucket, the first `limit(head job)` jobs (all when not bucketed).
+
+        With `only_fresh` (capacity unchanged since the last take), only buckets that received
+        new jobs since then are looked at: the others were just shown all that could fit.
+        """
+        taken: list[Job] = []
+        shapes = [shape for shape in self._fresh if shape in self._buckets] if only_fresh else list(self._buckets)
+        self._fresh.clear()
+        for shape in shapes:
+            bucket = self._buckets[shape]
+            if not bucket:
+                continue
+            count = limit(bucket[0][2]) if self.bucketed else len(bucket)
+            for _ in range(min(count, len(bucket))):
+                taken.append(heapq.heappop(bucket)[2])
+        self._count -= len(taken)
+        return taken
+
+    def jobs(self) -> Iterable[Job]:
+        """Every waiting job (no order promised)."""
+        return (entry[2] for bucket in self._buckets.values() for entry in bucket)
