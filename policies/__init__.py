@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from policies.autoscale import ScaleUpCheapest, ScaleUpLeastWaste
 from policies.cost import CheapestPool
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
+from policies.preemption import PriorityPreemption
 from policies.spot import SpotTolerance
 from scheduler.errors import InputError
 from scheduler.plugin import Plugin
@@ -30,6 +32,9 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         MostAllocated,
         LeastAllocated,
         CheapestPool,
+        PriorityPreemption,
+        ScaleUpCheapest,
+        ScaleUpLeastWaste,
     )
 }
 

@@ -68,6 +68,7 @@ class NodeClasses:
         self.closed: dict[Hashable, dict[str, Status]] = {}
         self.new_node_fits: dict[tuple[Hashable, str], bool] = {}
         self._synced: object = None
+        self.touched: set[str] = set()  # nodes changed since the last sync (a placer's trials)
         for node in sorted(nodes, key=lambda n: n.name):
             self.update(node)
 
@@ -82,8 +83,9 @@ class NodeClasses:
         nodes = self.nodes
         changed = snapshot.nodes.changed_keys(self._synced) if isinstance(snapshot.nodes, LayeredMap) else None
         self._synced = snapshot.nodes
-        if changed is not None:  # only the nodes the two snapshots do not share can differ
-            for name in sorted(changed):
+        touched, self.touched = self.touched, set()
+        if changed is not None:  # only the nodes the two snapshots do not share, or a placer touched
+            for name in sorted(changed | touched):
                 node = snapshot.nodes.get(name)
                 if node is None:
                     if name in nodes:
@@ -94,6 +96,7 @@ class NodeClasses:
         for node in snapshot.nodes.values():
             if nodes.get(node.name) is not node:
                 self.update(node)
+        self.touched.clear()
         if len(nodes) != len(snapshot.nodes):  # every snapshot node is indexed now: extras have left
             for name in [name for name in nodes if name not in snapshot.nodes]:
                 self.remove(name)
@@ -115,6 +118,7 @@ class NodeClasses:
 
     def update(self, node: Node) -> None:
         """Records `node`'s new state, moving it to the class of its new signature."""
+        self.touched.add(node.name)
         key = capacity.signature(node)
         old = self._class_of.get(node.name)
         self.nodes[node.name] = node

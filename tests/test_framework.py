@@ -310,3 +310,13 @@ def test_nodes_that_are_not_ready_are_never_chosen_and_say_so() -> None:
     statuses = {v.status.plugin: v for v in decision.pending["j1"].verdicts}
     assert statuses["NodeReady"].nodes == 1 and statuses["NodeReady"].status.code is Code.UNRESOLVABLE
     assert "not ready" in statuses["NodeReady"].free
+
+
+def test_a_decision_the_world_did_not_carry_out_leaves_no_trace_in_the_next_cycle() -> None:
+    pool = make_pool(nodes=2)
+    snapshot = make_snapshot(pool)
+    scheduler = Scheduler(policies.profile("binpack"))
+    jobs = [make_job("a", whole(8)), make_job("b", whole(8), submit_s=1)]
+    first = scheduler.schedule(snapshot, jobs)
+    assert len(first.placements) == 2
+    assert scheduler.schedule(snapshot, jobs) == first, "the index forgets the placements nobody enacted"

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policies
-from scheduler.decision import Code, Decision, validate
+from scheduler.decision import Code, Decision, apply, validate
 from scheduler.model import Capacity, ClusterSnapshot, Job, MigMode
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, mig_request, share, whole
@@ -132,8 +132,7 @@ def test_a_reused_scheduler_decides_as_a_fresh_one(batches: list[list[Job]], pro
         seen.update(job.id for job in jobs)
         fresh = Scheduler(policies.profile(profile)).schedule(snapshot, jobs)
         assert reused.schedule(snapshot, jobs) == fresh
-        for placement in fresh.placements:
-            snapshot = snapshot.assume(placement)
+        snapshot = apply(snapshot, fresh)
         running = sorted(snapshot.running)
         for job_id in running[: len(running) // 2]:
             if rng.random() < 0.5:  # type: ignore[attr-defined]
