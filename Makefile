@@ -1,5 +1,6 @@
 # fleetsched: the two commands of the README, each setting up its own virtual environment.
-#   make demo   runs the main job on the bundled default
+#   make demo   runs the main job on the bundled default: compare the starter profiles on a
+#               bundled trace and cluster (out/demo/: comparison.csv, plots, one run directory each)
 #   make test   runs ruff, mypy --strict and the whole test suite with coverage
 
 PYTHON ?= python3
@@ -20,7 +21,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fleetsched plan --cluster traces/samples/demo-cluster.toml --jobs traces/samples/demo-jobs.jsonl --profile cost-greedy
+	$(BIN)/fleetsched compare --trace traces/samples/synth-2days.jsonl --cluster traces/samples/elastic-spot-cluster.toml \
+	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check scheduler policies simulator traces tests benchmarks

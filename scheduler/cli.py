@@ -21,6 +21,7 @@ from scheduler.decision import Decision, Pending
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
 from scheduler.world import Scheduler
+from simulator.commands import add_simulation_verbs
 from traces.canonical import read_jobs
 from traces.commands import add_trace_verbs
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(run=_plan)
     add_trace_verbs(verbs)
+    add_simulation_verbs(verbs)
     return parser
 
 

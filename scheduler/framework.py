@@ -312,16 +312,18 @@ class Framework:
     def provision(self, cycle: Cycle, jobs: Sequence[Job], classes: NodeClasses) -> dict[str, int]:
         """Nodes to add per pool for jobs that fit nowhere: the largest ask of any provision plugin.
 
-        Plugins are told, per job, the pools where a new, empty node would take one replica
-        (every filter passes and the capacity is there).
+        Plugins are told, per job, the pools that can still grow (fewer nodes than max_nodes)
+        where a new, empty node would take one replica (every filter passes, the capacity is there).
         """
         if not self._provision:
             return {}
         fits: dict[str, tuple[str, ...]] = {}
+        sizes = {name: sum(len(g.members) for g in groups.values()) for name, groups in classes.by_pool.items()}
+        growable = [pool for pool in cycle.pools.values() if sizes.get(pool.name, 0) < pool.max_nodes]
         for job in jobs:
             shape = self.shape(job)
             pools = []
-            for pool in cycle.pools.values():
+            for pool in growable:
                 key = (shape, pool.name)
                 if key not in classes.new_node_fits:
                     verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))

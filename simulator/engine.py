@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ class SimOptions:
     round_s: float = 0.0
     check: bool = False
     progress: Callable[[int, int], None] | None = None
+    reclaims: Mapping[str, float] = field(default_factory=dict)
+    """Recorded spot take-backs to replay: node name -> time (s) of its notice (no random draw)."""
 
 
 @dataclass(slots=True)
@@ -129,9 +131,12 @@ class Engine:
             return
 
     def spot_market(self, node: str, pool: Pool) -> Process:
-        rng = self.spot_rng.setdefault(node, random.Random(f"{self.options.seed}:{node}"))
-        lifetime_h = rng.expovariate(pool.interruptions_per_node_hour)
-        yield self.env.timeout(max(1, round(lifetime_h * 3_600_000)))
+        if node in self.options.reclaims:
+            yield self.env.timeout(max(0, ms(self.options.reclaims[node]) - self.now))
+        else:
+            rng = self.spot_rng.setdefault(node, random.Random(f"{self.options.seed}:{node}"))
+            lifetime_h = rng.expovariate(pool.interruptions_per_node_hour)
+            yield self.env.timeout(max(1, round(lifetime_h * 3_600_000)))
         if node not in self.world.snapshot.nodes:
             return
         notice = ms(pool.notice_s)
@@ -158,7 +163,7 @@ class Engine:
     def ready(self, name: str, pool: Pool, *, initial: bool = False) -> None:
         if not initial:
             self.world.node_ready(name)
-        if pool.capacity is Capacity.SPOT and pool.interruptions_per_node_hour > 0:
+        if pool.capacity is Capacity.SPOT and (pool.interruptions_per_node_hour > 0 or name in self.options.reclaims):
             self.env.process(self.spot_market(name, pool))
         self._mark_idle(name)
 

@@ -71,7 +71,7 @@ class WaitingQueue:
     order_of: Callable[[Job], tuple[Any, ...]]
     bucketed: bool
     _buckets: dict[Hashable, list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=dict)
-    _fresh: set[Hashable] = field(default_factory=set)
+    _fresh: dict[Hashable, None] = field(default_factory=dict)  # ordered, for deterministic cycles
     _count: int = 0
     _sequence: int = 0
 
@@ -86,7 +86,7 @@ class WaitingQueue:
         heapq.heappush(bucket, (self.order_of(job), self._sequence, job))
         self._count += 1
         if fresh:
-            self._fresh.add(shape)
+            self._fresh[shape] = None
 
     def take(self, limit: Callable[[Job], int], *, only_fresh: bool = False) -> list[Job]:
         """Removes and returns, per bucket, the first `limit(head job)` jobs (all when not bucketed).

@@ -217,7 +217,10 @@ class SimWorld:
         now = self.clock()
         node = self.snapshot.nodes[name]
         for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
-            self._evict(self.runs[job_id], now)
+            run = self.runs[job_id]
+            if run.phase != "stopping":
+                self._stop(run, now, reason=reason)
+            self._evict(run, now)
         node = self.snapshot.nodes[name]
         self._free_add(node_capacity(self.snapshot.pools[node.pool], node), -1)
         self.snapshot = self.snapshot.without_node(name)
@@ -227,9 +230,13 @@ class SimWorld:
         self._record(node.pool)
 
     def interrupt_notice(self, name: str, notice_ms: int) -> None:
-        """A spot notice: jobs on the node stop, checkpointing if they can within the notice."""
+        """A spot notice: the node takes no new work; jobs on it stop, checkpointing if they can."""
         now = self.clock()
         node = self.snapshot.nodes[name]
+        if node.ready:
+            self._free_add(node_capacity(self.snapshot.pools[node.pool], node), -1)
+            node = Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=False)
+            self.snapshot = self.snapshot.with_node(node)
         self.log.append((now, "spot-notice", {"node": name, "notice_s": notice_ms / MS}))
         for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
             run = self.runs[job_id]
