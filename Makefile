@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scheduler policies simulator traces tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict scheduler policies traces
+	$(BIN)/mypy --strict scheduler policies traces simulator
 
 unit: $(STAMP)
 	$(BIN)/pytest

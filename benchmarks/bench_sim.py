@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import simpy
+from machine import describe, machine
 
 import policies
-from machine import describe, machine
 from scheduler.cluster import load_cluster
 from scheduler.model import Job
 from scheduler.world import Scheduler

@@ -49,6 +49,7 @@ class Engine:
     arrivals_done: bool = False
     finished: int = 0
     wake_event: Any = None
+    woken: bool = False
     done: Any = None
     spot_rng: dict[str, random.Random] = field(default_factory=dict)
     serial: dict[str, int] = field(default_factory=dict)
@@ -59,6 +60,7 @@ class Engine:
         return int(self.env.now)
 
     def wake(self) -> None:
+        self.woken = True
         if self.wake_event is not None and not self.wake_event.triggered:
             self.wake_event.succeed()
 
@@ -79,9 +81,11 @@ class Engine:
             if self.options.round_s > 0:
                 yield self.env.timeout(ms(self.options.round_s))
             else:
-                self.wake_event = self.env.event()
-                yield self.wake_event
+                if not self.woken:
+                    self.wake_event = self.env.event()
+                    yield self.wake_event
                 yield self.env.timeout(0)  # let every event of this instant land first
+                self.woken = False
             observation = self.world.observe() if len(self.world.queue) else None
             if observation is not None and observation.pending:
                 decision = self.scheduler.schedule(
@@ -149,12 +153,16 @@ class Engine:
             self.wake()
 
     def provision_node(self, pool: Pool) -> Process:
+        """Asks for a node now (it is billed while it boots) and makes it ready after the delay."""
         index = self.serial.get(pool.name, pool.nodes)
         self.serial[pool.name] = index + 1
         width = max(3, len(str(max(pool.max_nodes, pool.nodes))))
         node = empty_node(pool, f"{pool.name}-{index:0{width}d}")
         self.world.add_node(Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False))
         self.world.provisioning[pool.name] = self.world.provisioning.get(pool.name, 0) + 1
+        return self._boot(node, pool)
+
+    def _boot(self, node: Node, pool: Pool) -> Process:
         yield self.env.timeout(ms(pool.provision_delay_s))
         self.world.provisioning[pool.name] -= 1
         self.ready(node.name, pool)

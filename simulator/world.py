@@ -287,7 +287,7 @@ class SimWorld:
         run.phase = "stopping"
         if run.process is not None and run.process.is_alive:
             run.process.interrupt(reason)
-        self.log.append((now, reason, {"job": run.job.id}))
+        self.log.append((now, "stop", {"job": run.job.id, "reason": reason}))
 
     def _evict(self, run: JobRun, now: int, *, released: bool = False) -> None:
         """The job gives its GPUs back (`released`: the snapshot already has) and waits again."""
@@ -348,9 +348,11 @@ class SimWorld:
             node = self.snapshot.nodes[name]
             pool = self.snapshot.pools[node.pool]
             expected: dict[str, int] = {}
-            for gpu in node.gpus:
-                for job in gpu.jobs():
-                    expected[job] = expected.get(job, 0) + parts_of(pool, self.runs[job].job.request)
+            holders = [gpu.owner for gpu in node.gpus if gpu.owner is not None]
+            holders += [share.job for gpu in node.gpus for share in gpu.shares]
+            holders += [slot.job for gpu in node.gpus for slot in gpu.mig if slot.job is not None]
+            for job in holders:
+                expected[job] = expected.get(job, 0) + parts_of(pool, self.runs[job].job.request)
             if expected != account.holders:
                 raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")
 

@@ -32,6 +32,7 @@ def make_pool(
     mig_layout: str = "",
     sharing: bool = False,
     nodes: int = 1,
+    max_nodes: int | None = None,
 ) -> Pool:
     return Pool(
         name=name,
@@ -44,7 +45,7 @@ def make_pool(
         sharing=sharing,
         nodes=nodes,
         min_nodes=nodes,
-        max_nodes=nodes,
+        max_nodes=nodes if max_nodes is None else max_nodes,
     )
 
 

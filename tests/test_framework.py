@@ -154,7 +154,7 @@ def test_weights_multiply_normalised_scores() -> None:
 
 
 def test_admit_order_prefilter_and_provision() -> None:
-    pool = make_pool(nodes=1)
+    pool = make_pool(nodes=1, max_nodes=4)
     snapshot = make_snapshot(pool)
     framework = Framework(profile(admit=(TeamGate(),), provision=(GrowCheapest(), GrowOne())))
     cycle = new_cycle(snapshot, 0.0, 0)
@@ -170,7 +170,7 @@ def test_admit_order_prefilter_and_provision() -> None:
 
 
 def test_scheduler_reports_waiting_jobs_and_asks_provision_for_jobs_that_fit_nowhere() -> None:
-    pool = make_pool(nodes=1)
+    pool = make_pool(nodes=1, max_nodes=3)
     scheduler = Scheduler(profile(admit=(TeamGate(),), filter=(WholeGpuFit(),), provision=(GrowCheapest(),)))
     decision = scheduler.schedule(make_snapshot(pool), [make_job("big", whole(8)), make_job("more", whole(8)),
                                                         make_job("x", team="blocked")])
@@ -180,6 +180,8 @@ def test_scheduler_reports_waiting_jobs_and_asks_provision_for_jobs_that_fit_now
     assert decision.provision == {"pool": 1}
     huge = scheduler.schedule(make_snapshot(pool), [make_job("huge", whole(16))])
     assert huge.provision == {}, "no new node of any pool could take a 16-GPU replica"
+    full = make_pool(nodes=1)
+    assert scheduler.schedule(make_snapshot(full), [make_job("big", whole(8)), make_job("more", whole(8))]).provision == {}
 
 
 def running_snapshot(*held: tuple[Job, int]) -> ClusterSnapshot:

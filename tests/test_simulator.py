@@ -1,0 +1,179 @@
+"""The simulator: determinism, job life (checkpoints, failures, services), spot, autoscaling, invariants."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import policies
+from scheduler.cluster import Cluster, load_cluster
+from scheduler.model import Capacity, Job, JobKind
+from scheduler.world import Scheduler
+from simulator.engine import SimOptions, simulate
+from simulator.metrics import summary
+from simulator.outputs import write_run
+from tests.builders import make_pool, share, whole
+from traces.canonical import read_jobs
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACE = ROOT / "traces/samples/synth-2days.jsonl"
+CLUSTER = ROOT / "traces/samples/elastic-spot-cluster.toml"
+
+
+def run(jobs: list[Job], cluster: Cluster, profile: str = "cost-greedy", **options: object) -> object:
+    return simulate(jobs, cluster, Scheduler(policies.profile(profile)), SimOptions(check=True, **options))  # type: ignore[arg-type]
+
+
+def one_pool(**overrides: object) -> Cluster:
+    pool = make_pool("p", gpus_per_node=8, usd_per_node_hour=8.0, **overrides)  # type: ignore[arg-type]
+    return Cluster("c.toml", MappingProxyType({"p": pool}))
+
+
+def test_same_inputs_and_seed_write_byte_identical_runs_and_seeds_matter(tmp_path: Path) -> None:
+    jobs = list(read_jobs(TRACE))
+    cluster = load_cluster(CLUSTER)
+    for name in ("a", "b"):
+        write_run(run(jobs, cluster, "priority", seed=5), tmp_path / name)  # type: ignore[arg-type]
+    write_run(run(jobs, cluster, "priority", seed=6), tmp_path / "c")  # type: ignore[arg-type]
+    files = ["summary.json", "jobs.csv", "events.jsonl", "timeline.csv"]
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
+    assert match == files and not mismatch and not errors
+    assert (tmp_path / "a" / "events.jsonl").read_bytes() != (tmp_path / "c" / "events.jsonl").read_bytes()
+
+
+def test_cost_greedy_spends_less_than_default_on_an_elastic_spot_cluster() -> None:
+    jobs = list(read_jobs(TRACE))
+    cluster = load_cluster(CLUSTER)
+    default = summary(run(jobs, cluster, "default"))  # type: ignore[arg-type]
+    greedy = summary(run(jobs, cluster, "cost-greedy"))  # type: ignore[arg-type]
+    assert greedy["cost_usd"]["total"] < 0.8 * default["cost_usd"]["total"]
+    assert greedy["jobs"]["completed"] == default["jobs"]["completed"] == len(jobs)
+    assert greedy["queue_s"]["p95"] <= 1.1 * default["queue_s"]["p95"] + 1
+    spot = greedy["cost_usd"]["by_pool"]["h100-spot"]["total"] / greedy["cost_usd"]["total"]
+    assert spot > default["cost_usd"]["by_pool"]["h100-spot"]["total"] / default["cost_usd"]["total"]
+
+
+def test_checkpoints_cost_time_and_jobs_run_at_their_gpu_models_speed() -> None:
+    job = Job(id="ck", request=whole(8), duration_s=3000.0, checkpoint_interval_s=1000.0, checkpoint_overhead_s=10.0,
+              speedups=(("H100-80GB", 2.0),))
+    result = run([job], one_pool())
+    # 3,000 reference seconds at 2x: 1,000 s of compute (2,000 s of work), a 10 s checkpoint,
+    # then 500 s for the last 1,000 s of work.
+    assert result.world.runs["ck"].end_ms == 1_510_000  # type: ignore[attr-defined]
+    events = [name for _, name, data in result.world.log if data.get("job") == "ck"]  # type: ignore[attr-defined]
+    assert events.count("checkpoint") == 1
+
+
+def test_failed_and_killed_jobs_end_when_the_trace_says_and_services_run_to_their_end() -> None:
+    jobs = [
+        Job(id="f", request=whole(1), duration_s=100.0, status="failed"),
+        Job(id="k", request=whole(1), duration_s=50.0, status="killed"),
+        Job(id="s", request=whole(1), duration_s=1000.0, submit_s=10.0, kind=JobKind.SERVICE),
+    ]
+    result = run(jobs, one_pool())
+    runs = result.world.runs  # type: ignore[attr-defined]
+    assert [(runs[i].outcome, runs[i].end_ms) for i in ("f", "k", "s")] == [
+        ("failed", 100_000), ("killed", 50_000), ("completed", 1_010_000)]
+
+
+def test_spot_interruptions_lose_unsaved_work_and_the_autoscaler_replaces_nodes() -> None:
+    spot = make_pool("spot", gpus_per_node=8, usd_per_node_hour=4.0, capacity=Capacity.SPOT, nodes=1, max_nodes=2)
+    spot = type(spot)(**{**{f: getattr(spot, f) for f in spot.__slots__}, "min_nodes": 0, "notice_s": 30.0,  # type: ignore[attr-defined]
+                         "provision_delay_s": 60.0})
+    cluster = Cluster("c.toml", MappingProxyType({"spot": spot}))
+    job = Job(id="j", request=whole(8), duration_s=3600.0, preemptible=True)
+    result = run([job], cluster, reclaims={"spot-000": 1000.0})
+    state = result.world.runs["j"]  # type: ignore[attr-defined]
+    # No checkpoints: the 1,000 s done are lost; a new node arrives 60 s after the loss is known.
+    assert state.interruptions == 1 and state.lost_gpu_ms == 8 * 1_000_000
+    assert state.end_ms == 1_090_000 + 3_600_000
+    names = [data.get("node") for _, name, data in result.world.log if name == "node-add"]  # type: ignore[attr-defined]
+    assert names == ["spot-001"]
+
+
+def test_elastic_pools_grow_to_max_and_release_idle_nodes() -> None:
+    pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
+    pool = type(pool)(**{**{f: getattr(pool, f) for f in pool.__slots__}, "min_nodes": 1,  # type: ignore[attr-defined]
+                         "provision_delay_s": 120.0, "idle_release_s": 300.0})
+    cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
+    jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
+    result = run(jobs, cluster)
+    log = result.world.log  # type: ignore[attr-defined]
+    assert sum(1 for _, name, _ in log if name == "node-add") == 2, "grows to max_nodes, no further"
+    # j1, j2 end at 1,120 s; one node is left idle and goes 300 s later. The replay ends with the
+    # last job at 2,120 s, before the other nodes' idle delay runs out.
+    removed = [(t, data["reason"]) for t, name, data in log if name == "node-remove"]
+    assert removed == [(1_420_000, "idle")]
+    starts = sorted(t for t, name, _ in log if name == "start")
+    assert starts[:3] == [0, 120_000, 120_000]
+
+
+def test_reserved_pools_are_paid_whether_used_or_not_and_never_released() -> None:
+    reserved = make_pool("r", gpus_per_node=8, usd_per_node_hour=3.6, capacity=Capacity.RESERVED, nodes=2)
+    result = run([Job(id="j", request=whole(1), duration_s=3600.0)], Cluster("c.toml", MappingProxyType({"r": reserved})))
+    document = summary(result)  # type: ignore[arg-type]
+    assert document["cost_usd"]["total"] == 7.2 and document["cost_usd"]["idle"] == pytest.approx(7.2 - 0.45)
+    assert not [1 for _, name, _ in result.world.log if name == "node-remove"]  # type: ignore[attr-defined]
+
+
+def test_round_mode_schedules_on_a_clock() -> None:
+    jobs = [Job(id="a", request=whole(1), duration_s=100.0, submit_s=5.0)]
+    result = run(jobs, one_pool(), round_s=60.0)
+    assert result.world.runs["a"].first_start_ms == 60_000  # type: ignore[attr-defined]
+
+
+def test_jobs_that_can_never_fit_end_the_run_unfinished() -> None:
+    jobs = [Job(id="big", request=whole(16), duration_s=10.0), Job(id="ok", request=whole(1), duration_s=10.0)]
+    document = summary(run(jobs, one_pool()))  # type: ignore[arg-type]
+    assert document["jobs"]["unfinished"] == 1 and document["jobs"]["completed"] == 1
+
+
+_JOBS = st.lists(
+    st.builds(
+        Job,
+        id=st.uuids().map(str),
+        request=st.one_of(st.builds(whole, st.integers(1, 8)), st.builds(share, st.sampled_from([250, 500]))),
+        duration_s=st.floats(1, 5000),
+        submit_s=st.floats(0, 5000),
+        replicas=st.integers(1, 2),
+        preemptible=st.booleans(),
+        priority=st.integers(0, 3),
+        checkpoint_interval_s=st.sampled_from([0.0, 300.0]),
+        checkpoint_overhead_s=st.sampled_from([0.0, 20.0]),
+    ),
+    max_size=25,
+    unique_by=lambda job: job.id,
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_JOBS, st.sampled_from(policies.bundled_profiles()), st.integers(0, 3))
+def test_invariants_hold_after_every_decision(jobs: list[Job], profile: str, seed: int) -> None:
+    """check=True validates each decision and proves the ledger's holders are the GPUs held."""
+    od = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3, sharing=True)
+    spot = make_pool("spot", gpus_per_node=8, usd_per_node_hour=3.0, capacity=Capacity.SPOT, nodes=1, max_nodes=2)
+    spot = type(spot)(**{**{f: getattr(spot, f) for f in spot.__slots__}, "interruptions_per_node_hour": 1.0,  # type: ignore[attr-defined]
+                         "min_nodes": 0})
+    result = run(jobs, Cluster("c.toml", MappingProxyType({"od": od, "spot": spot})), profile, seed=seed)
+    runs = result.world.runs  # type: ignore[attr-defined]
+    assert all(state.outcome == "completed" for state in runs.values())
+    result.world.ledger.check()  # type: ignore[attr-defined]
+
+
+def test_idle_release_stops_at_min_nodes() -> None:
+    pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
+    pool = type(pool)(**{**{f: getattr(pool, f) for f in pool.__slots__}, "min_nodes": 1,  # type: ignore[attr-defined]
+                         "provision_delay_s": 120.0, "idle_release_s": 300.0})
+    cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
+    jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
+    jobs.append(Job(id="late", request=whole(1), duration_s=10.0, submit_s=10_000.0))
+    result = run(jobs, cluster)
+    log = result.world.log  # type: ignore[attr-defined]
+    removed = [t for t, name, data in log if name == "node-remove"]
+    assert removed == [1_420_000, 2_300_000], "idle nodes go after 300 s, but never below min_nodes"
+    assert result.world.runs["late"].first_start_ms == 10_000_000  # type: ignore[attr-defined]
