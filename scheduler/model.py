@@ -195,12 +195,19 @@ class GpuState:
     used_memory_mib: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        shares = self.shares
-        object.__setattr__(self, "free", self.owner is None and not shares and not self.mig)
-        held = self.owner is not None or bool(shares) or any(slot.job is not None for slot in self.mig)
-        object.__setattr__(self, "busy", held)
-        object.__setattr__(self, "used_milli", sum(share.milli for share in shares) if shares else 0)
-        object.__setattr__(self, "used_memory_mib", sum(share.memory_mib for share in shares) if shares else 0)
+        shares, mig = self.shares, self.mig
+        setter = object.__setattr__
+        if shares:
+            setter(self, "free", False)
+            setter(self, "busy", True)
+            setter(self, "used_milli", sum(share.milli for share in shares))
+            setter(self, "used_memory_mib", sum(share.memory_mib for share in shares))
+            return
+        owned = self.owner is not None
+        setter(self, "free", not owned and not mig)
+        setter(self, "busy", owned or any(slot.job is not None for slot in mig))
+        setter(self, "used_milli", 0)
+        setter(self, "used_memory_mib", 0)
 
     @property
     def layout(self) -> Layout:
@@ -209,6 +216,9 @@ class GpuState:
     def jobs(self) -> set[str]:
         held = {share.job for share in self.shares} | {s.job for s in self.mig if s.job is not None}
         return held | ({self.owner} if self.owner is not None else set())
+
+
+FREE_GPU = GpuState()  # immutable, so every free GPU can be this one
 
 
 def _take(gpu: GpuState, pool: Pool, job: str, request: GpuRequest, mig_start: int | None) -> GpuState:
@@ -257,7 +267,7 @@ def _take_mig(gpu: GpuState, pool: Pool, job: str, instance: mig.MigInstance) ->
 
 def _drop(gpu: GpuState, pool: Pool, job: str) -> GpuState:
     if gpu.owner == job:
-        return GpuState()
+        return FREE_GPU
     if gpu.shares:
         return GpuState(shares=tuple(share for share in gpu.shares if share.job != job))
     if pool.mig_mode is MigMode.DYNAMIC:
@@ -312,11 +322,12 @@ class Node:
 
         Dynamic MIG instances the job held are removed.
         """
-        gpus = tuple(
-            _drop(gpu, pool, job_id) if (index in indexes if indexes is not None else job_id in gpu.jobs()) else gpu
-            for index, gpu in enumerate(self.gpus)
-        )
-        return Node(name=self.name, pool=self.pool, gpus=gpus, ready=self.ready)
+        if indexes is None:
+            indexes = {index for index, gpu in enumerate(self.gpus) if job_id in gpu.jobs()}
+        gpus = list(self.gpus)
+        for index in indexes:
+            gpus[index] = _drop(gpus[index], pool, job_id)
+        return Node(name=self.name, pool=self.pool, gpus=tuple(gpus), ready=self.ready)
 
 
 def empty_node(pool: Pool, name: str) -> Node:

@@ -82,9 +82,10 @@ class Engine:
                 yield self.env.timeout(ms(self.options.round_s))
             else:
                 if not self.woken:
+                    # The wake event is queued behind every event already due at this instant
+                    # (SimPy orders same-time events by insertion), so one cycle sees them all.
                     self.wake_event = self.env.event()
                     yield self.wake_event
-                yield self.env.timeout(0)  # let every event of this instant land first
                 self.woken = False
             observation = self.world.observe() if len(self.world.queue) else None
             if observation is not None and observation.pending:

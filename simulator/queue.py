@@ -34,20 +34,23 @@ class Capacity:
     whole_by_node: dict[int, int] = field(default_factory=dict)
     share_by_gpu: dict[int, int] = field(default_factory=dict)
     mig_slices: int = 0
+    _replicas: dict[tuple[RequestKind, int], int] = field(default_factory=dict, repr=False, compare=False)
 
     def fits(self, job: Job, slices_per_instance: int) -> int:
         """An upper bound on how many jobs like `job` this capacity could take."""
         request = job.request
-        if request.kind is RequestKind.WHOLE:
-            replicas = sum(nodes * (free // request.gpus) for free, nodes in self.whole_by_node.items())
-        elif request.kind is RequestKind.SHARE:
-            replicas = sum(gpus * (free // request.milli) for free, gpus in self.share_by_gpu.items())
-        else:
-            replicas = self.mig_slices // (max(1, slices_per_instance) * request.gpus)
+        if request.kind is RequestKind.MIG:
+            return self.mig_slices // (max(1, slices_per_instance) * request.gpus) // job.replicas
+        size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
+        replicas = self._replicas.get((request.kind, size))
+        if replicas is None:  # many shapes share a size: count once per capacity
+            histogram = self.whole_by_node if request.kind is RequestKind.WHOLE else self.share_by_gpu
+            replicas = self._replicas[(request.kind, size)] = sum(n * (free // size) for free, n in histogram.items())
         return replicas // job.replicas
 
     def add(self, other: Capacity, times: int = 1) -> None:
         """Adds `other` `times` times (a negative `times` takes it away)."""
+        self._replicas.clear()
         for mine, theirs in ((self.whole_by_node, other.whole_by_node), (self.share_by_gpu, other.share_by_gpu)):
             for key, count in theirs.items():
                 total = mine.get(key, 0) + times * count

@@ -10,7 +10,7 @@ after every change that the ledger's holders match the GPUs the snapshot shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,9 @@ class SimWorld:
     running_count: int = 0
     free_changed: bool = True
     _growth_key: tuple[tuple[str, int], ...] = ()
+    _free_version: int = 0
+    _room: Capacity | None = None
+    _room_version: int = -1
 
     def __post_init__(self) -> None:
         sort = self.scheduler.profile.sort
@@ -134,12 +137,12 @@ class SimWorld:
 
     def observe(self) -> Observation:
         now = self.clock()
-        growth = self._growth()
         growth_key = tuple(sorted(self.node_count.items()))
         growth_changed, self._growth_key = growth_key != self._growth_key, growth_key
-        slices = {pool.name: pool for pool in self.snapshot.pools.values()}
-
-        room = self.free.merged(growth)
+        if growth_changed or self._room is None or self._room_version != self._free_version:
+            self._room, self._room_version = self.free.merged(self._growth()), self._free_version
+        room = self._room
+        slices = self.snapshot.pools
 
         def limit(job: Job) -> int:
             mig = job.request.kind is RequestKind.MIG
@@ -319,6 +322,7 @@ class SimWorld:
     def _free_add(self, capacity: Capacity, times: int = 1) -> None:
         if capacity.whole_by_node or capacity.share_by_gpu or capacity.mig_slices:
             self.free.add(capacity, times)
+            self._free_version += 1
 
     def _busy(self, node: str, parts: int) -> None:
         pool = self.snapshot.nodes[node].pool
@@ -357,7 +361,7 @@ class SimWorld:
                 raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")
 
 
-def _instance_slices(job: Job, pools: dict[str, Pool]) -> int:
+def _instance_slices(job: Job, pools: Mapping[str, Pool]) -> int:
     """Compute slices of one MIG instance of `job`'s profile (the smallest over pools offering it)."""
     profile = job.request.mig_profile
     slices = [p.gpu.mig.profiles[profile].compute_slices for p in pools.values()
