@@ -100,11 +100,15 @@ def _best_start(geometry: MigGeometry, layout: mig.Layout, profile: str) -> tupl
     return best
 
 
+_FREE: tuple[Hashable, ...] = (0,)
+_OWNED: tuple[Hashable, ...] = (1,)
+
+
 def _gpu_signature(gpu: GpuState) -> tuple[Hashable, ...]:
     if gpu.free:
-        return (0,)
+        return _FREE
     if gpu.owner is not None:
-        return (1,)
+        return _OWNED
     if gpu.shares:
         return (2, gpu.used_milli, gpu.used_memory_mib)
     return (3, tuple((s.instance.start, s.instance.profile, s.job is None) for s in gpu.mig))
@@ -112,7 +116,7 @@ def _gpu_signature(gpu: GpuState) -> tuple[Hashable, ...]:
 
 def signature(node: Node) -> tuple[Hashable, ...]:
     """The node's class key: pool, readiness and the sorted states of its GPUs."""
-    return (node.pool, node.ready, tuple(sorted(_gpu_signature(gpu) for gpu in node.gpus)))
+    return (node.pool, node.ready, tuple(sorted(map(_gpu_signature, node.gpus))))
 
 
 def gpus_used(pool: Pool, node: Node) -> float:

@@ -52,7 +52,7 @@ class JobRun:
     safe_since_ms: int = 0
     speed: float = 1.0
     placement: Placement | None = None
-    process: Any = None
+    epoch: int = 0
     first_start_ms: int | None = None
     end_ms: int | None = None
     outcome: str = ""
@@ -288,14 +288,13 @@ class SimWorld:
                 self.ledger.lose(run.job.id, self.snapshot.nodes[node].pool, parts * lost_wall)
             run.lost_gpu_ms += round(run.gpus() * lost_wall)
         run.phase = "stopping"
-        if run.process is not None and run.process.is_alive:
-            run.process.interrupt(reason)
+        run.epoch += 1  # whatever the engine had scheduled for this job will not happen
         self.log.append((now, "stop", {"job": run.job.id, "reason": reason}))
 
     def _evict(self, run: JobRun, now: int, *, released: bool = False) -> None:
         """The job gives its GPUs back (`released`: the snapshot already has) and waits again."""
         self._release(run, now, in_snapshot=not released)
-        run.phase, run.placement, run.process = "waiting", None, None
+        run.phase, run.placement = "waiting", None
         self.queue.add(run.job)
 
     def _release(self, run: JobRun, now: int, *, in_snapshot: bool = True) -> None:
