@@ -17,7 +17,6 @@ RunScorePlugins does; ties go to the class whose first node name sorts first.
 from __future__ import annotations
 
 import bisect
-import random
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -347,4 +346,4 @@ class Framework:
 
 def new_cycle(snapshot: ClusterSnapshot, now_s: float, seed: int) -> Cycle:
     """A fresh cycle over `snapshot` with its own seeded random generator."""
-    return Cycle(now_s=now_s, snapshot=snapshot, rng=random.Random(seed))
+    return Cycle(now_s=now_s, snapshot=snapshot, seed=seed)

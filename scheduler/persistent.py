@@ -44,7 +44,10 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
 
     def updated(self, changes: Mapping[K, V]) -> LayeredMap[K, V]:
         """A copy with `changes` set (added or replaced)."""
-        added = sum(1 for key in changes if key not in self)
+        added = 0
+        for key in changes:
+            if key not in self:
+                added += 1
         return self._layered(self._base, {**self._top, **changes}, self._size + added)
 
     def removed(self, key: K) -> LayeredMap[K, V]:

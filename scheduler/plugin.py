@@ -54,15 +54,25 @@ class Cycle:
     `pool_of` (pools never change within a cycle) does not force it.
     """
 
-    __slots__ = ("_assumed", "_memo", "_snapshot", "now_s", "pools", "rng")
+    __slots__ = ("_assumed", "_memo", "_rng", "_seed", "_snapshot", "now_s", "pools")
 
-    def __init__(self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None, seed: int = 0
+    ) -> None:
         self.now_s = now_s
-        self.rng = rng or random.Random(0)
+        self._rng = rng
+        self._seed = seed
         self.pools = snapshot.pools
         self._snapshot = snapshot
         self._assumed: list[Placement] = []
         self._memo: dict[Hashable, Any] = {}
+
+    @property
+    def rng(self) -> random.Random:
+        """The only randomness a plugin may use, seeded by the cycle's seed (made when first asked)."""
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     @property
     def snapshot(self) -> ClusterSnapshot:

@@ -75,6 +75,7 @@ class WaitingQueue:
     bucketed: bool
     _buckets: dict[Hashable, list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=dict)
     _fresh: dict[Hashable, None] = field(default_factory=dict)  # ordered, for deterministic cycles
+    _orders: dict[int, tuple[Job, tuple[Any, ...]]] = field(default_factory=dict)  # a job's queue key, once
     _count: int = 0
     _sequence: int = 0
 
@@ -86,7 +87,10 @@ class WaitingQueue:
         shape = self.shape_of(job) if self.bucketed else None
         bucket = self._buckets.setdefault(shape, [])
         self._sequence += 1
-        heapq.heappush(bucket, (self.order_of(job), self._sequence, job))
+        known = self._orders.get(id(job))
+        if known is None or known[0] is not job:
+            known = self._orders[id(job)] = (job, self.order_of(job))
+        heapq.heappush(bucket, (known[1], self._sequence, job))
         self._count += 1
         if fresh:
             self._fresh[shape] = None

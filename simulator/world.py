@@ -117,6 +117,7 @@ class SimWorld:
     _growth_key: tuple[tuple[str, int], ...] = ()
     _free_version: int = 0
     _room: Capacity | None = None
+    _growth_capacity: Capacity = field(default_factory=Capacity)
     _room_version: int = -1
 
     def __post_init__(self) -> None:
@@ -139,9 +140,15 @@ class SimWorld:
         now = self.clock()
         growth_key = tuple(sorted(self.node_count.items()))
         growth_changed, self._growth_key = growth_key != self._growth_key, growth_key
-        if growth_changed or self._room is None or self._room_version != self._free_version:
-            self._room, self._room_version = self.free.merged(self._growth()), self._free_version
-        room = self._room
+        if growth_changed:
+            self._growth_capacity = self._growth()
+        growth = self._growth_capacity
+        if not (growth.whole_by_node or growth.share_by_gpu or growth.mig_slices):
+            room = self.free  # nothing can grow: the free capacity is the room (no copy)
+        else:
+            if growth_changed or self._room is None or self._room_version != self._free_version:
+                self._room, self._room_version = self.free.merged(growth), self._free_version
+            room = self._room
         slices = self.snapshot.pools
 
         def limit(job: Job) -> int:
