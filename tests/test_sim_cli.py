@@ -97,3 +97,12 @@ def test_compare_runs_profiles_and_seeds_in_parallel_and_draws(tmp_path: Path, c
                  "--workers", "1", "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "comparison.csv").read_bytes() == (out / "comparison.csv").read_bytes()
     assert (tmp_path / "again" / "cost_vs_queue.png").read_bytes() == (out / "cost_vs_queue.png").read_bytes()
+
+
+def test_progress_goes_to_stderr_in_whole_percent_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.commands import _progress
+
+    for done in range(1, 201):
+        _progress(done, 200)
+    err = capsys.readouterr().err
+    assert err.count("\r") == 100 and err.endswith("replayed 200/200 jobs (100%)\n")
