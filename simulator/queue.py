@@ -73,9 +73,11 @@ class WaitingQueue:
     shape_of: Callable[[Job], Hashable]
     order_of: Callable[[Job], tuple[Any, ...]]
     bucketed: bool
-    _buckets: dict[Hashable, list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=dict)
-    _fresh: dict[Hashable, None] = field(default_factory=dict)  # ordered, for deterministic cycles
-    _orders: dict[int, tuple[Job, tuple[Any, ...]]] = field(default_factory=dict)  # a job's queue key, once
+    _ids: dict[Hashable, int] = field(default_factory=dict)  # shape -> bucket number
+    _buckets: list[list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=list)
+    _nonempty: dict[int, None] = field(default_factory=dict)  # ordered, for deterministic cycles
+    _fresh: dict[int, None] = field(default_factory=dict)
+    _known: dict[int, tuple[Job, tuple[Any, ...], int]] = field(default_factory=dict)  # id -> job, key, bucket
     _count: int = 0
     _sequence: int = 0
 
@@ -84,16 +86,21 @@ class WaitingQueue:
 
     def add(self, job: Job, *, fresh: bool = True) -> None:
         """Queues `job`; `fresh` unless it comes back from a cycle that could not place it."""
-        shape = self.shape_of(job) if self.bucketed else None
-        bucket = self._buckets.setdefault(shape, [])
+        known = self._known.get(id(job))
+        if known is None or known[0] is not job:  # a job's key and bucket are worked out once
+            shape = self.shape_of(job) if self.bucketed else None
+            number = self._ids.get(shape)
+            if number is None:
+                number = self._ids[shape] = len(self._buckets)
+                self._buckets.append([])
+            known = self._known[id(job)] = (job, self.order_of(job), number)
+        _, key, number = known
         self._sequence += 1
-        known = self._orders.get(id(job))
-        if known is None or known[0] is not job:
-            known = self._orders[id(job)] = (job, self.order_of(job))
-        heapq.heappush(bucket, (known[1], self._sequence, job))
+        heapq.heappush(self._buckets[number], (key, self._sequence, job))
+        self._nonempty[number] = None
         self._count += 1
         if fresh:
-            self._fresh[shape] = None
+            self._fresh[number] = None
 
     def take(self, limit: Callable[[Job], int], *, only_fresh: bool = False) -> list[Job]:
         """Removes and returns, per bucket, the first `limit(head job)` jobs (all when not bucketed).
@@ -102,18 +109,20 @@ class WaitingQueue:
         new jobs since then are looked at: the others were just shown all that could fit.
         """
         taken: list[Job] = []
-        shapes = [shape for shape in self._fresh if shape in self._buckets] if only_fresh else list(self._buckets)
+        numbers = list(self._fresh if only_fresh else self._nonempty)
         self._fresh.clear()
-        for shape in shapes:
-            bucket = self._buckets[shape]
+        for number in numbers:
+            bucket = self._buckets[number]
             if not bucket:
                 continue
-            count = limit(bucket[0][2]) if self.bucketed else len(bucket)
-            for _ in range(min(count, len(bucket))):
+            count = min(limit(bucket[0][2]) if self.bucketed else len(bucket), len(bucket))
+            for _ in range(count):
                 taken.append(heapq.heappop(bucket)[2])
+            if not bucket:
+                del self._nonempty[number]
         self._count -= len(taken)
         return taken
 
     def jobs(self) -> Iterable[Job]:
         """Every waiting job (no order promised)."""
-        return (entry[2] for bucket in self._buckets.values() for entry in bucket)
+        return (entry[2] for bucket in self._buckets for entry in bucket)
