@@ -143,16 +143,17 @@ class InvalidDecisionError(ValueError):
 
 def _replica_problems(placement: Placement, replica: ReplicaPlacement) -> list[str]:
     request = placement.job.request
-    gpus = [grant.gpu for grant in replica.grants]
-    where = f"job {placement.job.id} on {replica.node}"
-    found: list[str] = []
+    grants = replica.grants
     wanted = 1 if request.kind is RequestKind.SHARE else request.gpus
-    if len(replica.grants) != wanted:
-        found.append(f"{where}: {len(replica.grants)} grants for a request of {request.describe()}")
-    if request.kind is RequestKind.WHOLE and len(set(gpus)) != len(gpus):
-        found.append(f"{where}: the same GPU granted twice")
-    if request.kind is RequestKind.MIG and any(grant.mig_start is None for grant in replica.grants):
-        found.append(f"{where}: a MIG grant without a start")
+    found: list[str] = []
+    if len(grants) != wanted:
+        found.append(f"{len(grants)} grants for a request of {request.describe()}")
+    if request.kind is RequestKind.WHOLE and len(grants) > 1 and len({g.gpu for g in grants}) != len(grants):
+        found.append("the same GPU granted twice")
+    if request.kind is RequestKind.MIG and any(grant.mig_start is None for grant in grants):
+        found.append("a MIG grant without a start")
+    if found:
+        return [f"job {placement.job.id} on {replica.node}: {problem}" for problem in found]
     return found
 
 

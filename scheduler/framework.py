@@ -244,9 +244,9 @@ class Framework:
             return Verdict(Status(Code.UNSCHEDULABLE, (f"no free capacity for {job.request.describe()}",), CAPACITY))
         return Verdict(OK, tuple(plugin.score(cycle, job, node) for plugin, _ in self._score), node, grants)
 
-    def best(self, cycle: Cycle, job: Job, classes: NodeClasses) -> NodeClass | None:
+    def best(self, cycle: Cycle, job: Job, classes: NodeClasses, shape: Hashable | None = None) -> NodeClass | None:
         """The feasible class with the highest weighted, normalised score, or None."""
-        shape = self.shape(job)
+        shape = self.shape(job) if shape is None else shape
         known = classes.verdicts.setdefault(shape, {})
         closed = classes.closed.setdefault(shape, {})
         feasible: list[tuple[NodeClass, tuple[float, ...]]] = []

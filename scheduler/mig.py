@@ -192,7 +192,7 @@ def parse_layout(text: str) -> Layout:
         digits = start.strip()
         if not at or not (digits.isascii() and digits.isdigit()) or not profile.strip():
             raise MigLayoutError(f"{part!r} is not profile@start, e.g. 3g.40gb@4")
-        layout.append(MigInstance(int(start), profile.strip()))
+        layout.append(MigInstance(int(digits), profile.strip()))
     return tuple(sorted(layout))
 
 

@@ -335,7 +335,7 @@ def empty_node(pool: Pool, name: str) -> Node:
     if pool.mig_mode is MigMode.FIXED:
         gpu = GpuState(mig=tuple(MigSlot(instance) for instance in pool.mig_layout))
     else:
-        gpu = GpuState()
+        gpu = FREE_GPU
     return Node(name=name, pool=pool.name, gpus=(gpu,) * pool.gpus_per_node)
 
 

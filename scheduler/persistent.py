@@ -57,10 +57,12 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
         return self._layered(self._base, {**self._top, key: _GONE}, self._size - 1)
 
     def __getitem__(self, key: K) -> V:
-        value = self._top.get(key, self._base.get(key, _GONE)) if self._top else self._base.get(key, _GONE)
-        if value is _GONE:
-            raise KeyError(key)
-        return value  # type: ignore[return-value]
+        if key in self._top:
+            value = self._top[key]
+            if value is _GONE:
+                raise KeyError(key)
+            return value  # type: ignore[return-value]
+        return self._base[key]
 
     def __contains__(self, key: object) -> bool:
         top: dict[object, object] = self._top  # type: ignore[assignment]

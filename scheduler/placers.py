@@ -52,7 +52,7 @@ class GreedyPlacer:
                 first = failed[shape]
                 pending[job.id] = Pending(job.id, first.status, first.verdicts, first.fits_nowhere)
                 continue
-            placement = self._place_gang(framework, cycle, classes, job)
+            placement = self._place_gang(framework, cycle, classes, job, shape)
             if placement is None:
                 victims = self._preempt(framework, cycle, classes, job, running_before)
                 if victims:
@@ -69,12 +69,14 @@ class GreedyPlacer:
         return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending)
 
     @staticmethod
-    def _place_gang(framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job) -> Placement | None:
+    def _place_gang(
+        framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, shape: Hashable | None = None
+    ) -> Placement | None:
         """Places every replica or none: on failure the index is restored as it was."""
         before: list[Node] = []
         replicas: list[ReplicaPlacement] = []
         for _ in range(job.replicas):
-            group = framework.best(cycle, job, classes)
+            group = framework.best(cycle, job, classes, shape)
             if group is None:
                 break
             node = classes.representative(group)

@@ -72,11 +72,21 @@ class JobRun:
         return sum(self.held_parts.values()) / PARTS
 
 
+_WHOLE_ONLY: dict[int, Capacity] = {}  # read-only capacities of plain nodes, by free GPUs
+_NOTHING = Capacity()
+
+
 def node_capacity(pool: Pool, node: Node) -> Capacity:
-    """What a ready node offers the waiting queue's bounds."""
-    capacity = Capacity()
+    """What a ready node offers the waiting queue's bounds (read-only: never add to it)."""
     if not node.ready:
-        return capacity
+        return _NOTHING
+    if pool.mig_mode is MigMode.OFF and not pool.sharing:  # the common case, shared objects
+        free = [gpu.free for gpu in node.gpus].count(True)
+        known = _WHOLE_ONLY.get(free)
+        if known is None:
+            known = _WHOLE_ONLY[free] = Capacity({free: 1} if free else {})
+        return known
+    capacity = Capacity()
     geometry = pool.gpu.mig
     if pool.mig_mode is not MigMode.OFF and geometry is not None:
         for gpu in node.gpus:
