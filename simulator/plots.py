@@ -23,14 +23,8 @@ def cost_vs_queue(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         mine = [row for row in rows if row["profile"] == profile]
         minutes = [row["queue_p95_s"] / 60 for row in mine]
         axes.scatter(minutes, [row["cost_usd"] for row in mine], label=profile, s=40)
-    axes.set_xlabel("p95 queue time (minutes)")
-    axes.set_ylabel("total cost (USD)")
-    axes.set_title("Cost against queueing, one point per profile and seed")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, metadata=METADATA)
-    plt.close(figure)
+    _finish(figure, axes, path, "p95 queue time (minutes)", "total cost (USD)",
+            title="Cost against queueing, one point per profile and seed")
 
 
 def jct_cdf(jcts: Mapping[str, Sequence[float]], path: Path) -> None:
@@ -42,9 +36,13 @@ def jct_cdf(jcts: Mapping[str, Sequence[float]], path: Path) -> None:
             axes.step([v / 3600 for v in ordered], [(i + 1) / len(ordered) for i in range(len(ordered))],
                       where="post", label=profile)
     axes.set_xscale("symlog", linthresh=0.1)
-    axes.set_xlabel("job completion time (hours)")
-    axes.set_ylabel("fraction of jobs")
-    axes.set_title("JCT CDF")
+    _finish(figure, axes, path, "job completion time (hours)", "fraction of jobs", title="JCT CDF")
+
+
+def _finish(figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str, *, title: str) -> None:
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

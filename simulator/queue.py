@@ -15,7 +15,7 @@ Otherwise every waiting job is shown every cycle.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,3 @@ class WaitingQueue:
                 del self._nonempty[number]
         self._count -= len(taken)
         return taken
-
-    def jobs(self) -> Iterable[Job]:
-        """Every waiting job (no order promised)."""
-        return (entry[2] for bucket in self._buckets for entry in bucket)

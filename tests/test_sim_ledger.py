@@ -17,6 +17,7 @@ J2: 3,600 s x 2 x $5 = $10.00; J3: 600 s x 2 x $5 = $1.67. Idle: none. Lost: 400
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from types import MappingProxyType
 
@@ -42,7 +43,7 @@ PROFILE = Profile(
 def cluster() -> Cluster:
     od = make_pool("od", gpus_per_node=2, usd_per_node_hour=10.0)
     spot = make_pool("spot", gpus_per_node=2, usd_per_node_hour=4.0, capacity=Capacity.SPOT)
-    spot = type(spot)(**{**{f: getattr(spot, f) for f in spot.__slots__}, "notice_s": 120.0})  # type: ignore[attr-defined]
+    spot = replace(spot, notice_s=120.0)
     return Cluster("hand.toml", MappingProxyType({"od": od, "spot": spot}))
 
 

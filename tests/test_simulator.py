@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -64,8 +65,8 @@ def test_checkpoints_cost_time_and_jobs_run_at_their_gpu_models_speed() -> None:
     result = run([job], one_pool())
     # 3,000 reference seconds at 2x: 1,000 s of compute (2,000 s of work), a 10 s checkpoint,
     # then 500 s for the last 1,000 s of work.
-    assert result.world.runs["ck"].end_ms == 1_510_000  # type: ignore[attr-defined]
-    events = [name for _, name, data in result.world.log if data.get("job") == "ck"]  # type: ignore[attr-defined]
+    assert result.world.runs["ck"].end_ms == 1_510_000
+    events = [name for _, name, data in result.world.log if data.get("job") == "ck"]
     assert events.count("checkpoint") == 1
 
 
@@ -76,34 +77,34 @@ def test_failed_and_killed_jobs_end_when_the_trace_says_and_services_run_to_thei
         Job(id="s", request=whole(1), duration_s=1000.0, submit_s=10.0, kind=JobKind.SERVICE),
     ]
     result = run(jobs, one_pool())
-    runs = result.world.runs  # type: ignore[attr-defined]
+    runs = result.world.runs
     assert [(runs[i].outcome, runs[i].end_ms) for i in ("f", "k", "s")] == [
         ("failed", 100_000), ("killed", 50_000), ("completed", 1_010_000)]
 
 
 def test_spot_interruptions_lose_unsaved_work_and_the_autoscaler_replaces_nodes() -> None:
     spot = make_pool("spot", gpus_per_node=8, usd_per_node_hour=4.0, capacity=Capacity.SPOT, nodes=1, max_nodes=2)
-    spot = type(spot)(**{**{f: getattr(spot, f) for f in spot.__slots__}, "min_nodes": 0, "notice_s": 30.0,  # type: ignore[attr-defined]
-                         "provision_delay_s": 60.0})
+    spot = replace(spot, min_nodes=0, notice_s=30.0,
+                         provision_delay_s=60.0)
     cluster = Cluster("c.toml", MappingProxyType({"spot": spot}))
     job = Job(id="j", request=whole(8), duration_s=3600.0, preemptible=True)
     result = run([job], cluster, reclaims={"spot-000": 1000.0})
-    state = result.world.runs["j"]  # type: ignore[attr-defined]
+    state = result.world.runs["j"]
     # No checkpoints: the 1,000 s done are lost; a new node arrives 60 s after the loss is known.
     assert state.interruptions == 1 and state.lost_gpu_ms == 8 * 1_000_000
     assert state.end_ms == 1_090_000 + 3_600_000
-    names = [data.get("node") for _, name, data in result.world.log if name == "node-add"]  # type: ignore[attr-defined]
+    names = [data.get("node") for _, name, data in result.world.log if name == "node-add"]
     assert names == ["spot-001"]
 
 
 def test_elastic_pools_grow_to_max_and_release_idle_nodes() -> None:
     pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
-    pool = type(pool)(**{**{f: getattr(pool, f) for f in pool.__slots__}, "min_nodes": 1,  # type: ignore[attr-defined]
-                         "provision_delay_s": 120.0, "idle_release_s": 300.0})
+    pool = replace(pool, min_nodes=1,
+                         provision_delay_s=120.0, idle_release_s=300.0)
     cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
     jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
     result = run(jobs, cluster)
-    log = result.world.log  # type: ignore[attr-defined]
+    log = result.world.log
     assert sum(1 for _, name, _ in log if name == "node-add") == 2, "grows to max_nodes, no further"
     # j1, j2 end at 1,120 s; one node is left idle and goes 300 s later. The replay ends with the
     # last job at 2,120 s, before the other nodes' idle delay runs out.
@@ -118,13 +119,13 @@ def test_reserved_pools_are_paid_whether_used_or_not_and_never_released() -> Non
     result = run([Job(id="j", request=whole(1), duration_s=3600.0)], Cluster("c.toml", MappingProxyType({"r": reserved})))
     document = summary(result)  # type: ignore[arg-type]
     assert document["cost_usd"]["total"] == 7.2 and document["cost_usd"]["idle"] == pytest.approx(7.2 - 0.45)
-    assert not [1 for _, name, _ in result.world.log if name == "node-remove"]  # type: ignore[attr-defined]
+    assert not [1 for _, name, _ in result.world.log if name == "node-remove"]
 
 
 def test_round_mode_schedules_on_a_clock() -> None:
     jobs = [Job(id="a", request=whole(1), duration_s=100.0, submit_s=5.0)]
     result = run(jobs, one_pool(), round_s=60.0)
-    assert result.world.runs["a"].first_start_ms == 60_000  # type: ignore[attr-defined]
+    assert result.world.runs["a"].first_start_ms == 60_000
 
 
 def test_jobs_that_can_never_fit_end_the_run_unfinished() -> None:
@@ -157,23 +158,23 @@ def test_invariants_hold_after_every_decision(jobs: list[Job], profile: str, see
     """check=True validates each decision and proves the ledger's holders are the GPUs held."""
     od = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3, sharing=True)
     spot = make_pool("spot", gpus_per_node=8, usd_per_node_hour=3.0, capacity=Capacity.SPOT, nodes=1, max_nodes=2)
-    spot = type(spot)(**{**{f: getattr(spot, f) for f in spot.__slots__}, "interruptions_per_node_hour": 1.0,  # type: ignore[attr-defined]
-                         "min_nodes": 0})
+    spot = replace(spot, interruptions_per_node_hour=1.0,
+                         min_nodes=0)
     result = run(jobs, Cluster("c.toml", MappingProxyType({"od": od, "spot": spot})), profile, seed=seed)
-    runs = result.world.runs  # type: ignore[attr-defined]
+    runs = result.world.runs
     assert all(state.outcome == "completed" for state in runs.values())
-    result.world.ledger.check()  # type: ignore[attr-defined]
+    result.world.ledger.check()
 
 
 def test_idle_release_stops_at_min_nodes() -> None:
     pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
-    pool = type(pool)(**{**{f: getattr(pool, f) for f in pool.__slots__}, "min_nodes": 1,  # type: ignore[attr-defined]
-                         "provision_delay_s": 120.0, "idle_release_s": 300.0})
+    pool = replace(pool, min_nodes=1,
+                         provision_delay_s=120.0, idle_release_s=300.0)
     cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
     jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
     jobs.append(Job(id="late", request=whole(1), duration_s=10.0, submit_s=10_000.0))
     result = run(jobs, cluster)
-    log = result.world.log  # type: ignore[attr-defined]
+    log = result.world.log
     removed = [t for t, name, data in log if name == "node-remove"]
     assert removed == [1_420_000, 2_300_000], "idle nodes go after 300 s, but never below min_nodes"
-    assert result.world.runs["late"].first_start_ms == 10_000_000  # type: ignore[attr-defined]
+    assert result.world.runs["late"].first_start_ms == 10_000_000
