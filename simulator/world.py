@@ -132,6 +132,8 @@ class SimWorld:
 
     def __post_init__(self) -> None:
         sort = self.scheduler.profile.sort
+        # Buckets keep the profile's queue order, worked out once per job: bucketing is only on
+        # when the order is static (shapes_are_interchangeable), and static orders ignore the cycle.
         self.queue = WaitingQueue(
             self.scheduler.shape,
             lambda job: (sort.sort_key(None, job), job.submit_s, job.id),  # type: ignore[arg-type]
