@@ -178,3 +178,37 @@ def test_idle_release_stops_at_min_nodes() -> None:
     removed = [t for t, name, data in log if name == "node-remove"]
     assert removed == [1_420_000, 2_300_000], "idle nodes go after 300 s, but never below min_nodes"
     assert result.world.runs["late"].first_start_ms == 10_000_000
+
+
+def test_a_gang_loses_every_replica_when_one_of_its_spot_nodes_is_taken_back() -> None:
+    spot = make_pool("spot", gpus_per_node=8, usd_per_node_hour=4.0, capacity=Capacity.SPOT, nodes=2, max_nodes=2)
+    spot = replace(spot, notice_s=60.0)
+    cluster = Cluster("c.toml", MappingProxyType({"spot": spot}))
+    gang = Job(id="g", request=whole(8), replicas=2, duration_s=3600.0, preemptible=True,
+               checkpoint_interval_s=600.0, checkpoint_overhead_s=30.0)
+    profile = replace(policies.profile("binpack"), provision=())
+    result = simulate([gang], cluster, Scheduler(profile), SimOptions(check=True, reclaims={"spot-000": 1000.0}))
+    state = result.world.runs["g"]
+    # Checkpointed at 630 s of wall time (600 s of work); at the 1,000 s notice a 30 s checkpoint
+    # fits in the 60 s notice, so 970 s of work are kept. The node is gone at 1,060 s; the other
+    # node alone cannot hold the gang, so it never restarts.
+    assert state.interruptions == 1 and state.saved_ms == 970_000
+    assert state.outcome == "" and state.lost_gpu_ms == 0
+    stopped_nodes = [data.get("node") for _, name, data in result.world.log if name == "node-remove"]
+    assert stopped_nodes == ["spot-000"]
+    assert all(not gpu.busy for node in result.world.snapshot.nodes.values() for gpu in node.gpus)
+
+
+def test_a_preempted_service_loses_no_work_and_still_ends_on_time() -> None:
+    from policies.ordering import PriorityThenAge
+    from policies.preemption import PriorityPreemption
+    from scheduler.profile import Profile
+
+    profile = Profile(name="p", sort=PriorityThenAge(), postfilter=(PriorityPreemption(),))
+    service = Job(id="svc", request=whole(8), duration_s=5000.0, preemptible=True, kind=JobKind.SERVICE)
+    urgent = Job(id="urgent", request=whole(8), duration_s=1000.0, submit_s=1000.0, priority=9)
+    result = simulate([service, urgent], one_pool(), Scheduler(profile), SimOptions(check=True))
+    runs = result.world.runs
+    assert runs["svc"].preemptions == 1 and runs["svc"].lost_gpu_ms == 0
+    assert (runs["urgent"].first_start_ms, runs["urgent"].end_ms) == (1_000_000, 2_000_000)
+    assert runs["svc"].end_ms == 5_000_000, "a service runs until its end time, whenever it restarts"
