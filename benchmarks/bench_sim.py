@@ -24,7 +24,7 @@ import policies
 from scheduler.cluster import load_cluster
 from scheduler.model import Job
 from scheduler.world import Scheduler
-from simulator.engine import SimOptions, simulate
+from simulator.engine import SimOptions, collector_spared, simulate
 from traces.formats import read_trace_jobs
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +47,8 @@ def bare_replay(jobs: list[Job], gpus: int) -> float:
     start = time.perf_counter()
     for job in jobs:
         env.process(job_process(job))
-    env.run()
+    with collector_spared():  # the same collector settings the simulator runs under
+        env.run()
     return time.perf_counter() - start
 
 
