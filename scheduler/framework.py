@@ -236,7 +236,16 @@ class Framework:
         return verdict
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
-        status = self._first_failure((plugin, plugin.filter(cycle, job, node)) for plugin in self._filter)
+        status = OK
+        for plugin in self._filter:
+            answer = plugin.filter(cycle, job, node)
+            if answer.code is Code.UNRESOLVABLE:
+                # The most severe answer decides: a full node that also has the wrong GPU model is
+                # unresolvable, as an empty one would be, so the pool closes the same way whatever
+                # state its nodes are in.
+                return Verdict(answer.by(getattr(plugin, "name", type(plugin).__name__)))
+            if not answer.ok and status.ok:
+                status = answer.by(getattr(plugin, "name", type(plugin).__name__))
         if not status.ok:
             return Verdict(status)
         grants = capacity.find_grants(cycle.pools[node.pool], node, job.request)

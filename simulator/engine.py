@@ -56,6 +56,7 @@ class Engine:
     spot_rng: dict[str, random.Random] = field(default_factory=dict)
     serial: dict[str, int] = field(default_factory=dict)
     idle_since: dict[str, int] = field(default_factory=dict)
+    wanted: set[str] = field(default_factory=set)
 
     @property
     def now(self) -> int:
@@ -184,13 +185,14 @@ class Engine:
         self.serial[pool.name] = index + 1
         width = max(3, len(str(max(pool.max_nodes, pool.nodes))))
         node = empty_node(pool, f"{pool.name}-{index:0{width}d}")
-        self.world.add_node(Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False))
         self.world.provisioning[pool.name] = self.world.provisioning.get(pool.name, 0) + 1
+        self.world.add_node(Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False))
         return self._boot(node, pool)
 
     def _boot(self, node: Node, pool: Pool) -> Process:
         yield self.env.timeout(ms(pool.provision_delay_s))
         self.world.provisioning[pool.name] -= 1
+        self.world.record(pool.name)
         self.ready(node.name, pool)
         self.wake()
 
@@ -205,6 +207,12 @@ class Engine:
         yield self.env.timeout(ms(pool.idle_release_s))
         if self.idle_since.get(name) != since or name not in self.world.snapshot.nodes:
             return
+        if pool.name in self.wanted or self.world.provisioning.get(pool.name, 0):
+            # Jobs that fit nowhere asked for this pool last cycle: keep its idle nodes for them
+            # (as cluster-autoscaler keeps nodes pending pods could use), and look again later.
+            self.idle_since.pop(name, None)
+            self._mark_idle(name)
+            return
         if self.world.node_count.get(pool.name, 0) > pool.min_nodes:
             self.world.remove_node(name, "idle")
             self.idle_since.pop(name, None)
@@ -212,11 +220,15 @@ class Engine:
     # Decisions about nodes ------------------------------------------------------------------------
 
     def autoscale(self, wanted: dict[str, int] | Any) -> None:
+        self.wanted = {name for name, count in wanted.items() if count > 0}
         pools = self.world.snapshot.pools
         for pool_name, count in sorted(wanted.items()):
             pool = pools[pool_name]
             room = pool.max_nodes - self.world.node_count.get(pool_name, 0)
-            adding = min(room, count - self.world.provisioning.get(pool_name, 0))
+            # Nodes on their way and ready nodes standing idle count against the ask: a gang that
+            # needs three nodes where two stand idle needs one more, not three.
+            idle = sum(1 for name in self.idle_since if self.world.snapshot.nodes[name].pool == pool_name)
+            adding = min(room, count - self.world.provisioning.get(pool_name, 0) - idle)
             for _ in range(max(0, adding)):
                 self.env.process(self.provision_node(pool))
 

@@ -6,10 +6,12 @@ When the profile allows (`Scheduler.shapes_are_interchangeable`: no admit or pos
 plugin, a queue order fixed at submission), jobs wait in buckets by *shape* (the jobs the
 placer cannot tell apart), each bucket in queue order, and a cycle sees only as many jobs of a
 shape as could possibly fit: the cluster's free capacity (plus what elastic pools could still
-add) divided by what one job needs. Within a cycle capacity only shrinks, and jobs of one shape
-fit exactly the same nodes, so the jobs held back could not have been placed: the replay makes
-the same decisions as with the whole queue, in time proportional to what it places.
-Otherwise every waiting job is shown every cycle.
+add, nodes still booting included) divided by what one job needs. Within a cycle capacity only
+shrinks, and jobs of one shape fit exactly the same nodes, so the jobs held back could not have
+been placed: the replay places jobs exactly as with the whole queue, in time proportional to
+what it places. Provisioning can differ: held-back jobs do not ask for nodes, so on elastic
+clusters pools may grow later or less (a gang too large for a pool even at max_nodes never asks
+at all). Otherwise every waiting job is shown every cycle.
 """
 
 from __future__ import annotations

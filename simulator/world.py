@@ -124,7 +124,7 @@ class SimWorld:
     emptied: set[str] = field(default_factory=set)
     running_count: int = 0
     free_changed: bool = True
-    _growth_key: tuple[tuple[str, int], ...] = ()
+    _growth_key: tuple[tuple[str, int], ...] | None = None
     _free_version: int = 0
     _room: Capacity | None = None
     _growth_capacity: Capacity = field(default_factory=Capacity)
@@ -134,23 +134,25 @@ class SimWorld:
         sort = self.scheduler.profile.sort
         # Buckets keep the profile's queue order, worked out once per job: bucketing is only on
         # when the order is static (shapes_are_interchangeable), and static orders ignore the cycle.
+        bucketed = self.scheduler.shapes_are_interchangeable
         self.queue = WaitingQueue(
             self.scheduler.shape,
-            lambda job: (sort.sort_key(None, job), job.submit_s, job.id),  # type: ignore[arg-type]
-            self.scheduler.shapes_are_interchangeable,
+            (lambda job: (sort.sort_key(None, job), job.submit_s, job.id))  # type: ignore[arg-type]
+            if bucketed else (lambda job: (job.submit_s, job.id)),  # the scheduler orders the rest
+            bucketed,
         )
         for node in self.snapshot.nodes.values():
             self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
             self.ledger.open(node.name, node.pool, 0)
             self._free_add(node_capacity(self.snapshot.pools[node.pool], node))
         for pool in self.snapshot.pools:
-            self._record(pool)
+            self.record(pool)
 
     # The World port ----------------------------------------------------------------------
 
     def observe(self) -> Observation:
         now = self.clock()
-        growth_key = tuple(sorted(self.node_count.items()))
+        growth_key = tuple(sorted((*self.node_count.items(), *((f"+{k}", v) for k, v in self.provisioning.items()))))
         growth_changed, self._growth_key = growth_key != self._growth_key, growth_key
         if growth_changed:
             self._growth_capacity = self._growth()
@@ -167,7 +169,10 @@ class SimWorld:
             mig = job.request.kind is RequestKind.MIG
             return room.fits(job, _instance_slices(job, slices) if mig else 1)
 
-        fresh_only = not self.free_changed and not growth_changed
+        # Buckets untouched since the last take were shown all that could fit, unless capacity
+        # grew since; with elastic pools every bucket is shown, so provisioning sees them all.
+        elastic = bool(growth.whole_by_node or growth.share_by_gpu or growth.mig_slices)
+        fresh_only = self.queue.bucketed and not self.free_changed and not growth_changed and not elastic
         self.free_changed = False
         pending = self.queue.take(limit, only_fresh=fresh_only)
         return Observation(now_s=now / MS, snapshot=self.snapshot, pending=tuple(pending))
@@ -225,7 +230,7 @@ class SimWorld:
         self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
         self.ledger.open(node.name, node.pool, self.clock())
         self.log.append((self.clock(), "node-add", {"node": node.name, "pool": node.pool}))
-        self._record(node.pool)
+        self.record(node.pool)
 
     def node_ready(self, name: str) -> None:
         node = self.snapshot.nodes[name]
@@ -249,7 +254,7 @@ class SimWorld:
         self.node_count[node.pool] -= 1
         self.ledger.close(name, now)
         self.log.append((now, "node-remove", {"node": name, "reason": reason}))
-        self._record(node.pool)
+        self.record(node.pool)
 
     def interrupt_notice(self, name: str, notice_ms: int) -> None:
         """A spot notice: the node takes no new work; jobs on it stop, checkpointing if they can."""
@@ -262,6 +267,8 @@ class SimWorld:
         self.log.append((now, "spot-notice", {"node": name, "notice_s": notice_ms / MS}))
         for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
             run = self.runs[job_id]
+            if run.phase == "stopping":  # a gang already stopped by a notice on another of its nodes
+                continue
             run.interruptions += 1
             job = run.job
             if job.checkpointable and ms(job.checkpoint_overhead_s) <= notice_ms and run.phase == "compute":
@@ -345,9 +352,10 @@ class SimWorld:
     def _busy(self, node: str, parts: int) -> None:
         pool = self.snapshot.nodes[node].pool
         self.busy_parts[pool] = self.busy_parts.get(pool, 0) + parts
-        self._record(pool)
+        self.record(pool)
 
-    def _record(self, pool: str) -> None:
+    def record(self, pool: str) -> None:
+        """Adds the pool's state now to the timeline (one row per pool and instant)."""
         row = (self.clock(), pool, self.node_count.get(pool, 0), self.busy_parts.get(pool, 0),
                self.provisioning.get(pool, 0))
         if self.timeline and self.timeline[-1][:2] == row[:2]:
@@ -358,7 +366,8 @@ class SimWorld:
     def _growth(self) -> Capacity:
         growth = Capacity()
         for pool in self.snapshot.pools.values():
-            room = pool.max_nodes - self.node_count.get(pool.name, 0)
+            # Nodes still booting count: the jobs they will take must be shown to the cycle too.
+            room = pool.max_nodes - self.node_count.get(pool.name, 0) + self.provisioning.get(pool.name, 0)
             if room > 0:
                 empty = empty_node(pool, "new")
                 growth.add(node_capacity(pool, Node(name="new", pool=pool.name, gpus=empty.gpus, ready=True)), room)

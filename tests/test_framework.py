@@ -322,3 +322,23 @@ def test_a_decision_the_world_did_not_carry_out_leaves_no_trace_in_the_next_cycl
     first = scheduler.schedule(snapshot, jobs)
     assert len(first.placements) == 2
     assert scheduler.schedule(snapshot, jobs) == first, "the index forgets the placements nobody enacted"
+
+
+def test_a_full_node_of_the_wrong_kind_closes_its_pool_as_an_empty_one_would() -> None:
+    """Filters all run when one refuses: the most severe answer wins, so whether a pool is closed
+    to a job never depends on how full its nodes were when first asked."""
+    from policies.spot import SpotTolerance
+    from scheduler.model import Capacity as CapacityType
+
+    spot = make_pool("spot", capacity=CapacityType.SPOT, nodes=1)
+    snapshot = running_snapshot_on(spot, make_job("x", whole(8), preemptible=True))
+    framework = Framework(profile(filter=(WholeGpuFit(), SpotTolerance())))
+    cycle = new_cycle(snapshot, 0.0, 0)
+    status = framework._evaluate(cycle, make_job("prod", whole(1)), snapshot.nodes["spot-0"]).status
+    assert (status.code, status.plugin) == (Code.UNRESOLVABLE, "SpotTolerance")
+
+
+def running_snapshot_on(pool: object, job: Job) -> ClusterSnapshot:
+    snapshot = make_snapshot(pool)  # type: ignore[arg-type]
+    grants = tuple(Grant(gpu) for gpu in range(8))
+    return snapshot.assume(Placement(job, (ReplicaPlacement(f"{pool.name}-0", grants),)))  # type: ignore[attr-defined]

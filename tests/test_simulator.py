@@ -212,3 +212,29 @@ def test_a_preempted_service_loses_no_work_and_still_ends_on_time() -> None:
     assert runs["svc"].preemptions == 1 and runs["svc"].lost_gpu_ms == 0
     assert (runs["urgent"].first_start_ms, runs["urgent"].end_ms) == (1_000_000, 2_000_000)
     assert runs["svc"].end_ms == 5_000_000, "a service runs until its end time, whenever it restarts"
+
+
+def test_pools_that_start_empty_grow_for_the_first_jobs() -> None:
+    pool = replace(make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=0, max_nodes=2),
+                   provision_delay_s=60.0)
+    result = run([Job(id="a", request=whole(8), duration_s=100.0)], Cluster("c.toml", MappingProxyType({"od": pool})))
+    assert result.world.runs["a"].end_ms == 160_000
+
+
+def test_idle_nodes_are_kept_while_a_gang_waits_for_the_pool_to_grow() -> None:
+    """With idle release faster than booting, releasing the idle nodes would make a 3-node gang
+    wait forever: it would never see three nodes at once."""
+    pool = replace(make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=2, max_nodes=4),
+                   min_nodes=1, provision_delay_s=300.0, idle_release_s=60.0)
+    gang = Job(id="g", request=whole(8), replicas=3, duration_s=1000.0)
+    result = run([gang], Cluster("c.toml", MappingProxyType({"od": pool})))
+    assert result.world.runs["g"].end_ms == 1_300_000
+    assert sum(1 for _, name, _ in result.world.log if name == "node-add") == 1, "two idle nodes count against the ask"
+
+
+def test_a_gang_stopped_on_two_spot_nodes_is_interrupted_once() -> None:
+    spot = replace(make_pool("s", gpus_per_node=8, usd_per_node_hour=4.0, capacity=Capacity.SPOT, nodes=2), notice_s=30.0)
+    gang = Job(id="g", request=whole(8), replicas=2, duration_s=3600.0, preemptible=True)
+    result = run([gang], Cluster("c.toml", MappingProxyType({"s": spot})), "binpack",
+                 reclaims={"s-000": 1000.0, "s-001": 1000.0})
+    assert result.world.runs["g"].interruptions == 1
