@@ -97,12 +97,16 @@ def test_spot_interruptions_lose_unsaved_work_and_the_autoscaler_replaces_nodes(
     assert names == ["spot-001"]
 
 
-def test_elastic_pools_grow_to_max_and_release_idle_nodes() -> None:
+def elastic_cluster_and_five_full_node_jobs() -> tuple[Cluster, list[Job]]:
+    """One node, up to three, 120 s to boot, 300 s idle release; five jobs of a whole node each."""
     pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
-    pool = replace(pool, min_nodes=1,
-                         provision_delay_s=120.0, idle_release_s=300.0)
-    cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
+    pool = replace(pool, min_nodes=1, provision_delay_s=120.0, idle_release_s=300.0)
     jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
+    return Cluster("c.toml", MappingProxyType({"od": pool})), jobs
+
+
+def test_elastic_pools_grow_to_max_and_release_idle_nodes() -> None:
+    cluster, jobs = elastic_cluster_and_five_full_node_jobs()
     result = run(jobs, cluster)
     log = result.world.log
     assert sum(1 for _, name, _ in log if name == "node-add") == 2, "grows to max_nodes, no further"
@@ -167,11 +171,7 @@ def test_invariants_hold_after_every_decision(jobs: list[Job], profile: str, see
 
 
 def test_idle_release_stops_at_min_nodes() -> None:
-    pool = make_pool("od", gpus_per_node=8, usd_per_node_hour=8.0, nodes=1, max_nodes=3)
-    pool = replace(pool, min_nodes=1,
-                         provision_delay_s=120.0, idle_release_s=300.0)
-    cluster = Cluster("c.toml", MappingProxyType({"od": pool}))
-    jobs = [Job(id=f"j{i}", request=whole(8), duration_s=1000.0) for i in range(5)]
+    cluster, jobs = elastic_cluster_and_five_full_node_jobs()
     jobs.append(Job(id="late", request=whole(1), duration_s=10.0, submit_s=10_000.0))
     result = run(jobs, cluster)
     log = result.world.log
