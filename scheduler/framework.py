@@ -227,12 +227,16 @@ class Framework:
         closed = classes.closed.setdefault(shape, {}).get(group.pool)
         if closed is not None:
             return Verdict(closed)
-        known = classes.verdicts.setdefault(shape, {})
-        verdict = known.get(group.id)
-        if verdict is None:
-            verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
-            if verdict.status.code is Code.UNRESOLVABLE:
-                classes.closed[shape][group.pool] = verdict.status
+        verdict = classes.verdicts.setdefault(shape, {}).get(group.id)
+        return verdict if verdict is not None else self._remember(cycle, job, shape, classes, group)
+
+    def _remember(self, cycle: Cycle, job: Job, shape: Hashable, classes: NodeClasses, group: NodeClass) -> Verdict:
+        """Evaluates a class for a job shape once, and closes the pool on an UNRESOLVABLE answer."""
+        verdict = classes.verdicts.setdefault(shape, {})[group.id] = self._evaluate(
+            cycle, job, classes.representative(group)
+        )
+        if verdict.status.code is Code.UNRESOLVABLE:
+            classes.closed.setdefault(shape, {})[group.pool] = verdict.status
         return verdict
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
@@ -265,11 +269,10 @@ class Framework:
             for group in groups.values():
                 if not group.ready:
                     continue
-                verdict = known.get(group.id)
+                verdict = known.get(group.id)  # the hit path stays inline: it runs for every class
                 if verdict is None:
-                    verdict = known[group.id] = self._evaluate(cycle, job, classes.representative(group))
-                    if verdict.status.code is Code.UNRESOLVABLE:
-                        closed[pool] = verdict.status
+                    verdict = self._remember(cycle, job, shape, classes, group)
+                    if pool in closed:
                         break
                 if verdict.scores is not None:
                     feasible.append((group, verdict.scores))
