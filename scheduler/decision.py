@@ -38,6 +38,7 @@ __all__ = [
     "Placement",
     "Preemption",
     "ReplicaPlacement",
+    "SolverReport",
     "Status",
     "apply",
     "problems",
@@ -124,6 +125,27 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SolverReport:
+    """How a batch placer's solve went: what a scheduler records per cycle.
+
+    `objective` and `bound` are in the model's integer units (costs and priority rewards);
+    `gap` is their difference relative to the cost part of the objective (0 when proven
+    optimal); `used` says whose answer the decision carries ("cpsat", or "greedy" when the
+    solver found nothing better in time); `wall_s` is measured, so it takes no part in
+    comparisons and worlds that must be reproducible leave it out of their records.
+    """
+
+    status: str
+    objective: float
+    bound: float
+    gap: float
+    used: str
+    cost_usd_per_hour: float
+    jobs: int
+    wall_s: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """What one cycle wants changed, as a delta against the snapshot it was computed from."""
 
@@ -131,6 +153,7 @@ class Decision:
     preemptions: tuple[Preemption, ...] = ()
     pending: Mapping[str, Pending] = field(default_factory=lambda: MappingProxyType({}))
     provision: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    solver: SolverReport | None = None
 
 
 class InvalidDecisionError(ValueError):

@@ -332,21 +332,30 @@ class Framework:
         sizes = {name: sum(len(g.members) for g in groups.values()) for name, groups in classes.by_pool.items()}
         growable = [pool for pool in cycle.pools.values() if sizes.get(pool.name, 0) < pool.max_nodes]
         for job in jobs:
-            shape = self.shape(job)
-            pools = []
-            for pool in growable:
-                key = (shape, pool.name)
-                if key not in classes.new_node_fits:
-                    verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))
-                    classes.new_node_fits[key] = verdict.status.ok
-                if classes.new_node_fits[key]:
-                    pools.append(pool.name)
-            fits[job.id] = tuple(pools)
+            fits[job.id] = tuple(pool.name for pool in growable if self.fits_new_node(cycle, job, pool, classes))
         wanted: dict[str, int] = {}
         for plugin in self._provision:
             for pool_name, count in plugin.provision(cycle, jobs, fits).items():
                 wanted[pool_name] = max(wanted.get(pool_name, 0), count)
         return wanted
+
+    def fits_new_node(self, cycle: Cycle, job: Job, pool: Pool, classes: NodeClasses) -> bool:
+        """Whether one replica of `job` would fit an empty node of `pool` (every filter, capacity)."""
+        key = (self.shape(job), pool.name)
+        known = classes.new_node_fits.get(key)
+        if known is None:
+            verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))
+            known = classes.new_node_fits[key] = verdict.status.ok
+        return known
+
+    def filters_pass(self, cycle: Cycle, job: Job, node: Node) -> Status:
+        """The filters' answer for one replica of `job` on `node`, capacity aside: the most severe."""
+        status = OK
+        for plugin in self._filter:
+            answer = plugin.filter(cycle, job, node)
+            if answer.code > status.code:
+                status = answer.by(getattr(plugin, "name", type(plugin).__name__))
+        return status
 
     @staticmethod
     def _first_failure(results: Iterable[tuple[object, Status]]) -> Status:

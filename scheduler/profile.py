@@ -13,6 +13,9 @@ score = [{ name = "CheapestPool", weight = 3 }, { name = "MostAllocated", weight
 [args.SpotTolerance]
 allow_non_preemptible = false
 ```
+
+A batch placer (`placer = "cpsat"`) takes its limits and objective weights from a `[solver]`
+table; see `SolverOptions`.
 """
 
 from __future__ import annotations
@@ -37,9 +40,33 @@ from scheduler.plugin import (
 )
 from scheduler.tomlfile import TomlDocument
 
-PLACERS = ("greedy",)
+PLACERS = ("greedy", "cpsat")
 _LIST_HOOKS = ("admit", "prefilter", "filter", "postfilter", "provision")
-_KEYS = {"description", "placer", "sort", "score", "args", *_LIST_HOOKS}
+_KEYS = {"description", "placer", "sort", "score", "args", "solver", *_LIST_HOOKS}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SolverOptions:
+    """Limits and objective weights of the batch (CP-SAT) placer, from a profile's `[solver]`.
+
+    `deterministic_time` > 0 stops the search after that much deterministic work (CP-SAT's
+    own unit, about a second of one core) instead of wall time, and makes parallel workers
+    interleave, so the same input gives the same decision on any machine: simulations use it.
+    With 0, `time_limit_s` of wall time bounds the search (the extender, the benchmarks).
+    The weights scale the objective's terms next to the dollars per hour a placement commits:
+    `fragmentation_weight` is charged per node or GPU left partly used, as a fraction of its
+    price per hour; `spot_risk_weight` scales the expected cost of work lost to spot take-backs;
+    `idle_weight` is the share of an opened node's idle GPUs charged to the placement that opens
+    it (1: the whole node is committed at once; less: later jobs are expected to fill it).
+    """
+
+    time_limit_s: float = 1.0
+    deterministic_time: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    fragmentation_weight: float = 0.1
+    spot_risk_weight: float = 1.0
+    idle_weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +83,7 @@ class Profile:
     postfilter: tuple[PostFilterPlugin, ...] = ()
     score: tuple[tuple[ScorePlugin, int], ...] = ()
     provision: tuple[ProvisionPlugin, ...] = ()
+    solver: SolverOptions = SolverOptions()
 
 
 def load_profile(path: str | Path, registry: Mapping[str, type[Plugin]]) -> Profile:
@@ -105,6 +133,7 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
     for name in raw_args:
         if name not in instances:
             document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
+    solver = _solver_options(document, data.get("solver", {}))
     # plugin() checked each instance against its hook's protocol, so the casts hold.
     return Profile(
         name=Path(document.source).stem,
@@ -117,7 +146,28 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         postfilter=cast(tuple[PostFilterPlugin, ...], lists["postfilter"]),
         score=cast(tuple[tuple[ScorePlugin, int], ...], tuple(scores)),
         provision=cast(tuple[ProvisionPlugin, ...], lists["provision"]),
+        solver=solver,
     )
+
+
+def _solver_options(document: TomlDocument, raw: object) -> SolverOptions:
+    """The `[solver]` table checked key by key: known names, numbers, sensible ranges."""
+    if not isinstance(raw, dict):
+        document.fail("solver", "must be a table, e.g. [solver] with time_limit_s = 1.0")
+    hints = typing.get_type_hints(SolverOptions)
+    values: dict[str, float | int] = {}
+    for key, value in raw.items():
+        where = f"solver.{key}"
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            document.fail(where, f"unknown solver option; known: {known}", key=key)
+        if not _fits(value, hints[key]):
+            document.fail(where, f"must be {hints[key].__name__}, got {value!r}", key=key)
+        positive = key in ("workers", "time_limit_s")
+        if value < 0 or (positive and value <= 0):
+            document.fail(where, f"must be {'positive' if positive else 'zero or more'}, got {value!r}", key=key)
+        values[key] = value
+    return SolverOptions(**values)  # type: ignore[arg-type]
 
 
 def _instantiate(document: TomlDocument, cls: type[Plugin], raw: object) -> Plugin:

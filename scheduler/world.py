@@ -35,12 +35,16 @@ class World(Protocol):
     def enact(self, decision: Decision) -> None: ...
 
 
-PLACERS: dict[str, type[GreedyPlacer]] = {"greedy": GreedyPlacer}
-
-
 def make_placer(profile: Profile) -> Placer:
-    """The placer a profile names (the profile loader has checked the name)."""
-    return PLACERS[profile.placer]()
+    """The placer a profile names (the profile loader has checked the name).
+
+    CP-SAT is imported only when a profile asks for it: OR-Tools takes a while to load.
+    """
+    if profile.placer == "cpsat":
+        from scheduler.cpsat import CpSatPlacer
+
+        return CpSatPlacer()
+    return GreedyPlacer()
 
 
 class Scheduler:

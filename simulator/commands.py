@@ -41,6 +41,8 @@ def add_simulation_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentPars
     compare_parser.add_argument("--profiles", default="default,binpack,cost-greedy", help="comma-separated profiles")
     compare_parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per profile (default 1)")
     compare_parser.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per core)")
+    compare_parser.add_argument("--round-s", type=float, default=0.0,
+                                help="schedule in fixed rounds of this many seconds (default: on every event)")
     compare_parser.add_argument("--out", required=True, help="directory for comparison.csv, the plots and runs/")
     compare_parser.set_defaults(run=run_compare)
 
@@ -83,6 +85,8 @@ def run_compare(args: argparse.Namespace) -> Output:
         raise InputError("name at least one profile", field="--profiles")
     if args.seeds < 1:
         raise InputError("must be at least 1", field="--seeds")
+    if args.round_s < 0:
+        raise InputError("must be >= 0", field="--round-s")
     for name in profiles:
         policies.profile(name)
     load_cluster(args.cluster)
@@ -91,7 +95,7 @@ def run_compare(args: argparse.Namespace) -> Output:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, jcts = compare(args.trace, args.cluster, profiles, args.seeds, out, trace_format=args.format,
-                         workers=args.workers or None)
+                         workers=args.workers or None, round_s=args.round_s)
     write_comparison(rows, out)
     cost_vs_queue(rows, out / "cost_vs_queue.png")
     jct_cdf(jcts, out / "jct_cdf.png")

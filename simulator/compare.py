@@ -38,6 +38,7 @@ class RunSpec:
     profile: str
     seed: int
     out: str
+    round_s: float = 0.0
 
 
 def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[float]]:
@@ -45,7 +46,7 @@ def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[float]]:
     jobs = list(read_trace_jobs(spec.trace, spec.trace_format))
     cluster = load_cluster(spec.cluster)
     scheduler = Scheduler(policies.profile(spec.profile), explain=False)
-    result = simulate(jobs, cluster, scheduler, SimOptions(seed=spec.seed))
+    result = simulate(jobs, cluster, scheduler, SimOptions(seed=spec.seed, round_s=spec.round_s))
     info = {"trace": Path(spec.trace).name, "cluster": Path(spec.cluster).name}
     document = write_run(result, spec.out, info)
     jcts = sorted(run.end_ms / 1000 - run.job.submit_s for run in result.world.runs.values() if run.end_ms is not None)
@@ -67,11 +68,12 @@ def row(document: dict[str, Any]) -> dict[str, Any]:
 
 def compare(
     trace: str, cluster: str, profiles: Sequence[str], seeds: int, out: Path, *, trace_format: str | None = None,
-    workers: int | None = None,
+    workers: int | None = None, round_s: float = 0.0,
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Runs every (profile, seed); returns the comparison rows and each profile's JCTs (all seeds)."""
     specs = [
-        RunSpec(trace, trace_format, cluster, profile, seed, str(out / "runs" / f"{profile}-seed{seed}"))
+        RunSpec(trace, trace_format, cluster, profile, seed, str(out / "runs" / f"{Path(profile).stem}-seed{seed}"),
+                round_s)
         for profile in profiles for seed in range(seeds)
     ]
     workers = max(1, min(len(specs), workers or os.cpu_count() or 1))

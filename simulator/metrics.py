@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
+from scheduler.decision import SolverReport
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
 from simulator.world import MS, JobRun
@@ -134,4 +135,31 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
             "provisioned": events.count("node-add"),
             "released_idle": removals.count("idle"),
         },
+        **({"solver": solver_summary(world.solver_log)} if world.solver_log else {}),
     }
+
+
+def solver_summary(reports: Sequence[tuple[int, SolverReport]]) -> dict[str, Any]:
+    """How the batch placer's solves went over a run (cycles, outcomes, gaps)."""
+    gaps = [report.gap for _, report in reports if report.used == "cpsat"]
+    return {
+        "cycles": len(reports),
+        "optimal": sum(report.status == "OPTIMAL" for _, report in reports),
+        "greedy_kept": sum(report.used == "greedy" for _, report in reports),
+        "gap_mean": round(sum(gaps) / len(gaps), 6) if gaps else 0.0,
+        "gap_max": round(max(gaps), 6) if gaps else 0.0,
+    }
+
+
+SOLVER_COLUMNS = ("t_s", "status", "used", "jobs", "objective", "bound", "gap", "cost_usd_per_hour")
+
+
+def solver_rows(reports: Sequence[tuple[int, SolverReport]]) -> list[dict[str, Any]]:
+    """One row per cycle the batch placer solved; wall time is left out (it is not reproducible)."""
+    return [
+        {
+            "t_s": t_ms / MS, "status": r.status, "used": r.used, "jobs": r.jobs, "objective": r.objective,
+            "bound": r.bound, "gap": round(r.gap, 6), "cost_usd_per_hour": round(r.cost_usd_per_hour, 3),
+        }
+        for t_ms, r in reports
+    ]

@@ -1,4 +1,4 @@
-"""A run directory: summary.json, jobs.csv, events.jsonl, timeline.csv, written all or nothing.
+"""A run directory: summary.json, jobs.csv, events.jsonl, timeline.csv (and solver.csv), all or nothing.
 
 The files are written into a temporary folder beside the target and renamed into place only
 when every one is complete, so an interrupted or failed run never leaves a directory that
@@ -16,7 +16,7 @@ from typing import Any
 
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
-from simulator.metrics import job_rows, summary
+from simulator.metrics import SOLVER_COLUMNS, job_rows, solver_rows, summary
 from simulator.world import MS
 
 TIMELINE_COLUMNS = ("t_s", "pool", "nodes", "provisioning", "gpus_busy", "usd_per_hour")
@@ -58,6 +58,11 @@ def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | 
             writer = csv.DictWriter(handle, fieldnames=TIMELINE_COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(_timeline_rows(result))
+        if result.world.solver_log:  # only batch placers report solves
+            with (temporary / "solver.csv").open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=SOLVER_COLUMNS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(solver_rows(result.world.solver_log))
         if target.exists():
             shutil.rmtree(target)
         temporary.replace(target)

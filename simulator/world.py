@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheduler.decision import Decision, apply
+from scheduler.decision import Decision, SolverReport, apply
 from scheduler.model import (
     FULL_GPU_MILLI,
     ClusterSnapshot,
@@ -116,6 +116,7 @@ class SimWorld:
     runs: dict[str, JobRun] = field(default_factory=dict)
     queue: WaitingQueue = field(init=False)
     log: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    solver_log: list[tuple[int, SolverReport]] = field(default_factory=list)
     free: Capacity = field(default_factory=Capacity)
     busy_parts: dict[str, int] = field(default_factory=dict)
     timeline: list[tuple[int, str, int, int, int]] = field(default_factory=list)
@@ -179,6 +180,8 @@ class SimWorld:
 
     def enact(self, decision: Decision) -> None:
         now = self.clock()
+        if decision.solver is not None:
+            self.solver_log.append((now, decision.solver))
         after = apply(self.snapshot, decision, now / MS)  # validates: no over-allocation, MIG, gangs
         victims = [self.runs[preemption.job] for preemption in decision.preemptions]
         touched = {r.node for p in decision.placements for r in p.replicas}

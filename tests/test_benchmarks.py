@@ -19,3 +19,17 @@ def test_bench_plan_runs_and_reports_every_profile() -> None:
     assert report["machine"]["cores"] >= 1
     assert [row["profile"] for row in report["results"]] == ["default", "binpack", "cost-greedy"]
     assert all(0 < row["placed"] <= 60 and row["placements_per_s"] > 0 for row in report["results"])
+
+
+def test_bench_packer_reports_both_placers() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_packer.py"), "--nodes", "60", "--jobs", "40", "--repeat", "1",
+         "--time-limit", "0.5", "--json"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    report = json.loads(done.stdout)
+    assert report["nodes"] == 60 and report["jobs"] == 40 and 0.3 < report["gpus_busy"] < 0.9
+    greedy, cpsat = report["results"]["greedy"], report["results"]["cpsat"]
+    assert greedy["status"] == "-" and cpsat["status"] in {"OPTIMAL", "FEASIBLE", "UNKNOWN"}
+    assert cpsat["jobs_placed"] >= greedy["jobs_placed"] > 0
+    assert cpsat["wall_s_p50"] > 0 and cpsat["gap"] is not None

@@ -9,7 +9,7 @@ import pytest
 
 import policies
 from scheduler.errors import InputError
-from scheduler.profile import load_profile
+from scheduler.profile import SolverOptions, load_profile
 from scheduler.tomlfile import TomlDocument
 
 
@@ -69,6 +69,12 @@ BAD = {
     "args-wrong-type-map": (HEAD + 'score = ["WithArgs"]\n[args.WithArgs]\nteams = 3\n', 4, "must be dict"),
     "args-not-table": (HEAD + 'args = 3\n', 2, "args: must be a table"),
     "bad-toml": (HEAD + 'filter = [\n', 2, "not valid TOML"),
+    "solver-not-table": (HEAD + 'solver = 3\n', 2, "solver: must be a table"),
+    "solver-unknown": (HEAD + '[solver]\ntime_limit = 1\n', 3, "solver.time_limit: unknown solver option; known:"),
+    "solver-wrong-type": (HEAD + '[solver]\nworkers = 1.5\n', 3, "solver.workers: must be int, got 1.5"),
+    "solver-text": (HEAD + '[solver]\ntime_limit_s = "1s"\n', 3, "solver.time_limit_s: must be float"),
+    "solver-zero-workers": (HEAD + '[solver]\nworkers = 0\n', 3, "solver.workers: must be positive, got 0"),
+    "solver-negative": (HEAD + '[solver]\nfragmentation_weight = -1\n', 3, "must be zero or more, got -1"),
 }
 
 
@@ -86,7 +92,7 @@ def test_bundled_profiles_by_name_or_path(tmp_path: Path) -> None:
     assert policies.profile("binpack").score[0][0].name == "MostAllocated"
     path = write(tmp_path, HEAD)
     assert policies.profile(str(path)).name == "p"
-    with pytest.raises(InputError, match="no bundled profile 'nope'; bundled: binpack, cost-greedy, default"):
+    with pytest.raises(InputError, match="no bundled profile 'nope'; bundled: binpack, cost-cpsat, cost-greedy, default"):
         policies.profile("nope")
     with pytest.raises(InputError, match="No such file"):
         policies.profile(str(tmp_path / "missing.toml"))
@@ -98,3 +104,11 @@ def test_line_of_finds_keys_inside_array_tables() -> None:
     assert document.line_of("gpu", "pool", 0) == 1
     assert document.line_of("gpu", "pool", 7) is None
     assert document.line_of("name") == 2
+
+
+def test_a_solver_table_sets_the_batch_placer_options(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + 'placer = "cpsat"\n[solver]\ntime_limit_s = 2\nworkers = 1\nspot_risk_weight = 0.5\n')
+    profile = load_profile(path, REGISTRY)
+    assert profile.placer == "cpsat"
+    assert profile.solver == SolverOptions(time_limit_s=2, workers=1, spot_risk_weight=0.5)
+    assert load_profile(write(tmp_path, HEAD), REGISTRY).solver == SolverOptions()

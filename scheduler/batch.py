@@ -1,0 +1,389 @@
+"""The batch packing problem of one cycle, in counts over equivalence classes, not per node.
+
+A batch placer sees every waiting job at once. Stated per job and node the problem is far too
+big (500 jobs on 1,000 nodes is half a million booleans), so it is stated over classes in
+which members are interchangeable, and expanded to concrete nodes and GPUs afterwards
+(`scheduler.expansion`):
+
+- `Group`: waiting jobs alike in shape (request, replicas, what the filters read), priority
+  and spot risk. The model decides how many of a group's jobs run; they are its oldest ones.
+- `NodeGroup`: a node equivalence class of a pool without MIG (same free GPUs on every
+  member). Its `configs` are the ways to load one node (a multiset of whole-GPU replica sizes,
+  and in a sharing pool how many free GPUs it gives to shares); the model counts the
+  nodes using each config. Replicas of identical nodes can be packed exactly this way with a
+  handful of integers, whatever the number of nodes.
+- `ShareGpus`: GPUs of a sharing pool alike in free milli-GPU and memory, loaded by configs
+  of share shapes: the partly shared GPUs, and per node group the free GPUs its configs give.
+- `MigGpus`: GPUs of a dynamic-MIG pool with one layout; the model gives it `bins` GPUs with
+  an optional interval per legal free start of each profile asked for.
+- `FixedMig`: a fixed-layout MIG pool's free instances by profile.
+
+Jobs the model does not state (a replica asking for several MIG instances, which must share
+a node) are `left_out`; the placer hands them to the greedy pass that follows the solve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scheduler import costing, mig
+from scheduler.framework import Framework, NodeClass, NodeClasses
+from scheduler.model import FULL_GPU_MILLI, Job, MigMode, Node, Placement, Pool, RequestKind
+from scheduler.plugin import Cycle
+
+#: Configs kept per class; enumeration stops there (the hint's configs are always added).
+MAX_CONFIGS = 96
+#: Share configs kept per GPU class: the fullest ones (the hint's are always added).
+MAX_SHARE_CONFIGS = 24
+
+ShareShape = tuple[int, int]  # (milli-GPU, memory MiB) of one share replica
+GpuRef = tuple[str, int]  # (node name, GPU index)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Jobs the model cannot tell apart, in queue order; `tier` 0 is the highest priority."""
+
+    index: int
+    jobs: tuple[Job, ...]
+    tier: int
+    node_groups: tuple[int, ...] = ()
+    pools: tuple[str, ...] = ()
+
+    @property
+    def job(self) -> Job:
+        return self.jobs[0]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Config:
+    """One way to load one node: whole-GPU replica sizes (largest first) and GPUs given to shares."""
+
+    whole: tuple[int, ...]
+    share_gpus: int = 0
+
+    @property
+    def used(self) -> int:
+        return sum(self.whole) + self.share_gpus
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGroup:
+    """A node equivalence class of a pool without MIG; `free` GPUs free on each member."""
+
+    index: int
+    pool: Pool
+    nodes: tuple[str, ...]
+    free: int
+    empty: bool
+    configs: tuple[Config, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGpus:
+    """GPUs of a sharing pool alike in free compute and memory, and the share configs they take.
+
+    `gpus` lists them when their number is known (partly shared GPUs); `node_group` names the
+    node group whose free GPUs they are otherwise.
+    """
+
+    index: int
+    pool: Pool
+    milli: int
+    memory_mib: int
+    gpus: tuple[GpuRef, ...]
+    node_group: int | None
+    configs: tuple[tuple[ShareShape, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MigGpus:
+    """GPUs of a dynamic-MIG pool with one layout, the bins the model gets and the free starts."""
+
+    index: int
+    pool: Pool
+    layout: mig.Layout
+    gpus: tuple[GpuRef, ...]
+    bins: int
+    starts: Mapping[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class FixedMig:
+    """A fixed-layout MIG pool's free instances, by profile: (node, GPU, start) each."""
+
+    pool: Pool
+    free: Mapping[str, tuple[tuple[str, int, int], ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A known placement (the greedy answer) in the problem's terms, to warm-start the solver."""
+
+    replicas: Mapping[str, tuple[str, ...]]  # job id -> the node of each replica
+    node_loads: Mapping[str, Config]
+    share_loads: Mapping[GpuRef, tuple[ShareShape, ...]]
+    mig_loads: Mapping[GpuRef, tuple[mig.MigInstance, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Everything the batch model is built from, and the cluster it was read off."""
+
+    nodes: Mapping[str, Node]
+    pools: Mapping[str, Pool]
+    groups: tuple[Group, ...]
+    node_groups: tuple[NodeGroup, ...]
+    share_gpus: tuple[ShareGpus, ...]
+    mig_gpus: tuple[MigGpus, ...]
+    fixed_mig: tuple[FixedMig, ...]
+    left_out: tuple[Job, ...]
+    class_of: Mapping[str, int] = field(default_factory=dict)  # node -> node group
+    gpu_class_of: Mapping[GpuRef, int] = field(default_factory=dict)  # GPU -> share or MIG GPU class
+
+
+def share_shape(job: Job) -> ShareShape:
+    return (job.request.milli, job.request.memory_mib)
+
+
+def hint_from(nodes: Mapping[str, Node], pools: Mapping[str, Pool], placements: Sequence[Placement]) -> Hint:
+    """`placements` (made on `nodes`) as node loads, share loads and new MIG instances."""
+    whole: dict[str, list[int]] = {}
+    shared: dict[str, set[int]] = {}
+    share_loads: dict[GpuRef, list[ShareShape]] = {}
+    mig_loads: dict[GpuRef, list[mig.MigInstance]] = {}
+    for placement in placements:
+        request = placement.job.request
+        for replica in placement.replicas:
+            if request.kind is RequestKind.WHOLE:
+                whole.setdefault(replica.node, []).append(request.gpus)
+            elif request.kind is RequestKind.SHARE:
+                gpu = replica.grants[0].gpu
+                share_loads.setdefault((replica.node, gpu), []).append(share_shape(placement.job))
+                if nodes[replica.node].gpus[gpu].free:
+                    shared.setdefault(replica.node, set()).add(gpu)
+            else:
+                for grant in replica.grants:
+                    instance = mig.MigInstance(-1 if grant.mig_start is None else grant.mig_start, request.mig_profile)
+                    mig_loads.setdefault((replica.node, grant.gpu), []).append(instance)
+    loads = {
+        name: Config(tuple(sorted(whole.get(name, ()), reverse=True)), len(shared.get(name, ())))
+        for name in sorted(set(whole) | set(shared))
+    }
+    return Hint(
+        {p.job.id: tuple(r.node for r in p.replicas) for p in placements},
+        loads,
+        {gpu: tuple(sorted(shapes)) for gpu, shapes in share_loads.items()},
+        {gpu: tuple(instances) for gpu, instances in mig_loads.items()},
+    )
+
+
+def multisets(weights: Sequence[tuple[int, ...]], room: tuple[int, ...], limit: int) -> Iterator[tuple[int, ...]]:
+    """Non-empty multisets of item indexes (sorted) whose summed weights fit `room`, up to `limit`."""
+    found = 0
+    stack: list[tuple[tuple[int, ...], int, tuple[int, ...]]] = [((), 0, room)]
+    while stack:
+        chosen, first, left = stack.pop()
+        if chosen:
+            yield chosen
+            found += 1
+            if found >= limit:
+                return
+        for item in range(len(weights) - 1, first - 1, -1):
+            rest = tuple(a - b for a, b in zip(left, weights[item], strict=True))
+            if min(rest) >= 0:
+                stack.append(((*chosen, item), item, rest))
+
+
+def build(
+    framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses, hint: Hint | None = None
+) -> Problem:
+    """The problem for `queue` (admitted, in order) on the cluster `classes` indexes."""
+    pools = cycle.pools
+    left_out: list[Job] = []
+    by_key: dict[Hashable, list[Job]] = {}
+    for job in queue:
+        request = job.request
+        if not framework.prefilter(cycle, job).ok or (request.kind is RequestKind.MIG and request.gpus > 1):
+            left_out.append(job)
+            continue
+        risk = tuple(round(costing.spot_risk_usd_per_hour(pool, job), 6) for pool in pools.values())
+        by_key.setdefault((framework.shape(job), job.priority, risk), []).append(job)
+    tiers = {priority: tier for tier, priority in enumerate(sorted({j.priority for j in queue}, reverse=True))}
+    ready = [group for group in classes.classes if group.ready and classes.representative(group).gpus]
+    plain = [group for group in ready if pools[group.pool].mig_mode is MigMode.OFF]
+    groups: list[Group] = []
+    for jobs in by_key.values():
+        job = jobs[0]
+        if job.request.kind is RequestKind.WHOLE:
+            eligible = tuple(g.id for g in plain if framework.verdict(cycle, job, classes, g).status.ok)
+            groups.append(Group(len(groups), tuple(jobs), tiers[job.priority], node_groups=eligible))
+        else:
+            eligible_pools = tuple(p for p in sorted(pools) if framework.fits_new_node(cycle, job, pools[p], classes))
+            groups.append(Group(len(groups), tuple(jobs), tiers[job.priority], pools=eligible_pools))
+    builder = _Builder(framework, cycle, classes, groups, hint)
+    node_groups = builder.node_groups(plain)
+    index = {g.index: n for n, g in enumerate(node_groups)}
+    groups = [
+        Group(g.index, g.jobs, g.tier, tuple(index[c] for c in g.node_groups if c in index), g.pools) for g in groups
+    ]
+    return Problem(
+        nodes=dict(classes.nodes),
+        pools=pools,
+        groups=tuple(groups),
+        node_groups=tuple(NodeGroup(index[g.index], g.pool, g.nodes, g.free, g.empty, g.configs) for g in node_groups),
+        share_gpus=builder.share_gpus(ready, node_groups, index),
+        mig_gpus=builder.mig_gpus(ready),
+        fixed_mig=builder.fixed_mig(ready),
+        left_out=tuple(left_out),
+        class_of={name: index[g.index] for g in node_groups for name in g.nodes},
+        gpu_class_of=builder.gpu_class_of,
+    )
+
+
+class _Builder:
+    """Reads the classes off the node index for the groups that can use them."""
+
+    def __init__(
+        self, framework: Framework, cycle: Cycle, classes: NodeClasses, groups: Sequence[Group], hint: Hint | None
+    ) -> None:
+        self.cycle = cycle
+        self.classes = classes
+        self.hint = hint
+        self.sizes: dict[int, set[int]] = {}
+        self.share_shapes: dict[str, set[ShareShape]] = {}
+        self.mig_profiles: dict[str, set[str]] = {}
+        self.mig_replicas: dict[str, int] = {}
+        self.gpu_class_of: dict[GpuRef, int] = {}
+        for group in groups:
+            job = group.job
+            for class_id in group.node_groups:
+                self.sizes.setdefault(class_id, set()).add(job.request.gpus)
+            for pool in group.pools:
+                if job.request.kind is RequestKind.SHARE:
+                    self.share_shapes.setdefault(pool, set()).add(share_shape(job))
+                else:
+                    self.mig_profiles.setdefault(pool, set()).add(job.request.mig_profile)
+                    count = self.mig_replicas.get(pool, 0) + job.replicas * len(group.jobs)
+                    self.mig_replicas[pool] = count
+
+    def node_groups(self, plain: Sequence[NodeClass]) -> list[NodeGroup]:
+        found: list[NodeGroup] = []
+        for group in plain:
+            members = tuple(group.members)
+            node = self.classes.nodes[members[0]]
+            pool = self.cycle.pools[node.pool]
+            sizes = sorted(self.sizes.get(group.id, ()), reverse=True)
+            shares = pool.sharing and bool(self.share_shapes.get(pool.name))
+            free = sum(gpu.free for gpu in node.gpus)
+            if free == 0 or not (sizes or shares):
+                continue
+            empty = costing.opens(pool, node)
+            configs: set[Config] = set()
+            for chosen in multisets([(size,) for size in sizes], (free,), MAX_CONFIGS):
+                configs.add(Config(tuple(sizes[i] for i in chosen)))
+            if shares:  # a node of a sharing pool may also give some of its free GPUs to shares
+                for config in [Config(()), *configs]:
+                    for share_gpus in range(1, free - config.used + 1):
+                        if len(configs) < 2 * MAX_CONFIGS:
+                            configs.add(Config(config.whole, share_gpus))
+            if self.hint is not None:
+                configs.update(self.hint.node_loads[name] for name in members if name in self.hint.node_loads)
+            found.append(NodeGroup(group.id, pool, members, free, empty, tuple(sorted(configs))))
+        return found
+
+    def share_gpus(
+        self, ready: Sequence[NodeClass], node_groups: Sequence[NodeGroup], index: Mapping[int, int]
+    ) -> tuple[ShareGpus, ...]:
+        found: list[ShareGpus] = []
+        partly: dict[tuple[str, int, int], list[GpuRef]] = {}
+        for group in ready:
+            for name in group.members:
+                node = self.classes.nodes[name]
+                pool = self.cycle.pools[node.pool]
+                if not pool.sharing or pool.name not in self.share_shapes:
+                    continue
+                for gpu_index, state in enumerate(node.gpus):
+                    if state.shares and state.used_milli < FULL_GPU_MILLI:
+                        # Free memory is rounded down to whole GiB: far fewer classes, never more room.
+                        milli = FULL_GPU_MILLI - state.used_milli
+                        memory = (pool.gpu.memory_mib - state.used_memory_mib) // 1024 * 1024
+                        partly.setdefault((pool.name, milli, memory), []).append((name, gpu_index))
+        for (pool_name, milli, memory), gpus in sorted(partly.items()):
+            configs = self._share_configs(pool_name, milli, memory, gpus)
+            if configs:
+                for ref in gpus:
+                    self.gpu_class_of[ref] = len(found)
+                pool = self.cycle.pools[pool_name]
+                found.append(ShareGpus(len(found), pool, milli, memory, tuple(sorted(gpus)), None, configs))
+        for node_group in node_groups:
+            pool = node_group.pool
+            if pool.sharing and pool.name in self.share_shapes:
+                nodes = self.classes.nodes
+                gpus = [(name, i) for name in node_group.nodes for i, g in enumerate(nodes[name].gpus) if g.free]
+                memory = pool.gpu.memory_mib
+                configs = self._share_configs(pool.name, FULL_GPU_MILLI, memory, gpus)
+                if configs:
+                    node_group_index = index[node_group.index]
+                    found.append(ShareGpus(len(found), pool, FULL_GPU_MILLI, memory, (), node_group_index, configs))
+        return tuple(found)
+
+    def _share_configs(
+        self, pool: str, milli: int, memory: int, gpus: Sequence[GpuRef]
+    ) -> tuple[tuple[ShareShape, ...], ...]:
+        """Each shape alone, then the configs that fill the GPU most, up to MAX_SHARE_CONFIGS."""
+        shapes = sorted(self.share_shapes[pool])
+        fitting = multisets(shapes, (milli, memory), 50 * MAX_SHARE_CONFIGS)
+        every: list[tuple[ShareShape, ...]] = [tuple(shapes[i] for i in chosen) for chosen in fitting]
+        configs: set[tuple[ShareShape, ...]] = {config for config in every if len(config) == 1}
+        every.sort(key=lambda config: (-sum(m for m, _ in config), -sum(b for _, b in config), config))
+        for config in every:
+            if len(configs) >= MAX_SHARE_CONFIGS:
+                break
+            configs.add(config)
+        if self.hint is not None:
+            configs.update(self.hint.share_loads[gpu] for gpu in gpus if gpu in self.hint.share_loads)
+        return tuple(sorted(configs))
+
+    def mig_gpus(self, ready: Sequence[NodeClass]) -> tuple[MigGpus, ...]:
+        by_layout: dict[tuple[str, mig.Layout], list[GpuRef]] = {}
+        for group in ready:
+            pool = self.cycle.pools[group.pool]
+            if pool.mig_mode is not MigMode.DYNAMIC or pool.name not in self.mig_profiles:
+                continue
+            for name in group.members:
+                for gpu_index, gpu in enumerate(self.classes.nodes[name].gpus):
+                    by_layout.setdefault((pool.name, gpu.layout), []).append((name, gpu_index))
+        found: list[MigGpus] = []
+        for (pool_name, layout), gpus in sorted(by_layout.items()):
+            pool = self.cycle.pools[pool_name]
+            assert pool.gpu.mig is not None  # a dynamic-MIG pool's model has MIG (cluster loading checks)
+            free = mig.options(pool.gpu.mig, layout)
+            starts = {p: free[p] for p in sorted(self.mig_profiles[pool_name]) if free.get(p)}
+            if not starts:
+                continue
+            gpus.sort()
+            bins = min(len(gpus), self.mig_replicas[pool_name])
+            for ref in gpus[:bins]:
+                self.gpu_class_of[ref] = len(found)
+            found.append(MigGpus(len(found), pool, layout, tuple(gpus), bins, starts))
+        return tuple(found)
+
+    def fixed_mig(self, ready: Sequence[NodeClass]) -> tuple[FixedMig, ...]:
+        free: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
+        for group in ready:
+            pool = self.cycle.pools[group.pool]
+            if pool.mig_mode is not MigMode.FIXED or pool.name not in self.mig_profiles:
+                continue
+            for name in group.members:
+                for gpu_index, gpu in enumerate(self.classes.nodes[name].gpus):
+                    for slot in gpu.mig:
+                        if slot.job is None and slot.instance.profile in self.mig_profiles[pool.name]:
+                            by_profile = free.setdefault(pool.name, {})
+                            free_slot = (name, gpu_index, slot.instance.start)
+                            by_profile.setdefault(slot.instance.profile, []).append(free_slot)
+        return tuple(
+            FixedMig(self.cycle.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
+            for name, by_profile in sorted(free.items())
+        )
