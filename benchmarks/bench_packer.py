@@ -165,7 +165,8 @@ def main() -> None:
     jobs = pending(args.jobs, args.seed)
     greedy = policies.profile("cost-greedy")
     cpsat = policies.profile("cost-cpsat")
-    options = SolverOptions(time_limit_s=args.time_limit, workers=2, seed=args.seed,
+    options = SolverOptions(time_limit_s=args.time_limit, workers=2, seed=args.seed, gap_limit=cpsat.solver.gap_limit,
+                            idle_weight=cpsat.solver.idle_weight,
                             fragmentation_weight=cpsat.solver.fragmentation_weight,
                             spot_risk_weight=cpsat.solver.spot_risk_weight)
     gpus = sum(len(node.gpus) for node in snapshot.nodes.values())

@@ -28,12 +28,15 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler import costing, mig
+from scheduler.catalog import MigGeometry
 from scheduler.framework import Framework, NodeClass, NodeClasses
 from scheduler.model import FULL_GPU_MILLI, Job, MigMode, Node, Placement, Pool, RequestKind
 from scheduler.plugin import Cycle
 
 #: Configs kept per class; enumeration stops there (the hint's configs are always added).
 MAX_CONFIGS = 96
+#: MIG bins per layout class: at most this many times the GPUs the replicas' slices fill, plus one.
+BIN_SLACK = 2
 #: Share configs kept per GPU class: the fullest ones (the hint's are always added).
 MAX_SHARE_CONFIGS = 24
 
@@ -254,7 +257,7 @@ class _Builder:
         self.sizes: dict[int, set[int]] = {}
         self.share_shapes: dict[str, set[ShareShape]] = {}
         self.mig_profiles: dict[str, set[str]] = {}
-        self.mig_replicas: dict[str, int] = {}
+        self.mig_replicas: dict[str, dict[str, int]] = {}  # pool -> profile -> replicas asking
         self.gpu_class_of: dict[GpuRef, int] = {}
         for group in groups:
             job = group.job
@@ -265,8 +268,9 @@ class _Builder:
                     self.share_shapes.setdefault(pool, set()).add(share_shape(job))
                 else:
                     self.mig_profiles.setdefault(pool, set()).add(job.request.mig_profile)
-                    count = self.mig_replicas.get(pool, 0) + job.replicas * len(group.jobs)
-                    self.mig_replicas[pool] = count
+                    by_profile = self.mig_replicas.setdefault(pool, {})
+                    asking = job.replicas * len(group.jobs)
+                    by_profile[job.request.mig_profile] = by_profile.get(job.request.mig_profile, 0) + asking
 
     def node_groups(self, plain: Sequence[NodeClass]) -> list[NodeGroup]:
         found: list[NodeGroup] = []
@@ -364,7 +368,7 @@ class _Builder:
             if not starts:
                 continue
             gpus.sort()
-            bins = min(len(gpus), self.mig_replicas[pool_name])
+            bins = min(len(gpus), _bins_needed(pool.gpu.mig, layout, starts, self.mig_replicas[pool_name]))
             for ref in gpus[:bins]:
                 self.gpu_class_of[ref] = len(found)
             found.append(MigGpus(len(found), pool, layout, tuple(gpus), bins, starts))
@@ -387,3 +391,20 @@ class _Builder:
             FixedMig(self.cycle.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
             for name, by_profile in sorted(free.items())
         )
+
+
+def _bins_needed(
+    geometry: MigGeometry, layout: mig.Layout, starts: Mapping[str, object], asking: Mapping[str, int]
+) -> int:
+    """How many GPUs of one layout the model gets for the MIG replicas that fit them.
+
+    At most one per replica, and at most BIN_SLACK times the GPUs their compute slices would
+    fill: a cap, not a bound, that keeps the model small on big pools (a packing that needs
+    more split GPUs than that costs more than one that does not, and the greedy pass after the
+    solve still places what the cap leaves out).
+    """
+    fitting = {profile: count for profile, count in asking.items() if profile in starts}
+    slices: int = sum(count * geometry.profiles[profile].compute_slices for profile, count in fitting.items())
+    free: int = geometry.compute_slices - sum(geometry.profiles[i.profile].compute_slices for i in layout)
+    filled = -(-slices // max(1, free))
+    return min(sum(fitting.values()), BIN_SLACK * filled + 1)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scheduler import costing
-from scheduler.batch import Config, Group, NodeGroup, ShareGpus, ShareShape
-from scheduler.model import FULL_GPU_MILLI, Job, Pool
+from scheduler.batch import Config, Group, Hint, NodeGroup, Problem, ShareGpus, ShareShape
+from scheduler.expansion import Solution, solution_of
+from scheduler.mig import MigInstance
+from scheduler.model import FULL_GPU_MILLI, Job, Pool, RequestKind
 from scheduler.profile import SolverOptions
 
 #: Objective coefficients stay below this so CP-SAT's double-precision bound stays exact.
@@ -95,3 +97,98 @@ def tier_weights(groups: Sequence[Group]) -> tuple[dict[int, int], list[list[int
     if block:
         blocks.insert(0, block)
     return weights, blocks
+
+
+#: Model units per dollar per hour: costs are integers in tenths of a cent per hour.
+UNITS_PER_USD_HOUR = 1000
+
+
+def units(usd_per_hour: float) -> int:
+    return round(usd_per_hour * UNITS_PER_USD_HOUR)
+
+
+def cost_units(problem: Problem, solution: Solution, options: SolverOptions) -> int:
+    """The cost objective of `solution` in model units: the same coefficients the model uses."""
+    groups, node_groups = problem.groups, problem.node_groups
+    total = 0
+    for (g, c), count in solution.node_replicas.items():
+        total += count * units(node_replica_usd(node_groups[c], groups[g].job, options))
+    for (c, k), count in solution.configs.items():
+        total += count * units(config_usd(node_groups[c], node_groups[c].configs[k], options))
+    for (g, pool), count in solution.pool_replicas.items():
+        total += count * units(pool_replica_usd(problem.pools[pool], groups[g].job, options))
+    for (k, q), count in solution.share_configs.items():
+        share_class = problem.share_gpus[k]
+        total += count * units(share_config_usd(share_class, share_class.configs[q], options))
+    for (k, _), instances in solution.mig_instances.items():
+        mig_class = problem.mig_gpus[k]
+        if instances and not mig_class.layout:
+            total += units(split_usd(mig_class.pool, options))
+    return total
+
+
+def single_job_options(problem: Problem) -> list[Solution]:
+    """Every way the problem's one job (one replica) can run, one class choice each.
+
+    With a single replica to place, the optimum is the cheapest of these: no solver needed.
+    """
+    (group,) = problem.groups
+    job = group.job
+    found: list[Solution] = []
+    placed = {group.index: 1}
+    if job.request.kind is RequestKind.WHOLE:
+        for c in group.node_groups:
+            alone = Config((job.request.gpus,))
+            if alone in problem.node_groups[c].configs:
+                k = problem.node_groups[c].configs.index(alone)
+                found.append(Solution(placed, {(group.index, c): 1}, {}, {(c, k): 1}, {}, {}))
+    elif job.request.kind is RequestKind.SHARE:
+        shape = (job.request.milli, job.request.memory_mib)
+        for share_class in problem.share_gpus:
+            if share_class.pool.name not in group.pools or (shape,) not in share_class.configs:
+                continue
+            configs: dict[tuple[int, int], int] = {}
+            if share_class.node_group is not None:
+                node_configs = problem.node_groups[share_class.node_group].configs
+                if Config((), 1) not in node_configs:
+                    continue
+                configs[share_class.node_group, node_configs.index(Config((), 1))] = 1
+            shares = {(share_class.index, share_class.configs.index((shape,))): 1}
+            found.append(Solution(placed, {}, {(group.index, share_class.pool.name): 1}, configs, shares, {}))
+    else:
+        profile = job.request.mig_profile
+        for mig_class in problem.mig_gpus:
+            if mig_class.pool.name in group.pools and mig_class.starts.get(profile):
+                for start in mig_class.starts[profile]:
+                    made = {(mig_class.index, 0): (MigInstance(start, profile),)}
+                    found.append(Solution(placed, {}, {(group.index, mig_class.pool.name): 1}, {}, {}, made))
+        for fixed in problem.fixed_mig:
+            if fixed.pool.name in group.pools and fixed.free.get(profile):
+                found.append(Solution(placed, {}, {(group.index, fixed.pool.name): 1}, {}, {}, {}))
+    return found
+
+
+def rank(problem: Problem, solution: Solution, options: SolverOptions) -> tuple[tuple[int, ...], int]:
+    """Smaller is better: jobs left waiting per priority tier (highest first), then cost."""
+    tiers = sorted({group.tier for group in problem.groups})
+    left = tuple(
+        sum(len(g.jobs) - solution.jobs_placed.get(g.index, 0) for g in problem.groups if g.tier == tier)
+        for tier in tiers
+    )
+    return left, cost_units(problem, solution, options)
+
+
+def cheapest_single(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[Solution | None, str, int]:
+    """The optimum for one job with one replica: (solution, whose it is, cost units).
+
+    The solution is None when the hint is as cheap (it is kept), or when nothing fits ("").
+    """
+    costed = sorted(
+        ((cost_units(problem, option, options), n, option) for n, option in enumerate(single_job_options(problem))),
+        key=lambda item: item[:2],
+    )
+    given = solution_of(problem, hint) if hint is not None else None
+    theirs = cost_units(problem, given, options) if given is not None and given.jobs_placed else None
+    if costed and (theirs is None or costed[0][0] < theirs):
+        return costed[0][2], "cpsat", costed[0][0]
+    return None, "greedy" if theirs is not None else "", theirs or 0

@@ -11,6 +11,8 @@ warm-started from the greedy answer and falling back to it.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Protocol
 
@@ -23,6 +25,8 @@ from scheduler.plugin import Cycle
 from scheduler.profile import SolverOptions
 
 GANG = "Gang"
+#: The least wall time a batch placer gives its solver, however long the greedy answer took.
+MIN_SOLVE_S = 0.05
 
 
 class Placer(Protocol):
@@ -180,6 +184,7 @@ class BatchPlacer:
         self.options = options
 
     def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision:
+        began = time.perf_counter()
         start = cycle.snapshot
         first = self._trial(framework, cycle, queue, classes)
         trial = Decision(placements=tuple(first))
@@ -188,7 +193,11 @@ class BatchPlacer:
         report: SolverReport | None = None
         placements: Sequence[Placement] = trial.placements
         if problem.groups:
-            solution, report = self.solve(problem, hint, self.options or framework.profile.solver)
+            options = self.options or framework.profile.solver
+            if options.deterministic_time <= 0:  # the wall-clock budget covers the whole placement
+                left = options.time_limit_s - (time.perf_counter() - began)
+                options = dataclasses.replace(options, time_limit_s=max(MIN_SOLVE_S, left))
+            solution, report = self.solve(problem, hint, options)
             if solution is not None:
                 placements, _ = expand(problem, solution, lambda job, node: framework.filters_pass(cycle, job, node).ok)
         snapshot = start

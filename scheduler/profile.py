@@ -52,12 +52,14 @@ class SolverOptions:
     `deterministic_time` > 0 stops the search after that much deterministic work (CP-SAT's
     own unit, about a second of one core) instead of wall time, and makes parallel workers
     interleave, so the same input gives the same decision on any machine: simulations use it.
-    With 0, `time_limit_s` of wall time bounds the search (the extender, the benchmarks).
+    With 0, `time_limit_s` of wall time bounds the whole placement, the greedy answer it starts
+    from included (the extender, the benchmarks).
     The weights scale the objective's terms next to the dollars per hour a placement commits:
     `fragmentation_weight` is charged per node or GPU left partly used, as a fraction of its
     price per hour; `spot_risk_weight` scales the expected cost of work lost to spot take-backs;
     `idle_weight` is the share of an opened node's idle GPUs charged to the placement that opens
     it (1: the whole node is committed at once; less: later jobs are expected to fill it).
+    The cost phase stops once its answer is within `gap_limit` of the proven bound.
     """
 
     time_limit_s: float = 1.0
@@ -67,6 +69,7 @@ class SolverOptions:
     fragmentation_weight: float = 0.1
     spot_risk_weight: float = 1.0
     idle_weight: float = 1.0
+    gap_limit: float = 0.005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -317,3 +317,16 @@ def test_counts_add_up_for_every_small_queue(sizes: tuple[int, int]) -> None:
     decision = solve(snapshot, jobs, SolverOptions(deterministic_time=1.0, workers=1, idle_weight=1.0))
     # Both fit, or one fills the node: opening it for one GPU pays for the idle one too.
     assert sum(p.job.request.gpus for p in decision.placements) == 2
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_single_job_is_placed_at_its_cheapest_option_without_a_model(seed: int) -> None:
+    snapshot, jobs = small_instance(seed)
+    for job in jobs:
+        if job.replicas > 1:
+            continue
+        decision = solve(snapshot, [job])
+        assert decision.solver is not None and decision.solver.status in {"OPTIMAL", "INFEASIBLE"}
+        best_tiers, best_value = brute_force(snapshot, [job])
+        assert tiers([job], decision.placements) == best_tiers
+        assert objective(snapshot, decision.placements) == pytest.approx(-best_value, abs=0.01)

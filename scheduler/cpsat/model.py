@@ -1,43 +1,26 @@
-"""CpSatPlacer: one OR-Tools CP-SAT model per cycle places every waiting job at once.
+"""The CP-SAT model of a batch problem: data, variables, constraints, objective terms.
 
-The only module that imports ortools. The model is stated over the classes of
-`scheduler.batch` (counts, not job-by-node booleans) in the OR-Tools samples' order: data,
-variables, constraints, objective; `scheduler.expansion` turns the answer into placements.
-
-The placer first runs the greedy placer (without preemption) on the cycle. That answer is
-the solver's hint (warm start) and its fallback: when the solver finds nothing at least as
-good within its limit, the decision carries the greedy answer. Afterwards a greedy pass
-offers what is still waiting (jobs the model leaves out, jobs a filter turned down on
-expansion) the remaining capacity, with the profile's preemption, and explains every job
-left pending. Every decision carries a `SolverReport`.
+Stated over the classes of `scheduler.batch` (counts, not job-by-node booleans), in the
+OR-Tools samples' order; each section opens with its maths. `scheduler.cpsat` sets the
+objectives phase by phase and solves.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ortools.sat.python import cp_model
 
-from scheduler import batch, expansion, objective
-from scheduler.batch import Hint, Problem
-from scheduler.decision import SolverReport
+from scheduler import batch, objective
+from scheduler.batch import Problem
 from scheduler.expansion import Solution
-from scheduler.mig import MigInstance
 from scheduler.model import MigMode, RequestKind
-from scheduler.placers import BatchPlacer
 from scheduler.profile import SolverOptions
 
-log = logging.getLogger(__name__)
-
-#: Model units per dollar per hour: costs are integers in tenths of a cent per hour.
-UNITS_PER_USD_HOUR = 1000
-#: Share of the budget for the first probe: can every waiting job run at once?
-OPTIMISTIC_SHARE = 0.3
+_units = objective.units
 
 
 @dataclass(slots=True)
@@ -57,10 +40,6 @@ class Model:
     cost: list[tuple[cp_model.IntVar, int]] = field(default_factory=list)
     rewards: dict[int, int] = field(default_factory=dict)
     blocks: list[list[int]] = field(default_factory=list)
-
-
-def _units(usd_per_hour: float) -> int:
-    return round(usd_per_hour * UNITS_PER_USD_HOUR)
 
 
 def build_model(problem: Problem, options: SolverOptions) -> Model:
@@ -231,7 +210,7 @@ def _mig(m: Model) -> None:
             model.add(wanted == sum(instances))
 
 
-def _values(m: Model, solution: Solution | None) -> dict[cp_model.IntVar, int] | None:
+def hint_values(m: Model, solution: Solution | None) -> dict[cp_model.IntVar, int] | None:
     """A value for every variable from `solution`, or None when the model cannot express it."""
     if solution is None:
         return None
@@ -259,190 +238,3 @@ def _values(m: Model, solution: Solution | None) -> dict[cp_model.IntVar, int] |
         if (k, b) in m.splits:
             values[m.splits[k, b]] = 1
     return values
-
-
-def _cost(m: Model) -> cp_model.LinearExprT:
-    return sum(coefficient * variable for variable, coefficient in m.cost)
-
-
-def _placements(m: Model, tiers: Sequence[int]) -> cp_model.LinearExprT:
-    return sum(m.rewards[g.tier] * m.placed[g.index] for g in m.problem.groups if g.tier in tiers)
-
-
-def _evaluate(m: Model, values: Mapping[cp_model.IntVar, int]) -> tuple[tuple[int, ...], int]:
-    """(jobs placed per tier, highest first; cost) of a full assignment, compared lexicographically."""
-    tiers = sorted({g.tier for g in m.problem.groups})
-    scores = tuple(sum(values[m.placed[g.index]] for g in m.problem.groups if g.tier == tier) for tier in tiers)
-    return scores, sum(coefficient * values[variable] for variable, coefficient in m.cost)
-
-
-class _Search:
-    """Runs the phases of one solve under one budget of time or deterministic work."""
-
-    def __init__(self, m: Model, options: SolverOptions) -> None:
-        self.m = m
-        self.options = options
-        self.spent = 0.0
-        self.statuses: list[str] = []
-
-    def run(
-        self,
-        share: float,
-        hint: Mapping[cp_model.IntVar, int] | None,
-        *,
-        probe: cp_model.CpModel | None = None,
-        workers: int | None = None,
-    ) -> cp_model.CpSolver | None:
-        """One phase with `share` of what is left of the budget; None when it found nothing.
-
-        A `probe` (a copy of the model asking a yes-or-no question) does not count towards the
-        search's status: an answer is the optimum of its phase, no answer is no verdict.
-        """
-        model = self.m.model if probe is None else probe
-        model.clear_hints()  # type: ignore[no-untyped-call]
-        for variable, value in (hint or {}).items():
-            model.add_hint(variable, value)
-        solver = cp_model.CpSolver()
-        parameters = solver.parameters
-        parameters.num_workers = self.options.workers if workers is None else workers
-        parameters.random_seed = self.options.seed
-        # Presolve costs more than it saves here: the model is already small, and its
-        # rewriting hides the configuration structure the LP bound relies on. Interleaved
-        # search (CP-SAT's reproducible parallel mode) keeps it: OR-Tools 9.15 aborts the
-        # process ("heuristics.fixed_search != nullptr") on interleaved search without presolve.
-        parameters.cp_model_presolve = False
-        if self.options.deterministic_time > 0:
-            parameters.max_deterministic_time = max(1e-3, (self.options.deterministic_time - self.spent) * share)
-            parameters.interleave_search = parameters.num_workers > 1
-            parameters.cp_model_presolve = parameters.interleave_search
-        else:
-            parameters.max_time_in_seconds = max(1e-3, (self.options.time_limit_s - self.spent) * share)
-        status = solver.solve(model)
-        deterministic = self.options.deterministic_time > 0
-        self.spent += solver.response_proto.deterministic_time if deterministic else solver.wall_time
-        found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
-        log.debug(
-            "phase %s: %s in %.3fs, objective %s, bound %s", "probe" if probe else "solve",
-            solver.status_name(status), solver.wall_time,
-            solver.objective_value if found else "-", solver.best_objective_bound if found else "-",
-        )
-        if probe is None:
-            self.statuses.append(solver.status_name(status))
-        return solver if found else None
-
-    def values(self, solver: cp_model.CpSolver) -> dict[cp_model.IntVar, int]:
-        m = self.m
-        variables = [*m.placed.values(), *m.node_replicas.values(), *m.pool_replicas.values(), *m.configs.values(),
-                     *m.share_configs.values(), *m.mig_starts.values(), *m.splits.values()]  # fmt: skip
-        return {variable: solver.value(variable) for variable in variables}
-
-    @property
-    def status(self) -> str:
-        """The weakest phase's status: OPTIMAL only when every phase proved its optimum."""
-        for name in ("MODEL_INVALID", "INFEASIBLE", "UNKNOWN", "FEASIBLE"):
-            if name in self.statuses:
-                return name
-        return "OPTIMAL"
-
-
-def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[Solution | None, SolverReport]:
-    """Solves the model in phases; the solution is None when the hint is at least as good.
-
-    Lexicographic, as CP-SAT advises for objectives of different scales: first the most jobs
-    placed, tier by tier (block by block); those counts are then fixed and the cost minimised,
-    each phase hinted with the answer before it. The report's objective, bound and gap are the
-    cost phase's, in model units (UNITS_PER_USD_HOUR per dollar per hour).
-    """
-    started = time.perf_counter()
-    m = build_model(problem, options)
-    search = _Search(m, options)
-    if options.deterministic_time <= 0:
-        search.spent = time.perf_counter() - started  # the wall-clock budget covers building too
-    jobs = sum(len(g.jobs) for g in problem.groups)
-    hinted = _values(m, expansion.solution_of(problem, hint)) if hint is not None else None
-    current = hinted
-    # Every job placed is the best any placement phase can do: try it first, briefly. When
-    # some job cannot run (or no such answer turns up), solve the tiers as they come.
-    all_placed = m.model.new_bool_var("all_placed")
-    for g in problem.groups:
-        m.model.add(m.placed[g.index] == len(g.jobs)).only_enforce_if(all_placed)
-    m.model.minimize(_cost(m))
-    if hinted is not None and all(hinted[m.placed[g.index]] == len(g.jobs) for g in problem.groups):
-        m.blocks = []
-    else:
-        probe = m.model.clone()  # a feasibility question: it stops at the first answer
-        probe.clear_objective()  # type: ignore[no-untyped-call]
-        probe.add(probe.get_bool_var_from_proto_index(all_placed.index) == 1)
-        solver = search.run(OPTIMISTIC_SHARE, current, probe=probe)
-        if solver is not None:
-            current, m.blocks = search.values(solver), []
-    if not m.blocks:
-        m.model.add(all_placed == 1)
-    for number, block in enumerate(m.blocks):
-        m.model.maximize(_placements(m, block))
-        solver = search.run(0.5 / (len(m.blocks) - number), current)
-        if solver is None:
-            return None, _report(search, None, started, jobs)
-        current = search.values(solver)
-        for tier in block:
-            tier_groups = [g for g in problem.groups if g.tier == tier]
-            reached = sum(current[m.placed[g.index]] for g in tier_groups)
-            m.model.add(sum(m.placed[g.index] for g in tier_groups) == reached)
-    m.model.minimize(_cost(m))
-    # One worker: CP-SAT's LP-guided search finds near-optimal costs on this model far sooner
-    # than the parallel portfolio (measured with benchmarks/bench_packer.py).
-    solver = search.run(1.0, current, workers=1)
-    if solver is None:
-        return None, _report(search, None, started, jobs)
-    found = search.values(solver)
-    mine, theirs = _key(_evaluate(m, found)), _key(_evaluate(m, hinted)) if hinted is not None else None
-    if theirs is not None and theirs <= mine:
-        return None, _report(search, solver, started, jobs, used="greedy", cost=_evaluate(m, hinted)[1])  # type: ignore[arg-type]
-    solution = Solution(
-        jobs_placed={g: found[v] for g, v in m.placed.items()},
-        node_replicas={key: found[v] for key, v in m.node_replicas.items() if found[v]},
-        pool_replicas={key: found[v] for key, v in m.pool_replicas.items() if found[v]},
-        configs={key: found[v] for key, v in m.configs.items() if found[v]},
-        share_configs={key: found[v] for key, v in m.share_configs.items() if found[v]},
-        mig_instances=_instances(m, found),
-    )
-    return solution, _report(search, solver, started, jobs, used="cpsat", cost=_evaluate(m, found)[1])
-
-
-def _key(evaluated: tuple[tuple[int, ...], int]) -> tuple[tuple[int, ...], int]:
-    """Smaller is better: more placements block by block, then less cost."""
-    scores, cost = evaluated
-    return tuple(-score for score in scores), cost
-
-
-def _report(
-    search: _Search, solver: cp_model.CpSolver | None, started: float, jobs: int, *, used: str = "greedy", cost: int = 0
-) -> SolverReport:
-    if solver is None:
-        log.info("CP-SAT found no answer (%s) for %d jobs; keeping the greedy one", search.status, jobs)
-        return SolverReport(status=search.status, objective=0, bound=0, gap=1.0, used=used, cost_usd_per_hour=0.0,
-                            jobs=jobs, wall_s=time.perf_counter() - started)  # fmt: skip
-    # The objective is the cost of the answer the decision carries (the solver's, or the greedy
-    # one when that is no worse), the bound the solver's proof that no answer costs less.
-    bound = round(solver.best_objective_bound)
-    gap = max(0, cost - bound) / max(abs(cost), UNITS_PER_USD_HOUR)
-    return SolverReport(status=search.status, objective=cost, bound=bound, gap=gap, used=used,
-                        cost_usd_per_hour=cost / UNITS_PER_USD_HOUR, jobs=jobs,
-                        wall_s=time.perf_counter() - started)  # fmt: skip
-
-
-def _instances(m: Model, values: Mapping[cp_model.IntVar, int]) -> dict[tuple[int, int], tuple[MigInstance, ...]]:
-    made: dict[tuple[int, int], list[MigInstance]] = {}
-    for (k, b, profile, start), variable in m.mig_starts.items():
-        if values[variable]:
-            made.setdefault((k, b), []).append(MigInstance(start, profile))
-    return {key: tuple(sorted(instances)) for key, instances in made.items()}
-
-
-class CpSatPlacer(BatchPlacer):
-    """The batch placer solved with CP-SAT."""
-
-    name = "cpsat"
-
-    def __init__(self, options: SolverOptions | None = None) -> None:
-        super().__init__(solve, options)
