@@ -1,0 +1,217 @@
+"""The mirrored cluster: nodes and pods as the API server last said, turned into a snapshot.
+
+`ClusterView` holds the raw objects the mirror's list and watch deliver (by name for nodes, by
+UID for pods) and builds, on demand, what the scheduling core reads: a `ClusterSnapshot` of
+the GPU nodes with every bound pod holding its GPUs, and the pending pods of this scheduler
+as jobs. A gang's pods become one job with a replica per pod once all of them exist; until
+then they wait, with the reason.
+
+Which GPUs a bound pod holds comes from the `fleetsched.io/gpus` annotation the extender
+writes when it binds (`0,1`; `3@4` for a MIG instance at start 4 on GPU 3); a pod bound
+without it (by another scheduler) is given the GPUs the device allocator would pick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from scheduler import capacity
+from scheduler.catalog import Catalog
+from scheduler.decision import Status
+from scheduler.k8s.nodes import NodeInfo, PoolRule, read_node
+from scheduler.k8s.translate import PREFIX, PodJob, read_pod
+from scheduler.k8s.wire import WireError
+from scheduler.model import (
+    AllocationError,
+    ClusterSnapshot,
+    Grant,
+    Job,
+    Node,
+    Placement,
+    Pool,
+    ReplicaPlacement,
+    empty_node,
+)
+
+log = logging.getLogger(__name__)
+
+GPUS = PREFIX + "gpus"
+DONE = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One consistent reading of the mirror."""
+
+    snapshot: ClusterSnapshot
+    pending: tuple[Job, ...]
+    pods_of: Mapping[str, tuple[PodJob, ...]]  # job id -> its pods (a gang's in name order)
+    job_of: Mapping[str, str]  # pod UID -> job id
+    waiting: Mapping[str, Status]  # pod UID -> why it cannot be placed yet (an incomplete gang)
+    problems: Mapping[str, str] = field(default_factory=dict)  # object -> why it was left out
+
+
+def format_grants(grants: Sequence[Grant]) -> str:
+    return ",".join(str(g.gpu) if g.mig_start is None else f"{g.gpu}@{g.mig_start}" for g in grants)
+
+
+def parse_grants(text: str) -> tuple[Grant, ...]:
+    grants = []
+    for part in text.split(","):
+        gpu, _, start = part.strip().partition("@")
+        if not gpu.isdigit() or (start and not start.isdigit()):
+            raise ValueError(f"{GPUS}: {text!r} is not like 0,1 or 3@4")
+        grants.append(Grant(int(gpu), int(start) if start else None))
+    return tuple(grants)
+
+
+class ClusterView:
+    """Nodes and pods as last listed or watched; thread-safe; `view()` builds the snapshot."""
+
+    def __init__(self, rules: Sequence[PoolRule], catalog: Catalog, scheduler_name: str) -> None:
+        self.rules = tuple(rules)
+        self.catalog = catalog
+        self.scheduler_name = scheduler_name
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Mapping[str, Any]] = {}
+        self._pods: dict[str, Mapping[str, Any]] = {}
+        self.synced_at: float | None = None  # time.monotonic() of the last list or event
+
+    def replace(self, kind: str, objects: Sequence[Mapping[str, Any]]) -> None:
+        """A fresh list of `kind` ("node" or "pod") replaces everything known of it."""
+        with self._lock:
+            store = self._store(kind)
+            store.clear()
+            for obj in objects:
+                store[self._key(kind, obj)] = obj
+            self.synced_at = time.monotonic()
+
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
+        """A watch event: ADDED, MODIFIED or DELETED."""
+        with self._lock:
+            store = self._store(kind)
+            key = self._key(kind, obj)
+            if event == "DELETED":
+                store.pop(key, None)
+            else:
+                store[key] = obj
+            self.synced_at = time.monotonic()
+
+    def age_s(self) -> float:
+        return float("inf") if self.synced_at is None else time.monotonic() - self.synced_at
+
+    def _store(self, kind: str) -> dict[str, Mapping[str, Any]]:
+        return self._nodes if kind == "node" else self._pods
+
+    @staticmethod
+    def _key(kind: str, obj: Mapping[str, Any]) -> str:
+        metadata = obj.get("metadata") or {}
+        return str(metadata.get("name") if kind == "node" else metadata.get("uid"))
+
+    def view(self) -> View:
+        with self._lock:
+            nodes, pods = list(self._nodes.values()), list(self._pods.values())
+        problems: dict[str, str] = {}
+        infos: dict[str, NodeInfo] = {}
+        for raw in nodes:
+            try:
+                info = read_node(raw, self.rules, self.catalog)
+            except WireError as error:
+                problems[f"node {self._key('node', raw)}"] = str(error)
+                continue
+            if info is not None:
+                infos[info.name] = info
+        pools: dict[str, Pool] = {}
+        made: dict[str, Node] = {}
+        for info in sorted(infos.values(), key=lambda i: i.name):
+            pool = pools.setdefault(info.pool.name, info.pool)
+            if pool != info.pool:  # a rule matched nodes of different shapes: keep pools homogeneous
+                own = f"{info.pool.name}#{info.name}"
+                pool = pools.setdefault(own, _renamed(info.pool, own))
+            made[info.name] = _with_ready(empty_node(pool, info.name), info.ready)
+        snapshot = ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
+        pending: list[PodJob] = []
+        for raw in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("uid"))):
+            phase = (raw.get("status") or {}).get("phase", "Pending")
+            if phase in DONE:
+                continue
+            try:
+                pod = read_pod(raw, self.catalog)
+            except WireError as error:
+                problems[f"pod {self._key('pod', raw)}"] = str(error)
+                continue
+            if pod is None:
+                continue
+            if pod.node_name:
+                snapshot = self._bound(snapshot, raw, pod, problems)
+            elif (raw.get("spec") or {}).get("schedulerName", "default-scheduler") == self.scheduler_name:
+                pending.append(pod)
+        return _with_gangs(snapshot, pending, problems)
+
+    def _bound(
+        self, snapshot: ClusterSnapshot, raw: Mapping[str, Any], pod: PodJob, problems: dict[str, str]
+    ) -> ClusterSnapshot:
+        node = snapshot.nodes.get(pod.node_name)
+        if node is None:
+            return snapshot  # bound to a node without GPUs, or one we no longer see
+        pool = snapshot.pools[node.pool]
+        written = ((raw.get("metadata") or {}).get("annotations") or {}).get(GPUS)
+        try:
+            grants = parse_grants(written) if written else capacity.find_grants(pool, node, pod.job.request)
+            if grants is None:
+                raise AllocationError(f"no free capacity for {pod.job.request.describe()}")
+            job = Job(**{**_fields(pod.job), "id": f"{pod.job.id}@{pod.uid}"})
+            return snapshot.assume(Placement(job, (ReplicaPlacement(node.name, grants),)))
+        except (ValueError, AllocationError) as error:
+            problems[f"pod {pod.namespace}/{pod.name}"] = f"bound to {node.name} but {error}"
+            return snapshot
+
+
+def _with_gangs(snapshot: ClusterSnapshot, pods: Sequence[PodJob], problems: dict[str, str]) -> View:
+    jobs: list[Job] = []
+    pods_of: dict[str, tuple[PodJob, ...]] = {}
+    waiting: dict[str, Status] = {}
+    gangs: dict[tuple[str, str], list[PodJob]] = {}
+    for pod in pods:
+        if pod.gang is None:
+            jobs.append(pod.job)
+            pods_of[pod.job.id] = (pod,)
+        else:
+            gangs.setdefault((pod.namespace, pod.gang), []).append(pod)
+    for (namespace, gang), members in sorted(gangs.items()):
+        members.sort(key=lambda p: p.name)
+        size = members[0].gang_size
+        alike = all(p.job.request == members[0].job.request and p.gang_size == size for p in members)
+        if not alike:
+            for pod in members:
+                waiting[pod.uid] = Status.wait(f"gang {gang}: its pods ask for different GPUs or sizes")
+            continue
+        if len(members) < size:
+            for pod in members:
+                waiting[pod.uid] = Status.wait(f"gang {gang}: {len(members)} of {size} pods exist")
+            continue
+        first = members[0].job
+        job = Job(**{**_fields(first), "id": f"{namespace}/gang:{gang}", "replicas": len(members),
+                     "submit_s": max(p.job.submit_s for p in members)})
+        jobs.append(job)
+        pods_of[job.id] = tuple(members)
+    job_of = {pod.uid: job_id for job_id, members in pods_of.items() for pod in members}
+    return View(snapshot, tuple(jobs), pods_of, job_of, waiting, problems)
+
+
+def _fields(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in Job.__dataclass_fields__}
+
+
+def _renamed(pool: Pool, name: str) -> Pool:
+    return Pool(**{**{f: getattr(pool, f) for f in Pool.__dataclass_fields__}, "name": name})
+
+
+def _with_ready(node: Node, ready: bool) -> Node:
+    return node if ready else Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=False)

@@ -1,0 +1,246 @@
+"""Kubernetes pods into scheduling jobs: GPU requests, labels and annotations, read strictly.
+
+What a pod asks for:
+
+| where | key | meaning |
+|---|---|---|
+| container `resources` (requests, else limits) | `nvidia.com/gpu` | whole GPUs |
+| container `resources` | `nvidia.com/mig-<profile>` | MIG instances of one profile (mixed strategy) |
+| annotation | `fleetsched.io/gpu-milli`, `fleetsched.io/gpu-memory-mib` | a share of one GPU: milli-GPU and memory |
+| label | `fleetsched.io/team`, `fleetsched.io/project`, `fleetsched.io/model` | whom the cost is attributed to |
+| label | `fleetsched.io/preemptible` = `"true"` | may run on spot capacity and be evicted |
+| annotation | `fleetsched.io/checkpoint-interval-s` | seconds between checkpoints (0: none) |
+| annotation | `fleetsched.io/expected-duration-s` | expected run time, for spot risk (0: unknown) |
+| label, annotation | `fleetsched.io/gang`, `fleetsched.io/gang-size` | a gang's name and how many pods it has |
+| annotation | `fleetsched.io/gpu-models` | comma-separated GPU models the pod accepts |
+| nodeSelector | `nvidia.com/gpu.product` | the one GPU model the pod accepts (GFD's names) |
+| `spec.priority` | | the priority (PriorityClass resolved by the API server) |
+
+Containers' requests add up; an init container runs alone, so the pod needs the largest of
+its init containers' requests and its containers' sum (Kubernetes' effective request). A
+mistake raises `WireError` naming the field, e.g.
+`Pod.spec.containers[0].resources.requests.nvidia.com/gpu: must be a whole number, got '0.5'`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from scheduler.catalog import Catalog
+from scheduler.errors import InputError
+from scheduler.k8s.wire import WireError
+from scheduler.model import GpuRequest, Job, Labels, RequestKind
+
+GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+PREFIX = "fleetsched.io/"
+SHARE_MILLI = PREFIX + "gpu-milli"
+SHARE_MEMORY = PREFIX + "gpu-memory-mib"
+PREEMPTIBLE = PREFIX + "preemptible"
+CHECKPOINT = PREFIX + "checkpoint-interval-s"
+DURATION = PREFIX + "expected-duration-s"
+GANG = PREFIX + "gang"
+GANG_SIZE = PREFIX + "gang-size"
+GPU_MODELS = PREFIX + "gpu-models"
+PRODUCT = "nvidia.com/gpu.product"
+MAX_COUNT = 1024
+MAX_MEMORY_MIB = 1 << 20  # a terabyte of GPU memory
+
+
+@dataclass(frozen=True, slots=True)
+class PodJob:
+    """A pod read as one replica of a job, and the gang it belongs to (None when alone)."""
+
+    job: Job
+    uid: str
+    namespace: str
+    name: str
+    gang: str | None = None
+    gang_size: int = 1
+    node_name: str = ""
+
+
+def pod_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> PodJob | None:
+    """The pod as a job, or None when it asks for no GPU (the extender lets it go anywhere)."""
+    metadata = _object(pod.get("metadata"), f"{where}.metadata")
+    spec = _object(pod.get("spec"), f"{where}.spec")
+    name = _string(metadata.get("name"), f"{where}.metadata.name")
+    namespace = _string(metadata.get("namespace", "default"), f"{where}.metadata.namespace")
+    uid = _string(metadata.get("uid"), f"{where}.metadata.uid")
+    labels = _strings(metadata.get("labels"), f"{where}.metadata.labels")
+    annotations = _strings(metadata.get("annotations"), f"{where}.metadata.annotations")
+    request = _request(spec, annotations, where)
+    if request is None:
+        return None
+    models = _models(spec, annotations, catalog, where)
+    priority = spec.get("priority", 0)
+    if priority is None:
+        priority = 0
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise WireError(f"{where}.spec.priority", f"must be a whole number, got {priority!r}")
+    gang = labels.get(GANG) or annotations.get(GANG)
+    size = _count(annotations.get(GANG_SIZE, labels.get(GANG_SIZE, "1")), f"{where}.metadata.annotations.{GANG_SIZE}")
+    if gang is None and size != 1:
+        raise WireError(f"{where}.metadata.annotations.{GANG_SIZE}", f"a gang size needs a {GANG} label")
+    job = Job(
+        id=pod_key(namespace, name),
+        request=request,
+        submit_s=_timestamp(metadata.get("creationTimestamp"), f"{where}.metadata.creationTimestamp"),
+        duration_s=_seconds(annotations.get(DURATION, "0"), f"{where}.metadata.annotations.{DURATION}"),
+        gpu_models=models,
+        priority=priority,
+        preemptible=_flag(labels.get(PREEMPTIBLE, "false"), f"{where}.metadata.labels.{PREEMPTIBLE}"),
+        checkpoint_interval_s=_seconds(annotations.get(CHECKPOINT, "0"), f"{where}.metadata.annotations.{CHECKPOINT}"),
+        labels=Labels(
+            team=labels.get(PREFIX + "team", ""),
+            project=labels.get(PREFIX + "project", ""),
+            model=labels.get(PREFIX + "model", ""),
+        ),
+    )
+    node_name = spec.get("nodeName") or ""
+    if not isinstance(node_name, str):
+        raise WireError(f"{where}.spec.nodeName", "must be a string")
+    return PodJob(job, uid, namespace, name, gang, size, node_name)
+
+
+def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str) -> GpuRequest | None:
+    containers = _containers(spec.get("containers"), f"{where}.spec.containers")
+    inits = _containers(spec.get("initContainers") or [], f"{where}.spec.initContainers")
+    total: dict[str, int] = {}
+    for index, container in enumerate(containers):
+        for key, count in _gpu_resources(container, f"{where}.spec.containers[{index}]").items():
+            total[key] = total.get(key, 0) + count
+    for index, container in enumerate(inits):
+        for key, count in _gpu_resources(container, f"{where}.spec.initContainers[{index}]").items():
+            total[key] = max(total.get(key, 0), count)
+    total = {key: count for key, count in total.items() if count > 0}
+    migs = sorted(key for key in total if key.startswith(MIG_PREFIX))
+    share = SHARE_MILLI in annotations or SHARE_MEMORY in annotations
+    if len(migs) > 1:
+        raise WireError(f"{where}.spec.containers", f"asks for two MIG profiles ({', '.join(migs)}); one per pod")
+    if migs and (GPU in total or share):
+        raise WireError(f"{where}.spec.containers", f"asks for {migs[0]} and whole or shared GPUs; one kind per pod")
+    if migs:
+        return GpuRequest(kind=RequestKind.MIG, gpus=total[migs[0]], mig_profile=migs[0][len(MIG_PREFIX):])
+    if share:
+        if total.get(GPU, 1) != 1:
+            problem = f"a share is of one GPU; the pod asks for {total[GPU]}"
+            raise WireError(f"{where}.metadata.annotations.{SHARE_MILLI}", problem)
+        milli = _count(annotations.get(SHARE_MILLI, "1000"), f"{where}.metadata.annotations.{SHARE_MILLI}")
+        memory = _count(annotations.get(SHARE_MEMORY, "0"), f"{where}.metadata.annotations.{SHARE_MEMORY}", zero=True,
+                        most=MAX_MEMORY_MIB)
+        if not 0 < milli <= 1000:
+            raise WireError(f"{where}.metadata.annotations.{SHARE_MILLI}", f"must be 1..1000, got {milli}")
+        return GpuRequest(kind=RequestKind.SHARE, milli=milli, memory_mib=memory)
+    if GPU in total:
+        return GpuRequest(gpus=total[GPU])
+    return None
+
+
+def _gpu_resources(container: Mapping[str, Any], where: str) -> dict[str, int]:
+    resources = container.get("resources") or {}
+    resources = _object(resources, f"{where}.resources")
+    found: dict[str, int] = {}
+    for part in ("limits", "requests"):  # requests win where both are given
+        values = resources.get(part) or {}
+        values = _object(values, f"{where}.resources.{part}")
+        for key, value in values.items():
+            if key == GPU or (isinstance(key, str) and key.startswith(MIG_PREFIX)):
+                if key == MIG_PREFIX:
+                    problem = f"names no MIG profile (like {MIG_PREFIX}1g.10gb)"
+                    raise WireError(f"{where}.resources.{part}.{key}", problem)
+                found[key] = _count(value, f"{where}.resources.{part}.{key}", zero=True)
+    return found
+
+
+def _models(spec: Mapping[str, Any], annotations: Mapping[str, str], catalog: Catalog, where: str) -> frozenset[str]:
+    names: list[tuple[str, str]] = []
+    selector = spec.get("nodeSelector") or {}
+    selector = _object(selector, f"{where}.spec.nodeSelector")
+    if PRODUCT in selector:
+        field_path = f"{where}.spec.nodeSelector.{PRODUCT}"
+        names.append((_string(selector[PRODUCT], field_path), field_path))
+    if GPU_MODELS in annotations:
+        field_path = f"{where}.metadata.annotations.{GPU_MODELS}"
+        names.extend((part.strip(), field_path) for part in annotations[GPU_MODELS].split(",") if part.strip())
+    models = set()
+    for name, field_path in names:
+        try:
+            models.add(catalog.resolve(name).name)
+        except InputError as error:
+            raise WireError(field_path, str(error)) from None
+    return frozenset(models)
+
+
+def _containers(value: object, where: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        raise WireError(where, f"must be a list of containers, got {type(value).__name__}")
+    return [_object(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise WireError(where, f"must be an object, got {'null' if value is None else type(value).__name__}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise WireError(where, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _strings(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    items = _object(value, where)
+    for key, item in items.items():
+        if not isinstance(item, str):
+            raise WireError(f"{where}.{key}", f"must be a string, got {type(item).__name__}")
+    return dict(items)
+
+
+def _count(value: object, where: str, *, zero: bool = False, most: int = MAX_COUNT) -> int:
+    """A whole number as Kubernetes writes extended-resource quantities: 2 or "2"."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12 else value
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise WireError(where, f"must be a whole number, got {value!r}")
+    count = int(text)
+    if count > most or (count == 0 and not zero):
+        raise WireError(where, f"must be {0 if zero else 1}..{most}, got {count}")
+    return count
+
+
+def _seconds(value: object, where: str) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise WireError(where, f"must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise WireError(where, f"must be a finite number >= 0, got {value!r}")
+    return seconds
+
+
+def _flag(value: str, where: str) -> bool:
+    if value not in ("true", "false"):
+        raise WireError(where, f'must be "true" or "false", got {value!r}')
+    return value == "true"
+
+
+def _timestamp(value: object, where: str) -> float:
+    if value is None:
+        return 0.0
+    if not isinstance(value, str):
+        raise WireError(where, f"must be an RFC 3339 time, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise WireError(where, f"must be an RFC 3339 time, got {value!r}") from None

@@ -1,0 +1,235 @@
+"""The scheduler extender v1 wire types: kube-scheduler's JSON, read strictly and written exactly.
+
+kube-scheduler marshals Go structs without json tags, so the keys are the capitalised Go field
+names (`Pod`, `NodeNames`, `FailedNodes`, `Host`, `Score`, `PodUID`...), and fields without
+`omitempty` are always present, `null` when unset. Nested Kubernetes objects (the `Pod`) use
+ordinary Kubernetes JSON. See shared/research/kubernetes.md, section 1.1.
+
+Every parser takes the raw body and returns a frozen value or raises `WireError`, which names
+the part of the request that is wrong (`NodeNames[3]: must be a string`); the server answers
+it with a 400 or, where kube-scheduler expects a result, a result whose `Error` says it. Nothing
+here trusts sizes: bodies, lists and names are bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The extender's score range (k8s.io/kube-scheduler/extender/v1: MinExtenderPriority..Max).
+MIN_PRIORITY = 0
+MAX_PRIORITY = 10
+#: Largest request body read (a filter call naming 100,000 nodes is about 3 MiB).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_NODES = 100_000
+MAX_NAME = 253  # a DNS subdomain, the longest Kubernetes object name
+
+
+class WireError(ValueError):
+    """A request that breaks the extender protocol; `where` names the field (a JSON path)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = _one_line(where)
+        self.problem = _one_line(problem)
+        super().__init__(f"{self.where}: {self.problem}" if self.where else self.problem)
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped: a message stays one line whatever a request put in it."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def decode(body: bytes) -> Mapping[str, Any]:
+    """The body as a JSON object; WireError when it is too big, not UTF-8, not JSON or not an object."""
+    if len(body) > MAX_BODY_BYTES:
+        raise WireError("body", f"larger than {MAX_BODY_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+        document = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as error:
+        raise WireError("body", f"not UTF-8 ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise WireError("body", f"not JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise WireError("body", "nested too deeply") from None
+    except ValueError as error:  # e.g. an integer longer than Python converts
+        raise WireError("body", f"not usable JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise WireError("body", f"must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _reject_constant(name: str) -> None:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def _name(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise WireError(where, f"must be a string, got {type(value).__name__}")
+    if not value or len(value) > MAX_NAME:
+        raise WireError(where, f"must be 1..{MAX_NAME} characters, got {len(value)}")
+    return value
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise WireError(where, f"must be an object, got {'null' if value is None else type(value).__name__}")
+    return value
+
+
+def _names(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise WireError(where, f"must be a list of node names, got {type(value).__name__}")
+    if len(value) > MAX_NODES:
+        raise WireError(where, f"names {len(value)} nodes; at most {MAX_NODES}")
+    return tuple(_name(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderArgs:
+    """The body of POST filter and prioritize: the pod and the candidate nodes.
+
+    With `nodeCacheCapable: true` kube-scheduler sends `NodeNames`; otherwise full `Nodes`
+    objects, of which only the names are kept (the extender keeps its own view of nodes).
+    """
+
+    pod: Mapping[str, Any]
+    node_names: tuple[str, ...]
+    full_nodes: bool = False
+
+
+def parse_extender_args(body: bytes) -> ExtenderArgs:
+    document = decode(body)
+    pod = _object(document.get("Pod"), "Pod")
+    names = document.get("NodeNames")
+    if names is not None:
+        return ExtenderArgs(pod, _names(names, "NodeNames"))
+    nodes = document.get("Nodes")
+    if nodes is None:
+        raise WireError("NodeNames", "missing: a filter or prioritize call names its nodes (NodeNames or Nodes)")
+    items = _object(nodes, "Nodes").get("items")
+    if not isinstance(items, list):
+        raise WireError("Nodes.items", "must be a list of nodes")
+    if len(items) > MAX_NODES:
+        raise WireError("Nodes.items", f"names {len(items)} nodes; at most {MAX_NODES}")
+    found = []
+    for index, item in enumerate(items):
+        metadata = _object(_object(item, f"Nodes.items[{index}]").get("metadata"), f"Nodes.items[{index}].metadata")
+        found.append(_name(metadata.get("name"), f"Nodes.items[{index}].metadata.name"))
+    return ExtenderArgs(pod, tuple(found), full_nodes=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterResult:
+    """The reply to filter: the nodes that pass, and why each other one does not.
+
+    `failed` nodes may pass after preemption (Unschedulable); `unresolvable` ones never will for
+    this pod (UnschedulableAndUnresolvable: wrong GPU model, spot not tolerated, no MIG).
+    """
+
+    node_names: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)
+    unresolvable: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Nodes": None,
+            "NodeNames": list(self.node_names),
+            "FailedNodes": dict(self.failed),
+            "FailedAndUnresolvableNodes": dict(self.unresolvable),
+            "Error": self.error,
+        }
+
+
+def priorities_json(scores: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The reply to prioritize: one {"Host", "Score"} per node, scores clamped to 0..10 integers."""
+    reply = []
+    for host, score in scores.items():
+        value = score if math.isfinite(score) else MIN_PRIORITY
+        reply.append({"Host": host, "Score": int(min(MAX_PRIORITY, max(MIN_PRIORITY, round(value))))})
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class BindingArgs:
+    """The body of POST bind: which pod goes to which node."""
+
+    pod_name: str
+    pod_namespace: str
+    pod_uid: str
+    node: str
+
+
+def parse_binding_args(body: bytes) -> BindingArgs:
+    document = decode(body)
+    return BindingArgs(
+        pod_name=_name(document.get("PodName"), "PodName"),
+        pod_namespace=_name(document.get("PodNamespace"), "PodNamespace"),
+        pod_uid=_name(document.get("PodUID"), "PodUID"),
+        node=_name(document.get("Node"), "Node"),
+    )
+
+
+def binding_result_json(error: str = "") -> dict[str, str]:
+    return {"Error": error}
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptionArgs:
+    """The body of POST preempt: the pod, and per candidate node the UIDs kube-scheduler would evict.
+
+    Victim lists may be empty (newer kube-schedulers send such nodes when only the extender can
+    tell what to evict); full `NodeNameToVictims` pods are reduced to their UIDs.
+    """
+
+    pod: Mapping[str, Any]
+    victims: Mapping[str, tuple[str, ...]]
+    pdb_violations: Mapping[str, int]
+
+
+def parse_preemption_args(body: bytes) -> PreemptionArgs:
+    document = decode(body)
+    pod = _object(document.get("Pod"), "Pod")
+    meta = document.get("NodeNameToMetaVictims")
+    key = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
+    raw = _object(document.get(key), key) if document.get(key) is not None else {}
+    if len(raw) > MAX_NODES:
+        raise WireError(key, f"names {len(raw)} nodes; at most {MAX_NODES}")
+    victims: dict[str, tuple[str, ...]] = {}
+    violations: dict[str, int] = {}
+    for node, value in raw.items():
+        where = f"{key}.{node}"
+        _name(node, key)
+        entry = _object(value, where)
+        pods = entry.get("Pods")
+        pods = [] if pods is None else pods
+        if not isinstance(pods, list):
+            raise WireError(f"{where}.Pods", "must be a list")
+        uids = []
+        for index, pod_entry in enumerate(pods):
+            item = _object(pod_entry, f"{where}.Pods[{index}]")
+            if key == "NodeNameToMetaVictims":
+                uids.append(_name(item.get("UID"), f"{where}.Pods[{index}].UID"))
+            else:
+                metadata = _object(item.get("metadata"), f"{where}.Pods[{index}].metadata")
+                uids.append(_name(metadata.get("uid"), f"{where}.Pods[{index}].metadata.uid"))
+        count = entry.get("NumPDBViolations", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise WireError(f"{where}.NumPDBViolations", f"must be a whole number >= 0, got {count!r}")
+        victims[node] = tuple(uids)
+        violations[node] = count
+    return PreemptionArgs(pod, victims, violations)
+
+
+def preemption_result_json(victims: Mapping[str, Sequence[str]], violations: Mapping[str, int]) -> dict[str, Any]:
+    """The reply to preempt, always in the meta form (UIDs), as kube-scheduler expects."""
+    return {
+        "NodeNameToMetaVictims": {
+            node: {"Pods": [{"UID": uid} for uid in uids], "NumPDBViolations": violations.get(node, 0)}
+            for node, uids in victims.items()
+        }
+    }

@@ -1,0 +1,203 @@
+"""The extender's view of a cluster (nodes to pools, bound and pending pods) and its answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+import policies
+from scheduler.catalog import default_catalog
+from scheduler.k8s.extender import AlreadyBound, GpuExtender, Planner
+from scheduler.k8s.nodes import PoolRule, read_node
+from scheduler.k8s.state import GPUS, ClusterView, parse_grants
+from scheduler.k8s.wire import BindingArgs, ExtenderArgs, PreemptionArgs
+from scheduler.model import Capacity, Grant, MigMode, RequestKind
+from scheduler.world import Scheduler
+
+CATALOG = default_catalog()
+SCHEDULER = "fleetsched"
+
+
+def node(name: str, gpus: int = 8, *, labels: Mapping[str, str] | None = None, ready: bool = True,
+         allocatable: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **(labels or {})}},
+        "spec": {},
+        "status": {
+            "allocatable": dict(allocatable) if allocatable is not None else {"nvidia.com/gpu": str(gpus), "cpu": "96"},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def pod(name: str, gpus: int = 1, *, uid: str | None = None, node_name: str = "", labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None, priority: int = 0, scheduler: str = SCHEDULER,
+        resources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ml", "uid": uid or f"uid-{name}", "labels": dict(labels or {}),
+                     "annotations": dict(annotations or {}), "creationTimestamp": "2026-11-27T03:00:00Z"},
+        "spec": {"schedulerName": scheduler, "priority": priority, "nodeName": node_name or None,
+                 "containers": [{"name": "main", "resources": {"requests": dict(resources or {"nvidia.com/gpu": str(gpus)})}}]},
+        "status": {"phase": "Running" if node_name else "Pending"},
+    }
+
+
+SPOT = {"karpenter.sh/capacity-type": "spot", "node.kubernetes.io/instance-type": "p5.48xlarge",
+        "karpenter.k8s.aws/instance-gpu-name": "h100"}
+ON_DEMAND = {**SPOT, "karpenter.sh/capacity-type": "on-demand"}
+
+
+class FakeApi:
+    """Records annotations and bindings as the API server would apply them."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
+        self.annotations: dict[str, dict[str, str]] = {}
+        self.bound: dict[str, str] = {}
+
+    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        self.annotations.setdefault(f"{namespace}/{name}", {}).update(annotations)
+
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+        key = f"{namespace}/{name}"
+        if key in self.bound:
+            raise AlreadyBound(self.bound[key])
+        self.bound[key] = node
+
+
+def extender(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], profile: str = "cost-greedy",
+             rules: tuple[PoolRule, ...] = ()) -> tuple[GpuExtender, ClusterView, FakeApi]:
+    view = ClusterView(rules, CATALOG, SCHEDULER)
+    view.replace("node", nodes)
+    view.replace("pod", pods)
+    api = FakeApi(view)
+    return GpuExtender(Planner(view, Scheduler(policies.profile(profile))), api, CATALOG), view, api
+
+
+def test_nodes_become_pools_from_standard_labels_and_catalog_prices() -> None:
+    info = read_node(node("spot-1", labels=SPOT), (), CATALOG)
+    assert info is not None and info.ready
+    assert info.pool.capacity is Capacity.SPOT and info.pool.gpus_per_node == 8
+    assert info.pool.usd_per_node_hour == CATALOG.prices["aws:p5.48xlarge:spot"].usd_per_hour
+    assert info.pool.name == "auto/H100-80GB/p5.48xlarge/spot" or info.pool.name.startswith("auto/")
+    gke = read_node(node("g-1", labels={"cloud.google.com/gke-spot": "true"}), (), CATALOG)
+    assert gke is not None and gke.pool.capacity is Capacity.SPOT and gke.pool.usd_per_node_hour == 0.0
+    assert "unpriced" in gke.pool.price_source
+    assert read_node(node("cpu", allocatable={"cpu": "8"}), (), CATALOG) is None
+    assert read_node(node("odd", labels={"nvidia.com/gpu.product": "Quantum-Q1"}), (), CATALOG) is None
+
+
+def test_configured_pools_win_and_carry_their_price() -> None:
+    rule = PoolRule("team-a100", {"pool": "a"}, usd_per_node_hour=12.5, gpu="A100-80GB", sharing=True)
+    info = read_node(node("a-1", 4, labels={"pool": "a"}), (rule,), CATALOG)
+    assert info is not None and info.pool.name == "team-a100" and info.pool.sharing
+    assert info.pool.usd_per_node_hour == 12.5 and info.pool.gpu.name == CATALOG.resolve("A100-80GB").name
+
+
+def test_a_mixed_strategy_mig_node_becomes_a_fixed_layout() -> None:
+    labels = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.count": "2"}
+    info = read_node(node("mig-1", labels=labels, allocatable={"nvidia.com/mig-3g.20gb": "2", "nvidia.com/mig-1g.5gb": "8"}),
+                     (), CATALOG)
+    assert info is not None and info.pool.mig_mode is MigMode.FIXED and info.pool.gpus_per_node == 2
+    profiles = sorted(instance.profile for instance in info.pool.mig_layout)
+    assert profiles == ["1g.5gb"] * 4 + ["3g.20gb"]
+
+
+def test_bound_pods_hold_their_annotated_gpus_and_pending_pods_become_jobs() -> None:
+    bound = pod("old", 2, node_name="n-1", annotations={GPUS: "4,5"})
+    _, view, _ = extender([node("n-1", labels=ON_DEMAND)], [bound, pod("new", 1), pod("other", 1, scheduler="default-scheduler")])
+    seen = view.view()
+    gpus = seen.snapshot.nodes["n-1"].gpus
+    assert [index for index, gpu in enumerate(gpus) if not gpu.free] == [4, 5]
+    assert [job.id for job in seen.pending] == ["ml/new"]
+    assert parse_grants("3@4,0") == (Grant(3, 4), Grant(0))
+    with pytest.raises(ValueError, match="is not like"):
+        parse_grants("a,b")
+
+
+def test_a_gang_waits_until_every_pod_exists_then_is_one_job() -> None:
+    gang = {"fleetsched.io/gang": "trainer"}
+    size = {"fleetsched.io/gang-size": "2"}
+    first = pod("t-0", 8, labels=gang, annotations=size)
+    ext, view, _ = extender([node("n-1", labels=ON_DEMAND), node("n-2", labels=ON_DEMAND)], [first])
+    reply = ext.filter(ExtenderArgs(first, ("n-1", "n-2")))
+    assert reply.node_names == () and reply.failed == {"n-1": "gang trainer: 1 of 2 pods exist", "n-2": reply.failed["n-2"]}
+    second = pod("t-1", 8, labels=gang, annotations=size)
+    view.replace("pod", [first, second])
+    ext.planner.plan()
+    one, two = ext.filter(ExtenderArgs(first, ("n-1", "n-2"))), ext.filter(ExtenderArgs(second, ("n-1", "n-2")))
+    assert {one.node_names[0], two.node_names[0]} == {"n-1", "n-2"}
+    (job,) = view.view().pending
+    assert job.replicas == 2 and job.id == "ml/gang:trainer"
+
+
+def test_filter_keeps_the_planned_node_and_says_why_not_the_others() -> None:
+    nodes = [node("spot-1", labels=SPOT), node("od-1", labels=ON_DEMAND), node("od-2", labels=ON_DEMAND)]
+    firm = pod("firm", 2)
+    ext, _, _ = extender(nodes, [firm])
+    reply = ext.filter(ExtenderArgs(firm, ("spot-1", "od-1", "od-2", "cpu-9")))
+    assert reply.node_names in (("od-1",), ("od-2",))
+    assert reply.unresolvable == {"cpu-9": "not a GPU node fleetsched knows"}
+    assert set(reply.failed) == {"spot-1", "od-1", "od-2"} - set(reply.node_names)
+    scores = ext.prioritize(ExtenderArgs(firm, ("od-1", "od-2")))
+    assert scores[reply.node_names[0]] == 10.0 and sorted(scores.values()) == [0.0, 10.0]
+    assert ext.filter(ExtenderArgs(pod("cpu-only", resources={"cpu": "2"}), ("od-1",))).node_names == ("od-1",)
+    broken = pod("broken", resources={"nvidia.com/gpu": "0.5"})
+    assert "must be a whole number" in ext.filter(ExtenderArgs(broken, ("od-1",))).error
+
+
+def test_a_pod_that_fits_nowhere_fails_every_node_and_wrong_pools_are_unresolvable() -> None:
+    nodes = [node("spot-1", labels=SPOT), node("od-1", 2, labels=ON_DEMAND)]
+    big = pod("big", 4)  # not preemptible: spot is closed to it; od-1 is too small
+    ext, _, _ = extender(nodes, [big])
+    reply = ext.filter(ExtenderArgs(big, ("spot-1", "od-1")))
+    assert reply.node_names == ()
+    assert set(reply.failed) | set(reply.unresolvable) == {"spot-1", "od-1"}
+    assert "spot-1" in reply.unresolvable
+
+
+def test_bind_writes_the_planned_gpus_and_is_idempotent() -> None:
+    job = pod("job", 2)
+    ext, _, api = extender([node("od-1", labels=ON_DEMAND)], [job])
+    target = ext.filter(ExtenderArgs(job, ("od-1",))).node_names[0]
+    args = BindingArgs("job", "ml", "uid-job", target)
+    assert ext.bind(args) == ""
+    assert api.bound == {"ml/job": "od-1"} and api.annotations["ml/job"] == {GPUS: "0,1"}
+    assert ext.bind(args) == ""  # asked again: already there, fine
+    assert ext.bind(BindingArgs("job", "ml", "uid-job", "od-9")).startswith("fleetsched cannot place")
+
+
+def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priority() -> None:
+    nodes = [node("od-1", 2, labels=ON_DEMAND), node("od-2", 2, labels=ON_DEMAND), node("od-3", 2, labels=ON_DEMAND)]
+    saver = pod("saver", 2, node_name="od-1", annotations={GPUS: "0,1", "fleetsched.io/checkpoint-interval-s": "60"})
+    long_run = pod("long", 2, node_name="od-2", annotations={GPUS: "0,1"})
+    boss = pod("boss", 2, node_name="od-3", annotations={GPUS: "0,1"}, priority=100)
+    urgent = pod("urgent", 2, priority=10)
+    ext, _, _ = extender(nodes, [saver, long_run, boss, urgent])
+    victims = {"od-1": ("uid-saver",), "od-2": ("uid-long",), "od-3": ("uid-boss",)}
+    kept, violations = ext.preempt(PreemptionArgs(urgent, victims, dict.fromkeys(victims, 0)))
+    assert kept == {"od-1": ("uid-saver",)} and violations == {"od-1": 0}
+
+
+def test_readiness_follows_the_age_of_the_view_and_gauges_report_the_plan() -> None:
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [pod("a", 1)])
+    ready, age = ext.readiness()
+    assert ready and age < 5
+    ext.stale_after_s = -1.0
+    assert ext.readiness()[0] is False
+    ext.planner.plan()
+    gauges = ext.gauges()
+    assert gauges["fleetsched_idle_gpus"] == {(("pool", view.view().snapshot.nodes["od-1"].pool),): 8.0}
+    assert gauges["fleetsched_committed_usd_per_hour"][()] > 0
+    assert gauges["fleetsched_pending_pods"][()] == 1.0
+
+
+def test_share_and_mig_pods_read_through_to_requests() -> None:
+    share = pod("s", resources={}, annotations={"fleetsched.io/gpu-milli": "250", "fleetsched.io/gpu-memory-mib": "4096"})
+    share["spec"]["containers"][0]["resources"] = {"requests": {"nvidia.com/gpu": "1"}}
+    mig = pod("m", resources={"nvidia.com/mig-1g.5gb": "1"})
+    _, view, _ = extender([node("od-1", labels=ON_DEMAND)], [share, mig])
+    kinds = {job.id: job.request.kind for job in view.view().pending}
+    assert kinds == {"ml/s": RequestKind.SHARE, "ml/m": RequestKind.MIG}
