@@ -114,10 +114,14 @@ class GpuExtender:
         self.catalog = catalog
         self.stale_after_s = stale_after_s
 
-    def _plan_for(self, uid: str) -> Plan:
+    def _plan_for(self, uid: str, pod: Mapping[str, object]) -> Plan:
         plan = self.planner.current()
         if plan is None or (uid not in plan.view.job_of and uid not in plan.view.waiting and uid not in plan.nodes):
-            plan = self.planner.plan()  # a pod the last plan has not seen: plan again now
+            # A pod the last plan has not seen (kube-scheduler's informer can be ahead of our
+            # watch): take it from the request, then plan again.
+            if not self.planner.cluster.knows("pod", uid):
+                self.planner.cluster.apply("pod", "ADDED", pod)
+            plan = self.planner.plan()
         return plan
 
     def filter(self, args: ExtenderArgs) -> FilterResult:
@@ -127,7 +131,7 @@ class GpuExtender:
             return FilterResult(error=str(error))
         if pod is None:
             return FilterResult(args.node_names)  # no GPU asked: not ours to decide
-        plan = self._plan_for(pod.uid)
+        plan = self._plan_for(pod.uid, args.pod)
         known = plan.view.snapshot.nodes
         unknown = {name: "not a GPU node fleetsched knows" for name in args.node_names if name not in known}
         waiting = plan.view.waiting.get(pod.uid)

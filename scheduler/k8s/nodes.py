@@ -9,9 +9,10 @@ has (shared/research/kubernetes.md, section 3):
 - Capacity: `karpenter.sh/capacity-type` (spot, on-demand, reserved),
   `eks.amazonaws.com/capacityType` (SPOT, ON_DEMAND), `cloud.google.com/gke-spot` and
   `cloud.google.com/gke-preemptible` ("true"), `kubernetes.azure.com/scalesetpriority` (spot).
-- Price: the catalog's quote for `cloud:instance:capacity`, the cloud told by the labels above
-  and the instance by `node.kubernetes.io/instance-type`; a node without one is priced at zero
-  and its pool says so in `price_source`.
+- Price: the catalog's quote for `cloud:instance:capacity`, the instance from
+  `node.kubernetes.io/instance-type`, the cloud from cloud-specific labels or else from the one
+  cloud whose catalog has that instance; a node without a quote is priced at zero and its pool
+  says so in `price_source`.
 - GPUs: `status.allocatable["nvidia.com/gpu"]`, or MIG instances `nvidia.com/mig-<profile>`
   (mixed strategy) spread over `nvidia.com/gpu.count` physical GPUs as a fixed layout.
 - Sharing: `nvidia.com/gpu.sharing-strategy` other than `none`, or the pool's `sharing`.
@@ -147,7 +148,13 @@ def _price(
 ) -> tuple[float, str]:
     if rule is not None and rule.usd_per_node_hour is not None:
         return rule.usd_per_node_hour, f"extender config, pool {rule.name}"
-    detected = f"{_cloud(labels)}:{labels.get(INSTANCE_TYPE, '')}:{capacity.value}"
+    instance = labels.get(INSTANCE_TYPE, "")
+    cloud = _cloud(labels)
+    if not cloud:  # no cloud-specific label (Karpenter runs on several): the instance type tells
+        suffix = f":{instance.lower()}:{capacity.value}"
+        clouds = {key.split(":", 1)[0] for key in catalog.prices if key.endswith(suffix)}
+        cloud = clouds.pop() if len(clouds) == 1 else ""
+    detected = f"{cloud}:{instance}:{capacity.value}"
     key = rule.price if rule is not None and rule.price else detected
     quote = catalog.prices.get(key.lower())
     if quote is None:

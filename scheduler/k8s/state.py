@@ -103,6 +103,10 @@ class ClusterView:
                 store[key] = obj
             self.synced_at = time.monotonic()
 
+    def knows(self, kind: str, key: str) -> bool:
+        with self._lock:
+            return key in self._store(kind)
+
     def age_s(self) -> float:
         return float("inf") if self.synced_at is None else time.monotonic() - self.synced_at
 
@@ -137,6 +141,7 @@ class ClusterView:
             made[info.name] = _with_ready(empty_node(pool, info.name), info.ready)
         snapshot = ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
         pending: list[PodJob] = []
+        placed: dict[tuple[str, str], int] = {}  # gang -> its pods bound already
         for raw in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("uid"))):
             phase = (raw.get("status") or {}).get("phase", "Pending")
             if phase in DONE:
@@ -150,9 +155,11 @@ class ClusterView:
                 continue
             if pod.node_name:
                 snapshot = self._bound(snapshot, raw, pod, problems)
+                if pod.gang is not None:
+                    placed[(pod.namespace, pod.gang)] = placed.get((pod.namespace, pod.gang), 0) + 1
             elif (raw.get("spec") or {}).get("schedulerName", "default-scheduler") == self.scheduler_name:
                 pending.append(pod)
-        return _with_gangs(snapshot, pending, problems)
+        return _with_gangs(snapshot, pending, placed, problems)
 
     def _bound(
         self, snapshot: ClusterSnapshot, raw: Mapping[str, Any], pod: PodJob, problems: dict[str, str]
@@ -173,7 +180,11 @@ class ClusterView:
             return snapshot
 
 
-def _with_gangs(snapshot: ClusterSnapshot, pods: Sequence[PodJob], problems: dict[str, str]) -> View:
+def _with_gangs(
+    snapshot: ClusterSnapshot, pods: Sequence[PodJob], placed: Mapping[tuple[str, str], int], problems: dict[str, str]
+) -> View:
+    """Pending pods as jobs: a gang's waiting pods are one job once, with those bound already,
+    the gang is whole (a gang whose first pods were bound before the rest came finishes)."""
     jobs: list[Job] = []
     pods_of: dict[str, tuple[PodJob, ...]] = {}
     waiting: dict[str, Status] = {}
@@ -192,9 +203,10 @@ def _with_gangs(snapshot: ClusterSnapshot, pods: Sequence[PodJob], problems: dic
             for pod in members:
                 waiting[pod.uid] = Status.wait(f"gang {gang}: its pods ask for different GPUs or sizes")
             continue
-        if len(members) < size:
+        have = len(members) + placed.get((namespace, gang), 0)
+        if have < size:
             for pod in members:
-                waiting[pod.uid] = Status.wait(f"gang {gang}: {len(members)} of {size} pods exist")
+                waiting[pod.uid] = Status.wait(f"gang {gang}: {have} of {size} pods exist")
             continue
         first = members[0].job
         job = Job(**{**_fields(first), "id": f"{namespace}/gang:{gang}", "replicas": len(members),

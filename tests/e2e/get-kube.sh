@@ -40,7 +40,7 @@ SOURCES
 fi
 log "installing Go, etcd and build tools from Debian"
 apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go rsync jq etcd-server \
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go rsync jq etcd-server openssl \
   golang-github-modern-go-reflect2-dev dpkg-dev >&2
 
 work="$cache/src"

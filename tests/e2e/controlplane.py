@@ -1,0 +1,189 @@
+"""A real etcd, kube-apiserver and kube-scheduler on loopback, for the end-to-end tests.
+
+The binaries come from tests/e2e/get-kube.sh (environment variables, or built once per machine
+from Debian's sources). Everything runs in a temporary folder on free loopback ports and is
+stopped, with its logs kept for a failing test, when the context ends. Nodes are plain API
+objects with a status patched in (no kubelet): kube-scheduler binds pods to them, and they
+stay Pending, which is all a scheduler test needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler.k8s.kubeapi import ApiError, Rest, wait_until
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "fleetsched-e2e-admin-token"
+
+
+def binaries() -> Path:
+    done = subprocess.run(["bash", str(HERE / "get-kube.sh")], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"tests/e2e/get-kube.sh failed:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ControlPlane:
+    folder: Path
+    api_port: int
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def rest(self) -> Rest:
+        return Rest(f"https://127.0.0.1:{self.api_port}", token=TOKEN, verify=False)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.folder / "kubeconfig"
+
+    def logs(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        return path.read_text(encoding="utf-8", errors="replace")[-4000:] if path.exists() else ""
+
+    def start_scheduler(self, extender_url: str, scheduler_name: str = "fleetsched") -> None:
+        config = self.folder / "scheduler.yaml"
+        config.write_text(
+            "apiVersion: kubescheduler.config.k8s.io/v1beta1\n"
+            "kind: KubeSchedulerConfiguration\n"
+            f"clientConnection:\n  kubeconfig: {self.kubeconfig}\n"
+            "leaderElection:\n  leaderElect: false\n"
+            "percentageOfNodesToScore: 100\n"
+            f"profiles:\n- schedulerName: {scheduler_name}\n"
+            "extenders:\n"
+            f"- urlPrefix: {extender_url}\n"
+            "  filterVerb: filter\n  prioritizeVerb: prioritize\n  preemptVerb: preempt\n  bindVerb: bind\n"
+            "  weight: 10\n  enableHTTPS: false\n  httpTimeout: 5s\n  nodeCacheCapable: true\n  ignorable: false\n"
+            "  managedResources:\n  - name: nvidia.com/gpu\n    ignoredByScheduler: false\n"
+            "  - name: nvidia.com/mig-1g.5gb\n    ignoredByScheduler: false\n"
+            "  - name: nvidia.com/mig-3g.20gb\n    ignoredByScheduler: false\n",
+            encoding="utf-8",
+        )
+        self._spawn("kube-scheduler", [str(self.folder / "bin" / "kube-scheduler"), "--config", str(config),
+                                        "--secure-port", "0", "--port", "0", "-v", "2"])
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = (self.folder / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextmanager
+def control_plane() -> Iterator[ControlPlane]:
+    found = binaries()
+    with tempfile.TemporaryDirectory(prefix="fleetsched-e2e-") as raw:
+        folder = Path(raw)
+        (folder / "bin").symlink_to(found)
+        subprocess.run(["openssl", "genrsa", "-out", str(folder / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(folder / "sa.key"), "-pubout", "-out", str(folder / "sa.pub")],
+                       check=True, capture_output=True)
+        (folder / "tokens.csv").write_text(f"{TOKEN},admin,admin,system:masters\n", encoding="utf-8")
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        plane = ControlPlane(folder, api_port, {})
+        (folder / "kubeconfig").write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+            "clusters": [{"name": "e2e", "cluster": {"server": f"https://127.0.0.1:{api_port}",
+                                                     "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "admin", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
+        }), encoding="utf-8")
+        try:
+            plane._spawn("etcd", [str(folder / "bin" / "etcd"), "--data-dir", str(folder / "etcd"),
+                                  "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                                  "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                                  "--listen-peer-urls", f"http://127.0.0.1:{peer_port}"])
+            plane._spawn("kube-apiserver", [
+                str(folder / "bin" / "kube-apiserver"), "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+                "--secure-port", str(api_port), "--bind-address", "127.0.0.1", "--cert-dir", str(folder / "certs"),
+                "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", "AlwaysAllow",
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--service-account-key-file", str(folder / "sa.pub"),
+                "--service-account-signing-key-file", str(folder / "sa.key"),
+                "--service-cluster-ip-range", "10.0.0.0/24", "--insecure-port", "0",
+            ])
+            rest = plane.rest
+
+            def serving() -> bool:
+                try:
+                    return rest.request("GET", "/api/v1/namespaces/default", timeout_s=2) is not None
+                except (ApiError, OSError, Exception):
+                    return False
+
+            if not wait_until(serving, 90, 0.5):
+                raise RuntimeError("kube-apiserver did not start:\n" + plane.logs("kube-apiserver"))
+            for namespace in ("default", "ml"):
+                if namespace != "default":
+                    rest.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+                _create_service_account(rest, namespace)
+            yield plane
+        finally:
+            plane.stop()
+
+
+def _create_service_account(rest: Rest, namespace: str) -> None:
+    # There is no controller-manager to make it; pods are refused without one.
+    try:
+        rest.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "default"}})
+    except ApiError as error:
+        if error.status != 409:
+            raise
+
+
+def add_node(rest: Rest, name: str, labels: Mapping[str, str], allocatable: Mapping[str, str]) -> None:
+    """A node object with the given labels and allocatable resources, Ready and without taints."""
+    resources = {"cpu": "96", "memory": "1000Gi", "pods": "110", **allocatable}
+    rest.request("POST", "/api/v1/nodes", {"metadata": {"name": name, "labels": dict(labels)}})
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {"status": {"capacity": resources, "allocatable": resources,
+                         "conditions": [{"type": "Ready", "status": "True", "reason": "E2E", "lastHeartbeatTime": now,
+                                         "lastTransitionTime": now}]}}
+    rest.request("PATCH", f"/api/v1/nodes/{name}/status", status, content_type="application/merge-patch+json")
+    rest.request("PATCH", f"/api/v1/nodes/{name}", {"spec": {"taints": None}}, content_type="application/merge-patch+json")
+
+
+def add_pod(rest: Rest, name: str, resources: Mapping[str, str], *, labels: Mapping[str, str] | None = None,
+            annotations: Mapping[str, str] | None = None, scheduler: str = "fleetsched", priority: int = 0) -> dict[str, Any]:
+    pod = {
+        "metadata": {"name": name, "namespace": "ml", "labels": dict(labels or {}), "annotations": dict(annotations or {})},
+        "spec": {
+            "schedulerName": scheduler, "automountServiceAccountToken": False, "priority": priority,
+            "containers": [{"name": "main", "image": "example.invalid/none",
+                            "resources": {"requests": dict(resources), "limits": dict(resources)}}],
+        },
+    }
+    created: dict[str, Any] = rest.request("POST", "/api/v1/namespaces/ml/pods", pod)
+    return created
+
+
+def node_of(rest: Rest, name: str) -> str:
+    pod = rest.request("GET", f"/api/v1/namespaces/ml/pods/{name}")
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false")

@@ -1,0 +1,120 @@
+"""End to end: a real kube-apiserver and kube-scheduler, and the extender server, on loopback.
+
+Fake GPU nodes (spot and on-demand H100, on-demand A100, a MIG node, a node with shared GPUs)
+and GPU pods are created through the API; the real kube-scheduler asks the extender (filter,
+prioritize, bind over HTTP) and the test reads back where each pod was bound. The first run
+on a machine builds the Kubernetes binaries (tests/e2e/get-kube.sh, about 5 minutes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import policies
+from scheduler.catalog import default_catalog
+from scheduler.k8s.extender import GpuExtender, Planner
+from scheduler.k8s.kubeapi import Mirror, RestApi, wait_until
+from scheduler.k8s.server import ExtenderServer, serve_in_thread
+from scheduler.k8s.state import GPUS, ClusterView
+from scheduler.world import Scheduler
+from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, node_of
+
+H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge"}
+SPOT = {**H100, "karpenter.sh/capacity-type": "spot"}
+ON_DEMAND = {**H100, "karpenter.sh/capacity-type": "on-demand"}
+A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "node.kubernetes.io/instance-type": "p4de.24xlarge",
+        "karpenter.sh/capacity-type": "on-demand"}
+MIG = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.count": "1",
+       "node.kubernetes.io/instance-type": "p4d.24xlarge", "karpenter.sh/capacity-type": "on-demand"}
+SHARED = {"nvidia.com/gpu.product": "NVIDIA-A10G", "node.kubernetes.io/instance-type": "g5.12xlarge",
+          "karpenter.sh/capacity-type": "on-demand", "nvidia.com/gpu.sharing-strategy": "time-slicing"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[ControlPlane, GpuExtender]]:
+    with control_plane() as plane:
+        rest = plane.rest
+        add_node(rest, "h100-spot-1", SPOT, {"nvidia.com/gpu": "8"})
+        add_node(rest, "h100-od-1", ON_DEMAND, {"nvidia.com/gpu": "8"})
+        add_node(rest, "a100-od-1", A100, {"nvidia.com/gpu": "8"})
+        add_node(rest, "mig-1", MIG, {"nvidia.com/mig-3g.20gb": "1", "nvidia.com/mig-1g.5gb": "4"})
+        add_node(rest, "shared-1", SHARED, {"nvidia.com/gpu": "4"})
+        catalog = default_catalog()
+        view = ClusterView((), catalog, "fleetsched")
+        mirror = Mirror(rest, view, watch_timeout_s=60)
+        mirror.sync_once()
+        mirror.start()
+        planner = Planner(view, Scheduler(policies.profile("cost-greedy")), interval_s=0.5)
+        planning = threading.Thread(target=planner.run, daemon=True)
+        planning.start()
+        extender = GpuExtender(planner, RestApi(rest), catalog)
+        server = ExtenderServer(("127.0.0.1", 0), extender, prefix="/extender")
+        stop = serve_in_thread(server)
+        plane.start_scheduler(server.url)
+        try:
+            assert wait_until(lambda: len(view.view().snapshot.nodes) == 5, 30), "the mirror never saw the nodes"
+            yield plane, extender
+        finally:
+            stop()
+            planner.stop()
+            mirror.stop()
+
+
+def bound(plane: ControlPlane, name: str, timeout_s: float = 60.0) -> str:
+    rest = plane.rest
+    wait_until(lambda: bool(node_of(rest, name)), timeout_s, 0.2)
+    return node_of(rest, name)
+
+
+def annotations(plane: ControlPlane, name: str) -> dict[str, Any]:
+    pod = plane.rest.request("GET", f"/api/v1/namespaces/ml/pods/{name}")
+    return dict((pod.get("metadata") or {}).get("annotations") or {})
+
+
+def test_each_pod_is_bound_where_the_profile_wants_it(cluster: tuple[ControlPlane, GpuExtender]) -> None:
+    plane, _ = cluster
+    rest = plane.rest
+    h100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    add_pod(rest, "pre", {"nvidia.com/gpu": "2"}, labels={"fleetsched.io/preemptible": "true"},
+            annotations={"fleetsched.io/gpu-models": "H100-80GB"})
+    add_pod(rest, "firm", {"nvidia.com/gpu": "2"}, annotations={"fleetsched.io/gpu-models": "H100-80GB"})
+    add_pod(rest, "cheap", {"nvidia.com/gpu": "1"})
+    add_pod(rest, "mig", {"nvidia.com/mig-1g.5gb": "1"})
+    add_pod(rest, "share", {"nvidia.com/gpu": "1"}, annotations={"fleetsched.io/gpu-milli": "500",
+                                                                "fleetsched.io/gpu-memory-mib": "4096"})
+    assert bound(plane, "pre") == "h100-spot-1"  # cheapest H100, and the pod tolerates spot
+    assert bound(plane, "firm") == "h100-od-1"  # not preemptible: never spot
+    assert bound(plane, "cheap") == "shared-1"  # the cheapest GPU-hour of all
+    assert bound(plane, "mig") == "mig-1"
+    assert bound(plane, "share") == "shared-1"
+    assert annotations(plane, "pre")[GPUS] == "0,1"
+    assert "@" in annotations(plane, "mig")[GPUS]  # a MIG instance: GPU and start
+    del h100
+
+
+def test_a_gang_binds_whole_or_not_at_all(cluster: tuple[ControlPlane, GpuExtender]) -> None:
+    plane, _ = cluster
+    rest = plane.rest
+    gang = {"fleetsched.io/gang": "trainer"}
+    size = {"fleetsched.io/gang-size": "2", "fleetsched.io/gpu-models": "A100-80GB"}
+    add_pod(rest, "trainer-0", {"nvidia.com/gpu": "4"}, labels=gang, annotations=size)
+    assert not wait_until(lambda: bool(node_of(rest, "trainer-0")), 4.0, 0.2), "half a gang was bound"
+    add_pod(rest, "trainer-1", {"nvidia.com/gpu": "4"}, labels=gang, annotations=size)
+    assert bound(plane, "trainer-1") == "a100-od-1"
+    assert bound(plane, "trainer-0", 90.0) == "a100-od-1"
+
+
+def test_nothing_is_bound_onto_a_node_without_the_resources(cluster: tuple[ControlPlane, GpuExtender]) -> None:
+    plane, extender = cluster
+    rest = plane.rest
+    add_pod(rest, "too-big", {"nvidia.com/gpu": "9"})
+    assert not wait_until(lambda: bool(node_of(rest, "too-big")), 5.0, 0.2)
+    view = extender.planner.cluster.view()
+    for name, node in view.snapshot.nodes.items():  # every GPU held at most once
+        pool = view.snapshot.pools[node.pool]
+        assert len(node.gpus) == pool.gpus_per_node, name
+    assert extender.readiness()[0]
