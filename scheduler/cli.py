@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=_plan)
     add_trace_verbs(verbs)
     add_simulation_verbs(verbs)
+
+    extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
+    extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")
+    extender.add_argument("--check", action="store_true", help="check the configuration and exit")
+    extender.set_defaults(run=_extender)
     return parser
 
 
@@ -114,6 +119,19 @@ def _mig_check(args: argparse.Namespace) -> Output:
     if found:
         return code, f"illegal on {gpu.name}: {'; '.join(found)}"
     return code, f"legal on {gpu.name}: {mig.format_layout(layout)}"
+
+
+def _extender(args: argparse.Namespace) -> Output:
+    from scheduler.k8s.config import load_config
+    from scheduler.k8s.main import serve
+
+    config = load_config(args.config, default_catalog())
+    policies.profile(config.profile)  # a bad profile stops here, not in the planner
+    if args.check:
+        return 0, f"{args.config}: ok ({len(config.pools)} pools, profile {config.profile}, port {config.port})"
+    logging.getLogger().setLevel(logging.INFO)
+    serve(config)
+    return 0, ""
 
 
 def _plan(args: argparse.Namespace) -> Output:

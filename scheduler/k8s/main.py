@@ -1,0 +1,65 @@
+"""`fleetsched extender`: the mirror, the planner and the HTTP server, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+from collections.abc import Callable
+
+import policies
+from scheduler.catalog import default_catalog
+from scheduler.k8s.config import ExtenderConfig
+from scheduler.k8s.extender import GpuExtender, Planner
+from scheduler.k8s.kubeapi import Mirror, Rest, RestApi
+from scheduler.k8s.server import ExtenderServer, serve_in_thread
+from scheduler.k8s.state import ClusterView
+from scheduler.world import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def start(config: ExtenderConfig, rest: Rest | None = None) -> tuple[ExtenderServer, Callable[[], None]]:
+    """Starts everything; returns the server (its `url`) and the function that stops it all.
+
+    The mirror lists nodes and pods once before the server answers; if the API server cannot
+    be reached then, the server still starts and reports not ready until the mirror catches up.
+    """
+    catalog = default_catalog()
+    rest = rest or Rest.from_config(config.kubeconfig or None)
+    view = ClusterView(config.pools, catalog, config.scheduler_name)
+    mirror = Mirror(rest, view)
+    try:
+        mirror.sync_once()
+    except Exception as error:  # the watch threads keep trying with backoff
+        log.warning("first list from the API server failed: %s", error)
+    mirror.start()
+    planner = Planner(view, Scheduler(policies.profile(config.profile), explain=True), config.planner_interval_s)
+    planning = threading.Thread(target=planner.run, name="planner", daemon=True)
+    planning.start()
+    extender = GpuExtender(planner, RestApi(rest), catalog, stale_after_s=config.stale_after_s)
+    server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix)
+    if config.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    stop_server = serve_in_thread(server)
+
+    def stop() -> None:
+        stop_server()
+        planner.stop()
+        mirror.stop()
+
+    return server, stop
+
+
+def serve(config: ExtenderConfig) -> None:
+    """Serves until SIGTERM or SIGINT."""
+    server, stop = start(config)
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    log.warning("fleetsched extender serving on %s (profile %s)", server.url, config.profile)
+    done.wait()
+    stop()

@@ -1,0 +1,113 @@
+"""The extender's configuration, its command, and the deploy manifests an operator applies."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+import yaml
+
+from scheduler.catalog import default_catalog
+from scheduler.cli import main
+from scheduler.errors import InputError
+from scheduler.k8s.config import load_config
+from scheduler.k8s.kubeapi import Mirror, Rest
+from scheduler.k8s.state import ClusterView
+from scheduler.model import Capacity
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = default_catalog()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "extender.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_configuration_loads() -> None:
+    config = load_config(ROOT / "deploy/extender.toml", CATALOG)
+    assert config.port == 8888 and config.profile == "cost-cpsat" and config.scheduler_name == "fleetsched"
+    assert [pool.name for pool in config.pools] == ["h100-spot", "h100-on-demand", "a10g-shared"]
+    assert config.pools[0].capacity is Capacity.SPOT and config.pools[2].sharing
+
+
+BAD = {
+    "unknown-key": ("prot = 1\n", 1, "prot: unknown key"),
+    "port": ("port = 70000\n", 1, "port: must be a port number"),
+    "interval": ("planner_interval_s = 0\n", 1, "planner_interval_s: must be a number of seconds above 0"),
+    "tls-half": ('tls_cert = "c.pem"\n', None, "tls_key: HTTPS needs both"),
+    "pool-no-match": ('[[pool]]\nname = "p"\n', None, "pool[0].match: must be a table"),
+    "pool-price": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\nprice = "aws:nope:spot"\n', 4, "pool[0].price: no price"),
+    "pool-gpu": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ngpu = "Q1"\n', 4, "pool[0].gpu: unknown GPU model"),
+    "pool-capacity": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ncapacity = "cheap"\n', 4, "must be one of on-demand"),
+    "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\n[[pool]]\nname = "p"\nmatch = { a = "c" }\n', 5,
+                   "named twice"),
+}
+
+
+@pytest.mark.parametrize(("text", "line", "message"), list(BAD.values()), ids=list(BAD))
+def test_bad_configurations_name_file_line_and_key(tmp_path: Path, text: str, line: int | None, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        load_config(write(tmp_path, text), CATALOG)
+    text_of = str(caught.value)
+    assert message in text_of and "\n" not in text_of
+    if line is not None:
+        assert f"extender.toml:{line}:" in text_of
+
+
+def test_the_command_checks_a_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extender", "--config", str(ROOT / "deploy/extender.toml"), "--check"]) == 0
+    assert "ok (3 pools, profile cost-cpsat, port 8888)" in capsys.readouterr().out
+    assert main(["extender", "--config", str(write(tmp_path, 'profile = "nope"\n')), "--check"]) == 2
+    assert "no bundled profile 'nope'" in capsys.readouterr().err
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def test_the_manifests_run_a_second_scheduler_with_the_extender_and_least_privilege() -> None:
+    docs = documents(ROOT / "deploy/manifests/fleetsched.yaml")
+    kinds = [doc["kind"] for doc in docs]
+    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment"} <= set(kinds)
+    (role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {(("",), ("nodes",)): {"get", "list", "watch"}, (("",), ("pods",)): {"get", "list", "watch", "patch"},
+                     (("",), ("pods/binding",)): {"create"}}
+    (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
+    scheduler = yaml.safe_load(config_map["data"]["scheduler-config.yaml"])
+    assert scheduler["apiVersion"] == "kubescheduler.config.k8s.io/v1"
+    (extender,) = scheduler["extenders"]
+    assert extender["nodeCacheCapable"] is True and extender["bindVerb"] == "bind" and scheduler["percentageOfNodesToScore"] == 100
+    assert scheduler["profiles"] == [{"schedulerName": "fleetsched"}]
+    toml = Path(__file__).parent / "_extender_from_configmap.toml"
+    try:
+        toml.write_text(config_map["data"]["extender.toml"], encoding="utf-8")
+        assert load_config(toml, CATALOG).prefix == "/extender"
+    finally:
+        toml.unlink()
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {"kube-scheduler", "extender"}
+    assert containers["extender"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    legacy = documents(ROOT / "deploy/manifests/scheduler-config-v1beta1.yaml")[0]
+    assert legacy["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1" and legacy["extenders"][0]["nodeCacheCapable"]
+
+
+def test_an_unreachable_api_server_leaves_the_last_view_and_reports_its_age() -> None:
+    view = ClusterView((), CATALOG, "fleetsched")
+    view.replace("node", [{"metadata": {"name": "n-1", "labels": {"nvidia.com/gpu.product": "H100-80GB"}},
+                           "status": {"allocatable": {"nvidia.com/gpu": "8"},
+                                      "conditions": [{"type": "Ready", "status": "True"}]}}])
+    mirror = Mirror(Rest("http://127.0.0.1:9", verify=False), view, watch_timeout_s=1)  # nothing listens on port 9
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        mirror.sync_once()
+    mirror.start()
+    threading.Event().wait(1.0)
+    mirror.stop()
+    assert list(view.view().snapshot.nodes) == ["n-1"]  # the last state stays
+    assert view.age_s() >= 1.0
