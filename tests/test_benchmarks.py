@@ -33,3 +33,13 @@ def test_bench_packer_reports_both_placers() -> None:
     assert greedy["status"] == "-" and cpsat["status"] in {"OPTIMAL", "FEASIBLE", "UNKNOWN"}
     assert cpsat["jobs_placed"] >= greedy["jobs_placed"] > 0
     assert cpsat["wall_s_p50"] > 0 and cpsat["gap"] is not None
+
+
+def test_bench_extender_reports_latency_against_the_running_server() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_extender.py"), "--nodes", "50", "--requests", "40", "--json"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    latency = json.loads(done.stdout)["latency"]
+    assert latency["nodes"] == 50 and latency["requests"] == 40
+    assert 0 < latency["pair_ms_p50"] <= latency["pair_ms_p99"] and latency["requests_per_s"] > 0

@@ -57,14 +57,12 @@ class FakeApi:
         self.annotations: dict[str, dict[str, str]] = {}
         self.bound: dict[str, str] = {}
 
-    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
-        self.annotations.setdefault(f"{namespace}/{name}", {}).update(annotations)
-
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
         key = f"{namespace}/{name}"
         if key in self.bound:
             raise AlreadyBound(self.bound[key])
         self.bound[key] = node
+        self.annotations.setdefault(key, {}).update(annotations)
 
 
 def extender(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], profile: str = "cost-greedy",
@@ -142,7 +140,7 @@ def test_filter_keeps_the_planned_node_and_says_why_not_the_others() -> None:
     assert reply.unresolvable == {"cpu-9": "not a GPU node fleetsched knows"}
     assert set(reply.failed) == {"spot-1", "od-1", "od-2"} - set(reply.node_names)
     scores = ext.prioritize(ExtenderArgs(firm, ("od-1", "od-2")))
-    assert scores[reply.node_names[0]] == 10.0 and sorted(scores.values()) == [0.0, 10.0]
+    assert scores == {reply.node_names[0]: 10.0}  # nodes left out score nothing
     assert ext.filter(ExtenderArgs(pod("cpu-only", resources={"cpu": "2"}), ("od-1",))).node_names == ("od-1",)
     broken = pod("broken", resources={"nvidia.com/gpu": "0.5"})
     assert "must be a whole number" in ext.filter(ExtenderArgs(broken, ("od-1",))).error

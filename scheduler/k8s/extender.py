@@ -27,9 +27,9 @@ from scheduler import capacity, costing
 from scheduler.catalog import Catalog
 from scheduler.decision import Code, Decision
 from scheduler.k8s.state import GPUS, ClusterView, View, format_grants
-from scheduler.k8s.translate import read_pod
+from scheduler.k8s.translate import PodJob, read_pod
 from scheduler.k8s.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
-from scheduler.model import Grant
+from scheduler.model import ClusterSnapshot, Grant
 from scheduler.world import Scheduler
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,9 @@ log = logging.getLogger(__name__)
 class KubeApi(Protocol):
     """What the extender asks of the API server (a faithful fake stands in for it in tests)."""
 
-    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None: ...
-
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
-        """Creates the pod's Binding; raises AlreadyBound(node) when the pod is bound already."""
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+        """Creates the pod's Binding, which also sets `annotations` on the pod (one request);
+        raises AlreadyBound(node) when the pod is bound already."""
         ...
 
 
@@ -53,14 +52,19 @@ class AlreadyBound(Exception):  # noqa: N818 - an answer, not a failure
         super().__init__(f"already bound to {node}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
-    """One planning pass: where each pending pod goes, and what that commits."""
+    """One planning pass: where each pending pod goes, and what that commits.
+
+    `after` is the cluster with the plan carried out; pods the pass did not see are placed on
+    it one by one (`Planner.place_one`) until the next pass.
+    """
 
     view: View
     decision: Decision
-    nodes: Mapping[str, tuple[str, tuple[Grant, ...]]]  # pod UID -> (node, grants)
+    nodes: dict[str, tuple[str, tuple[Grant, ...]]]  # pod UID -> (node, grants)
     made_at: float
+    after: ClusterSnapshot
     committed_usd_per_hour: float = 0.0
     reasons: Mapping[str, str] = field(default_factory=dict)  # job id -> why it waits
 
@@ -87,8 +91,29 @@ class Planner:
                     nodes[pod.uid] = (replica.node, replica.grants)
             committed = costing.committed_usd_per_hour(view.snapshot.pools, view.snapshot.nodes, decision.placements)
             reasons = {job_id: str(pending.status) for job_id, pending in decision.pending.items()}
-            self._plan = Plan(view, decision, nodes, time.monotonic(), committed, reasons)
+            after = view.snapshot
+            for placement in decision.placements:
+                after = after.assume(placement)
+            self._plan = Plan(view, decision, nodes, time.monotonic(), after, committed, reasons)
             return self._plan
+
+    def place_one(self, pod: PodJob) -> tuple[str, tuple[Grant, ...]] | None:
+        """The per-pod answer for a pod the last pass did not see: placed alone on what the plan
+        leaves, kept until the next pass. None for a gang's pod or one that fits nowhere."""
+        with self._lock:
+            plan = self._plan
+            if plan is None or pod.gang is not None:
+                return None
+            known = plan.nodes.get(pod.uid)
+            if known is not None:
+                return known
+            decision = self.scheduler.schedule(plan.after, [pod.job], now_s=time.time())
+            if not decision.placements:
+                return None
+            placement = decision.placements[0]
+            plan.after = plan.after.assume(placement)
+            plan.nodes[pod.uid] = (placement.replicas[0].node, placement.replicas[0].grants)
+            return plan.nodes[pod.uid]
 
     def current(self) -> Plan | None:
         return self._plan
@@ -114,14 +139,19 @@ class GpuExtender:
         self.catalog = catalog
         self.stale_after_s = stale_after_s
 
-    def _plan_for(self, uid: str, pod: Mapping[str, object]) -> Plan:
+    def _plan_for(self, pod: PodJob, raw: Mapping[str, object]) -> Plan:
         plan = self.planner.current()
+        uid = pod.uid
         if plan is None or (uid not in plan.view.job_of and uid not in plan.view.waiting and uid not in plan.nodes):
             # A pod the last plan has not seen (kube-scheduler's informer can be ahead of our
-            # watch): take it from the request, then plan again.
+            # watch): take it from the request; place it alone on what the plan leaves, or,
+            # for a gang's pod or one that fits nowhere, plan everything again.
             if not self.planner.cluster.knows("pod", uid):
-                self.planner.cluster.apply("pod", "ADDED", pod)
-            plan = self.planner.plan()
+                self.planner.cluster.apply("pod", "ADDED", raw)
+            if plan is None or self.planner.place_one(pod) is None:
+                plan = self.planner.plan()
+            else:
+                plan = self.planner.current() or plan
         return plan
 
     def filter(self, args: ExtenderArgs) -> FilterResult:
@@ -131,7 +161,7 @@ class GpuExtender:
             return FilterResult(error=str(error))
         if pod is None:
             return FilterResult(args.node_names)  # no GPU asked: not ours to decide
-        plan = self._plan_for(pod.uid, args.pod)
+        plan = self._plan_for(pod, args.pod)
         known = plan.view.snapshot.nodes
         unknown = {name: "not a GPU node fleetsched knows" for name in args.node_names if name not in known}
         waiting = plan.view.waiting.get(pod.uid)
@@ -168,7 +198,8 @@ class GpuExtender:
             return dict.fromkeys(args.node_names, 0.0)
         plan = self.planner.current()
         target = plan.nodes.get(pod.uid) if plan is not None and pod is not None else None
-        return {name: 10.0 if target is not None and name == target[0] else 0.0 for name in args.node_names}
+        # Nodes left out of the reply score nothing: only the planned node needs a line.
+        return {target[0]: 10.0} if target is not None and target[0] in args.node_names else {}
 
     def bind(self, args: BindingArgs) -> str:
         plan = self.planner.current() or self.planner.plan()
@@ -186,14 +217,14 @@ class GpuExtender:
             if grants is None:
                 return f"node {args.node} has no free capacity for pod {args.pod_namespace}/{args.pod_name}"
         try:
-            self.api.annotate_pod(args.pod_namespace, args.pod_name, {GPUS: format_grants(grants)})
-            self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+            self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node, {GPUS: format_grants(grants)})
         except AlreadyBound as bound:
             return "" if bound.node == args.node else f"pod is bound to {bound.node} already"
         except Exception as error:  # the API server said no: kube-scheduler retries the pod
             log.warning("binding %s/%s to %s failed: %s", args.pod_namespace, args.pod_name, args.node, error)
             return f"binding failed: {error}"
-        self.planner.plan()
+        # Until the watch brings the bound pod back, the view holds it where it went.
+        self.planner.cluster.bound(args.pod_uid, args.node, {GPUS: format_grants(grants)})
         return ""
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:

@@ -107,13 +107,10 @@ class RestApi:
     def __init__(self, rest: Rest) -> None:
         self.rest = rest
 
-    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
-        self.rest.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                          {"metadata": {"annotations": dict(annotations)}}, content_type="application/merge-patch+json")
-
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+        # The API server copies a Binding's annotations onto the pod: one request, atomic.
         binding = {"apiVersion": "v1", "kind": "Binding",
-                   "metadata": {"name": name, "namespace": namespace, "uid": uid},
+                   "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": dict(annotations)},
                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             self.rest.request("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", binding)

@@ -108,6 +108,9 @@ def _escape(text: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server: ExtenderServer
     protocol_version = "HTTP/1.1"  # keep-alive: kube-scheduler reuses its connections
+    # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm and the
+    # peer's delayed ACK hold each reply back about 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

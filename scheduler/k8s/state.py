@@ -42,6 +42,7 @@ from scheduler.model import (
 log = logging.getLogger(__name__)
 
 GPUS = PREFIX + "gpus"
+READ_CACHE = 200_000
 DONE = ("Succeeded", "Failed")
 
 
@@ -82,6 +83,7 @@ class ClusterView:
         self._nodes: dict[str, Mapping[str, Any]] = {}
         self._pods: dict[str, Mapping[str, Any]] = {}
         self.synced_at: float | None = None  # time.monotonic() of the last list or event
+        self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
 
     def replace(self, kind: str, objects: Sequence[Mapping[str, Any]]) -> None:
         """A fresh list of `kind` ("node" or "pod") replaces everything known of it."""
@@ -102,6 +104,17 @@ class ClusterView:
             else:
                 store[key] = obj
             self.synced_at = time.monotonic()
+
+    def bound(self, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+        """Records a binding this process made, ahead of the watch event that will confirm it."""
+        with self._lock:
+            pod = self._pods.get(uid)
+            if pod is None:
+                return
+            metadata = dict(pod.get("metadata") or {})
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
+            spec = {**(pod.get("spec") or {}), "nodeName": node}
+            self._pods[uid] = {**pod, "metadata": metadata, "spec": spec}
 
     def knows(self, kind: str, key: str) -> bool:
         with self._lock:
@@ -124,12 +137,8 @@ class ClusterView:
         problems: dict[str, str] = {}
         infos: dict[str, NodeInfo] = {}
         for raw in nodes:
-            try:
-                info = read_node(raw, self.rules, self.catalog)
-            except WireError as error:
-                problems[f"node {self._key('node', raw)}"] = str(error)
-                continue
-            if info is not None:
+            info = self._read(raw, "node", problems)
+            if isinstance(info, NodeInfo):
                 infos[info.name] = info
         pools: dict[str, Pool] = {}
         made: dict[str, Node] = {}
@@ -146,12 +155,8 @@ class ClusterView:
             phase = (raw.get("status") or {}).get("phase", "Pending")
             if phase in DONE:
                 continue
-            try:
-                pod = read_pod(raw, self.catalog)
-            except WireError as error:
-                problems[f"pod {self._key('pod', raw)}"] = str(error)
-                continue
-            if pod is None:
+            pod = self._read(raw, "pod", problems)
+            if not isinstance(pod, PodJob):
                 continue
             if pod.node_name:
                 snapshot = self._bound(snapshot, raw, pod, problems)
@@ -160,6 +165,25 @@ class ClusterView:
             elif (raw.get("spec") or {}).get("schedulerName", "default-scheduler") == self.scheduler_name:
                 pending.append(pod)
         return _with_gangs(snapshot, pending, placed, problems)
+
+    def _read(self, raw: Mapping[str, Any], kind: str, problems: dict[str, str]) -> NodeInfo | PodJob | None:
+        """The object read, remembered while it is the same object (the store replaces, never edits)."""
+        key = f"{kind} {self._key(kind, raw)}"
+        known = self._read_cache.get(key)
+        if known is not None and known[0] is raw:
+            result = known[1]
+        else:
+            try:
+                result = read_node(raw, self.rules, self.catalog) if kind == "node" else read_pod(raw, self.catalog)
+            except WireError as error:
+                result = str(error)
+            if len(self._read_cache) > READ_CACHE:
+                self._read_cache.clear()
+            self._read_cache[key] = (raw, result)
+        if isinstance(result, str):
+            problems[key] = result
+            return None
+        return result
 
     def _bound(
         self, snapshot: ClusterSnapshot, raw: Mapping[str, Any], pod: PodJob, problems: dict[str, str]

@@ -85,6 +85,8 @@ def _names(value: object, where: str) -> tuple[str, ...]:
         raise WireError(where, f"must be a list of node names, got {type(value).__name__}")
     if len(value) > MAX_NODES:
         raise WireError(where, f"names {len(value)} nodes; at most {MAX_NODES}")
+    if all(type(item) is str and 0 < len(item) <= MAX_NAME for item in value):  # the hot path: all good
+        return tuple(value)
     return tuple(_name(item, f"{where}[{index}]") for index, item in enumerate(value))
 
 
@@ -147,10 +149,14 @@ class FilterResult:
 
 def priorities_json(scores: Mapping[str, float]) -> list[dict[str, Any]]:
     """The reply to prioritize: one {"Host", "Score"} per node, scores clamped to 0..10 integers."""
+    clamped: dict[float, int] = {}  # scores repeat: clamp each distinct one once
     reply = []
     for host, score in scores.items():
-        value = score if math.isfinite(score) else MIN_PRIORITY
-        reply.append({"Host": host, "Score": int(min(MAX_PRIORITY, max(MIN_PRIORITY, round(value))))})
+        score_int = clamped.get(score)
+        if score_int is None:
+            value = score if math.isfinite(score) else MIN_PRIORITY
+            score_int = clamped[score] = int(min(MAX_PRIORITY, max(MIN_PRIORITY, round(value))))
+        reply.append({"Host": host, "Score": score_int})
     return reply
 
 

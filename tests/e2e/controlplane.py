@@ -58,26 +58,37 @@ class ControlPlane:
         path = self.folder / f"{name}.log"
         return path.read_text(encoding="utf-8", errors="replace")[-4000:] if path.exists() else ""
 
-    def start_scheduler(self, extender_url: str, scheduler_name: str = "fleetsched") -> None:
-        config = self.folder / "scheduler.yaml"
-        config.write_text(
+    def start_scheduler(self, extender_url: str | None, scheduler_name: str = "fleetsched") -> None:
+        """A kube-scheduler for pods naming `scheduler_name`, calling the extender when a URL is given."""
+        config = self.folder / f"scheduler-{scheduler_name}.yaml"
+        text = (
             "apiVersion: kubescheduler.config.k8s.io/v1beta1\n"
             "kind: KubeSchedulerConfiguration\n"
-            f"clientConnection:\n  kubeconfig: {self.kubeconfig}\n"
+            f"clientConnection:\n  kubeconfig: {self.kubeconfig}\n  qps: 500\n  burst: 1000\n"
             "leaderElection:\n  leaderElect: false\n"
             "percentageOfNodesToScore: 100\n"
+            # With --config, 1.20 ignores --port: each scheduler gets its own loopback ports.
+            f"healthzBindAddress: 127.0.0.1:{free_port()}\nmetricsBindAddress: 127.0.0.1:{free_port()}\n"
             f"profiles:\n- schedulerName: {scheduler_name}\n"
+        )
+        if extender_url is None:
+            config.write_text(text, encoding="utf-8")
+        else:
+            config.write_text(text + self._extender(extender_url), encoding="utf-8")
+        self._spawn(f"kube-scheduler-{scheduler_name}", [str(self.folder / "bin" / "kube-scheduler"), "--config", str(config),
+                                                          "--secure-port", "0", "--port", "0", "-v", "1"])
+
+    @staticmethod
+    def _extender(extender_url: str) -> str:
+        return (
             "extenders:\n"
             f"- urlPrefix: {extender_url}\n"
             "  filterVerb: filter\n  prioritizeVerb: prioritize\n  preemptVerb: preempt\n  bindVerb: bind\n"
             "  weight: 10\n  enableHTTPS: false\n  httpTimeout: 5s\n  nodeCacheCapable: true\n  ignorable: false\n"
             "  managedResources:\n  - name: nvidia.com/gpu\n    ignoredByScheduler: false\n"
             "  - name: nvidia.com/mig-1g.5gb\n    ignoredByScheduler: false\n"
-            "  - name: nvidia.com/mig-3g.20gb\n    ignoredByScheduler: false\n",
-            encoding="utf-8",
+            "  - name: nvidia.com/mig-3g.20gb\n    ignoredByScheduler: false\n"
         )
-        self._spawn("kube-scheduler", [str(self.folder / "bin" / "kube-scheduler"), "--config", str(config),
-                                        "--secure-port", "0", "--port", "0", "-v", "2"])
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("wb")
