@@ -22,7 +22,6 @@ import http.client
 import json
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,23 +95,16 @@ def latency(nodes: int, requests: int) -> dict[str, Any]:
 
 
 def end_to_end(nodes: int, pods: int) -> dict[str, Any]:
-    from scheduler.k8s.kubeapi import Mirror, RestApi, wait_until
-    from tests.e2e.controlplane import add_node, control_plane
+    from scheduler.k8s.kubeapi import wait_until
+    from scheduler.k8s.main import start
+    from tests.e2e.controlplane import add_node, control_plane, local_extender
 
     results: dict[str, Any] = {"nodes": nodes, "pods": pods}
     with control_plane() as plane:
         rest = plane.rest
         for n in range(nodes):
             add_node(rest, f"gpu-{n:05d}", LABELS, {"nvidia.com/gpu": "8"})
-        catalog = default_catalog()
-        view = ClusterView((), catalog, "fleetsched")
-        mirror = Mirror(rest, view, watch_timeout_s=120)
-        mirror.sync_once()
-        mirror.start()
-        planner = Planner(view, Scheduler(policies.profile("cost-greedy")), interval_s=1.0)
-        threading.Thread(target=planner.run, daemon=True).start()
-        server = ExtenderServer(("127.0.0.1", 0), GpuExtender(planner, RestApi(rest), catalog), prefix="/extender")
-        stop = serve_in_thread(server)
+        server, stop = start(local_extender("cost-greedy", interval_s=1.0), rest)
         plane.start_scheduler(None, scheduler_name="plain")
         plane.start_scheduler(server.url, scheduler_name="fleetsched")
         for profile in ("plain", "fleetsched"):
@@ -139,8 +131,6 @@ def end_to_end(nodes: int, pods: int) -> dict[str, Any]:
             wall = time.perf_counter() - started
             results[profile] = {"seconds": round(wall, 2), "pods_per_s": round(pods / wall, 1), "all_bound": finished}
         stop()
-        planner.stop()
-        mirror.stop()
     return results
 
 

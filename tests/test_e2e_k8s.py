@@ -8,20 +8,16 @@ on a machine builds the Kubernetes binaries (tests/e2e/get-kube.sh, about 5 minu
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import policies
-from scheduler.catalog import default_catalog
-from scheduler.k8s.extender import GpuExtender, Planner
-from scheduler.k8s.kubeapi import Mirror, RestApi, wait_until
-from scheduler.k8s.server import ExtenderServer, serve_in_thread
-from scheduler.k8s.state import GPUS, ClusterView
-from scheduler.world import Scheduler
-from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, node_of
+from scheduler.k8s.extender import GpuExtender
+from scheduler.k8s.kubeapi import wait_until
+from scheduler.k8s.main import start
+from scheduler.k8s.state import GPUS
+from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, local_extender, node_of
 
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge"}
 SPOT = {**H100, "karpenter.sh/capacity-type": "spot"}
@@ -43,25 +39,16 @@ def cluster() -> Iterator[tuple[ControlPlane, GpuExtender]]:
         add_node(rest, "a100-od-1", A100, {"nvidia.com/gpu": "8"})
         add_node(rest, "mig-1", MIG, {"nvidia.com/mig-3g.20gb": "1", "nvidia.com/mig-1g.5gb": "4"})
         add_node(rest, "shared-1", SHARED, {"nvidia.com/gpu": "4"})
-        catalog = default_catalog()
-        view = ClusterView((), catalog, "fleetsched")
-        mirror = Mirror(rest, view, watch_timeout_s=60)
-        mirror.sync_once()
-        mirror.start()
-        planner = Planner(view, Scheduler(policies.profile("cost-greedy")), interval_s=0.5)
-        planning = threading.Thread(target=planner.run, daemon=True)
-        planning.start()
-        extender = GpuExtender(planner, RestApi(rest), catalog)
-        server = ExtenderServer(("127.0.0.1", 0), extender, prefix="/extender")
-        stop = serve_in_thread(server)
+        server, stop = start(local_extender(), rest)  # what `fleetsched extender` runs
+        extender = server.extender
+        assert isinstance(extender, GpuExtender)
         plane.start_scheduler(server.url)
         try:
+            view = extender.planner.cluster
             assert wait_until(lambda: len(view.view().snapshot.nodes) == 5, 30), "the mirror never saw the nodes"
             yield plane, extender
         finally:
             stop()
-            planner.stop()
-            mirror.stop()
 
 
 def bound(plane: ControlPlane, name: str, timeout_s: float = 60.0) -> str:

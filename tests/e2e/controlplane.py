@@ -10,7 +10,6 @@ stay Pending, which is all a scheduler test needs.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.k8s.config import ExtenderConfig
 from scheduler.k8s.kubeapi import ApiError, Rest, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -196,5 +196,8 @@ def node_of(rest: Rest, name: str) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
+def local_extender(profile: str = "cost-greedy", interval_s: float = 0.5) -> ExtenderConfig:
+    """The extender's configuration for a test: loopback, any free port, the given profile."""
+    return ExtenderConfig(address="127.0.0.1", port=0, prefix="/extender", tls_cert="", tls_key="", kubeconfig="",
+                          scheduler_name="fleetsched", profile=profile, planner_interval_s=interval_s,
+                          stale_after_s=30.0, pools=())
