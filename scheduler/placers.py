@@ -187,11 +187,10 @@ class BatchPlacer:
         began = time.perf_counter()
         start = cycle.snapshot
         first = self._trial(framework, cycle, queue, classes)
-        trial = Decision(placements=tuple(first))
-        hint = batch.hint_from(start.nodes, start.pools, trial.placements)
+        hint = batch.hint_from(start.nodes, start.pools, first)
         problem = batch.build(framework, cycle, queue, classes, hint)
         report: SolverReport | None = None
-        placements: Sequence[Placement] = trial.placements
+        placements: Sequence[Placement] = first
         if problem.groups:
             options = self.options or framework.profile.solver
             if options.deterministic_time <= 0:  # the wall-clock budget covers the whole placement

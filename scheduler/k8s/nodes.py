@@ -29,7 +29,7 @@ from scheduler import mig
 from scheduler.catalog import Catalog, GpuModelSpec
 from scheduler.errors import InputError
 from scheduler.k8s.translate import GPU, MIG_PREFIX
-from scheduler.k8s.wire import WireError
+from scheduler.k8s.wire import WireError, expect_object
 from scheduler.model import Capacity, MigMode, Pool
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,13 @@ class NodeInfo:
 
 def read_node(node: Mapping[str, Any], rules: Sequence[PoolRule], catalog: Catalog) -> NodeInfo | None:
     """The node's pool and readiness; None for a node with no GPU (the extender ignores it)."""
-    metadata = _object(node.get("metadata"), "Node.metadata")
+    metadata = expect_object(node.get("metadata"), "Node.metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise WireError("Node.metadata.name", "must be a non-empty string")
     labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
-    status = _object(node.get("status") or {}, f"Node {name}.status")
-    allocatable = _object(status.get("allocatable") or {}, f"Node {name}.status.allocatable")
+    status = expect_object(node.get("status") or {}, f"Node {name}.status")
+    allocatable = expect_object(status.get("allocatable") or {}, f"Node {name}.status.allocatable")
     rule = next((rule for rule in rules if rule.matches(labels)), None)
     model = _model(labels, rule, catalog, name)
     if model is None:
@@ -104,7 +104,7 @@ def read_node(node: Mapping[str, Any], rules: Sequence[PoolRule], catalog: Catal
         notice_s=rule.notice_s if rule is not None else 0.0,
         interruptions_per_node_hour=rule.interruptions_per_node_hour if rule is not None else 0.0,
     )
-    spec = _object(node.get("spec") or {}, f"Node {name}.spec")
+    spec = expect_object(node.get("spec") or {}, f"Node {name}.spec")
     conditions = status.get("conditions") or []
     ready = not spec.get("unschedulable", False) and any(
         isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
@@ -194,8 +194,3 @@ def _whole(value: object) -> int:
     text = str(value).strip()
     return int(text) if text.isdigit() else 0
 
-
-def _object(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise WireError(where, f"must be an object, got {type(value).__name__}")
-    return value

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -146,7 +146,7 @@ class ClusterView:
             pool = pools.setdefault(info.pool.name, info.pool)
             if pool != info.pool:  # a rule matched nodes of different shapes: keep pools homogeneous
                 own = f"{info.pool.name}#{info.name}"
-                pool = pools.setdefault(own, _renamed(info.pool, own))
+                pool = pools.setdefault(own, replace(info.pool, name=own))
             made[info.name] = _with_ready(empty_node(pool, info.name), info.ready)
         snapshot = ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
         pending: list[PodJob] = []
@@ -197,7 +197,7 @@ class ClusterView:
             grants = parse_grants(written) if written else capacity.find_grants(pool, node, pod.job.request)
             if grants is None:
                 raise AllocationError(f"no free capacity for {pod.job.request.describe()}")
-            job = Job(**{**_fields(pod.job), "id": f"{pod.job.id}@{pod.uid}"})
+            job = replace(pod.job, id=f"{pod.job.id}@{pod.uid}")
             return snapshot.assume(Placement(job, (ReplicaPlacement(node.name, grants),)))
         except (ValueError, AllocationError) as error:
             problems[f"pod {pod.namespace}/{pod.name}"] = f"bound to {node.name} but {error}"
@@ -233,20 +233,12 @@ def _with_gangs(
                 waiting[pod.uid] = Status.wait(f"gang {gang}: {have} of {size} pods exist")
             continue
         first = members[0].job
-        job = Job(**{**_fields(first), "id": f"{namespace}/gang:{gang}", "replicas": len(members),
-                     "submit_s": max(p.job.submit_s for p in members)})
+        job = replace(first, id=f"{namespace}/gang:{gang}", replicas=len(members),
+                      submit_s=max(p.job.submit_s for p in members))
         jobs.append(job)
         pods_of[job.id] = tuple(members)
     job_of = {pod.uid: job_id for job_id, members in pods_of.items() for pod in members}
     return View(snapshot, tuple(jobs), pods_of, job_of, waiting, problems)
-
-
-def _fields(job: Job) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in Job.__dataclass_fields__}
-
-
-def _renamed(pool: Pool, name: str) -> Pool:
-    return Pool(**{**{f: getattr(pool, f) for f in Pool.__dataclass_fields__}, "name": name})
 
 
 def _with_ready(node: Node, ready: bool) -> Node:

@@ -32,7 +32,7 @@ from typing import Any
 
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
-from scheduler.k8s.wire import WireError
+from scheduler.k8s.wire import WireError, expect_object
 from scheduler.model import GpuRequest, Job, Labels, RequestKind
 
 GPU = "nvidia.com/gpu"
@@ -70,8 +70,8 @@ def pod_key(namespace: str, name: str) -> str:
 
 def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> PodJob | None:
     """The pod as a job, or None when it asks for no GPU (the extender lets it go anywhere)."""
-    metadata = _object(pod.get("metadata"), f"{where}.metadata")
-    spec = _object(pod.get("spec"), f"{where}.spec")
+    metadata = expect_object(pod.get("metadata"), f"{where}.metadata")
+    spec = expect_object(pod.get("spec"), f"{where}.spec")
     name = _string(metadata.get("name"), f"{where}.metadata.name")
     namespace = _string(metadata.get("namespace", "default"), f"{where}.metadata.namespace")
     uid = _string(metadata.get("uid"), f"{where}.metadata.uid")
@@ -147,11 +147,11 @@ def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str
 
 def _gpu_resources(container: Mapping[str, Any], where: str) -> dict[str, int]:
     resources = container.get("resources") or {}
-    resources = _object(resources, f"{where}.resources")
+    resources = expect_object(resources, f"{where}.resources")
     found: dict[str, int] = {}
     for part in ("limits", "requests"):  # requests win where both are given
         values = resources.get(part) or {}
-        values = _object(values, f"{where}.resources.{part}")
+        values = expect_object(values, f"{where}.resources.{part}")
         for key, value in values.items():
             if key == GPU or (isinstance(key, str) and key.startswith(MIG_PREFIX)):
                 if key == MIG_PREFIX:
@@ -164,7 +164,7 @@ def _gpu_resources(container: Mapping[str, Any], where: str) -> dict[str, int]:
 def _models(spec: Mapping[str, Any], annotations: Mapping[str, str], catalog: Catalog, where: str) -> frozenset[str]:
     names: list[tuple[str, str]] = []
     selector = spec.get("nodeSelector") or {}
-    selector = _object(selector, f"{where}.spec.nodeSelector")
+    selector = expect_object(selector, f"{where}.spec.nodeSelector")
     if PRODUCT in selector:
         field_path = f"{where}.spec.nodeSelector.{PRODUCT}"
         names.append((_string(selector[PRODUCT], field_path), field_path))
@@ -183,13 +183,8 @@ def _models(spec: Mapping[str, Any], annotations: Mapping[str, str], catalog: Ca
 def _containers(value: object, where: str) -> list[Mapping[str, Any]]:
     if not isinstance(value, list):
         raise WireError(where, f"must be a list of containers, got {type(value).__name__}")
-    return [_object(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    return [expect_object(item, f"{where}[{index}]") for index, item in enumerate(value)]
 
-
-def _object(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise WireError(where, f"must be an object, got {'null' if value is None else type(value).__name__}")
-    return value
 
 
 def _string(value: object, where: str) -> str:
@@ -201,7 +196,7 @@ def _string(value: object, where: str) -> str:
 def _strings(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
-    items = _object(value, where)
+    items = expect_object(value, where)
     for key, item in items.items():
         if not isinstance(item, str):
             raise WireError(f"{where}.{key}", f"must be a string, got {type(item).__name__}")

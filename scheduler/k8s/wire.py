@@ -74,7 +74,8 @@ def _name(value: object, where: str) -> str:
     return value
 
 
-def _object(value: object, where: str) -> Mapping[str, Any]:
+def expect_object(value: object, where: str) -> Mapping[str, Any]:
+    """`value` as a JSON object; WireError naming `where` otherwise."""
     if not isinstance(value, dict):
         raise WireError(where, f"must be an object, got {'null' if value is None else type(value).__name__}")
     return value
@@ -105,21 +106,22 @@ class ExtenderArgs:
 
 def parse_extender_args(body: bytes) -> ExtenderArgs:
     document = decode(body)
-    pod = _object(document.get("Pod"), "Pod")
+    pod = expect_object(document.get("Pod"), "Pod")
     names = document.get("NodeNames")
     if names is not None:
         return ExtenderArgs(pod, _names(names, "NodeNames"))
     nodes = document.get("Nodes")
     if nodes is None:
         raise WireError("NodeNames", "missing: a filter or prioritize call names its nodes (NodeNames or Nodes)")
-    items = _object(nodes, "Nodes").get("items")
+    items = expect_object(nodes, "Nodes").get("items")
     if not isinstance(items, list):
         raise WireError("Nodes.items", "must be a list of nodes")
     if len(items) > MAX_NODES:
         raise WireError("Nodes.items", f"names {len(items)} nodes; at most {MAX_NODES}")
     found = []
     for index, item in enumerate(items):
-        metadata = _object(_object(item, f"Nodes.items[{index}]").get("metadata"), f"Nodes.items[{index}].metadata")
+        where = f"Nodes.items[{index}]"
+        metadata = expect_object(expect_object(item, where).get("metadata"), f"{where}.metadata")
         found.append(_name(metadata.get("name"), f"Nodes.items[{index}].metadata.name"))
     return ExtenderArgs(pod, tuple(found), full_nodes=True)
 
@@ -199,10 +201,10 @@ class PreemptionArgs:
 
 def parse_preemption_args(body: bytes) -> PreemptionArgs:
     document = decode(body)
-    pod = _object(document.get("Pod"), "Pod")
+    pod = expect_object(document.get("Pod"), "Pod")
     meta = document.get("NodeNameToMetaVictims")
     key = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
-    raw = _object(document.get(key), key) if document.get(key) is not None else {}
+    raw = expect_object(document.get(key), key) if document.get(key) is not None else {}
     if len(raw) > MAX_NODES:
         raise WireError(key, f"names {len(raw)} nodes; at most {MAX_NODES}")
     victims: dict[str, tuple[str, ...]] = {}
@@ -210,18 +212,18 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
     for node, value in raw.items():
         where = f"{key}.{node}"
         _name(node, key)
-        entry = _object(value, where)
+        entry = expect_object(value, where)
         pods = entry.get("Pods")
         pods = [] if pods is None else pods
         if not isinstance(pods, list):
             raise WireError(f"{where}.Pods", "must be a list")
         uids = []
         for index, pod_entry in enumerate(pods):
-            item = _object(pod_entry, f"{where}.Pods[{index}]")
+            item = expect_object(pod_entry, f"{where}.Pods[{index}]")
             if key == "NodeNameToMetaVictims":
                 uids.append(_name(item.get("UID"), f"{where}.Pods[{index}].UID"))
             else:
-                metadata = _object(item.get("metadata"), f"{where}.Pods[{index}].metadata")
+                metadata = expect_object(item.get("metadata"), f"{where}.Pods[{index}].metadata")
                 uids.append(_name(metadata.get("uid"), f"{where}.Pods[{index}].metadata.uid"))
         count = entry.get("NumPDBViolations", 0)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
