@@ -115,6 +115,18 @@ def test_bound_pods_hold_their_annotated_gpus_and_pending_pods_become_jobs() -> 
         parse_grants("a,b")
 
 
+def test_a_pod_bound_without_the_annotation_never_takes_gpus_another_pod_was_given() -> None:
+    # The unannotated pod's UID sorts first: were its GPUs guessed first, it would take GPU 0,
+    # the annotated pod would no longer fit, and its GPU would look free to the planner.
+    guessed = pod("plain", 1, uid="a-plain", node_name="n-1", scheduler="default-scheduler")
+    written = [pod(f"ours-{n}", 1, uid=f"b-{n}", node_name="n-1", annotations={GPUS: str(n)}) for n in range(7)]
+    _, view, _ = extender([node("n-1", labels=ON_DEMAND)], [guessed, *written])
+    seen = view.view()
+    assert seen.problems == {}
+    assert [gpu.free for gpu in seen.snapshot.nodes["n-1"].gpus] == [False] * 8
+    assert len(seen.snapshot.running) == 8
+
+
 def test_a_gang_waits_until_every_pod_exists_then_is_one_job() -> None:
     gang = {"fleetsched.io/gang": "trainer"}
     size = {"fleetsched.io/gang-size": "2"}
@@ -137,8 +149,7 @@ def test_filter_keeps_the_planned_node_and_says_why_not_the_others() -> None:
     ext, _, _ = extender(nodes, [firm])
     reply = ext.filter(ExtenderArgs(firm, ("spot-1", "od-1", "od-2", "cpu-9")))
     assert reply.node_names in (("od-1",), ("od-2",))
-    assert reply.unresolvable == {"cpu-9": "not a GPU node fleetsched knows"}
-    assert set(reply.failed) == {"spot-1", "od-1", "od-2"} - set(reply.node_names)
+    assert reply.failed == {} and reply.unresolvable == {}  # reasons only when no node passes
     scores = ext.prioritize(ExtenderArgs(firm, ("od-1", "od-2")))
     assert scores == {reply.node_names[0]: 10.0}  # nodes left out score nothing
     assert ext.filter(ExtenderArgs(pod("cpu-only", resources={"cpu": "2"}), ("od-1",))).node_names == ("od-1",)
@@ -150,10 +161,24 @@ def test_a_pod_that_fits_nowhere_fails_every_node_and_wrong_pools_are_unresolvab
     nodes = [node("spot-1", labels=SPOT), node("od-1", 2, labels=ON_DEMAND)]
     big = pod("big", 4)  # not preemptible: spot is closed to it; od-1 is too small
     ext, _, _ = extender(nodes, [big])
-    reply = ext.filter(ExtenderArgs(big, ("spot-1", "od-1")))
+    reply = ext.filter(ExtenderArgs(big, ("spot-1", "od-1", "cpu-9")))
     assert reply.node_names == ()
-    assert set(reply.failed) | set(reply.unresolvable) == {"spot-1", "od-1"}
-    assert "spot-1" in reply.unresolvable
+    assert set(reply.failed) | set(reply.unresolvable) == {"spot-1", "od-1", "cpu-9"}
+    assert "spot-1" in reply.unresolvable and reply.unresolvable["cpu-9"] == "not a GPU node fleetsched knows"
+
+
+def test_a_planned_node_kube_scheduler_turned_down_gives_way_to_one_it_offered() -> None:
+    # kube-scheduler's cache can count a pod the mirror has not seen: it then leaves the
+    # planned node out of the request, and the pod goes alone onto a node it did offer.
+    nodes = [node("od-1", labels=ON_DEMAND), node("od-2", labels=ON_DEMAND)]
+    first = pod("first", 2)
+    ext, _, api = extender(nodes, [first])
+    planned = ext.planner.plan().nodes["uid-first"][0]
+    other = "od-2" if planned == "od-1" else "od-1"
+    reply = ext.filter(ExtenderArgs(first, (other,)))
+    assert reply.node_names == (other,)
+    assert ext.bind(BindingArgs("first", "ml", "uid-first", other)) == ""
+    assert api.bound == {"ml/first": other} and len(parse_grants(api.annotations["ml/first"][GPUS])) == 2
 
 
 def test_bind_writes_the_planned_gpus_and_is_idempotent() -> None:
@@ -199,3 +224,38 @@ def test_share_and_mig_pods_read_through_to_requests() -> None:
     _, view, _ = extender([node("od-1", labels=ON_DEMAND)], [share, mig])
     kinds = {job.id: job.request.kind for job in view.view().pending}
     assert kinds == {"ml/s": RequestKind.SHARE, "ml/m": RequestKind.MIG}
+
+
+def test_a_pass_that_read_the_mirror_before_a_binding_never_gives_its_gpus_away() -> None:
+    # The pass that follows a binding can have read the mirror before it: it sees the bound
+    # pod still pending, its GPU free. The held binding wins; a pod planned onto that GPU is
+    # taken out of the plan and gets a per-pod answer on another one.
+    nodes = [node("n-1", 2, labels=ON_DEMAND)]
+    first = pod("first", 1)
+    ext, view, api = extender(nodes, [first])
+    plan = ext.planner.plan()
+    (gpu,) = plan.nodes["uid-first"][1]
+    assert ext.planner.reserve(view.pod("uid-first"), "n-1") == (gpu,)  # type: ignore[arg-type]
+    urgent = pod("urgent", 1, priority=100)  # a new pod that a pass places first, on the first GPU free
+    view.apply("pod", "ADDED", urgent)
+    plan = ext.planner.plan()  # the binding of `first` is not in the mirror yet
+    assert plan.after.nodes["n-1"].gpus[gpu.gpu].owner == "ml/first@uid-first"
+    assert "uid-urgent" not in plan.nodes  # it was planned onto that GPU: out of the plan
+    assert ext.filter(ExtenderArgs(urgent, ("n-1",))).node_names == ("n-1",)
+    assert ext.bind(BindingArgs("urgent", "ml", "uid-urgent", "n-1")) == ""
+    assert parse_grants(api.annotations["ml/urgent"][GPUS]) != (gpu,)
+
+
+def test_a_binding_moves_the_guessed_gpus_of_a_pod_another_scheduler_bound() -> None:
+    # Which GPU a pod bound by another scheduler holds is a guess: a binding of ours to that
+    # GPU, not yet in the mirror, moves the guess instead of being lost.
+    nodes = [node("n-1", 2, labels=ON_DEMAND)]
+    ours = pod("ours", 1)
+    ext, view, _ = extender(nodes, [ours])
+    (gpu,) = ext.planner.plan().nodes["uid-ours"][1]
+    ext.planner.reserve(view.pod("uid-ours"), "n-1")  # type: ignore[arg-type]
+    view.apply("pod", "ADDED", pod("theirs", 1, uid="a-theirs", node_name="n-1", scheduler="default-scheduler"))
+    plan = ext.planner.plan()
+    assert plan.view.guessed == {"ml/theirs@a-theirs"}
+    owners = [state.owner for state in plan.after.nodes["n-1"].gpus]
+    assert owners[gpu.gpu] == "ml/ours@uid-ours" and "ml/theirs@a-theirs" in owners

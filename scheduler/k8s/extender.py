@@ -3,8 +3,8 @@
 The `Planner` runs the configured profile (greedy or CP-SAT) over all pending GPU pods of this
 scheduler at once, in the background every `interval_s` and whenever a pod is asked about
 that the last plan has not seen. kube-scheduler asks about one pod at a time; `GpuExtender`
-answers filter with the planned node alone (every other node fails with the reason), so the
-pod lands where the batch placement put it; prioritize gives the planned node the top score.
+answers filter with the planned node alone (every node fails, with the reason, only when none
+passes), so the pod lands where the batch placement put it; prioritize gives the planned node the top score.
 A gang's pods fail every node, with the reason kube-scheduler shows in the pod's events,
 until the whole gang exists and fits; then each gets its planned node.
 
@@ -17,20 +17,19 @@ work (GPUs times the time since their last checkpoint), never a pod of higher pr
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from scheduler import capacity, costing
+from scheduler import costing
 from scheduler.catalog import Catalog
-from scheduler.decision import Code, Decision
-from scheduler.k8s.state import GPUS, ClusterView, View, format_grants
+from scheduler.decision import Code
+from scheduler.k8s.planner import Plan, Planner
+from scheduler.k8s.state import GPUS, format_grants
 from scheduler.k8s.translate import PodJob, read_pod
 from scheduler.k8s.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
-from scheduler.model import ClusterSnapshot, Grant
-from scheduler.world import Scheduler
+
+__all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 
 log = logging.getLogger(__name__)
 
@@ -50,84 +49,6 @@ class AlreadyBound(Exception):  # noqa: N818 - an answer, not a failure
     def __init__(self, node: str) -> None:
         self.node = node
         super().__init__(f"already bound to {node}")
-
-
-@dataclass(slots=True)
-class Plan:
-    """One planning pass: where each pending pod goes, and what that commits.
-
-    `after` is the cluster with the plan carried out; pods the pass did not see are placed on
-    it one by one (`Planner.place_one`) until the next pass.
-    """
-
-    view: View
-    decision: Decision
-    nodes: dict[str, tuple[str, tuple[Grant, ...]]]  # pod UID -> (node, grants)
-    made_at: float
-    after: ClusterSnapshot
-    committed_usd_per_hour: float = 0.0
-    reasons: Mapping[str, str] = field(default_factory=dict)  # job id -> why it waits
-
-
-class Planner:
-    """Plans every pending pod with the profile; keeps the last plan; thread-safe."""
-
-    def __init__(self, view: ClusterView, scheduler: Scheduler, interval_s: float = 1.0) -> None:
-        self.cluster = view
-        self.scheduler = scheduler
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._plan: Plan | None = None
-        self._stop = threading.Event()
-
-    def plan(self) -> Plan:
-        """Plans now, from the mirror as it stands, and keeps the result."""
-        with self._lock:
-            view = self.cluster.view()
-            decision = self.scheduler.schedule(view.snapshot, view.pending, now_s=time.time())
-            nodes: dict[str, tuple[str, tuple[Grant, ...]]] = {}
-            for placement in decision.placements:
-                for pod, replica in zip(view.pods_of[placement.job.id], placement.replicas, strict=True):
-                    nodes[pod.uid] = (replica.node, replica.grants)
-            committed = costing.committed_usd_per_hour(view.snapshot.pools, view.snapshot.nodes, decision.placements)
-            reasons = {job_id: str(pending.status) for job_id, pending in decision.pending.items()}
-            after = view.snapshot
-            for placement in decision.placements:
-                after = after.assume(placement)
-            self._plan = Plan(view, decision, nodes, time.monotonic(), after, committed, reasons)
-            return self._plan
-
-    def place_one(self, pod: PodJob) -> tuple[str, tuple[Grant, ...]] | None:
-        """The per-pod answer for a pod the last pass did not see: placed alone on what the plan
-        leaves, kept until the next pass. None for a gang's pod or one that fits nowhere."""
-        with self._lock:
-            plan = self._plan
-            if plan is None or pod.gang is not None:
-                return None
-            known = plan.nodes.get(pod.uid)
-            if known is not None:
-                return known
-            decision = self.scheduler.schedule(plan.after, [pod.job], now_s=time.time())
-            if not decision.placements:
-                return None
-            placement = decision.placements[0]
-            plan.after = plan.after.assume(placement)
-            plan.nodes[pod.uid] = (placement.replicas[0].node, placement.replicas[0].grants)
-            return plan.nodes[pod.uid]
-
-    def current(self) -> Plan | None:
-        return self._plan
-
-    def run(self) -> None:
-        """Plans every `interval_s` until `stop()`; a failure is logged and the loop goes on."""
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.plan()
-            except Exception:
-                log.exception("planning failed; the last plan stays")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class GpuExtender:
@@ -169,10 +90,16 @@ class GpuExtender:
             failed = {name: str(waiting) for name in args.node_names if name in known}
             return FilterResult((), failed, unknown)
         target = plan.nodes.get(pod.uid)
+        if (target is None or target[0] not in args.node_names) and pod.gang is None:
+            # The plan has no place for the pod (a binding the plan had not counted took it), or
+            # kube-scheduler's own filters turned the planned node down (its cache can count a
+            # pod our mirror has not seen yet): the pod goes alone onto a node it offered.
+            target = self.planner.place_one(pod, args.node_names)
         if target is not None and target[0] in args.node_names:
-            failed = {name: f"fleetsched placed this pod on {target[0]}" for name in args.node_names
-                      if name in known and name != target[0]}  # fmt: skip
-            return FilterResult((target[0],), failed, unknown)
+            # Only the planned node passes. The others need no reason: kube-scheduler reads the
+            # reasons only when no node passes (for the pod's events and for preemption), and
+            # 999 of them cost both sides more than the rest of the reply.
+            return FilterResult((target[0],))
         return self._explain(plan, pod.uid, args, unknown)
 
     def _explain(self, plan: Plan, uid: str, args: ExtenderArgs, unknown: Mapping[str, str]) -> FilterResult:
@@ -202,29 +129,32 @@ class GpuExtender:
         return {target[0]: 10.0} if target is not None and target[0] in args.node_names else {}
 
     def bind(self, args: BindingArgs) -> str:
-        plan = self.planner.current() or self.planner.plan()
-        target = plan.nodes.get(args.pod_uid)
-        grants: tuple[Grant, ...] | None = target[1] if target is not None and target[0] == args.node else None
-        if grants is None:  # kube-scheduler chose another node (or the plan moved on): allocate there
-            plan = self.planner.plan()
-            node = plan.view.snapshot.nodes.get(args.node)
-            job_id = plan.view.job_of.get(args.pod_uid)
-            pods = plan.view.pods_of.get(job_id or "", ())
-            pod = next((p for p in pods if p.uid == args.pod_uid), None)
-            if node is None or pod is None:
-                return f"fleetsched cannot place pod {args.pod_namespace}/{args.pod_name} on {args.node}"
-            grants = capacity.find_grants(plan.view.snapshot.pools[node.pool], node, pod.job.request)
-            if grants is None:
-                return f"node {args.node} has no free capacity for pod {args.pod_namespace}/{args.pod_name}"
+        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
+        if self.planner.current() is None:
+            self.planner.plan()
+        pod = self.planner.cluster.pod(args.pod_uid)
+        if pod is None:
+            return f"fleetsched cannot place {where}: it does not know the pod"
+        grants = self.planner.reserve(pod, args.node)
+        if grants is None:  # kube-scheduler chose another node and the plan has no room there
+            self.planner.plan()
+            grants = self.planner.reserve(pod, args.node)
+        if grants is None:
+            return f"fleetsched cannot place {where}: the node has no free capacity for it"
+        annotations = {GPUS: format_grants(grants)}
         try:
-            self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node, {GPUS: format_grants(grants)})
+            self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node, annotations)
         except AlreadyBound as bound:
-            return "" if bound.node == args.node else f"pod is bound to {bound.node} already"
+            if bound.node == args.node:
+                return ""
+            self.planner.unreserve(args.pod_uid)
+            return f"pod is bound to {bound.node} already"
         except Exception as error:  # the API server said no: kube-scheduler retries the pod
-            log.warning("binding %s/%s to %s failed: %s", args.pod_namespace, args.pod_name, args.node, error)
+            self.planner.unreserve(args.pod_uid)
+            log.warning("binding %s failed: %s", where, error)
             return f"binding failed: {error}"
         # Until the watch brings the bound pod back, the view holds it where it went.
-        self.planner.cluster.bound(args.pod_uid, args.node, {GPUS: format_grants(grants)})
+        self.planner.cluster.bound(args.pod_uid, args.node, annotations)
         return ""
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3
+from urllib3.util.ssl_ import create_urllib3_context
 
 from scheduler.k8s.extender import AlreadyBound
 from scheduler.k8s.state import ClusterView
@@ -47,10 +48,18 @@ class Rest:
         self.headers = {"Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.pool = urllib3.PoolManager(
-            cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE, ca_certs=ca_file,
-            cert_file=cert_file, key_file=key_file, maxsize=4,
-        )
+        # One TLS context for every connection: given only file names, urllib3 would read and
+        # parse the CA bundle and client key again for each new connection (binds open many).
+        context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
+        if verify:
+            if ca_file:
+                context.load_verify_locations(ca_file)
+            else:
+                context.load_default_certs()
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+        # Up to 32 kept connections: kube-scheduler binds many pods at once.
+        self.pool = urllib3.PoolManager(ssl_context=context, cert_reqs=context.verify_mode, maxsize=32)
         if not verify:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 

@@ -56,6 +56,7 @@ class View:
     job_of: Mapping[str, str]  # pod UID -> job id
     waiting: Mapping[str, Status]  # pod UID -> why it cannot be placed yet (an incomplete gang)
     problems: Mapping[str, str] = field(default_factory=dict)  # object -> why it was left out
+    guessed: frozenset[str] = frozenset()  # running jobs whose GPUs are a guess (no annotation)
 
 
 def format_grants(grants: Sequence[Grant]) -> str:
@@ -83,6 +84,7 @@ class ClusterView:
         self._nodes: dict[str, Mapping[str, Any]] = {}
         self._pods: dict[str, Mapping[str, Any]] = {}
         self.synced_at: float | None = None  # time.monotonic() of the last list or event
+        self.version = 0  # counts changes: a planner need not plan again while it stands
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
 
     def replace(self, kind: str, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -93,6 +95,7 @@ class ClusterView:
             for obj in objects:
                 store[self._key(kind, obj)] = obj
             self.synced_at = time.monotonic()
+            self.version += 1
 
     def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
         """A watch event: ADDED, MODIFIED or DELETED."""
@@ -101,9 +104,12 @@ class ClusterView:
             key = self._key(kind, obj)
             if event == "DELETED":
                 store.pop(key, None)
-            else:
+            elif not (kind == "pod" and _node_name(store.get(key)) and not _node_name(obj)):
+                # A pod is never unbound: an older copy (the ADDED event of a pod this process
+                # bound before its watch caught up) must not undo the binding.
                 store[key] = obj
             self.synced_at = time.monotonic()
+            self.version += 1
 
     def bound(self, uid: str, node: str, annotations: Mapping[str, str]) -> None:
         """Records a binding this process made, ahead of the watch event that will confirm it."""
@@ -115,6 +121,14 @@ class ClusterView:
             metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
             spec = {**(pod.get("spec") or {}), "nodeName": node}
             self._pods[uid] = {**pod, "metadata": metadata, "spec": spec}
+            self.version += 1
+
+    def pod(self, uid: str) -> PodJob | None:
+        """The pod as last seen, read; None when unknown, not a GPU pod, or unreadable."""
+        with self._lock:
+            raw = self._pods.get(uid)
+        read = self._read(raw, "pod", {}) if raw is not None else None
+        return read if isinstance(read, PodJob) else None
 
     def knows(self, kind: str, key: str) -> bool:
         with self._lock:
@@ -151,6 +165,7 @@ class ClusterView:
         snapshot = ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
         pending: list[PodJob] = []
         placed: dict[tuple[str, str], int] = {}  # gang -> its pods bound already
+        guessed: list[tuple[Mapping[str, Any], PodJob]] = []
         for raw in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("uid"))):
             phase = (raw.get("status") or {}).get("phase", "Pending")
             if phase in DONE:
@@ -159,12 +174,21 @@ class ClusterView:
             if not isinstance(pod, PodJob):
                 continue
             if pod.node_name:
-                snapshot = self._bound(snapshot, raw, pod, problems)
+                if GPUS in ((raw.get("metadata") or {}).get("annotations") or {}):
+                    snapshot = self._bound(snapshot, raw, pod, problems)
+                else:
+                    guessed.append((raw, pod))
                 if pod.gang is not None:
                     placed[(pod.namespace, pod.gang)] = placed.get((pod.namespace, pod.gang), 0) + 1
             elif (raw.get("spec") or {}).get("schedulerName", "default-scheduler") == self.scheduler_name:
                 pending.append(pod)
-        return _with_gangs(snapshot, pending, placed, problems)
+        # The GPUs a pod bound without the annotation holds are a guess: made after every
+        # written grant is in, a guess never takes a GPU another pod was given (that pod would
+        # then be dropped, and its GPU look free here while kube-scheduler counts it used).
+        for raw, pod in guessed:
+            snapshot = self._bound(snapshot, raw, pod, problems)
+        view = _with_gangs(snapshot, pending, placed, problems)
+        return replace(view, guessed=frozenset(f"{pod.job.id}@{pod.uid}" for _, pod in guessed))
 
     def _read(self, raw: Mapping[str, Any], kind: str, problems: dict[str, str]) -> NodeInfo | PodJob | None:
         """The object read, remembered while it is the same object (the store replaces, never edits)."""
@@ -239,6 +263,10 @@ def _with_gangs(
         pods_of[job.id] = tuple(members)
     job_of = {pod.uid: job_id for job_id, members in pods_of.items() for pod in members}
     return View(snapshot, tuple(jobs), pods_of, job_of, waiting, problems)
+
+
+def _node_name(pod: Mapping[str, Any] | None) -> str:
+    return str(((pod or {}).get("spec") or {}).get("nodeName") or "")
 
 
 def _with_ready(node: Node, ready: bool) -> Node:

@@ -9,9 +9,11 @@ stay Pending, which is all a scheduler test needs.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -201,3 +203,39 @@ def local_extender(profile: str = "cost-greedy", interval_s: float = 0.5) -> Ext
     return ExtenderConfig(address="127.0.0.1", port=0, prefix="/extender", tls_cert="", tls_key="", kubeconfig="",
                           scheduler_name="fleetsched", profile=profile, planner_interval_s=interval_s,
                           stale_after_s=30.0, pools=())
+
+
+@contextmanager
+def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval_s: float = 1.0) -> Iterator[str]:
+    """`fleetsched extender` in a process of its own, as an operator runs it; yields its URL."""
+    port = free_port()
+    config = plane.folder / "extender.toml"
+    config.write_text(f'address = "127.0.0.1"\nport = {port}\nprefix = "/extender"\nkubeconfig = "{plane.kubeconfig}"\n'
+                      f'profile = "{profile}"\nplanner_interval_s = {interval_s}\n', encoding="utf-8")
+    plane._spawn("fleetsched-extender", [sys.executable, "-m", "scheduler.cli", "extender", "--config", str(config)])
+    process = plane.processes["fleetsched-extender"]
+    url = f"http://127.0.0.1:{port}/extender"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError("fleetsched extender exited:\n" + plane.logs("fleetsched-extender"))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    if not wait_until(ready, 60, 0.2):
+        raise RuntimeError("fleetsched extender did not become ready:\n" + plane.logs("fleetsched-extender"))
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
