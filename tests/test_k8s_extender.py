@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -202,6 +203,14 @@ def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priori
     victims = {"od-1": ("uid-saver",), "od-2": ("uid-long",), "od-3": ("uid-boss",)}
     kept, violations = ext.preempt(PreemptionArgs(urgent, victims, dict.fromkeys(victims, 0)))
     assert kept == {"od-1": ("uid-saver",)} and violations == {"od-1": 0}
+    # Work lost counts from when the pod started: one that started a moment ago loses less
+    # than one that checkpoints every ten minutes (five on average).
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    fresh = {**pod("fresh", 2, node_name="od-2", annotations={GPUS: "0,1"}), "status": {"phase": "Running", "startTime": started}}
+    slow = pod("slow", 2, node_name="od-1", annotations={GPUS: "0,1", "fleetsched.io/checkpoint-interval-s": "600"})
+    ext, _, _ = extender(nodes, [slow, fresh, urgent])
+    victims = {"od-1": ("uid-slow",), "od-2": ("uid-fresh",)}
+    assert ext.preempt(PreemptionArgs(urgent, victims, dict.fromkeys(victims, 0)))[0] == {"od-2": ("uid-fresh",)}
 
 
 def test_readiness_follows_the_age_of_the_view_and_gauges_report_the_plan() -> None:

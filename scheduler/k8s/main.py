@@ -44,11 +44,11 @@ def start(config: ExtenderConfig, rest: Rest | None = None) -> tuple[ExtenderSer
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
     extender = GpuExtender(planner, RestApi(rest), catalog, stale_after_s=config.stale_after_s)
-    server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix)
+    tls = None
     if config.tls_cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(config.tls_cert, config.tls_key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
+    server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, tls=tls)
     stop_server = serve_in_thread(server)
 
     def stop() -> None:

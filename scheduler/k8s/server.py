@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -202,17 +203,36 @@ class _Handler(BaseHTTPRequestHandler):
         return int(status)
 
 
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
 class ExtenderServer(ThreadingHTTPServer):
     """The HTTP server around one Extender; `serve_forever` in a thread, `shutdown` to stop."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], extender: Extender, *, prefix: str = "") -> None:
+    def __init__(self, address: tuple[str, int], extender: Extender, *, prefix: str = "",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.extender = extender
         self.prefix = prefix.rstrip("/")
         self.metrics = Metrics()
+        self.tls = tls
         super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake happens here, on the connection's own thread and with a time
+        # limit: done on accept (a wrapped listening socket), one client that connects and
+        # says nothing would hold up every other.
+        if self.tls is not None:
+            request.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as error:
+                log.info("TLS handshake with %s failed: %s", client_address, error)
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
     @property
     def url(self) -> str:

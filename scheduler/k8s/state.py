@@ -222,7 +222,7 @@ class ClusterView:
             if grants is None:
                 raise AllocationError(f"no free capacity for {pod.job.request.describe()}")
             job = replace(pod.job, id=f"{pod.job.id}@{pod.uid}")
-            return snapshot.assume(Placement(job, (ReplicaPlacement(node.name, grants),)))
+            return snapshot.assume(Placement(job, (ReplicaPlacement(node.name, grants),)), pod.start_s)
         except (ValueError, AllocationError) as error:
             problems[f"pod {pod.namespace}/{pod.name}"] = f"bound to {node.name} but {error}"
             return snapshot

@@ -62,6 +62,7 @@ class PodJob:
     gang: str | None = None
     gang_size: int = 1
     node_name: str = ""
+    start_s: float = 0.0  # when it started running (status.startTime; else when it was created)
 
 
 def pod_key(namespace: str, name: str) -> str:
@@ -108,7 +109,10 @@ def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> Po
     node_name = spec.get("nodeName") or ""
     if not isinstance(node_name, str):
         raise WireError(f"{where}.spec.nodeName", "must be a string")
-    return PodJob(job, uid, namespace, name, gang, size, node_name)
+    status = pod.get("status") or {}
+    started = status.get("startTime") if isinstance(status, Mapping) else None
+    start_s = _timestamp(started, f"{where}.status.startTime") if started is not None else job.submit_s
+    return PodJob(job, uid, namespace, name, gang, size, node_name, start_s)
 
 
 def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str) -> GpuRequest | None:

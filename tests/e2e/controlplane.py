@@ -180,17 +180,30 @@ def add_node(rest: Rest, name: str, labels: Mapping[str, str], allocatable: Mapp
 
 
 def add_pod(rest: Rest, name: str, resources: Mapping[str, str], *, labels: Mapping[str, str] | None = None,
-            annotations: Mapping[str, str] | None = None, scheduler: str = "fleetsched", priority: int = 0) -> dict[str, Any]:
+            annotations: Mapping[str, str] | None = None, scheduler: str = "fleetsched", priority: int = 0,
+            priority_class: str = "") -> dict[str, Any]:
+    """A pod in namespace ml; its priority comes from `priority_class` when given (the API
+    server's Priority admission computes it), else from `priority`."""
+    spec: dict[str, Any] = {
+        "schedulerName": scheduler, "automountServiceAccountToken": False,
+        "containers": [{"name": "main", "image": "example.invalid/none",
+                        "resources": {"requests": dict(resources), "limits": dict(resources)}}],
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    else:
+        spec["priority"] = priority
     pod = {
         "metadata": {"name": name, "namespace": "ml", "labels": dict(labels or {}), "annotations": dict(annotations or {})},
-        "spec": {
-            "schedulerName": scheduler, "automountServiceAccountToken": False, "priority": priority,
-            "containers": [{"name": "main", "image": "example.invalid/none",
-                            "resources": {"requests": dict(resources), "limits": dict(resources)}}],
-        },
+        "spec": spec,
     }
     created: dict[str, Any] = rest.request("POST", "/api/v1/namespaces/ml/pods", pod)
     return created
+
+
+def add_priority_class(rest: Rest, name: str, value: int) -> None:
+    rest.request("POST", "/apis/scheduling.k8s.io/v1/priorityclasses",
+                 {"metadata": {"name": name}, "value": value, "preemptionPolicy": "PreemptLowerPriority"})
 
 
 def node_of(rest: Rest, name: str) -> str:
