@@ -1,17 +1,17 @@
-"""The extender's logic: a plan over every pending pod, and the verbs answered from it.
+"""The extender's verbs: filter, prioritize, bind and preempt, answered from the planner's plan.
 
-The `Planner` runs the configured profile (greedy or CP-SAT) over all pending GPU pods of this
-scheduler at once, in the background every `interval_s` and whenever a pod is asked about
-that the last plan has not seen. kube-scheduler asks about one pod at a time; `GpuExtender`
-answers filter with the planned node alone (every node fails, with the reason, only when none
-passes), so the pod lands where the batch placement put it; prioritize gives the planned node the top score.
-A gang's pods fail every node, with the reason kube-scheduler shows in the pod's events,
+The `Planner` (`scheduler.k8s.planner`) runs the configured profile over every pending GPU pod
+of this scheduler at once. kube-scheduler asks about one pod at a time; `GpuExtender` answers
+filter with the planned node alone (every node fails, with the reason, only when none passes),
+so the pod lands where the batch placement put it; prioritize gives the planned node the top
+score. A gang's pods fail every node, with the reason kube-scheduler shows in the pod's events,
 until the whole gang exists and fits; then each gets its planned node.
 
 Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
 creates the Binding; asked again for a pod already on that node, it succeeds (idempotent).
 Preempt trims kube-scheduler's candidate victims to those whose eviction loses the least
-work (GPUs times the time since their last checkpoint), never a pod of higher priority.
+work (GPUs times the time since their last checkpoint, or since they started), never a pod
+of higher priority.
 """
 
 from __future__ import annotations

@@ -134,6 +134,8 @@ class Plan:
 def restricted(snapshot: ClusterSnapshot, names: Collection[str]) -> ClusterSnapshot:
     """The snapshot with every node but `names` out of use (kept, so running jobs stay whole)."""
     offered = set(names)
+    if offered.issuperset(snapshot.nodes):
+        return snapshot
     nodes = {name: node if name in offered or not node.ready else replace(node, ready=False)
              for name, node in snapshot.nodes.items()}  # fmt: skip
     return replace(snapshot, nodes=MappingProxyType(nodes))
