@@ -111,18 +111,13 @@ def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> 
     usd = raw.get("usd_per_node_hour")
     if usd is not None and (not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0):
         fail("usd_per_node_hour", f"must be a number >= 0, got {usd!r}")
-    price = raw.get("price")
-    if price is not None:
-        try:
-            catalog.price(str(price))
-        except InputError as error:
-            fail("price", str(error))
-    gpu = raw.get("gpu")
-    if gpu is not None:
-        try:
-            catalog.resolve(str(gpu))
-        except InputError as error:
-            fail("gpu", str(error))
+    for key, look_up in (("price", catalog.price), ("gpu", catalog.resolve)):
+        if raw.get(key) is not None:
+            try:
+                look_up(str(raw[key]))
+            except InputError as error:
+                fail(key, str(error))
+    price, gpu = raw.get("price"), raw.get("gpu")
     capacity = raw.get("capacity")
     if capacity is not None and capacity not in CAPACITY_TYPES:
         fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity!r}")
