@@ -22,6 +22,7 @@ from ortools.sat.python import cp_model
 
 from scheduler import expansion, objective
 from scheduler.batch import Hint, Problem
+from scheduler.cpsat import relaxation
 from scheduler.cpsat.model import Model, build_model, hint_values
 from scheduler.decision import SolverReport
 from scheduler.expansion import Solution
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 UNITS_PER_USD_HOUR = objective.UNITS_PER_USD_HOUR
 #: Share of the budget for the first probe: can every waiting job run at once?
 OPTIMISTIC_SHARE = 0.3
+#: Share of what is left for the search near the LP answer (it usually stops far sooner).
+NEIGHBOURHOOD_SHARE = 0.5
 
 
 def _cost(m: Model) -> cp_model.LinearExprT:
@@ -47,11 +50,27 @@ def _placements(m: Model, tiers: Sequence[int]) -> cp_model.LinearExprT:
 class _Search:
     """Runs the phases of one solve under one budget of time or deterministic work."""
 
-    def __init__(self, m: Model, options: SolverOptions) -> None:
+    def __init__(self, m: Model, options: SolverOptions, started: float) -> None:
         self.m = m
         self.options = options
-        self.spent = 0.0
+        self.started = started
+        self.work = 0.0  # deterministic time spent, in deterministic mode
         self.statuses: list[str] = []
+
+    @property
+    def deterministic(self) -> bool:
+        return self.options.deterministic_time > 0
+
+    @property
+    def spent(self) -> float:
+        """What the phases have used of the budget: all wall time since the start (building and
+        the LP included), or the deterministic work of the CP-SAT phases."""
+        return self.work if self.deterministic else time.perf_counter() - self.started
+
+    def near(self, model: cp_model.CpModel, relaxed: relaxation.Relaxation) -> dict[cp_model.IntVar, int] | None:
+        """The best answer CP-SAT finds near the LP answer (`relaxation.neighbourhood`), or None."""
+        solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.neighbourhood(model, relaxed))
+        return None if solver is None else self.values(solver)
 
     def run(
         self,
@@ -67,9 +86,10 @@ class _Search:
         search's status: an answer is the optimum of its phase, no answer is no verdict.
         """
         model = self.m.model if probe is None else probe
-        model.clear_hints()  # type: ignore[no-untyped-call]
-        for variable, value in (hint or {}).items():
-            model.add_hint(variable, value)
+        if hint is not None:  # without one, the model keeps its own (a neighbourhood's rounded LP answer)
+            model.clear_hints()  # type: ignore[no-untyped-call]
+            for variable, value in hint.items():
+                model.add_hint(variable, value)
         solver = cp_model.CpSolver()
         parameters = solver.parameters
         parameters.num_workers = self.options.workers if workers is None else workers
@@ -83,15 +103,14 @@ class _Search:
         # search (CP-SAT's reproducible parallel mode) keeps it: OR-Tools 9.15 aborts the
         # process ("heuristics.fixed_search != nullptr") on interleaved search without presolve.
         parameters.cp_model_presolve = False
-        if self.options.deterministic_time > 0:
+        if self.deterministic:
             parameters.max_deterministic_time = max(1e-3, (self.options.deterministic_time - self.spent) * share)
             parameters.interleave_search = parameters.num_workers > 1
             parameters.cp_model_presolve = parameters.interleave_search
         else:
             parameters.max_time_in_seconds = max(1e-3, (self.options.time_limit_s - self.spent) * share)
         status = solver.solve(model)
-        deterministic = self.options.deterministic_time > 0
-        self.spent += solver.response_proto.deterministic_time if deterministic else solver.wall_time
+        self.work += solver.response_proto.deterministic_time
         found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
         log.debug(
             "phase %s: %s in %.3fs, objective %s, bound %s", "probe" if probe else "solve",
@@ -122,60 +141,91 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
 
     Lexicographic, as CP-SAT advises for objectives of different scales: first the most jobs
     placed, tier by tier (block by block); those counts are then fixed and the cost minimised,
-    each phase hinted with the answer before it. The report's objective, bound and gap are the
-    cost phase's, in model units (UNITS_PER_USD_HOUR per dollar per hour).
+    each phase hinted with the answer before it. The cost phase starts from the LP relaxation:
+    its optimum is a proven bound, and the neighbourhood of its answer (`relaxation`) a small
+    model that CP-SAT solves quickly to an answer near that bound; when that answer is within
+    the gap limit, the full model is not searched at all. The report's objective, bound and
+    gap are the cost phase's, in model units (UNITS_PER_USD_HOUR per dollar per hour).
     """
     started = time.perf_counter()
     groups = problem.groups
     if len(groups) == 1 and len(groups[0].jobs) == 1 and groups[0].job.replicas == 1:
         return _single(problem, hint, options, started)
     m = build_model(problem, options)
-    search = _Search(m, options)
-    if options.deterministic_time <= 0:
-        search.spent = time.perf_counter() - started  # the wall-clock budget covers building too
+    search = _Search(m, options, started)
     jobs = sum(len(g.jobs) for g in problem.groups)
     hinted = hint_values(m, expansion.solution_of(problem, hint)) if hint is not None else None
     current = hinted
-    # Every job placed is the best any placement phase can do: try it first, briefly. When
-    # some job cannot run (or no such answer turns up), solve the tiers as they come.
+    # Every job placed is the best any placement phase can do: try it first. When some job
+    # cannot run (or no such answer turns up), solve the tiers as they come.
     all_placed = m.model.new_bool_var("all_placed")
     for g in problem.groups:
         m.model.add(m.placed[g.index] == len(g.jobs)).only_enforce_if(all_placed)
     m.model.minimize(_cost(m))
+    relaxed: relaxation.Relaxation | None = None
     if hinted is not None and all(hinted[m.placed[g.index]] == len(g.jobs) for g in problem.groups):
         m.blocks = []
     else:
-        probe = m.model.clone()  # a feasibility question: it stops at the first answer
-        probe.clear_objective()  # type: ignore[no-untyped-call]
+        probe = m.model.clone()
         probe.add(probe.get_bool_var_from_proto_index(all_placed.index) == 1)
-        solver = search.run(OPTIMISTIC_SHARE, current, probe=probe)
-        if solver is not None:
-            current, m.blocks = search.values(solver), []
+        relaxed = relaxation.relax(probe)
+        if relaxed.solved:
+            near = search.near(probe, relaxed)
+            if near is not None:
+                current, m.blocks = near, []
+        if m.blocks and not relaxed.infeasible:  # a feasibility question: it stops at the first answer
+            probe.clear_objective()  # type: ignore[no-untyped-call]
+            solver = search.run(OPTIMISTIC_SHARE, current, probe=probe)
+            if solver is not None:
+                current, m.blocks = search.values(solver), []
     if not m.blocks:
         m.model.add(all_placed == 1)
     for number, block in enumerate(m.blocks):
         m.model.maximize(_placements(m, block))
         solver = search.run(0.5 / (len(m.blocks) - number), current)
         if solver is None:
-            return None, _report(search, None, started, jobs)
+            return None, _report(search, started, jobs)
         current = search.values(solver)
         for tier in block:
             tier_groups = [g for g in problem.groups if g.tier == tier]
             reached = sum(current[m.placed[g.index]] for g in tier_groups)
             m.model.add(sum(m.placed[g.index] for g in tier_groups) == reached)
+        relaxed = None
     m.model.minimize(_cost(m))
-    # One worker: CP-SAT's LP-guided search closes the gap on this model sooner than the
-    # parallel portfolio (measured with benchmarks/bench_packer.py).
-    solver = search.run(1.0, current, workers=1)
-    if solver is None:
-        return None, _report(search, None, started, jobs)
-    found = _solution(m, search.values(solver))
+    if relaxed is None or not relaxed.solved:  # the LP of the model as the placement phases left it
+        relaxed = relaxation.relax(m.model)
+        near = search.near(m.model, relaxed) if relaxed.solved else None
+        if near is not None and (current is None or _cost_of(m, near) < _cost_of(m, current)):
+            current = near
+    bound = relaxed.bound if relaxed.solved else None
+    if current is not None and bound is not None and _gap(_cost_of(m, current), bound) <= options.gap_limit:
+        log.debug("LP bound %d proves the answer within the gap limit; no full search", bound)
+        answer, solver = current, None
+    else:
+        # One worker: CP-SAT's LP-guided search closes the gap on this model sooner than the
+        # parallel portfolio (measured with benchmarks/bench_packer.py).
+        solver = search.run(1.0, current, workers=1)
+        if solver is None:
+            return None, _report(search, started, jobs)
+        answer = search.values(solver)
+        proven = round(solver.best_objective_bound)
+        bound = proven if bound is None else max(bound, proven)
+    found = _solution(m, answer)
     given = expansion.solution_of(problem, hint) if hint is not None else None
     if given is not None and objective.rank(problem, given, options) <= objective.rank(problem, found, options):
         cost = objective.cost_units(problem, given, options)
-        return None, _report(search, solver, started, jobs, used="greedy", cost=cost)
+        return None, _report(search, started, jobs, used="greedy", cost=cost, bound=bound)
     cost = objective.cost_units(problem, found, options)
-    return found, _report(search, solver, started, jobs, used="cpsat", cost=cost)
+    return found, _report(search, started, jobs, used="cpsat", cost=cost, bound=bound)
+
+
+def _cost_of(m: Model, values: Mapping[cp_model.IntVar, int]) -> int:
+    return sum(coefficient * values[variable] for variable, coefficient in m.cost)
+
+
+def _gap(cost: int, bound: int) -> float:
+    """CP-SAT's relative gap, with a dollar per hour as the least denominator."""
+    return max(0, cost - bound) / max(abs(cost), UNITS_PER_USD_HOUR)
 
 
 def _solution(m: Model, found: Mapping[cp_model.IntVar, int]) -> Solution:
@@ -205,17 +255,15 @@ def _single(
 
 
 def _report(
-    search: _Search, solver: cp_model.CpSolver | None, started: float, jobs: int, *, used: str = "greedy", cost: int = 0
+    search: _Search, started: float, jobs: int, *, used: str = "greedy", cost: int = 0, bound: int | None = None
 ) -> SolverReport:
-    if solver is None:
+    if bound is None:
         log.info("CP-SAT found no answer (%s) for %d jobs; keeping the greedy one", search.status, jobs)
         return SolverReport(status=search.status, objective=0, bound=0, gap=1.0, used=used, cost_usd_per_hour=0.0,
                             jobs=jobs, wall_s=time.perf_counter() - started)  # fmt: skip
     # The objective is the cost of the answer the decision carries (the solver's, or the greedy
-    # one when that is no worse), the bound the solver's proof that no answer costs less.
-    bound = round(solver.best_objective_bound)
-    gap = max(0, cost - bound) / max(abs(cost), UNITS_PER_USD_HOUR)
-    return SolverReport(status=search.status, objective=cost, bound=bound, gap=gap, used=used,
+    # one when that is no worse), the bound the proof (LP or CP-SAT's) that no answer costs less.
+    return SolverReport(status=search.status, objective=cost, bound=bound, gap=_gap(cost, bound), used=used,
                         cost_usd_per_hour=cost / UNITS_PER_USD_HOUR, jobs=jobs,
                         wall_s=time.perf_counter() - started)  # fmt: skip
 

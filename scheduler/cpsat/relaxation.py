@@ -1,0 +1,193 @@
+"""The LP relaxation of a CP-SAT model, and the neighbourhood its answer induces (RENS).
+
+CP-SAT's own search finds good answers slowly on big cycles: on 5,000 nodes its first
+answers come from a cost-blind feasibility search and its LP-guided search needed a minute
+to find one near its bound. Yet the model's LP relaxation is tight there (its optimum was
+within 0.01 % of the integer optimum) and its simplex vertex nearly integral (35 of 18,942
+variables fractional). So a cycle solves the relaxation with GLOP first, which gives a proven
+lower bound, then hands CP-SAT only the neighbourhood of the LP answer: every variable whose
+value is integral, and that shares no constraint with a fractional one, is fixed to it
+(relaxation-induced neighbourhood search, Danna et al. 2005; Berthold 2014). That small model
+solves in a fraction of a second to an answer within a fraction of a percent of the bound.
+
+The relaxation is read off the model's proto, so it follows whatever the model states:
+linear constraints (one-variable ones become bounds; enforced ones count when their literals
+are fixed true), optional fixed-size intervals under NoOverlap (at most one present interval
+covers each point: exact for integers, and far tighter than dropping them), and the
+objective. Anything else is dropped, which keeps it a relaxation: its optimum never exceeds
+the model's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse  # type: ignore[import-untyped]  # scipy ships no stubs
+from ortools.linear_solver.python import model_builder_helper
+from ortools.sat.python import cp_model
+
+log = logging.getLogger(__name__)
+
+#: An LP value this close to an integer counts as that integer (GLOP's tolerances are 1e-7).
+INTEGRAL_TOLERANCE = 1e-6
+#: Proto bounds beyond this magnitude stand for "unbounded" (CP-SAT uses the int64 limits).
+UNBOUNDED = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Relaxation:
+    """The LP optimum: a value per model variable (by proto index) and the objective's value.
+
+    `infeasible` says the LP has no answer, so neither has the model; with it, and when
+    GLOP gave up, `values` is empty.
+    """
+
+    values: Sequence[float]
+    objective: float
+    infeasible: bool = False
+
+    @property
+    def solved(self) -> bool:
+        return bool(self.values)
+
+    @property
+    def bound(self) -> int:
+        """A lower bound on the integer model's objective, rounded down past GLOP's tolerance."""
+        return math.floor(self.objective - 1e-6 * max(1.0, abs(self.objective)))
+
+    @property
+    def fractional(self) -> list[int]:
+        return [i for i, value in enumerate(self.values) if abs(value - round(value)) > INTEGRAL_TOLERANCE]
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A sparse constraint matrix built row by row: lower <= A x <= upper."""
+
+    rows: list[int]
+    columns: list[int]
+    coefficients: list[float]
+    lower: list[float]
+    upper: list[float]
+
+    def add(self, columns: Sequence[int], coefficients: Sequence[float], lower: float, upper: float) -> None:
+        row = len(self.lower)
+        self.rows.extend([row] * len(columns))
+        self.columns.extend(columns)
+        self.coefficients.extend(coefficients)
+        self.lower.append(lower if lower > -UNBOUNDED else -math.inf)
+        self.upper.append(upper if upper < UNBOUNDED else math.inf)
+
+
+def relax(model: cp_model.CpModel) -> Relaxation:
+    """The optimum of the LP relaxation of `model`, whose objective is minimised."""
+    proto = model.proto
+    lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
+    upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
+    linear: list[tuple[list[int], list[int], list[int], int, int]] = []
+    intervals: dict[int, tuple[int, int, int]] = {}
+    overlaps: list[list[int]] = []
+    for index, constraint in enumerate(proto.constraints):
+        if constraint.has_linear():
+            terms = constraint.linear
+            columns, coefficients, domain = list(terms.vars), list(terms.coeffs), list(terms.domain)
+            enforced = list(constraint.enforcement_literal)
+            if not enforced and len(columns) == 1 and coefficients[0] > 0:  # a bound, as CP-SAT reads it
+                column, coefficient = columns[0], coefficients[0]
+                if domain[0] > -UNBOUNDED:
+                    lower[column] = max(lower[column], math.ceil(domain[0] / coefficient))
+                if domain[-1] < UNBOUNDED:
+                    upper[column] = min(upper[column], math.floor(domain[-1] / coefficient))
+            else:
+                linear.append((enforced, columns, coefficients, domain[0], domain[-1]))
+        elif constraint.has_interval():
+            interval = constraint.interval
+            if not interval.start.vars and not interval.size.vars and len(constraint.enforcement_literal) == 1:
+                intervals[index] = (interval.start.offset, interval.size.offset, constraint.enforcement_literal[0])
+        elif constraint.has_no_overlap():
+            overlaps.append(list(constraint.no_overlap.intervals))
+    if np.any(lower > upper):
+        return Relaxation(values=(), objective=math.inf, infeasible=True)
+    rows = _Rows([], [], [], [], [])
+    for enforced, columns, coefficients, low, high in linear:
+        # An enforced constraint holds only when its literals are true; unless the bounds fix
+        # them true, the LP cannot say, so the relaxation drops it.
+        if all(literal >= 0 and lower[literal] >= 1 for literal in enforced):
+            rows.add(columns, coefficients, low, high)
+    for members in overlaps:
+        covering: dict[int, list[int]] = {}
+        for member in members:
+            if member in intervals:
+                start, size, present = intervals[member]
+                for point in range(start, start + size):
+                    covering.setdefault(point, []).append(present)
+        for literals in covering.values():
+            if len(literals) > 1 and all(literal >= 0 for literal in literals):
+                rows.add(literals, [1.0] * len(literals), -math.inf, 1.0)
+    objective = np.zeros(len(lower))
+    for column, coefficient in zip(proto.objective.vars, proto.objective.coeffs, strict=True):
+        objective[column] += coefficient
+    matrix = scipy.sparse.csr_matrix(
+        (rows.coefficients, (rows.rows, rows.columns)), shape=(len(rows.lower), len(lower)), dtype=float
+    )
+    lp = model_builder_helper.ModelBuilderHelper()
+    fill: Any = lp.fill_model_from_sparse_data  # its stub types the arrays as ndarray[float64]: no array is
+    fill(lower, upper, objective, np.array(rows.lower), np.array(rows.upper), matrix)
+    solver = model_builder_helper.ModelSolverHelper("glop")
+    solver.solve(lp)
+    status = solver.status()
+    if status != model_builder_helper.SolveStatus.OPTIMAL:
+        log.debug("LP relaxation: %s", status)
+        infeasible = status == model_builder_helper.SolveStatus.INFEASIBLE
+        return Relaxation(values=(), objective=math.inf, infeasible=infeasible)
+    offset = proto.objective.offset
+    return Relaxation(values=tuple(solver.variable_values()), objective=solver.objective_value() + offset)
+
+
+def neighbourhood(model: cp_model.CpModel, relaxation: Relaxation) -> cp_model.CpModel:
+    """A copy of `model` with every variable far from the LP's fractional ones fixed (RENS).
+
+    Free: the fractional variables and every variable that shares a constraint with one
+    (a NoOverlap counts as one constraint over its intervals' literals). Fixed: the rest, at
+    their LP value. Every variable is hinted with its rounded LP value.
+    """
+    proto = model.proto
+    fractional = set(relaxation.fractional)
+    free = set(fractional)
+    literal_of: dict[int, int] = {}
+    for index, constraint in enumerate(proto.constraints):
+        if constraint.has_interval() and len(constraint.enforcement_literal) == 1:
+            literal_of[index] = _variable(constraint.enforcement_literal[0])
+    for constraint in proto.constraints:
+        if constraint.has_linear():
+            scope = [*constraint.linear.vars, *map(_variable, constraint.enforcement_literal)]
+        elif constraint.has_no_overlap():
+            scope = [literal_of[i] for i in constraint.no_overlap.intervals if i in literal_of]
+        else:
+            continue
+        if not fractional.isdisjoint(scope):
+            free.update(scope)
+    copy = model.clone()
+    rounded = [round(value) for value in relaxation.values]
+    variables = copy.proto.variables
+    for index, value in enumerate(rounded):
+        if index not in free:
+            domain = variables[index].domain
+            domain.clear()
+            domain.extend((value, value))
+    copy.clear_hints()  # type: ignore[no-untyped-call]
+    hint = copy.proto.solution_hint
+    hint.vars.extend(range(len(rounded)))
+    hint.values.extend(rounded)
+    log.debug("RENS: %d fractional, %d of %d variables free", len(fractional), len(free), len(rounded))
+    return copy
+
+
+def _variable(literal: int) -> int:
+    """The variable of a literal: CP-SAT writes the negation of variable i as -i - 1."""
+    return literal if literal >= 0 else -literal - 1

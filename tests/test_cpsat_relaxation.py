@@ -1,0 +1,148 @@
+"""The LP relaxation of a CP-SAT model and the neighbourhood of its answer (RENS)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from ortools.sat.python import cp_model
+
+from scheduler.cpsat import relaxation
+from scheduler.decision import validate
+from scheduler.profile import SolverOptions
+from tests.test_cpsat import solve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_packer
+
+
+def optimum(model: cp_model.CpModel) -> float:
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = 20.0
+    status = solver.solve(model)
+    assert status == cp_model.OPTIMAL
+    return solver.objective_value
+
+
+def random_model(seed: int) -> cp_model.CpModel:
+    """A small packing model of the shapes the batch model uses: counts, capacity rows,
+    an enforced block, and optional fixed-size intervals under NoOverlap."""
+    rng = random.Random(seed)
+    model = cp_model.CpModel()
+    counts = [model.new_int_var(0, rng.randint(1, 4), f"x{i}") for i in range(6)]
+    sizes = [rng.randint(1, 5) for _ in counts]
+    model.add(sum(s * x for s, x in zip(sizes, counts, strict=True)) <= rng.randint(6, 14))
+    wanted = rng.randint(2, 5)
+    model.add(sum(counts) >= wanted)
+    switch = model.new_bool_var("switch")
+    model.add(counts[0] + counts[1] <= 1).only_enforce_if(switch)
+    model.add(switch == rng.randint(0, 1))
+    present = []
+    for start in range(0, 7, 2):
+        size = rng.choice((2, 3, 4))
+        literal = model.new_bool_var(f"a{start}")
+        present.append((literal, size))
+        model.add_no_overlap([model.new_optional_fixed_size_interval_var(start, size, literal, f"i{start}")])
+    intervals = [model.new_optional_fixed_size_interval_var(2 * n, size, lit, f"j{n}") for n, (lit, size) in enumerate(present)]
+    model.add_no_overlap(intervals)
+    model.add(sum(lit for lit, _ in present) >= 1)
+    prices = [rng.randint(3, 40) for _ in counts]
+    model.minimize(sum(p * x for p, x in zip(prices, counts, strict=True)) - sum(rng.randint(1, 9) * lit for lit, _ in present))
+    return model
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_the_lp_bound_never_exceeds_the_optimum_and_the_neighbourhood_answer_is_feasible(seed: int) -> None:
+    model = random_model(seed)
+    relaxed = relaxation.relax(model)
+    if relaxed.infeasible:
+        solver = cp_model.CpSolver()
+        assert solver.solve(model) == cp_model.INFEASIBLE
+        return
+    best = optimum(model)
+    assert relaxed.solved
+    assert relaxed.bound <= best + 1e-9
+    near = relaxation.neighbourhood(model, relaxed)
+    solver = cp_model.CpSolver()
+    status = solver.solve(near)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        # The neighbourhood only fixes variables: its answer is an answer of the whole model.
+        check = model.clone()
+        for index in range(len(model.proto.variables)):
+            variable = check.get_int_var_from_proto_index(index)
+            check.add(variable == solver.value(near.get_int_var_from_proto_index(index)))
+        assert optimum(check) == solver.objective_value >= best
+
+
+def test_no_overlap_is_relaxed_to_one_interval_per_point() -> None:
+    model = cp_model.CpModel()
+    first, second, third = (model.new_bool_var(name) for name in "abc")
+    model.add_no_overlap([
+        model.new_optional_fixed_size_interval_var(0, 4, first, "i0"),
+        model.new_optional_fixed_size_interval_var(2, 4, second, "i1"),  # overlaps the first
+        model.new_optional_fixed_size_interval_var(6, 2, third, "i2"),  # overlaps neither
+    ])
+    model.minimize(-first - second - third)
+    relaxed = relaxation.relax(model)
+    # Dropping the NoOverlap would give -3; two present intervals at one point are forbidden.
+    assert relaxed.objective == pytest.approx(-2.0)
+    assert optimum(model) == -2
+
+
+def test_an_enforced_constraint_counts_only_once_its_literal_is_fixed_true() -> None:
+    model = cp_model.CpModel()
+    x = model.new_int_var(0, 10, "x")
+    switch = model.new_bool_var("switch")
+    model.add(x >= 7).only_enforce_if(switch)
+    model.minimize(x)
+    assert relaxation.relax(model).objective == pytest.approx(0.0)
+    model.add(switch == 1)
+    assert relaxation.relax(model).objective == pytest.approx(7.0)
+
+
+def test_an_infeasible_relaxation_says_so() -> None:
+    model = cp_model.CpModel()
+    x, y = model.new_int_var(0, 2, "x"), model.new_int_var(0, 2, "y")
+    model.add(x + y >= 5)
+    model.minimize(x)
+    relaxed = relaxation.relax(model)
+    assert relaxed.infeasible and not relaxed.solved
+    model = cp_model.CpModel()
+    x = model.new_int_var(0, 2, "x")
+    model.add(x >= 3)  # a bound past the domain
+    model.minimize(x)
+    assert relaxation.relax(model).infeasible
+
+
+def test_the_neighbourhood_fixes_what_is_far_from_fractional_values_and_leaves_the_model_alone() -> None:
+    model = cp_model.CpModel()
+    a, b = model.new_int_var(0, 3, "a"), model.new_int_var(0, 3, "b")
+    c, d = model.new_int_var(0, 5, "c"), model.new_int_var(0, 5, "d")
+    model.add(2 * a + 2 * b == 3)  # only fractional answers: a + b = 1.5
+    model.add(c + d >= 4)
+    model.minimize(a + b + c + 2 * d)
+    relaxed = relaxation.relax(model)
+    assert relaxed.solved and set(relaxed.fractional) <= {a.index, b.index} and relaxed.fractional
+    near = relaxation.neighbourhood(model, relaxed)
+    domains = {v.name: list(v.domain) for v in near.proto.variables}
+    assert domains["a"] == [0, 3] and domains["b"] == [0, 3]  # beside a fractional value: free
+    assert domains["c"] == [4, 4] and domains["d"] == [0, 0]  # integral and apart: fixed
+    assert [list(v.domain) for v in model.proto.variables] == [[0, 3], [0, 3], [0, 5], [0, 5]]
+    assert list(near.proto.solution_hint.values) == [round(v) for v in relaxed.values]
+
+
+def test_a_busy_cycle_is_proven_within_the_gap_by_the_lp_without_a_full_search(caplog: pytest.LogCaptureFixture) -> None:
+    snapshot = bench_packer.cluster(400, 3)
+    jobs = bench_packer.pending(200, 3)
+    options = SolverOptions(deterministic_time=5.0, workers=2, seed=3, gap_limit=0.005)
+    with caplog.at_level(logging.DEBUG, logger="scheduler.cpsat"):
+        decision = solve(snapshot, jobs, options)
+    report = decision.solver
+    assert report is not None and report.used == "cpsat" and report.status == "OPTIMAL"
+    assert report.bound <= report.objective and report.gap <= options.gap_limit
+    assert any("no full search" in record.getMessage() for record in caplog.records)
+    validate(snapshot, decision)
