@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from ortools.sat.python import cp_model
 
+import scheduler.cpsat as cpsat
 from scheduler.cpsat import relaxation
 from scheduler.decision import validate
 from scheduler.profile import SolverOptions
-from tests.test_cpsat import solve
+from scheduler.world import Scheduler
+from tests.test_cpsat import GREEDY, solve, tiers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_packer
@@ -146,3 +148,54 @@ def test_a_busy_cycle_is_proven_within_the_gap_by_the_lp_without_a_full_search(c
     assert report.bound <= report.objective and report.gap <= options.gap_limit
     assert any("no full search" in record.getMessage() for record in caplog.records)
     validate(snapshot, decision)
+
+
+def test_the_agreement_neighbourhood_keeps_the_incumbent_and_frees_where_the_lp_differs() -> None:
+    model = cp_model.CpModel()
+    a, b, c = (model.new_int_var(0, 4, name) for name in "abc")
+    model.add(a + b + c == 4)
+    model.add(a <= 2)
+    model.minimize(3 * a + 2 * b + c)
+    relaxed = relaxation.relax(model)
+    assert [round(v) for v in relaxed.values] == [0, 0, 4]
+    incumbent = [2, 2, 0]  # an answer of the model, far from the LP's
+    near = relaxation.agreement(model, relaxed, incumbent)
+    assert [list(v.domain) for v in near.proto.variables] == [[0, 4], [0, 4], [0, 4]]  # all differ: all free
+    incumbent = [0, 2, 2]  # agrees with the LP on a
+    near = relaxation.agreement(model, relaxed, incumbent)
+    assert [list(v.domain) for v in near.proto.variables] == [[0, 0], [0, 4], [0, 4]]
+    assert list(near.proto.solution_hint.values) == incumbent
+    assert optimum(near) == 4 <= 3 * 0 + 2 * 2 + 2
+
+
+def test_when_the_cost_search_finds_nothing_in_time_the_placement_answer_stands(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = bench_packer.cluster(80, 1)
+    jobs = bench_packer.pending(150, 1)  # more than fits: the tiers are solved first
+    original = cpsat._Search.run
+
+    def out_of_time(self: cpsat._Search, share: float, hint: object, **options: object) -> object:
+        if options.get("workers") == 1:  # the full cost search
+            self.statuses.append("UNKNOWN")
+            return None
+        return original(self, share, hint, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cpsat._Search, "run", out_of_time)
+    monkeypatch.setattr(cpsat._Search, "near", lambda self, model, relaxed, incumbent: None)
+    decision = solve(snapshot, jobs, SolverOptions(deterministic_time=2.0, workers=2, seed=1))
+    report = decision.solver
+    assert report is not None and report.status == "FEASIBLE" and report.used == "cpsat"
+    assert report.bound <= report.objective  # the LP's bound
+    greedy = Scheduler(GREEDY).schedule(snapshot, jobs)
+    assert tiers(jobs, decision.placements) > tiers(jobs, greedy.placements)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_overloaded_cycle_places_more_of_every_tier_prefix_than_greedy(seed: int) -> None:
+    """More jobs than fit: the tiers are maximised in turn, each from the LP's neighbourhood."""
+    snapshot = bench_packer.cluster(80, seed)
+    jobs = bench_packer.pending(150, seed)
+    decision = solve(snapshot, jobs, SolverOptions(deterministic_time=2.0, workers=2, seed=seed))
+    greedy = Scheduler(GREEDY).schedule(snapshot, jobs)
+    assert decision.solver is not None and decision.solver.used == "cpsat"
+    assert tiers(jobs, decision.placements) > tiers(jobs, greedy.placements)
+    assert len(decision.placements) > len(greedy.placements)

@@ -15,6 +15,7 @@ left pending. Every decision carries a `SolverReport`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -67,9 +68,21 @@ class _Search:
         the LP included), or the deterministic work of the CP-SAT phases."""
         return self.work if self.deterministic else time.perf_counter() - self.started
 
-    def near(self, model: cp_model.CpModel, relaxed: relaxation.Relaxation) -> dict[cp_model.IntVar, int] | None:
-        """The best answer CP-SAT finds near the LP answer (`relaxation.neighbourhood`), or None."""
+    def near(
+        self, model: cp_model.CpModel, relaxed: relaxation.Relaxation, incumbent: Mapping[cp_model.IntVar, int] | None
+    ) -> dict[cp_model.IntVar, int] | None:
+        """The best answer CP-SAT finds near the LP answer, or None.
+
+        First where only the LP's fractional values are free (`relaxation.neighbourhood`); when
+        that has no answer and `incumbent` is an answer of `model`, where the LP and it differ
+        (`relaxation.agreement`), which holds the incumbent, so it is no worse.
+        """
         solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.neighbourhood(model, relaxed))
+        if solver is None and incumbent is not None and len(incumbent) == len(model.proto.variables):
+            held = [0] * len(incumbent)
+            for variable, value in incumbent.items():
+                held[variable.index] = value
+            solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.agreement(model, relaxed, held))
         return None if solver is None else self.values(solver)
 
     def run(
@@ -79,6 +92,7 @@ class _Search:
         *,
         probe: cp_model.CpModel | None = None,
         workers: int | None = None,
+        gap_limit: float | None = None,
     ) -> cp_model.CpSolver | None:
         """One phase with `share` of what is left of the budget; None when it found nothing.
 
@@ -97,7 +111,7 @@ class _Search:
         # A complete hint is taken as the first answer at once; searching around it first
         # (the default) delayed the LP-guided search by most of a second on 1,000 nodes.
         parameters.hint_conflict_limit = 0
-        parameters.relative_gap_limit = self.options.gap_limit
+        parameters.relative_gap_limit = self.options.gap_limit if gap_limit is None else gap_limit
         # Presolve costs more than it saves here: the model is already small, and its
         # rewriting hides the configuration structure the LP bound relies on. Interleaved
         # search (CP-SAT's reproducible parallel mode) keeps it: OR-Tools 9.15 aborts the
@@ -121,10 +135,16 @@ class _Search:
             self.statuses.append(solver.status_name(status))
         return solver if found else None
 
+    def keep(self) -> None:
+        """The last phase found nothing in its time, but the answer before it stands: the
+        search has an answer, unproven."""
+        self.statuses[-1] = "FEASIBLE"
+
     def values(self, solver: cp_model.CpSolver) -> dict[cp_model.IntVar, int]:
         m = self.m
-        variables = [*m.placed.values(), *m.node_replicas.values(), *m.pool_replicas.values(), *m.configs.values(),
-                     *m.share_configs.values(), *m.mig_starts.values(), *m.splits.values()]  # fmt: skip
+        variables = [m.all_placed, *m.placed.values(), *m.node_replicas.values(), *m.pool_replicas.values(),
+                     *m.configs.values(), *m.share_configs.values(), *m.mig_starts.values(),
+                     *m.splits.values()]  # fmt: skip
         return {variable: solver.value(variable) for variable in variables}
 
     @property
@@ -158,19 +178,17 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
     current = hinted
     # Every job placed is the best any placement phase can do: try it first. When some job
     # cannot run (or no such answer turns up), solve the tiers as they come.
-    all_placed = m.model.new_bool_var("all_placed")
-    for g in problem.groups:
-        m.model.add(m.placed[g.index] == len(g.jobs)).only_enforce_if(all_placed)
+    all_placed = m.all_placed
     m.model.minimize(_cost(m))
     relaxed: relaxation.Relaxation | None = None
-    if hinted is not None and all(hinted[m.placed[g.index]] == len(g.jobs) for g in problem.groups):
+    if hinted is not None and hinted[all_placed]:
         m.blocks = []
     else:
         probe = m.model.clone()
         probe.add(probe.get_bool_var_from_proto_index(all_placed.index) == 1)
         relaxed = relaxation.relax(probe)
         if relaxed.solved:
-            near = search.near(probe, relaxed)
+            near = search.near(probe, relaxed, None)
             if near is not None:
                 current, m.blocks = near, []
         if m.blocks and not relaxed.infeasible:  # a feasibility question: it stops at the first answer
@@ -182,10 +200,24 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
         m.model.add(all_placed == 1)
     for number, block in enumerate(m.blocks):
         m.model.maximize(_placements(m, block))
-        solver = search.run(0.5 / (len(m.blocks) - number), current)
-        if solver is None:
-            return None, _report(search, started, jobs)
-        current = search.values(solver)
+        # The LP's answer, rounded in its neighbourhood, often places more than greedy did;
+        # when it reaches the LP's bound it is the phase's optimum and needs no search.
+        tier_relaxed = relaxation.relax(m.model)
+        near = search.near(m.model, tier_relaxed, current) if tier_relaxed.solved else None
+        if near is not None and (current is None or _placed(m, block, near) > _placed(m, block, current)):
+            current = near
+        most = math.floor(-tier_relaxed.objective + 1e-6) if tier_relaxed.solved else None
+        if current is not None and most is not None and _placed(m, block, current) >= most:
+            log.debug("placement phase: the LP bound %d is reached; no full search", most)
+        else:
+            # No gap limit: a relative gap could cost a job of a higher tier.
+            solver = search.run(0.5 / (len(m.blocks) - number), current, gap_limit=0.0)
+            if solver is not None:
+                current = search.values(solver)
+            elif current is None:
+                return None, _report(search, started, jobs)
+            else:
+                search.keep()
         for tier in block:
             tier_groups = [g for g in problem.groups if g.tier == tier]
             reached = sum(current[m.placed[g.index]] for g in tier_groups)
@@ -194,22 +226,26 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
     m.model.minimize(_cost(m))
     if relaxed is None or not relaxed.solved:  # the LP of the model as the placement phases left it
         relaxed = relaxation.relax(m.model)
-        near = search.near(m.model, relaxed) if relaxed.solved else None
+        near = search.near(m.model, relaxed, current) if relaxed.solved else None
         if near is not None and (current is None or _cost_of(m, near) < _cost_of(m, current)):
             current = near
     bound = relaxed.bound if relaxed.solved else None
     if current is not None and bound is not None and _gap(_cost_of(m, current), bound) <= options.gap_limit:
         log.debug("LP bound %d proves the answer within the gap limit; no full search", bound)
-        answer, solver = current, None
+        answer = current
     else:
         # One worker: CP-SAT's LP-guided search closes the gap on this model sooner than the
         # parallel portfolio (measured with benchmarks/bench_packer.py).
         solver = search.run(1.0, current, workers=1)
-        if solver is None:
+        if solver is not None:
+            answer = search.values(solver)
+            proven = round(solver.best_objective_bound)
+            bound = proven if bound is None else max(bound, proven)
+        elif current is None or bound is None:
             return None, _report(search, started, jobs)
-        answer = search.values(solver)
-        proven = round(solver.best_objective_bound)
-        bound = proven if bound is None else max(bound, proven)
+        else:
+            search.keep()
+            answer = current
     found = _solution(m, answer)
     given = expansion.solution_of(problem, hint) if hint is not None else None
     if given is not None and objective.rank(problem, given, options) <= objective.rank(problem, found, options):
@@ -221,6 +257,11 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
 
 def _cost_of(m: Model, values: Mapping[cp_model.IntVar, int]) -> int:
     return sum(coefficient * values[variable] for variable, coefficient in m.cost)
+
+
+def _placed(m: Model, tiers: Sequence[int], values: Mapping[cp_model.IntVar, int]) -> int:
+    """The value of `_placements(m, tiers)` under `values`."""
+    return sum(m.rewards[g.tier] * values[m.placed[g.index]] for g in m.problem.groups if g.tier in tiers)
 
 
 def _gap(cost: int, bound: int) -> float:

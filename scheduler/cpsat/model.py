@@ -31,6 +31,7 @@ class Model:
     options: SolverOptions
     model: cp_model.CpModel = field(default_factory=cp_model.CpModel)
     placed: dict[int, cp_model.IntVar] = field(default_factory=dict)
+    all_placed: cp_model.IntVar = field(init=False)  # true: every group's jobs all run
     node_replicas: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)
     pool_replicas: dict[tuple[int, str], cp_model.IntVar] = field(default_factory=dict)
     configs: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)
@@ -63,6 +64,10 @@ def build_model(problem: Problem, options: SolverOptions) -> Model:
             + sum(m.pool_replicas[group.index, p] for p in group.pools)
             == group.job.replicas * m.placed[group.index]
         )
+    # all_placed => placed[g] = |jobs of g| for every g: the phases fix it or leave it free.
+    m.all_placed = model.new_bool_var("all_placed")
+    for group in groups:
+        model.add(m.placed[group.index] == len(group.jobs)).only_enforce_if(m.all_placed)
     _node_groups(m)
     _shares(m)
     _mig(m)
@@ -217,6 +222,7 @@ def hint_values(m: Model, solution: Solution | None) -> dict[cp_model.IntVar, in
     values: dict[cp_model.IntVar, int] = {}
     for group, variable in m.placed.items():
         values[variable] = solution.jobs_placed.get(group, 0)
+    values[m.all_placed] = int(all(values[m.placed[g.index]] == len(g.jobs) for g in m.problem.groups))
     counted: list[tuple[Mapping[Any, cp_model.IntVar], Mapping[Any, int]]] = [
         (m.node_replicas, solution.node_replicas),
         (m.pool_replicas, solution.pool_replicas),

@@ -172,19 +172,40 @@ def neighbourhood(model: cp_model.CpModel, relaxation: Relaxation) -> cp_model.C
             continue
         if not fractional.isdisjoint(scope):
             free.update(scope)
-    copy = model.clone()
     rounded = [round(value) for value in relaxation.values]
+    log.debug("RENS: %d fractional, %d of %d variables free", len(fractional), len(free), len(rounded))
+    return _restricted(model, rounded, free, rounded)
+
+
+def agreement(model: cp_model.CpModel, relaxation: Relaxation, incumbent: Sequence[int]) -> cp_model.CpModel:
+    """A copy of `model` with every variable on which the LP and `incumbent` agree fixed (RINS).
+
+    `incumbent` is an answer of `model`, a value per variable by proto index: it stays an
+    answer of the copy, which is hinted with it, so the search there starts from it and can
+    only improve on it (Danna, Rothberg and Le Pape 2005).
+    """
+    free = {
+        index
+        for index, (value, held) in enumerate(zip(relaxation.values, incumbent, strict=True))
+        if abs(value - held) > INTEGRAL_TOLERANCE
+    }
+    log.debug("RINS: %d of %d variables free", len(free), len(incumbent))
+    return _restricted(model, incumbent, free, incumbent)
+
+
+def _restricted(model: cp_model.CpModel, fixed: Sequence[int], free: set[int], hint: Sequence[int]) -> cp_model.CpModel:
+    """A copy of `model` with each variable not in `free` fixed to its value in `fixed`, hinted with `hint`."""
+    copy = model.clone()
     variables = copy.proto.variables
-    for index, value in enumerate(rounded):
+    for index, value in enumerate(fixed):
         if index not in free:
             domain = variables[index].domain
             domain.clear()
             domain.extend((value, value))
     copy.clear_hints()  # type: ignore[no-untyped-call]
-    hint = copy.proto.solution_hint
-    hint.vars.extend(range(len(rounded)))
-    hint.values.extend(rounded)
-    log.debug("RENS: %d fractional, %d of %d variables free", len(fractional), len(free), len(rounded))
+    solution_hint = copy.proto.solution_hint
+    solution_hint.vars.extend(range(len(hint)))
+    solution_hint.values.extend(hint)
     return copy
 
 
