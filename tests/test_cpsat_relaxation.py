@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ortools.sat.python import cp_model
 
-import scheduler.cpsat as cpsat
+from scheduler import cpsat
 from scheduler.cpsat import relaxation
 from scheduler.decision import validate
 from scheduler.profile import SolverOptions
