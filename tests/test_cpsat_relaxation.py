@@ -190,7 +190,7 @@ def test_when_the_cost_search_finds_nothing_in_time_the_placement_answer_stands(
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_an_overloaded_cycle_places_more_of_every_tier_prefix_than_greedy(seed: int) -> None:
+def test_an_overloaded_cycle_places_more_than_greedy_tier_by_tier(seed: int) -> None:
     """More jobs than fit: the tiers are maximised in turn, each from the LP's neighbourhood."""
     snapshot = bench_packer.cluster(80, seed)
     jobs = bench_packer.pending(150, seed)
