@@ -106,6 +106,23 @@ def test_an_enforced_constraint_counts_only_once_its_literal_is_fixed_true() -> 
     assert relaxation.relax(model).objective == pytest.approx(7.0)
 
 
+def test_the_bounds_round_to_the_integers_an_answer_can_reach() -> None:
+    model = cp_model.CpModel()
+    x, y = model.new_int_var(0, 5, "x"), model.new_int_var(0, 5, "y")
+    model.add(2 * x + 2 * y >= 3)
+    model.minimize(x + y)
+    relaxed = relaxation.relax(model)
+    assert relaxed.objective == pytest.approx(1.5)
+    assert relaxed.bound == 2 == optimum(model)
+    model = cp_model.CpModel()
+    x, y = model.new_int_var(0, 5, "x"), model.new_int_var(0, 5, "y")
+    model.add(2 * x + 3 * y <= 12)
+    model.maximize(3 * x + 4 * y + 1)  # stored negated: the LP minimises -(3x + 4y + 1)
+    relaxed = relaxation.relax(model)
+    assert -relaxed.objective == pytest.approx(15 + 4 * 2 / 3 + 1)  # x = 5, y = 2/3
+    assert relaxed.most == 18 and optimum(model) == 18
+
+
 def test_an_infeasible_relaxation_says_so() -> None:
     model = cp_model.CpModel()
     x, y = model.new_int_var(0, 2, "x"), model.new_int_var(0, 2, "y")

@@ -15,7 +15,6 @@ left pending. Every decision carries a `SolverReport`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -206,7 +205,7 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
         near = search.near(m.model, tier_relaxed, current) if tier_relaxed.solved else None
         if near is not None and (current is None or _placed(m, block, near) > _placed(m, block, current)):
             current = near
-        most = math.floor(-tier_relaxed.objective + 1e-6) if tier_relaxed.solved else None
+        most = tier_relaxed.most if tier_relaxed.solved else None
         if current is not None and most is not None and _placed(m, block, current) >= most:
             log.debug("placement phase: the LP bound %d is reached; no full search", most)
         else:

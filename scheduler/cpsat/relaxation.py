@@ -57,8 +57,21 @@ class Relaxation:
 
     @property
     def bound(self) -> int:
-        """A lower bound on the integer model's objective, rounded down past GLOP's tolerance."""
-        return math.floor(self.objective - 1e-6 * max(1.0, abs(self.objective)))
+        """A lower bound on the minimised objective's value in any answer of the model.
+
+        CP-SAT's objectives have integer coefficients over integer variables, so the bound
+        rounds up to an integer, once GLOP's tolerance is taken off.
+        """
+        return math.ceil(self.objective - self._tolerance)
+
+    @property
+    def most(self) -> int:
+        """An upper bound on a maximised objective's value (CP-SAT stores it negated)."""
+        return math.floor(-self.objective + self._tolerance)
+
+    @property
+    def _tolerance(self) -> float:
+        return 1e-6 * max(1.0, abs(self.objective))
 
     @property
     def fractional(self) -> list[int]:
