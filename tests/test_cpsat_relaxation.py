@@ -137,6 +137,18 @@ def test_an_infeasible_relaxation_says_so() -> None:
     assert relaxation.relax(model).infeasible
 
 
+def test_out_of_time_the_relaxation_is_unsolved_not_infeasible() -> None:
+    rng = random.Random(1)
+    model = cp_model.CpModel()
+    xs = [model.new_int_var(0, 10, f"x{i}") for i in range(3000)]
+    for _ in range(1500):
+        members = rng.sample(range(len(xs)), 20)
+        model.add(sum(rng.randint(1, 9) * xs[i] for i in members) >= rng.randint(20, 80))
+    model.minimize(sum(rng.randint(1, 20) * x for x in xs))
+    relaxed = relaxation.relax(model, time_limit_s=1e-3)  # GLOP needs about a second here
+    assert not relaxed.solved and not relaxed.infeasible
+
+
 def test_the_neighbourhood_fixes_what_is_far_from_fractional_values_and_leaves_the_model_alone() -> None:
     model = cp_model.CpModel()
     a, b = model.new_int_var(0, 3, "a"), model.new_int_var(0, 3, "b")

@@ -67,6 +67,11 @@ class _Search:
         the LP included), or the deterministic work of the CP-SAT phases."""
         return self.work if self.deterministic else time.perf_counter() - self.started
 
+    def relax(self, model: cp_model.CpModel) -> relaxation.Relaxation:
+        """The LP relaxation of `model`, within what is left of a wall-clock budget."""
+        left = None if self.deterministic else self.options.time_limit_s - self.spent
+        return relaxation.relax(model, left)
+
     def near(
         self, model: cp_model.CpModel, relaxed: relaxation.Relaxation, incumbent: Mapping[cp_model.IntVar, int] | None
     ) -> dict[cp_model.IntVar, int] | None:
@@ -185,7 +190,7 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
     else:
         probe = m.model.clone()
         probe.add(probe.get_bool_var_from_proto_index(all_placed.index) == 1)
-        relaxed = relaxation.relax(probe)
+        relaxed = search.relax(probe)
         if relaxed.solved:
             near = search.near(probe, relaxed, None)
             if near is not None:
@@ -201,7 +206,7 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
         m.model.maximize(_placements(m, block))
         # The LP's answer, rounded in its neighbourhood, often places more than greedy did;
         # when it reaches the LP's bound it is the phase's optimum and needs no search.
-        tier_relaxed = relaxation.relax(m.model)
+        tier_relaxed = search.relax(m.model)
         near = search.near(m.model, tier_relaxed, current) if tier_relaxed.solved else None
         if near is not None and (current is None or _placed(m, block, near) > _placed(m, block, current)):
             current = near
@@ -224,7 +229,7 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
         relaxed = None
     m.model.minimize(_cost(m))
     if relaxed is None or not relaxed.solved:  # the LP of the model as the placement phases left it
-        relaxed = relaxation.relax(m.model)
+        relaxed = search.relax(m.model)
         near = search.near(m.model, relaxed, current) if relaxed.solved else None
         if near is not None and (current is None or _cost_of(m, near) < _cost_of(m, current)):
             current = near

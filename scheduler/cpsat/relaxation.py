@@ -97,8 +97,12 @@ class _Rows:
         self.upper.append(upper if upper < UNBOUNDED else math.inf)
 
 
-def relax(model: cp_model.CpModel) -> Relaxation:
-    """The optimum of the LP relaxation of `model`, whose objective is minimised."""
+def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxation:
+    """The optimum of the LP relaxation of `model`, whose objective is minimised.
+
+    `time_limit_s` bounds GLOP's wall time (none in deterministic mode, where a wall-clock
+    limit would make the answer depend on the machine); out of time, the LP is unsolved.
+    """
     proto = model.proto
     lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
     upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
@@ -152,6 +156,8 @@ def relax(model: cp_model.CpModel) -> Relaxation:
     fill: Any = lp.fill_model_from_sparse_data  # its stub types the arrays as ndarray[float64]: no array is
     fill(lower, upper, objective, np.array(rows.lower), np.array(rows.upper), matrix)
     solver = model_builder_helper.ModelSolverHelper("glop")
+    if time_limit_s is not None:
+        solver.set_time_limit_in_seconds(max(1e-3, time_limit_s))
     solver.solve(lp)
     status = solver.status()
     if status != model_builder_helper.SolveStatus.OPTIMAL:
