@@ -166,6 +166,19 @@ def test_the_neighbourhood_fixes_what_is_far_from_fractional_values_and_leaves_t
     assert list(near.proto.solution_hint.values) == [round(v) for v in relaxed.values]
 
 
+def test_a_rounded_value_in_a_hole_of_the_domain_is_not_fixed() -> None:
+    model = cp_model.CpModel()
+    x = model.new_int_var_from_domain(cp_model.Domain.from_intervals([[0, 1], [4, 5]]), "x")
+    y = model.new_int_var(0, 10, "y")
+    model.add(x + y == 3)
+    model.minimize(y)
+    relaxed = relaxation.relax(model)
+    assert [round(v) for v in relaxed.values] == [3, 0]  # the LP ignores the hole: x = 3
+    near = relaxation.neighbourhood(model, relaxed)
+    assert list(near.proto.variables[0].domain) == [0, 1, 4, 5] and list(near.proto.variables[1].domain) == [0, 0]
+    assert cp_model.CpSolver().solve(near) == cp_model.INFEASIBLE  # not x = 3, which the model forbids
+
+
 def test_a_busy_cycle_is_proven_within_the_gap_by_the_lp_without_a_full_search(caplog: pytest.LogCaptureFixture) -> None:
     snapshot = bench_packer.cluster(400, 3)
     jobs = bench_packer.pending(200, 3)

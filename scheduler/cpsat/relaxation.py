@@ -213,14 +213,20 @@ def agreement(model: cp_model.CpModel, relaxation: Relaxation, incumbent: Sequen
 
 
 def _restricted(model: cp_model.CpModel, fixed: Sequence[int], free: set[int], hint: Sequence[int]) -> cp_model.CpModel:
-    """A copy of `model` with each variable not in `free` fixed to its value in `fixed`, hinted with `hint`."""
+    """A copy of `model` with each variable not in `free` fixed to its value in `fixed`, hinted with `hint`.
+
+    A value outside the variable's domain (a rounded LP value in a hole of it) leaves the
+    variable free: fixing it there would let the copy accept what the model forbids.
+    """
     copy = model.clone()
     variables = copy.proto.variables
     for index, value in enumerate(fixed):
         if index not in free:
             domain = variables[index].domain
-            domain.clear()
-            domain.extend((value, value))
+            bounds = list(domain)
+            if any(low <= value <= high for low, high in zip(bounds[::2], bounds[1::2], strict=True)):
+                domain.clear()
+                domain.extend((value, value))
     copy.clear_hints()  # type: ignore[no-untyped-call]
     solution_hint = copy.proto.solution_hint
     solution_hint.vars.extend(range(len(hint)))
