@@ -223,15 +223,20 @@ def _restricted(model: cp_model.CpModel, fixed: Sequence[int], free: set[int], h
     for index, value in enumerate(fixed):
         if index not in free:
             domain = variables[index].domain
-            bounds = list(domain)
-            if any(low <= value <= high for low, high in zip(bounds[::2], bounds[1::2], strict=True)):
-                domain.clear()
-                domain.extend((value, value))
+            if len(domain) > 2 and not _inside(value, list(domain)):
+                continue
+            domain.clear()
+            domain.extend((value, value))
     copy.clear_hints()  # type: ignore[no-untyped-call]
     solution_hint = copy.proto.solution_hint
     solution_hint.vars.extend(range(len(hint)))
     solution_hint.values.extend(hint)
     return copy
+
+
+def _inside(value: int, domain: Sequence[int]) -> bool:
+    """Whether `value` lies in a CP-SAT domain, written as [low, high, low, high, ...]."""
+    return any(low <= value <= high for low, high in zip(domain[::2], domain[1::2], strict=True))
 
 
 def _variable(literal: int) -> int:
