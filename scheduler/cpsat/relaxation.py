@@ -1,4 +1,4 @@
-"""The LP relaxation of a CP-SAT model, and the neighbourhood its answer induces (RENS).
+"""The LP relaxation of a CP-SAT model, and the neighbourhoods its answer induces (RENS, RINS).
 
 CP-SAT's own search finds good answers slowly on big cycles: on 5,000 nodes its first
 answers come from a cost-blind feasibility search and its LP-guided search needed a minute
@@ -7,8 +7,10 @@ within 0.01 % of the integer optimum) and its simplex vertex nearly integral (35
 variables fractional). So a cycle solves the relaxation with GLOP first, which gives a proven
 lower bound, then hands CP-SAT only the neighbourhood of the LP answer: every variable whose
 value is integral, and that shares no constraint with a fractional one, is fixed to it
-(relaxation-induced neighbourhood search, Danna et al. 2005; Berthold 2014). That small model
-solves in a fraction of a second to an answer within a fraction of a percent of the bound.
+(relaxation-induced neighbourhood search, Berthold 2014). That small model solves in a
+fraction of a second to an answer within a fraction of a percent of the bound. When it has no
+answer and one is in hand, the variables on which the LP and that answer agree are fixed
+instead (RINS, Danna, Rothberg and Le Pape 2005), which keeps the answer in the model.
 
 The relaxation is read off the model's proto, so it follows whatever the model states:
 linear constraints (one-variable ones become bounds; enforced ones count when their literals
@@ -104,6 +106,8 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
     limit would make the answer depend on the machine); out of time, the LP is unsolved.
     """
     proto = model.proto
+    if proto.has_floating_point_objective():  # not a sum of integer terms: no integer bound to give
+        return Relaxation(values=(), objective=math.inf)
     lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
     upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
     linear: list[tuple[list[int], list[int], list[int], int, int]] = []
