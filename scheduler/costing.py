@@ -149,7 +149,7 @@ def objective_usd_per_hour(
     # Nodes whose free GPUs change: they take whole GPUs, or give free GPUs to shares.
     loaded = {r.node for p in placements if p.job.request.kind is RequestKind.WHOLE for r in p.replicas}
     loaded.update(name for name, index in shared if nodes[name].gpus[index].free)
-    for name in {replica.node for placement in placements for replica in placement.replicas}:
+    for name in sorted({replica.node for placement in placements for replica in placement.replicas}):
         pool = pools[nodes[name].pool]
         before_node, after_node = nodes[name], after[name]
         if opens(pool, before_node):

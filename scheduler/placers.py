@@ -136,7 +136,7 @@ class GreedyPlacer:
         saved_nodes = dict(classes.nodes)
         for victim in victims:
             cycle.snapshot = cycle.snapshot.release(victim.job)
-        for name in {r.node for v in victims for r in saved_snapshot.running[v.job].placement.replicas}:
+        for name in sorted({r.node for v in victims for r in saved_snapshot.running[v.job].placement.replicas}):
             classes.update(cycle.snapshot.nodes[name])
         trial = self._place_gang(framework, cycle, classes, job)
         if trial is not None:
@@ -203,7 +203,7 @@ class BatchPlacer:
         for placement in placements:
             snapshot = snapshot.assume(placement, cycle.now_s)
         cycle.snapshot = snapshot
-        for name in {r.node for placement in placements for r in placement.replicas}:
+        for name in sorted({r.node for placement in placements for r in placement.replicas}):
             classes.update(snapshot.nodes[name])
         placed = {placement.job.id for placement in placements}
         rest = [job for job in queue if job.id not in placed]
@@ -221,6 +221,6 @@ class BatchPlacer:
         start = cycle.snapshot
         placements = list(GreedyPlacer(trial=True).place(framework, cycle, queue, classes).placements)
         cycle.snapshot = start
-        for name in {r.node for placement in placements for r in placement.replicas}:
+        for name in sorted({r.node for placement in placements for r in placement.replicas}):
             classes.update(start.nodes[name])
         return placements

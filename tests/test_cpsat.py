@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -273,6 +275,30 @@ def test_same_input_same_decision_in_deterministic_mode() -> None:
     assert first.solver is not None and second.solver is not None
     assert (first.solver.objective, first.solver.bound, first.solver.status) == (
         second.solver.objective, second.solver.bound, second.solver.status)
+
+
+SAME_DECISION = """
+import sys
+sys.path.insert(0, "benchmarks")
+import bench_packer, policies
+from scheduler.world import Scheduler
+snapshot, jobs = bench_packer.cluster(40, 4), bench_packer.pending(80, 4)
+decision = Scheduler(policies.profile("cost-cpsat")).schedule(snapshot, jobs)
+print(decision.placements, decision.solver.objective, decision.solver.bound, decision.solver.status)
+"""
+
+
+def test_same_decision_in_processes_with_different_string_hashes() -> None:
+    """The node index once took nodes back in the order of a set of names, which Python orders
+    by a per-process random hash: the model's classes, so the decision, changed run to run."""
+    root = Path(__file__).resolve().parent.parent
+    outputs = []
+    for seed in ("0", "1", "2"):
+        environment = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run([sys.executable, "-c", SAME_DECISION], cwd=root, env=environment,
+                                capture_output=True, text=True, timeout=600, check=True)  # fmt: skip
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1] == outputs[2] and "Placement(" in outputs[0]
 
 
 def test_without_an_answer_the_decision_is_greedys() -> None:

@@ -129,7 +129,7 @@ def _shares(m: Model) -> None:
             )
         for number, config in enumerate(share_class.configs):
             variable = m.share_configs[k, number] = model.new_int_var(0, room, f"w_{k}_{number}")
-            for shape in set(config):
+            for shape in sorted(set(config)):
                 supply.setdefault((pool.name, shape), []).append((variable, config.count(shape)))
             m.cost.append((variable, _units(objective.share_config_usd(share_class, config, m.options))))
         given = sum(m.share_configs[k, n] for n in range(len(share_class.configs)))
