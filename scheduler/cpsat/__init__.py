@@ -15,6 +15,7 @@ left pending. Every decision carries a `SolverReport`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -37,6 +38,11 @@ UNITS_PER_USD_HOUR = objective.UNITS_PER_USD_HOUR
 OPTIMISTIC_SHARE = 0.3
 #: Share of what is left for the search near the LP answer (it usually stops far sooner).
 NEIGHBOURHOOD_SHARE = 0.5
+#: A neighbourhood's gap limit, as a share of the cycle's: its own bound is above the LP's, so
+#: its answer must be closer to it for the cycle to stop there.
+NEIGHBOURHOOD_GAP = 0.25
+#: Wall seconds below which a phase is not started: it could only overrun the budget.
+MIN_PHASE_S = 0.01
 
 
 def _cost(m: Model) -> cp_model.LinearExprT:
@@ -68,8 +74,13 @@ class _Search:
         return self.work if self.deterministic else time.perf_counter() - self.started
 
     def relax(self, model: cp_model.CpModel) -> relaxation.Relaxation:
-        """The LP relaxation of `model`, within what is left of a wall-clock budget."""
+        """The LP relaxation of `model`, within what is left of a wall-clock budget.
+
+        With none left, none is read: reading a big model's proto alone takes tenths of a second.
+        """
         left = None if self.deterministic else self.options.time_limit_s - self.spent
+        if left is not None and left <= MIN_PHASE_S:
+            return relaxation.Relaxation(values=(), objective=math.inf)
         return relaxation.relax(model, left)
 
     def near(
@@ -79,14 +90,19 @@ class _Search:
 
         First where only the LP's fractional values are free (`relaxation.neighbourhood`); when
         that has no answer and `incumbent` is an answer of `model`, where the LP and it differ
-        (`relaxation.agreement`), which holds the incumbent, so it is no worse.
+        (`relaxation.agreement`), which holds the incumbent, so it is no worse. One worker: these
+        models are small, and OR-Tools 9.15 aborts the process ("heuristics.fixed_search !=
+        nullptr") on some hinted, infeasible neighbourhoods under interleaved search.
         """
-        solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.neighbourhood(model, relaxed))
+        tighter = self.options.gap_limit * NEIGHBOURHOOD_GAP  # to land within the gap of the LP's bound
+        solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.neighbourhood(model, relaxed), workers=1,
+                          gap_limit=tighter)  # fmt: skip
         if solver is None and incumbent is not None and len(incumbent) == len(model.proto.variables):
             held = [0] * len(incumbent)
             for variable, value in incumbent.items():
                 held[variable.index] = value
-            solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.agreement(model, relaxed, held))
+            solver = self.run(NEIGHBOURHOOD_SHARE, None, probe=relaxation.agreement(model, relaxed, held), workers=1,
+                              gap_limit=tighter)  # fmt: skip
         return None if solver is None else self.values(solver)
 
     def run(
@@ -141,8 +157,9 @@ class _Search:
 
     def keep(self) -> None:
         """The last phase found nothing in its time, but the answer before it stands: the
-        search has an answer, unproven."""
-        self.statuses[-1] = "FEASIBLE"
+        search has an answer, unproven. (Any other verdict, which would be a bug, stays.)"""
+        if self.statuses[-1] == "UNKNOWN":
+            self.statuses[-1] = "FEASIBLE"
 
     def values(self, solver: cp_model.CpSolver) -> dict[cp_model.IntVar, int]:
         m = self.m
@@ -242,14 +259,17 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
         # parallel portfolio (measured with benchmarks/bench_packer.py).
         solver = search.run(1.0, current, workers=1)
         if solver is not None:
-            answer = search.values(solver)
+            searched = search.values(solver)
+            # CP-SAT may repair or drop a hint; the answer in hand stays when it is cheaper.
+            answer = current if current is not None and _cost_of(m, current) < _cost_of(m, searched) else searched
             proven = round(solver.best_objective_bound)
             bound = proven if bound is None else max(bound, proven)
-        elif current is None or bound is None:
+        elif current is None:
             return None, _report(search, started, jobs)
         else:
             search.keep()
             answer = current
+            bound = _least_cost(m) if bound is None else bound
     found = _solution(m, answer)
     given = expansion.solution_of(problem, hint) if hint is not None else None
     if given is not None and objective.rank(problem, given, options) <= objective.rank(problem, found, options):
@@ -266,6 +286,16 @@ def _cost_of(m: Model, values: Mapping[cp_model.IntVar, int]) -> int:
 def _placed(m: Model, tiers: Sequence[int], values: Mapping[cp_model.IntVar, int]) -> int:
     """The value of `_placements(m, tiers)` under `values`."""
     return sum(m.rewards[g.tier] * values[m.placed[g.index]] for g in m.problem.groups if g.tier in tiers)
+
+
+def _least_cost(m: Model) -> int:
+    """A bound no answer can beat, from the variables' domains alone: each cost term at its least."""
+    total = 0
+    for variable, coefficient in m.cost:
+        domain = variable.proto.domain
+        low, high = domain[0], domain[len(domain) - 1]
+        total += min(coefficient * low, coefficient * high)
+    return total
 
 
 def _gap(cost: int, bound: int) -> float:

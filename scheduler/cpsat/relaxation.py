@@ -106,7 +106,9 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
     limit would make the answer depend on the machine); out of time, the LP is unsolved.
     """
     proto = model.proto
-    if proto.has_floating_point_objective():  # not a sum of integer terms: no integer bound to give
+    offset, scale = proto.objective.offset, proto.objective.scaling_factor
+    if proto.has_floating_point_objective() or scale not in (0.0, 1.0, -1.0) or offset != round(offset):
+        # Not an integer sum as `bound` and `most` read it (the model builder never writes these).
         return Relaxation(values=(), objective=math.inf)
     lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
     upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
@@ -168,7 +170,6 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
         log.debug("LP relaxation: %s", status)
         infeasible = status == model_builder_helper.SolveStatus.INFEASIBLE
         return Relaxation(values=(), objective=math.inf, infeasible=infeasible)
-    offset = proto.objective.offset
     return Relaxation(values=tuple(solver.variable_values()), objective=solver.objective_value() + offset)
 
 
