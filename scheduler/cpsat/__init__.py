@@ -185,11 +185,13 @@ def solve(problem: Problem, hint: Hint | None, options: SolverOptions) -> tuple[
 
     Lexicographic, as CP-SAT advises for objectives of different scales: first the most jobs
     placed, tier by tier (block by block); those counts are then fixed and the cost minimised,
-    each phase hinted with the answer before it. The cost phase starts from the LP relaxation:
-    its optimum is a proven bound, and the neighbourhood of its answer (`relaxation`) a small
-    model that CP-SAT solves quickly to an answer near that bound; when that answer is within
-    the gap limit, the full model is not searched at all. The report's objective, bound and
-    gap are the cost phase's, in model units (UNITS_PER_USD_HOUR per dollar per hour).
+    each phase hinted with the answer before it. Each phase starts from its LP relaxation:
+    the LP optimum is a proven bound, and the neighbourhood of its answer (`relaxation`) a small
+    model that CP-SAT solves quickly to an answer near that bound; when that answer reaches the
+    bound (placement phases) or is within the gap limit of it (the cost phase), the full model
+    is not searched at all. A phase that finds nothing in its time keeps the answer before it.
+    The report's objective, bound and gap are the cost phase's, in model units
+    (UNITS_PER_USD_HOUR per dollar per hour).
     """
     started = time.perf_counter()
     groups = problem.groups
