@@ -1,4 +1,4 @@
-"""The LP relaxation of a CP-SAT model and the neighbourhood of its answer (RENS)."""
+"""The LP relaxation of a CP-SAT model, the neighbourhoods of its answer (RENS, RINS), and the solve built on them."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def test_no_lp_is_read_once_the_wall_clock_budget_is_spent() -> None:
     search = cpsat._Search(None, SolverOptions(time_limit_s=0.5), started=time.perf_counter() - 1.0)  # type: ignore[arg-type]
     assert not search.relax(model).solved
     search = cpsat._Search(None, SolverOptions(time_limit_s=5.0), started=time.perf_counter())  # type: ignore[arg-type]
-    assert search.relax(model).solved or search.relax(model).infeasible
+    assert search.relax(model).solved
 
 
 def test_an_objective_scaled_or_offset_past_integers_gives_no_bound() -> None:
