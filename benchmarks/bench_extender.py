@@ -96,7 +96,7 @@ def latency(nodes: int, requests: int) -> dict[str, Any]:
 
 def end_to_end(nodes: int, pods: int, profile: str) -> dict[str, Any]:
     from scheduler.k8s.kubeapi import wait_until
-    from tests.e2e.controlplane import add_node, control_plane, extender_process
+    from tests.e2e.controlplane import add_node, add_pod, control_plane, extender_process
 
     results: dict[str, Any] = {"nodes": nodes, "pods": pods, "profile": profile}
     with control_plane() as plane, ThreadPoolExecutor(max_workers=8) as creators:
@@ -111,12 +111,7 @@ def end_to_end(nodes: int, pods: int, profile: str) -> dict[str, Any]:
                 names = [f"{scheduler}-{n:05d}" for n in range(pods)]
 
                 def create(name: str, scheduler: str = scheduler) -> None:
-                    rest.request("POST", "/api/v1/namespaces/ml/pods", {
-                        "metadata": {"name": name, "namespace": "ml"},
-                        "spec": {"schedulerName": scheduler, "automountServiceAccountToken": False,
-                                 "containers": [{"name": "main", "image": "example.invalid/none",
-                                                 "resources": {"requests": {"nvidia.com/gpu": "1"},
-                                                               "limits": {"nvidia.com/gpu": "1"}}}]}})
+                    add_pod(rest, name, {"nvidia.com/gpu": "1"}, scheduler=scheduler)
 
                 started = time.perf_counter()
                 list(creators.map(create, names))  # eight at a time: creation should not be what is measured
