@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 import subprocess
 import sys
@@ -230,7 +229,7 @@ def test_when_the_cost_search_finds_nothing_in_time_the_placement_answer_stands(
     monkeypatch.setattr(cpsat._Search, "run", out_of_time)
     monkeypatch.setattr(cpsat._Search, "near", lambda self, model, relaxed, incumbent: None)
     if lp == "out of time":
-        monkeypatch.setattr(cpsat._Search, "relax", lambda self, model: relaxation.Relaxation((), math.inf))
+        monkeypatch.setattr(cpsat._Search, "relax", lambda self, model: relaxation.UNSOLVED)
     decision = solve(snapshot, jobs, SolverOptions(deterministic_time=2.0, workers=2, seed=1))
     report = decision.solver
     assert report is not None and report.status == "FEASIBLE" and report.used == "cpsat"

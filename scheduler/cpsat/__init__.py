@@ -15,7 +15,6 @@ left pending. Every decision carries a `SolverReport`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -80,7 +79,7 @@ class _Search:
         """
         left = None if self.deterministic else self.options.time_limit_s - self.spent
         if left is not None and left <= MIN_PHASE_S:
-            return relaxation.Relaxation(values=(), objective=math.inf)
+            return relaxation.UNSOLVED
         return relaxation.relax(model, left)
 
     def near(

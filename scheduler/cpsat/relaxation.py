@@ -80,6 +80,12 @@ class Relaxation:
         return [i for i, value in enumerate(self.values) if abs(value - round(value)) > INTEGRAL_TOLERANCE]
 
 
+#: No LP answer: GLOP gave up or ran out of time, or the objective is not one `bound` reads.
+UNSOLVED = Relaxation(values=(), objective=math.inf)
+#: The LP has no answer, so neither has the model.
+INFEASIBLE = Relaxation(values=(), objective=math.inf, infeasible=True)
+
+
 @dataclass(slots=True)
 class _Rows:
     """A sparse constraint matrix built row by row: lower <= A x <= upper."""
@@ -109,7 +115,7 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
     offset, scale = proto.objective.offset, proto.objective.scaling_factor
     if proto.has_floating_point_objective() or scale not in (0.0, 1.0, -1.0) or offset != round(offset):
         # Not an integer sum as `bound` and `most` read it (the model builder never writes these).
-        return Relaxation(values=(), objective=math.inf)
+        return UNSOLVED
     lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
     upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
     linear: list[tuple[list[int], list[int], list[int], int, int]] = []
@@ -135,7 +141,7 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
         elif constraint.has_no_overlap():
             overlaps.append(list(constraint.no_overlap.intervals))
     if np.any(lower > upper):
-        return Relaxation(values=(), objective=math.inf, infeasible=True)
+        return INFEASIBLE
     rows = _Rows([], [], [], [], [])
     for enforced, columns, coefficients, low, high in linear:
         # An enforced constraint holds only when its literals are true; unless the bounds fix
@@ -168,8 +174,7 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
     status = solver.status()
     if status != model_builder_helper.SolveStatus.OPTIMAL:
         log.debug("LP relaxation: %s", status)
-        infeasible = status == model_builder_helper.SolveStatus.INFEASIBLE
-        return Relaxation(values=(), objective=math.inf, infeasible=infeasible)
+        return INFEASIBLE if status == model_builder_helper.SolveStatus.INFEASIBLE else UNSOLVED
     return Relaxation(values=tuple(solver.variable_values()), objective=solver.objective_value() + offset)
 
 
