@@ -190,7 +190,6 @@ def _containers(value: object, where: str) -> list[Mapping[str, Any]]:
     return [expect_object(item, f"{where}[{index}]") for index, item in enumerate(value)]
 
 
-
 def _string(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise WireError(where, f"must be a non-empty string, got {value!r}")

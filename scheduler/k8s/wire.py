@@ -122,7 +122,7 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     for index, item in enumerate(items):
         where = f"Nodes.items[{index}]"
         metadata = expect_object(expect_object(item, where).get("metadata"), f"{where}.metadata")
-        found.append(_name(metadata.get("name"), f"Nodes.items[{index}].metadata.name"))
+        found.append(_name(metadata.get("name"), f"{where}.metadata.name"))
     return ExtenderArgs(pod, tuple(found), full_nodes=True)
 
 
