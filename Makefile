@@ -25,10 +25,10 @@ demo: $(STAMP)
 	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler policies simulator traces tests benchmarks
+	$(BIN)/ruff check scheduler policies simulator extender traces fleetsched tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict scheduler policies traces simulator
+	$(BIN)/mypy --strict scheduler policies traces simulator extender fleetsched
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -32,10 +32,10 @@ from machine import describe, machine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import policies
+from extender.server import ExtenderServer, serve_in_thread
+from extender.state import ClusterView
+from extender.verbs import GpuExtender, Planner
 from scheduler.catalog import default_catalog
-from scheduler.k8s.extender import GpuExtender, Planner
-from scheduler.k8s.server import ExtenderServer, serve_in_thread
-from scheduler.k8s.state import ClusterView
 from scheduler.world import Scheduler
 
 LABELS = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge",
@@ -95,7 +95,7 @@ def latency(nodes: int, requests: int) -> dict[str, Any]:
 
 
 def end_to_end(nodes: int, pods: int, profile: str) -> dict[str, Any]:
-    from scheduler.k8s.kubeapi import wait_until
+    from extender.kubeapi import wait_until
     from tests.e2e.controlplane import add_node, add_pod, control_plane, extender_process
 
     results: dict[str, Any] = {"nodes": nodes, "pods": pods, "profile": profile}

@@ -29,8 +29,8 @@ from machine import describe, machine
 
 import policies
 from scheduler import capacity, costing
+from scheduler.batch.solve import CpSatPlacer
 from scheduler.catalog import default_catalog
-from scheduler.cpsat import CpSatPlacer
 from scheduler.decision import validate
 from scheduler.model import (
     Capacity,

@@ -5,28 +5,21 @@ best-scoring feasible node equivalence class, a gang all or nothing. When a job 
 and some node rejected it as UNSCHEDULABLE, the profile's postfilter may name victims; the
 placer accepts them only if the job then fits.
 
-`BatchPlacer` places the whole queue with one solve (the CP-SAT model of `scheduler.cpsat`),
+`scheduler.batch.placer.BatchPlacer` places the whole queue with one solve (CP-SAT),
 warm-started from the greedy answer and falling back to it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol
 
-from scheduler import batch
-from scheduler.decision import Code, Decision, Pending, Preemption, SolverReport, Status
-from scheduler.expansion import Solution, expand
+from scheduler.decision import Code, Decision, Pending, Preemption, Status
 from scheduler.framework import Framework, NodeClasses
 from scheduler.model import Job, Node, Placement, ReplicaPlacement
 from scheduler.plugin import Cycle
-from scheduler.profile import SolverOptions
 
 GANG = "Gang"
-#: The least wall time a batch placer gives its solver, however long the greedy answer took.
-MIN_SOLVE_S = 0.05
 
 
 class Placer(Protocol):
@@ -164,63 +157,3 @@ class GreedyPlacer:
         code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
         reason = "no node fits" if statuses else "the cluster has no nodes"
         return Pending(job.id, Status(code, (reason,)), verdicts, fits_nowhere=True)
-
-
-Solve = Callable[[batch.Problem, batch.Hint | None, SolverOptions], tuple[Solution | None, SolverReport]]
-
-
-class BatchPlacer:
-    """Places the whole queue with one solve of the batch problem (`scheduler.batch`).
-
-    The greedy answer comes first (trial mode) as the solver's hint and fallback; the solution
-    is expanded onto concrete GPUs; then a greedy pass, with the profile's preemption, offers
-    what still waits the capacity left and explains every job left pending.
-    """
-
-    name = "batch"
-
-    def __init__(self, solve: Solve, options: SolverOptions | None = None) -> None:
-        self.solve = solve
-        self.options = options
-
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision:
-        began = time.perf_counter()
-        start = cycle.snapshot
-        first = self._trial(framework, cycle, queue, classes)
-        hint = batch.hint_from(start.nodes, start.pools, first)
-        problem = batch.build(framework, cycle, queue, classes, hint)
-        report: SolverReport | None = None
-        placements: Sequence[Placement] = first
-        if problem.groups:
-            options = self.options or framework.profile.solver
-            if options.deterministic_time <= 0:  # the wall-clock budget covers the whole placement
-                left = options.time_limit_s - (time.perf_counter() - began)
-                options = dataclasses.replace(options, time_limit_s=max(MIN_SOLVE_S, left))
-            solution, report = self.solve(problem, hint, options)
-            if solution is not None:
-                placements, _ = expand(problem, solution, lambda job, node: framework.filters_pass(cycle, job, node).ok)
-        snapshot = start
-        for placement in placements:
-            snapshot = snapshot.assume(placement, cycle.now_s)
-        cycle.snapshot = snapshot
-        for name in sorted({r.node for placement in placements for r in placement.replicas}):
-            classes.update(snapshot.nodes[name])
-        placed = {placement.job.id for placement in placements}
-        rest = [job for job in queue if job.id not in placed]
-        tail = GreedyPlacer().place(framework, cycle, rest, classes) if rest else Decision()
-        return Decision(
-            placements=(*placements, *tail.placements),
-            preemptions=tail.preemptions,
-            pending=tail.pending,
-            solver=report,
-        )
-
-    @staticmethod
-    def _trial(framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> list[Placement]:
-        """The greedy answer for `queue`, with the cycle and the index left as they were."""
-        start = cycle.snapshot
-        placements = list(GreedyPlacer(trial=True).place(framework, cycle, queue, classes).placements)
-        cycle.snapshot = start
-        for name in sorted({r.node for placement in placements for r in placement.replicas}):
-            classes.update(start.nodes[name])
-        return placements

@@ -41,7 +41,7 @@ def make_placer(profile: Profile) -> Placer:
     CP-SAT is imported only when a profile asks for it: OR-Tools takes a while to load.
     """
     if profile.placer == "cpsat":
-        from scheduler.cpsat import CpSatPlacer
+        from scheduler.batch.solve import CpSatPlacer
 
         return CpSatPlacer()
     return GreedyPlacer()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 import policies
-from scheduler import batch, costing, objective
-from scheduler.batch import Config, Hint
-from scheduler.expansion import InconsistentSolutionError, Solution, expand, solution_of
+from scheduler import costing
+from scheduler.batch import objective
+from scheduler.batch import problem as batch
+from scheduler.batch.expansion import InconsistentSolutionError, Solution, expand, solution_of
+from scheduler.batch.problem import Config, Hint
 from scheduler.framework import Framework, NodeClasses, new_cycle
 from scheduler.model import ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
 from tests.builders import make_job, make_pool, make_snapshot, whole
@@ -30,8 +32,8 @@ def two_empty_nodes() -> tuple[ClusterSnapshot, list[Job], batch.Problem]:
 
 
 def both_on_one_node(problem: batch.Problem) -> Solution:
-    (node_group,) = problem.node_groups
-    config = node_group.configs.index(Config((2, 2)))
+    (whole_class,) = problem.whole_classes
+    config = whole_class.configs.index(Config((2, 2)))
     (group,) = problem.groups
     return Solution({group.index: 2}, {(group.index, 0): 2}, {}, {(0, config): 1}, {}, {})
 
@@ -39,9 +41,9 @@ def both_on_one_node(problem: batch.Problem) -> Solution:
 def test_jobs_alike_form_one_group_and_configs_pack_a_node() -> None:
     _, _, problem = two_empty_nodes()
     assert [len(g.jobs) for g in problem.groups] == [2]
-    (node_group,) = problem.node_groups
-    assert node_group.empty and node_group.free == 4 and node_group.nodes == ("od-0", "od-1")
-    assert set(node_group.configs) == {Config((2,)), Config((2, 2))}
+    (whole_class,) = problem.whole_classes
+    assert whole_class.empty and whole_class.free == 4 and whole_class.nodes == ("od-0", "od-1")
+    assert set(whole_class.configs) == {Config((2,)), Config((2, 2))}
 
 
 def test_expansion_deals_a_config_to_the_first_node_oldest_jobs_first() -> None:
@@ -56,7 +58,7 @@ def test_a_job_a_filter_turns_down_is_dropped_whole_and_its_grants_undone() -> N
     snapshot = make_snapshot(make_pool("od", gpus_per_node=2, nodes=2))
     jobs = [make_job("gang", whole(2), replicas=2)]
     problem = problem_of(snapshot, jobs)
-    config = problem.node_groups[0].configs.index(Config((2,)))
+    config = problem.whole_classes[0].configs.index(Config((2,)))
     solution = Solution({0: 1}, {(0, 0): 2}, {}, {(0, config): 2}, {}, {})
     placements, dropped = expand(problem, solution, lambda job, node: node.name != "od-1")
     assert placements == [] and [job.id for job in dropped] == ["gang"]
@@ -70,7 +72,7 @@ def test_counts_that_do_not_add_up_are_a_bug_not_a_decision() -> None:
     with pytest.raises(InconsistentSolutionError, match="configs for 2 nodes"):
         expand(problem, Solution(good.jobs_placed, good.node_replicas, {}, {(0, 0): 3}, {}, {}), lambda j, n: True)
     with pytest.raises(InconsistentSolutionError, match="no replica wants"):
-        config = problem.node_groups[0].configs.index(Config((2, 2)))
+        config = problem.whole_classes[0].configs.index(Config((2, 2)))
         expand(problem, Solution({0: 1}, {(0, 0): 1}, {}, {(0, config): 1}, {}, {}), lambda job, node: True)
 
 

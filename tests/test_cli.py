@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from fleetsched.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ["--cluster", str(ROOT / "traces/samples/demo-cluster.toml"), "--jobs", str(ROOT / "traces/samples/demo-jobs.jsonl")]
@@ -107,6 +107,6 @@ def test_every_verb_has_help() -> None:
 
 
 def test_the_installed_command_runs_as_a_process(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "scheduler.cli", "mig", "check", "--gpu", "H100-80GB",
+    done = subprocess.run([sys.executable, "-m", "fleetsched.cli", "mig", "check", "--gpu", "H100-80GB",
                            "--layout", "7g.80gb@0,1g.10gb@0"], capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "overlaps" in done.stdout and done.stderr == ""

@@ -14,7 +14,8 @@ import pytest
 
 import policies
 from scheduler import capacity, costing, mig
-from scheduler.cpsat import CpSatPlacer
+from scheduler.batch.placer import BatchPlacer
+from scheduler.batch.solve import CpSatPlacer
 from scheduler.decision import Code, Decision, SolverReport, validate
 from scheduler.model import (
     Capacity,
@@ -27,7 +28,7 @@ from scheduler.model import (
     ReplicaPlacement,
     RequestKind,
 )
-from scheduler.placers import BatchPlacer, GreedyPlacer
+from scheduler.placers import GreedyPlacer
 from scheduler.plugin import Cycle
 from scheduler.profile import SolverOptions
 from scheduler.world import Scheduler

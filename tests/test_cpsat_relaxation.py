@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from ortools.sat.python import cp_model
 
-from scheduler import cpsat
-from scheduler.cpsat import relaxation
+from scheduler.batch import relaxation
+from scheduler.batch import solve as cpsat
 from scheduler.decision import validate
 from scheduler.profile import SolverOptions
 from scheduler.world import Scheduler
@@ -185,7 +185,7 @@ def test_a_busy_cycle_is_proven_within_the_gap_by_the_lp_without_a_full_search(c
     snapshot = bench_packer.cluster(400, 0)  # (on seeds 1 and 3 the neighbourhood's answer is not
     jobs = bench_packer.pending(200, 0)  # within the gap of the LP's bound, and the full search runs)
     options = SolverOptions(deterministic_time=5.0, workers=2, seed=0, gap_limit=0.005)
-    with caplog.at_level(logging.DEBUG, logger="scheduler.cpsat"):
+    with caplog.at_level(logging.DEBUG, logger="scheduler.batch.solve"):
         decision = solve(snapshot, jobs, options)
     report = decision.solver
     assert report is not None and report.used == "cpsat" and report.status == "OPTIMAL"
@@ -275,7 +275,7 @@ ABORTED_ONCE = """
 import sys
 sys.path.insert(0, "benchmarks")
 import bench_packer, policies
-from scheduler.cpsat import CpSatPlacer
+from scheduler.batch.solve import CpSatPlacer
 from scheduler.decision import validate
 from scheduler.profile import SolverOptions
 from scheduler.world import Scheduler

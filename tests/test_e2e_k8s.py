@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from scheduler.k8s import wire
-from scheduler.k8s.extender import GpuExtender
-from scheduler.k8s.kubeapi import wait_until
-from scheduler.k8s.main import start
-from scheduler.k8s.state import GPUS
+from extender import wire
+from extender.kubeapi import wait_until
+from extender.main import start
+from extender.state import GPUS
+from extender.verbs import GpuExtender
 from tests.e2e.controlplane import (
     ControlPlane,
     add_node,

@@ -10,12 +10,12 @@ import pytest
 import urllib3
 import yaml
 
+from extender.config import load_config
+from extender.kubeapi import Mirror, Rest
+from extender.state import ClusterView
+from fleetsched.cli import main
 from scheduler.catalog import default_catalog
-from scheduler.cli import main
 from scheduler.errors import InputError
-from scheduler.k8s.config import load_config
-from scheduler.k8s.kubeapi import Mirror, Rest
-from scheduler.k8s.state import ClusterView
 from scheduler.model import Capacity
 
 ROOT = Path(__file__).resolve().parent.parent

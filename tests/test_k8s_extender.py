@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 import policies
+from extender.nodes import PoolRule, read_node
+from extender.state import GPUS, ClusterView, parse_grants
+from extender.verbs import AlreadyBound, GpuExtender, Planner
+from extender.wire import BindingArgs, ExtenderArgs, PreemptionArgs
 from scheduler.catalog import default_catalog
-from scheduler.k8s.extender import AlreadyBound, GpuExtender, Planner
-from scheduler.k8s.nodes import PoolRule, read_node
-from scheduler.k8s.state import GPUS, ClusterView, parse_grants
-from scheduler.k8s.wire import BindingArgs, ExtenderArgs, PreemptionArgs
 from scheduler.model import Capacity, Grant, MigMode, RequestKind
 from scheduler.world import Scheduler
 

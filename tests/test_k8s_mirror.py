@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from extender.kubeapi import ApiError, Mirror, Rest, wait_until
+from extender.main import start
+from extender.state import ClusterView
 from scheduler.catalog import default_catalog
-from scheduler.k8s.kubeapi import ApiError, Mirror, Rest, wait_until
-from scheduler.k8s.main import start
-from scheduler.k8s.state import ClusterView
 from tests.e2e.controlplane import local_extender
 
 CATALOG = default_catalog()

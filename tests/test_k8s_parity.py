@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import policies
+from extender.state import ClusterView
 from scheduler.catalog import default_catalog
-from scheduler.k8s.state import ClusterView
 from scheduler.model import Capacity, Grant, Placement, ReplicaPlacement, empty_node
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, whole

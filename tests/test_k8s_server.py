@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.k8s import wire
-from scheduler.k8s.server import ExtenderServer, serve_in_thread
-from scheduler.k8s.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs
+from extender import wire
+from extender.server import ExtenderServer, serve_in_thread
+from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs
 
 POD = {"metadata": {"name": "train-0", "namespace": "ml", "uid": "u-1"}, "spec": {"containers": []}}
 

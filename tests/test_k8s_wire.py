@@ -13,10 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.catalog import default_catalog
-from scheduler.k8s import wire
-from scheduler.k8s.translate import PodJob, read_pod
-from scheduler.k8s.wire import (
+from extender import wire
+from extender.translate import PodJob, read_pod
+from extender.wire import (
     BindingArgs,
     ExtenderArgs,
     FilterResult,
@@ -29,6 +28,7 @@ from scheduler.k8s.wire import (
     preemption_result_json,
     priorities_json,
 )
+from scheduler.catalog import default_catalog
 from scheduler.model import GpuRequest, Labels, RequestKind
 
 CATALOG = default_catalog()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from fleetsched.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = str(ROOT / "traces/samples/synth-2days.jsonl")
@@ -100,7 +100,7 @@ def test_compare_runs_profiles_and_seeds_in_parallel_and_draws(tmp_path: Path, c
 
 
 def test_progress_goes_to_stderr_in_whole_percent_steps(capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.commands import _progress
+    from fleetsched.simulate_verbs import _progress
 
     for done in range(1, 201):
         _progress(done, 200)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from fleetsched.cli import main
 from scheduler.cluster import load_cluster
 from traces.formats import read_trace_jobs
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cli import main
+from fleetsched.cli import main
 from scheduler.errors import InputError
 from scheduler.model import JobKind, RequestKind
 from tests.builders import make_job, mig_request, share, whole

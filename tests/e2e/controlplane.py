@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.k8s.config import ExtenderConfig
-from scheduler.k8s.kubeapi import ApiError, Rest, wait_until
+from extender.config import ExtenderConfig
+from extender.kubeapi import ApiError, Rest, wait_until
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "fleetsched-e2e-admin-token"
@@ -225,7 +225,7 @@ def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval
     config = plane.folder / "extender.toml"
     config.write_text(f'address = "127.0.0.1"\nport = {port}\nprefix = "/extender"\nkubeconfig = "{plane.kubeconfig}"\n'
                       f'profile = "{profile}"\nplanner_interval_s = {interval_s}\n', encoding="utf-8")
-    plane._spawn("fleetsched-extender", [sys.executable, "-m", "scheduler.cli", "extender", "--config", str(config)])
+    plane._spawn("fleetsched-extender", [sys.executable, "-m", "fleetsched", "extender", "--config", str(config)])
     process = plane.processes["fleetsched-extender"]
     url = f"http://127.0.0.1:{port}/extender"
 

@@ -22,10 +22,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from extender.state import ClusterView, View
+from extender.translate import PodJob
 from scheduler import capacity, costing
 from scheduler.decision import Decision
-from scheduler.k8s.state import ClusterView, View
-from scheduler.k8s.translate import PodJob
 from scheduler.model import AllocationError, ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
 from scheduler.world import Scheduler
 

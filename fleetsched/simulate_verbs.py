@@ -10,16 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import policies
-from scheduler.cluster import load_cluster
+from fleetsched import api
 from scheduler.errors import InputError
-from scheduler.world import Scheduler
-from simulator.compare import compare, render_comparison, write_comparison
-from simulator.engine import SimOptions, simulate
+from simulator.compare import render_comparison, write_comparison
 from simulator.outputs import render_summary, write_run
 from simulator.plots import cost_vs_queue, jct_cdf
-from traces.base import ReadReport, replayed
-from traces.formats import read_trace
 
 Output = tuple[int, str]
 
@@ -63,17 +58,11 @@ def _progress(done: int, total: int) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> Output:
-    profile = policies.profile(args.profile)
-    cluster = load_cluster(args.cluster)
-    report = ReadReport(args.trace)
-    jobs = list(replayed(read_trace(args.trace, args.format, report=report)))
-    if not jobs:
-        raise InputError("the trace has no job to replay", source=args.trace)
     if args.round_s < 0:
         raise InputError("must be >= 0", field="--round-s")
-    options = SimOptions(seed=args.seed, round_s=args.round_s, check=args.check,
-                         progress=_progress if sys.stderr.isatty() else None)
-    result = simulate(jobs, cluster, Scheduler(profile, explain=False), options)
+    progress = _progress if sys.stderr.isatty() else None
+    result = api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
+                          check=args.check, trace_format=args.format, progress=progress)
     info = {"trace": Path(args.trace).name, "cluster": Path(args.cluster).name}
     document = write_run(result, args.out, info)
     return 0, render_summary(document) + f"\nwrote {args.out}/summary.json, jobs.csv, events.jsonl, timeline.csv"
@@ -87,15 +76,9 @@ def run_compare(args: argparse.Namespace) -> Output:
         raise InputError("must be at least 1", field="--seeds")
     if args.round_s < 0:
         raise InputError("must be >= 0", field="--round-s")
-    for name in profiles:
-        policies.profile(name)
-    load_cluster(args.cluster)
-    if not any(True for _ in replayed(read_trace(args.trace, args.format))):
-        raise InputError("the trace has no job to replay", source=args.trace)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, jcts = compare(args.trace, args.cluster, profiles, args.seeds, out, trace_format=args.format,
-                         workers=args.workers or None, round_s=args.round_s)
+    rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, out, trace_format=args.format,
+                             workers=args.workers or None, round_s=args.round_s)
     write_comparison(rows, out)
     cost_vs_queue(rows, out / "cost_vs_queue.png")
     jct_cdf(jcts, out / "jct_cdf.png")

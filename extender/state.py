@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from extender.nodes import NodeInfo, PoolRule, read_node
+from extender.translate import PREFIX, PodJob, read_pod
+from extender.wire import WireError
 from scheduler import capacity
 from scheduler.catalog import Catalog
 from scheduler.decision import Status
-from scheduler.k8s.nodes import NodeInfo, PoolRule, read_node
-from scheduler.k8s.translate import PREFIX, PodJob, read_pod
-from scheduler.k8s.wire import WireError
 from scheduler.model import (
     AllocationError,
     ClusterSnapshot,

@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from extender.translate import GPU, MIG_PREFIX
+from extender.wire import WireError, expect_object
 from scheduler import mig
 from scheduler.catalog import Catalog, GpuModelSpec
 from scheduler.errors import InputError
-from scheduler.k8s.translate import GPU, MIG_PREFIX
-from scheduler.k8s.wire import WireError, expect_object
 from scheduler.model import Capacity, MigMode, Pool
 
 log = logging.getLogger(__name__)

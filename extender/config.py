@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from extender.nodes import PoolRule
 from scheduler.catalog import CAPACITY_TYPES, Catalog
 from scheduler.errors import InputError
-from scheduler.k8s.nodes import PoolRule
 from scheduler.model import Capacity
 from scheduler.tomlfile import TomlDocument
 

@@ -1,6 +1,6 @@
 """The extender's verbs: filter, prioritize, bind and preempt, answered from the planner's plan.
 
-The `Planner` (`scheduler.k8s.planner`) runs the configured profile over every pending GPU pod
+The `Planner` (`extender.planner`) runs the configured profile over every pending GPU pod
 of this scheduler at once. kube-scheduler asks about one pod at a time; `GpuExtender` answers
 filter with the planned node alone (every node fails, with the reason, only when none passes),
 so the pod lands where the batch placement put it; prioritize gives the planned node the top
@@ -21,13 +21,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from extender.planner import Plan, Planner
+from extender.state import GPUS, format_grants
+from extender.translate import PodJob, read_pod
+from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 from scheduler import costing
 from scheduler.catalog import Catalog
 from scheduler.decision import Code
-from scheduler.k8s.planner import Plan, Planner
-from scheduler.k8s.state import GPUS, format_grants
-from scheduler.k8s.translate import PodJob, read_pod
-from scheduler.k8s.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 
 __all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 

@@ -1,6 +1,6 @@
 """The `fleetsched trace` verbs: inspect, convert, synth, cluster. Each returns (exit code, text).
 
-The command line (scheduler/cli.py) registers these parsers and prints what they return;
+The command line (fleetsched/cli.py) registers these parsers and prints what they return;
 nothing here prints. Outputs are written to a temporary name and renamed when complete, so a
 failed conversion leaves no partial file behind.
 """

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import policies
+from extender.config import ExtenderConfig
+from extender.kubeapi import Mirror, Rest, RestApi
+from extender.server import ExtenderServer, serve_in_thread
+from extender.state import ClusterView
+from extender.verbs import GpuExtender, Planner
 from scheduler.catalog import default_catalog
-from scheduler.k8s.config import ExtenderConfig
-from scheduler.k8s.extender import GpuExtender, Planner
-from scheduler.k8s.kubeapi import Mirror, Rest, RestApi
-from scheduler.k8s.server import ExtenderServer, serve_in_thread
-from scheduler.k8s.state import ClusterView
 from scheduler.world import Scheduler
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
-from scheduler import batch, objective
-from scheduler.batch import Problem
-from scheduler.expansion import Solution
+from scheduler.batch import objective
+from scheduler.batch.expansion import Solution
+from scheduler.batch.problem import Problem, ShareShape, share_shape
 from scheduler.model import MigMode, RequestKind
 from scheduler.profile import SolverOptions
 
@@ -54,13 +54,13 @@ def build_model(problem: Problem, options: SolverOptions) -> Model:
     for group in groups:
         most = len(group.jobs) * group.job.replicas
         m.placed[group.index] = model.new_int_var(0, len(group.jobs), f"placed_{group.index}")
-        for c in group.node_groups:
+        for c in group.whole_classes:
             m.node_replicas[group.index, c] = model.new_int_var(0, most, f"x_{group.index}_{c}")
         for pool in group.pools:
             m.pool_replicas[group.index, pool] = model.new_int_var(0, most, f"y_{group.index}_{pool}")
         # Gangs are all or nothing: sum_c x[g,c] + sum_p y[g,p] = replicas(g) * placed[g].
         model.add(
-            sum(m.node_replicas[group.index, c] for c in group.node_groups)
+            sum(m.node_replicas[group.index, c] for c in group.whole_classes)
             + sum(m.pool_replicas[group.index, p] for p in group.pools)
             == group.job.replicas * m.placed[group.index]
         )
@@ -79,26 +79,26 @@ def _node_groups(m: Model) -> None:
     """Whole GPUs, exactly per node: for every node group c and replica size s,
     sum_g x[g,c] (size s) = sum_k count_s(k) * configs[c,k] and sum_k configs[c,k] <= |c|."""
     problem, model = m.problem, m.model
-    for node_group in problem.node_groups:
-        c = node_group.index
-        for number in range(len(node_group.configs)):
-            m.configs[c, number] = model.new_int_var(0, len(node_group.nodes), f"z_{c}_{number}")
-        model.add(sum(m.configs[c, k] for k in range(len(node_group.configs))) <= len(node_group.nodes))
-        sizes = {size for config in node_group.configs for size in config.whole}
+    for whole_class in problem.whole_classes:
+        c = whole_class.index
+        for number in range(len(whole_class.configs)):
+            m.configs[c, number] = model.new_int_var(0, len(whole_class.nodes), f"z_{c}_{number}")
+        model.add(sum(m.configs[c, k] for k in range(len(whole_class.configs))) <= len(whole_class.nodes))
+        sizes = {size for config in whole_class.configs for size in config.whole}
         for group in problem.groups:
-            if c in group.node_groups:
+            if c in group.whole_classes:
                 sizes.add(group.job.request.gpus)
         for size in sorted(sizes):
             model.add(
                 sum(m.node_replicas[g.index, c] for g in problem.groups
-                    if c in g.node_groups and g.job.request.gpus == size)
-                == sum(config.whole.count(size) * m.configs[c, k] for k, config in enumerate(node_group.configs))
+                    if c in g.whole_classes and g.job.request.gpus == size)
+                == sum(config.whole.count(size) * m.configs[c, k] for k, config in enumerate(whole_class.configs))
             )
-        for k, config in enumerate(node_group.configs):
-            m.cost.append((m.configs[c, k], _units(objective.config_usd(node_group, config, m.options))))
+        for k, config in enumerate(whole_class.configs):
+            m.cost.append((m.configs[c, k], _units(objective.config_usd(whole_class, config, m.options))))
         for group in problem.groups:
-            if c in group.node_groups:
-                usd = objective.node_replica_usd(node_group, group.job, m.options)
+            if c in group.whole_classes:
+                usd = objective.node_replica_usd(whole_class, group.job, m.options)
                 m.cost.append((m.node_replicas[group.index, c], _units(usd)))
 
 
@@ -115,17 +115,17 @@ def _shares(m: Model) -> None:
     and per pool and share shape, sum_g y[g,p] = sum_{k,q} count(q) * share_configs[k,q]."""
     problem, model = m.problem, m.model
     _pool_costs(m)
-    supply: dict[tuple[str, batch.ShareShape], list[tuple[cp_model.IntVar, int]]] = {}
-    for share_class in problem.share_gpus:
+    supply: dict[tuple[str, ShareShape], list[tuple[cp_model.IntVar, int]]] = {}
+    for share_class in problem.share_classes:
         k = share_class.index
         pool = share_class.pool
         room = len(share_class.gpus)
         given_by_nodes: cp_model.LinearExprT = 0
-        if share_class.node_group is not None:
-            node_group = problem.node_groups[share_class.node_group]
-            room = len(node_group.nodes) * node_group.free
+        if share_class.whole_class is not None:
+            whole_class = problem.whole_classes[share_class.whole_class]
+            room = len(whole_class.nodes) * whole_class.free
             given_by_nodes = sum(
-                config.share_gpus * m.configs[node_group.index, n] for n, config in enumerate(node_group.configs)
+                config.share_gpus * m.configs[whole_class.index, n] for n, config in enumerate(whole_class.configs)
             )
         for number, config in enumerate(share_class.configs):
             variable = m.share_configs[k, number] = model.new_int_var(0, room, f"w_{k}_{number}")
@@ -133,19 +133,19 @@ def _shares(m: Model) -> None:
                 supply.setdefault((pool.name, shape), []).append((variable, config.count(shape)))
             m.cost.append((variable, _units(objective.share_config_usd(share_class, config, m.options))))
         given = sum(m.share_configs[k, n] for n in range(len(share_class.configs)))
-        if share_class.node_group is None:
+        if share_class.whole_class is None:
             model.add(given <= len(share_class.gpus))
         else:  # every GPU a node config gives to shares takes some: the node's free count stays exact
             model.add(given == given_by_nodes)
     for group in problem.groups:
         if group.job.request.kind is RequestKind.SHARE:
             for pool_name in group.pools:
-                supply.setdefault((pool_name, batch.share_shape(group.job)), [])
+                supply.setdefault((pool_name, share_shape(group.job)), [])
     for (pool_name, shape), terms in sorted(supply.items()):
         wanted = [
             m.pool_replicas[g.index, pool_name]
             for g in problem.groups
-            if g.job.request.kind is RequestKind.SHARE and pool_name in g.pools and batch.share_shape(g.job) == shape
+            if g.job.request.kind is RequestKind.SHARE and pool_name in g.pools and share_shape(g.job) == shape
         ]
         model.add(sum(wanted) == sum(count * variable for variable, count in terms))
 
@@ -158,9 +158,9 @@ def _mig(m: Model) -> None:
     Fixed layouts: per pool and profile, sum_g y[g,p] <= free instances of p."""
     problem, model = m.problem, m.model
     made: dict[tuple[str, str], list[cp_model.IntVar]] = {}
-    for mig_class in problem.mig_gpus:
+    for mig_class in problem.mig_classes:
         geometry = mig_class.pool.gpu.mig
-        assert geometry is not None  # MigGpus are only read off MIG pools
+        assert geometry is not None  # MigGpuClass are only read off MIG pools
         held = [geometry.profiles[i.profile] for i in mig_class.layout]
         compute_left = geometry.compute_slices - sum(spec.compute_slices for spec in held)
         media_left = 0 if any(spec.media_extensions for spec in held) else 1

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from extender.wire import WireError, expect_object
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
-from scheduler.k8s.wire import WireError, expect_object
 from scheduler.model import GpuRequest, Job, Labels, RequestKind
 
 GPU = "nvidia.com/gpu"

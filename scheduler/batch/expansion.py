@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from scheduler import capacity
-from scheduler.batch import GpuRef, Hint, Problem, share_shape
+from scheduler.batch.problem import GpuRef, Hint, Problem, share_shape
 from scheduler.mig import MigInstance
 from scheduler.model import Grant, Job, MigMode, Node, Placement, Pool, ReplicaPlacement, RequestKind
 
@@ -81,8 +81,8 @@ class _Expansion:
     def _destinations(self) -> None:
         """Each placed job's replicas, dealt to the places the solution counts for its group."""
         node_counts: dict[int, list[tuple[tuple[str, int | str], int]]] = {}
-        for (number, node_group), count in sorted(self.solution.node_replicas.items()):
-            node_counts.setdefault(number, []).append((("node", node_group), count))
+        for (number, whole_class), count in sorted(self.solution.node_replicas.items()):
+            node_counts.setdefault(number, []).append((("node", whole_class), count))
         for (number, pool), count in sorted(self.solution.pool_replicas.items()):
             node_counts.setdefault(number, []).append((("pool", pool), count))
         for group in self.problem.groups:
@@ -141,27 +141,27 @@ class _Expansion:
     def _node_groups(self) -> dict[int, list[GpuRef]]:
         """Whole-GPU replicas by config; returns, per node group, the free GPUs shares may take."""
         share_free: dict[int, list[GpuRef]] = {}
-        for node_group in self.problem.node_groups:
+        for whole_class in self.problem.whole_classes:
             configs = [
                 config
-                for number, config in enumerate(node_group.configs)
-                for _ in range(self.solution.configs.get((node_group.index, number), 0))
+                for number, config in enumerate(whole_class.configs)
+                for _ in range(self.solution.configs.get((whole_class.index, number), 0))
             ]
             configs.sort(key=lambda config: (-config.used, config))
-            if len(configs) > len(node_group.nodes):
-                raise InconsistentSolutionError(f"{len(configs)} configs for {len(node_group.nodes)} nodes")
+            if len(configs) > len(whole_class.nodes):
+                raise InconsistentSolutionError(f"{len(configs)} configs for {len(whole_class.nodes)} nodes")
             reserved: list[GpuRef] = []
-            for name, config in zip(node_group.nodes, configs, strict=False):
+            for name, config in zip(whole_class.nodes, configs, strict=False):
                 for size in config.whole:
-                    self._give(("node", node_group.index, size), name, self._allocator(node_group.pool))
+                    self._give(("node", whole_class.index, size), name, self._allocator(whole_class.pool))
                 free = [index for index, gpu in enumerate(self._node(name).gpus) if gpu.free]
                 reserved.extend((name, index) for index in free[: config.share_gpus])
-            share_free[node_group.index] = reserved
+            share_free[whole_class.index] = reserved
         return share_free
 
     def _shares(self, share_free: Mapping[int, list[GpuRef]]) -> None:
-        for share_class in self.problem.share_gpus:
-            gpus = share_class.gpus if share_class.node_group is None else share_free.get(share_class.node_group, [])
+        for share_class in self.problem.share_classes:
+            gpus = share_class.gpus if share_class.whole_class is None else share_free.get(share_class.whole_class, [])
             configs = [
                 config
                 for number, config in enumerate(share_class.configs)
@@ -174,7 +174,7 @@ class _Expansion:
                     self._give(("share", share_class.pool.name, shape), name, _fixed((Grant(index),)))
 
     def _mig(self) -> None:
-        for mig_class in self.problem.mig_gpus:
+        for mig_class in self.problem.mig_classes:
             for number in range(mig_class.bins):
                 name, index = mig_class.gpus[number]
                 for instance in self.solution.mig_instances.get((mig_class.index, number), ()):
@@ -213,7 +213,7 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
             for name in nodes:
                 if job.request.kind is RequestKind.WHOLE:
                     c = problem.class_of.get(name, -1)
-                    if c not in group.node_groups:
+                    if c not in group.whole_classes:
                         return None
                     node_replicas[group.index, c] = node_replicas.get((group.index, c), 0) + 1
                 else:
@@ -224,17 +224,17 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
     configs: dict[tuple[int, int], int] = {}
     for name, load in hint.node_loads.items():
         group_of = problem.class_of.get(name)
-        if group_of is None or load not in problem.node_groups[group_of].configs:
+        if group_of is None or load not in problem.whole_classes[group_of].configs:
             return None
-        key = (group_of, problem.node_groups[group_of].configs.index(load))
+        key = (group_of, problem.whole_classes[group_of].configs.index(load))
         configs[key] = configs.get(key, 0) + 1
     share_configs: dict[tuple[int, int], int] = {}
-    free_class = {s.node_group: s.index for s in problem.share_gpus if s.node_group is not None}
+    free_class = {s.whole_class: s.index for s in problem.share_classes if s.whole_class is not None}
     for gpu, shapes in hint.share_loads.items():
         k = problem.gpu_class_of.get(gpu, free_class.get(problem.class_of.get(gpu[0], -1)))
-        if k is None or shapes not in problem.share_gpus[k].configs:
+        if k is None or shapes not in problem.share_classes[k].configs:
             return None
-        key = (k, problem.share_gpus[k].configs.index(shapes))
+        key = (k, problem.share_classes[k].configs.index(shapes))
         share_configs[key] = share_configs.get(key, 0) + 1
     mig_instances = _bins_of(problem, hint)
     if mig_instances is None:
@@ -244,7 +244,7 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
 
 def _bins_of(problem: Problem, hint: Hint) -> dict[tuple[int, int], tuple[MigInstance, ...]] | None:
     """The hint's new MIG instances per bin: per GPU class, the busiest GPU takes bin 0."""
-    classes = {(c.pool.name, c.layout): c for c in problem.mig_gpus}
+    classes = {(c.pool.name, c.layout): c for c in problem.mig_classes}
     loads: dict[int, list[tuple[int, GpuRef, tuple[MigInstance, ...]]]] = {}
     for (name, index), instances in sorted(hint.mig_loads.items()):
         node = problem.nodes[name]
@@ -258,7 +258,7 @@ def _bins_of(problem: Problem, hint: Hint) -> dict[tuple[int, int], tuple[MigIns
         loads.setdefault(mig_class.index, []).append((-load, (name, index), tuple(sorted(instances))))
     found: dict[tuple[int, int], tuple[MigInstance, ...]] = {}
     for k, gpus in loads.items():
-        if len(gpus) > problem.mig_gpus[k].bins:
+        if len(gpus) > problem.mig_classes[k].bins:
             return None
         for b, (_, _, instances) in enumerate(sorted(gpus)):
             found[k, b] = instances

@@ -5,18 +5,18 @@ big (500 jobs on 1,000 nodes is half a million booleans), so it is stated over c
 which members are interchangeable, and expanded to concrete nodes and GPUs afterwards
 (`scheduler.expansion`):
 
-- `Group`: waiting jobs alike in shape (request, replicas, what the filters read), priority
+- `JobGroup`: waiting jobs alike in shape (request, replicas, what the filters read), priority
   and spot risk. The model decides how many of a group's jobs run; they are its oldest ones.
-- `NodeGroup`: a node equivalence class of a pool without MIG (same free GPUs on every
+- `WholeGpuClass`: a node equivalence class of a pool without MIG (same free GPUs on every
   member). Its `configs` are the ways to load one node (a multiset of whole-GPU replica sizes,
   and in a sharing pool how many free GPUs it gives to shares); the model counts the
   nodes using each config. Replicas of identical nodes can be packed exactly this way with a
   handful of integers, whatever the number of nodes.
-- `ShareGpus`: GPUs of a sharing pool alike in free milli-GPU and memory, loaded by configs
+- `ShareGpuClass`: GPUs of a sharing pool alike in free milli-GPU and memory, loaded by configs
   of share shapes: the partly shared GPUs, and per node group the free GPUs its configs give.
-- `MigGpus`: GPUs of a dynamic-MIG pool with one layout; the model gives it `bins` GPUs with
+- `MigGpuClass`: GPUs of a dynamic-MIG pool with one layout; the model gives it `bins` GPUs with
   an optional interval per legal free start of each profile asked for.
-- `FixedMig`: a fixed-layout MIG pool's free instances by profile.
+- `FixedMigPool`: a fixed-layout MIG pool's free instances by profile.
 
 Jobs the model does not state (a replica asking for several MIG instances, which must share
 a node) are `left_out`; the placer hands them to the greedy pass that follows the solve.
@@ -45,13 +45,13 @@ GpuRef = tuple[str, int]  # (node name, GPU index)
 
 
 @dataclass(frozen=True, slots=True)
-class Group:
+class JobGroup:
     """Jobs the model cannot tell apart, in queue order; `tier` 0 is the highest priority."""
 
     index: int
     jobs: tuple[Job, ...]
     tier: int
-    node_groups: tuple[int, ...] = ()
+    whole_classes: tuple[int, ...] = ()
     pools: tuple[str, ...] = ()
 
     @property
@@ -72,7 +72,7 @@ class Config:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeGroup:
+class WholeGpuClass:
     """A node equivalence class of a pool without MIG; `free` GPUs free on each member."""
 
     index: int
@@ -84,10 +84,10 @@ class NodeGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class ShareGpus:
+class ShareGpuClass:
     """GPUs of a sharing pool alike in free compute and memory, and the share configs they take.
 
-    `gpus` lists them when their number is known (partly shared GPUs); `node_group` names the
+    `gpus` lists them when their number is known (partly shared GPUs); `whole_class` names the
     node group whose free GPUs they are otherwise.
     """
 
@@ -96,12 +96,12 @@ class ShareGpus:
     milli: int
     memory_mib: int
     gpus: tuple[GpuRef, ...]
-    node_group: int | None
+    whole_class: int | None
     configs: tuple[tuple[ShareShape, ...], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class MigGpus:
+class MigGpuClass:
     """GPUs of a dynamic-MIG pool with one layout, the bins the model gets and the free starts."""
 
     index: int
@@ -113,7 +113,7 @@ class MigGpus:
 
 
 @dataclass(frozen=True, slots=True)
-class FixedMig:
+class FixedMigPool:
     """A fixed-layout MIG pool's free instances, by profile: (node, GPU, start) each."""
 
     pool: Pool
@@ -136,11 +136,11 @@ class Problem:
 
     nodes: Mapping[str, Node]
     pools: Mapping[str, Pool]
-    groups: tuple[Group, ...]
-    node_groups: tuple[NodeGroup, ...]
-    share_gpus: tuple[ShareGpus, ...]
-    mig_gpus: tuple[MigGpus, ...]
-    fixed_mig: tuple[FixedMig, ...]
+    groups: tuple[JobGroup, ...]
+    whole_classes: tuple[WholeGpuClass, ...]
+    share_classes: tuple[ShareGpuClass, ...]
+    mig_classes: tuple[MigGpuClass, ...]
+    fixed_mig: tuple[FixedMigPool, ...]
     left_out: tuple[Job, ...]
     class_of: Mapping[str, int] = field(default_factory=dict)  # node -> node group
     gpu_class_of: Mapping[GpuRef, int] = field(default_factory=dict)  # GPU -> share or MIG GPU class
@@ -216,31 +216,34 @@ def build(
     tiers = {priority: tier for tier, priority in enumerate(sorted({j.priority for j in queue}, reverse=True))}
     ready = [group for group in classes.classes if group.ready and classes.representative(group).gpus]
     plain = [group for group in ready if pools[group.pool].mig_mode is MigMode.OFF]
-    groups: list[Group] = []
+    groups: list[JobGroup] = []
     for jobs in by_key.values():
         job = jobs[0]
         if job.request.kind is RequestKind.WHOLE:
             eligible = tuple(g.id for g in plain if framework.verdict(cycle, job, classes, g).status.ok)
-            groups.append(Group(len(groups), tuple(jobs), tiers[job.priority], node_groups=eligible))
+            groups.append(JobGroup(len(groups), tuple(jobs), tiers[job.priority], whole_classes=eligible))
         else:
             eligible_pools = tuple(p for p in sorted(pools) if framework.fits_new_node(cycle, job, pools[p], classes))
-            groups.append(Group(len(groups), tuple(jobs), tiers[job.priority], pools=eligible_pools))
+            groups.append(JobGroup(len(groups), tuple(jobs), tiers[job.priority], pools=eligible_pools))
     builder = _Builder(framework, cycle, classes, groups, hint)
-    node_groups = builder.node_groups(plain)
-    index = {g.index: n for n, g in enumerate(node_groups)}
+    whole_classes = builder.whole_classes(plain)
+    index = {g.index: n for n, g in enumerate(whole_classes)}
     groups = [
-        Group(g.index, g.jobs, g.tier, tuple(index[c] for c in g.node_groups if c in index), g.pools) for g in groups
+        JobGroup(g.index, g.jobs, g.tier, tuple(index[c] for c in g.whole_classes if c in index), g.pools)
+        for g in groups
     ]
     return Problem(
         nodes=dict(classes.nodes),
         pools=pools,
         groups=tuple(groups),
-        node_groups=tuple(NodeGroup(index[g.index], g.pool, g.nodes, g.free, g.empty, g.configs) for g in node_groups),
-        share_gpus=builder.share_gpus(ready, node_groups, index),
-        mig_gpus=builder.mig_gpus(ready),
+        whole_classes=tuple(
+            WholeGpuClass(index[g.index], g.pool, g.nodes, g.free, g.empty, g.configs) for g in whole_classes
+        ),
+        share_classes=builder.share_classes(ready, whole_classes, index),
+        mig_classes=builder.mig_classes(ready),
         fixed_mig=builder.fixed_mig(ready),
         left_out=tuple(left_out),
-        class_of={name: index[g.index] for g in node_groups for name in g.nodes},
+        class_of={name: index[g.index] for g in whole_classes for name in g.nodes},
         gpu_class_of=builder.gpu_class_of,
     )
 
@@ -249,7 +252,7 @@ class _Builder:
     """Reads the classes off the node index for the groups that can use them."""
 
     def __init__(
-        self, framework: Framework, cycle: Cycle, classes: NodeClasses, groups: Sequence[Group], hint: Hint | None
+        self, framework: Framework, cycle: Cycle, classes: NodeClasses, groups: Sequence[JobGroup], hint: Hint | None
     ) -> None:
         self.cycle = cycle
         self.classes = classes
@@ -261,7 +264,7 @@ class _Builder:
         self.gpu_class_of: dict[GpuRef, int] = {}
         for group in groups:
             job = group.job
-            for class_id in group.node_groups:
+            for class_id in group.whole_classes:
                 self.sizes.setdefault(class_id, set()).add(job.request.gpus)
             for pool in group.pools:
                 if job.request.kind is RequestKind.SHARE:
@@ -272,8 +275,8 @@ class _Builder:
                     asking = job.replicas * len(group.jobs)
                     by_profile[job.request.mig_profile] = by_profile.get(job.request.mig_profile, 0) + asking
 
-    def node_groups(self, plain: Sequence[NodeClass]) -> list[NodeGroup]:
-        found: list[NodeGroup] = []
+    def whole_classes(self, plain: Sequence[NodeClass]) -> list[WholeGpuClass]:
+        found: list[WholeGpuClass] = []
         for group in plain:
             members = tuple(group.members)
             node = self.classes.nodes[members[0]]
@@ -294,13 +297,13 @@ class _Builder:
                             configs.add(Config(config.whole, share_gpus))
             if self.hint is not None:
                 configs.update(self.hint.node_loads[name] for name in members if name in self.hint.node_loads)
-            found.append(NodeGroup(group.id, pool, members, free, empty, tuple(sorted(configs))))
+            found.append(WholeGpuClass(group.id, pool, members, free, empty, tuple(sorted(configs))))
         return found
 
-    def share_gpus(
-        self, ready: Sequence[NodeClass], node_groups: Sequence[NodeGroup], index: Mapping[int, int]
-    ) -> tuple[ShareGpus, ...]:
-        found: list[ShareGpus] = []
+    def share_classes(
+        self, ready: Sequence[NodeClass], whole_classes: Sequence[WholeGpuClass], index: Mapping[int, int]
+    ) -> tuple[ShareGpuClass, ...]:
+        found: list[ShareGpuClass] = []
         partly: dict[tuple[str, int, int], list[GpuRef]] = {}
         for group in ready:
             for name in group.members:
@@ -320,17 +323,19 @@ class _Builder:
                 for ref in gpus:
                     self.gpu_class_of[ref] = len(found)
                 pool = self.cycle.pools[pool_name]
-                found.append(ShareGpus(len(found), pool, milli, memory, tuple(sorted(gpus)), None, configs))
-        for node_group in node_groups:
-            pool = node_group.pool
+                found.append(ShareGpuClass(len(found), pool, milli, memory, tuple(sorted(gpus)), None, configs))
+        for whole_class in whole_classes:
+            pool = whole_class.pool
             if pool.sharing and pool.name in self.share_shapes:
                 nodes = self.classes.nodes
-                gpus = [(name, i) for name in node_group.nodes for i, g in enumerate(nodes[name].gpus) if g.free]
+                gpus = [(name, i) for name in whole_class.nodes for i, g in enumerate(nodes[name].gpus) if g.free]
                 memory = pool.gpu.memory_mib
                 configs = self._share_configs(pool.name, FULL_GPU_MILLI, memory, gpus)
                 if configs:
-                    node_group_index = index[node_group.index]
-                    found.append(ShareGpus(len(found), pool, FULL_GPU_MILLI, memory, (), node_group_index, configs))
+                    whole_class_index = index[whole_class.index]
+                    found.append(
+                        ShareGpuClass(len(found), pool, FULL_GPU_MILLI, memory, (), whole_class_index, configs)
+                    )
         return tuple(found)
 
     def _share_configs(
@@ -350,7 +355,7 @@ class _Builder:
             configs.update(self.hint.share_loads[gpu] for gpu in gpus if gpu in self.hint.share_loads)
         return tuple(sorted(configs))
 
-    def mig_gpus(self, ready: Sequence[NodeClass]) -> tuple[MigGpus, ...]:
+    def mig_classes(self, ready: Sequence[NodeClass]) -> tuple[MigGpuClass, ...]:
         by_layout: dict[tuple[str, mig.Layout], list[GpuRef]] = {}
         for group in ready:
             pool = self.cycle.pools[group.pool]
@@ -359,7 +364,7 @@ class _Builder:
             for name in group.members:
                 for gpu_index, gpu in enumerate(self.classes.nodes[name].gpus):
                     by_layout.setdefault((pool.name, gpu.layout), []).append((name, gpu_index))
-        found: list[MigGpus] = []
+        found: list[MigGpuClass] = []
         for (pool_name, layout), gpus in sorted(by_layout.items()):
             pool = self.cycle.pools[pool_name]
             assert pool.gpu.mig is not None  # a dynamic-MIG pool's model has MIG (cluster loading checks)
@@ -371,10 +376,10 @@ class _Builder:
             bins = min(len(gpus), _bins_needed(pool.gpu.mig, layout, starts, self.mig_replicas[pool_name]))
             for ref in gpus[:bins]:
                 self.gpu_class_of[ref] = len(found)
-            found.append(MigGpus(len(found), pool, layout, tuple(gpus), bins, starts))
+            found.append(MigGpuClass(len(found), pool, layout, tuple(gpus), bins, starts))
         return tuple(found)
 
-    def fixed_mig(self, ready: Sequence[NodeClass]) -> tuple[FixedMig, ...]:
+    def fixed_mig(self, ready: Sequence[NodeClass]) -> tuple[FixedMigPool, ...]:
         free: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
         for group in ready:
             pool = self.cycle.pools[group.pool]
@@ -388,7 +393,7 @@ class _Builder:
                             free_slot = (name, gpu_index, slot.instance.start)
                             by_profile.setdefault(slot.instance.profile, []).append(free_slot)
         return tuple(
-            FixedMig(self.cycle.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
+            FixedMigPool(self.cycle.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
             for name, by_profile in sorted(free.items())
         )
 

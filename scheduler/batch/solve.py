@@ -20,14 +20,13 @@ from collections.abc import Mapping, Sequence
 
 from ortools.sat.python import cp_model
 
-from scheduler import expansion, objective
-from scheduler.batch import Hint, Problem
-from scheduler.cpsat import relaxation
-from scheduler.cpsat.model import Model, build_model, hint_values
+from scheduler.batch import expansion, objective, relaxation
+from scheduler.batch.expansion import Solution
+from scheduler.batch.model import Model, build_model, hint_values
+from scheduler.batch.placer import BatchPlacer
+from scheduler.batch.problem import Hint, Problem
 from scheduler.decision import SolverReport
-from scheduler.expansion import Solution
 from scheduler.mig import MigInstance
-from scheduler.placers import BatchPlacer
 from scheduler.profile import SolverOptions
 
 log = logging.getLogger(__name__)

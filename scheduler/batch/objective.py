@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scheduler import costing
-from scheduler.batch import Config, Group, Hint, NodeGroup, Problem, ShareGpus, ShareShape
-from scheduler.expansion import Solution, solution_of
+from scheduler.batch.expansion import Solution, solution_of
+from scheduler.batch.problem import Config, Hint, JobGroup, Problem, ShareGpuClass, ShareShape, WholeGpuClass
 from scheduler.mig import MigInstance
 from scheduler.model import FULL_GPU_MILLI, Job, Pool, RequestKind
 from scheduler.profile import SolverOptions
@@ -29,25 +29,25 @@ def risk_usd(pool: Pool, job: Job, options: SolverOptions) -> float:
     return options.spot_risk_weight * costing.spot_risk_usd_per_hour(pool, job)
 
 
-def config_usd(node_group: NodeGroup, config: Config, options: SolverOptions) -> float:
-    """One node of `node_group` loaded with `config`: its opening, and the change in fragmentation.
+def config_usd(whole_class: WholeGpuClass, config: Config, options: SolverOptions) -> float:
+    """One node of `whole_class` loaded with `config`: its opening, and the change in fragmentation.
 
     Opening an empty node charges `idle_weight` of the price of the GPUs it leaves idle (its
     replicas pay their own share, see `node_replica_usd`); a node left partly used costs
     `fragmentation_weight` of its price.
     """
-    pool = node_group.pool
-    idle = node_group.free - config.used
-    partial_before = 0 < node_group.free < pool.gpus_per_node
+    pool = whole_class.pool
+    idle = whole_class.free - config.used
+    partial_before = 0 < whole_class.free < pool.gpus_per_node
     partial_after = 0 < idle < pool.gpus_per_node
     fragment = options.fragmentation_weight * pool.usd_per_node_hour * (partial_after - partial_before)
-    opening = options.idle_weight * idle * pool.usd_per_gpu_hour if node_group.empty else 0.0
+    opening = options.idle_weight * idle * pool.usd_per_gpu_hour if whole_class.empty else 0.0
     return opening + fragment + TIE_USD * idle
 
 
-def node_replica_usd(node_group: NodeGroup, job: Job, options: SolverOptions) -> float:
-    """One whole-GPU replica of `job` on `node_group`: its GPUs' price share and spot risk."""
-    pool = node_group.pool
+def node_replica_usd(whole_class: WholeGpuClass, job: Job, options: SolverOptions) -> float:
+    """One whole-GPU replica of `job` on `whole_class`: its GPUs' price share and spot risk."""
+    pool = whole_class.pool
     return costing.replica_usd_per_hour(pool, job.request) + risk_usd(pool, job, options)
 
 
@@ -56,7 +56,7 @@ def pool_replica_usd(pool: Pool, job: Job, options: SolverOptions) -> float:
     return costing.replica_usd_per_hour(pool, job.request) + risk_usd(pool, job, options)
 
 
-def share_config_usd(share_class: ShareGpus, config: Sequence[ShareShape], options: SolverOptions) -> float:
+def share_config_usd(share_class: ShareGpuClass, config: Sequence[ShareShape], options: SolverOptions) -> float:
     """One GPU of `share_class` loaded with `config`: the change in fragmentation (its shares pay
     their price share by replica, see `pool_replica_usd`)."""
     pool = share_class.pool
@@ -72,7 +72,7 @@ def split_usd(pool: Pool, options: SolverOptions) -> float:
     return options.fragmentation_weight * pool.usd_per_gpu_hour
 
 
-def tier_weights(groups: Sequence[Group]) -> tuple[dict[int, int], list[list[int]]]:
+def tier_weights(groups: Sequence[JobGroup]) -> tuple[dict[int, int], list[list[int]]]:
     """Weights for the placement objective, and the blocks of tiers solved together.
 
     Placing one more job of tier t must beat any change in the placements of lower tiers.
@@ -109,19 +109,19 @@ def units(usd_per_hour: float) -> int:
 
 def cost_units(problem: Problem, solution: Solution, options: SolverOptions) -> int:
     """The cost objective of `solution` in model units: the same coefficients the model uses."""
-    groups, node_groups = problem.groups, problem.node_groups
+    groups, whole_classes = problem.groups, problem.whole_classes
     total = 0
     for (g, c), count in solution.node_replicas.items():
-        total += count * units(node_replica_usd(node_groups[c], groups[g].job, options))
+        total += count * units(node_replica_usd(whole_classes[c], groups[g].job, options))
     for (c, k), count in solution.configs.items():
-        total += count * units(config_usd(node_groups[c], node_groups[c].configs[k], options))
+        total += count * units(config_usd(whole_classes[c], whole_classes[c].configs[k], options))
     for (g, pool), count in solution.pool_replicas.items():
         total += count * units(pool_replica_usd(problem.pools[pool], groups[g].job, options))
     for (k, q), count in solution.share_configs.items():
-        share_class = problem.share_gpus[k]
+        share_class = problem.share_classes[k]
         total += count * units(share_config_usd(share_class, share_class.configs[q], options))
     for (k, _), instances in solution.mig_instances.items():
-        mig_class = problem.mig_gpus[k]
+        mig_class = problem.mig_classes[k]
         if instances and not mig_class.layout:
             total += units(split_usd(mig_class.pool, options))
     return total
@@ -137,27 +137,27 @@ def single_job_options(problem: Problem) -> list[Solution]:
     found: list[Solution] = []
     placed = {group.index: 1}
     if job.request.kind is RequestKind.WHOLE:
-        for c in group.node_groups:
+        for c in group.whole_classes:
             alone = Config((job.request.gpus,))
-            if alone in problem.node_groups[c].configs:
-                k = problem.node_groups[c].configs.index(alone)
+            if alone in problem.whole_classes[c].configs:
+                k = problem.whole_classes[c].configs.index(alone)
                 found.append(Solution(placed, {(group.index, c): 1}, {}, {(c, k): 1}, {}, {}))
     elif job.request.kind is RequestKind.SHARE:
         shape = (job.request.milli, job.request.memory_mib)
-        for share_class in problem.share_gpus:
+        for share_class in problem.share_classes:
             if share_class.pool.name not in group.pools or (shape,) not in share_class.configs:
                 continue
             configs: dict[tuple[int, int], int] = {}
-            if share_class.node_group is not None:
-                node_configs = problem.node_groups[share_class.node_group].configs
+            if share_class.whole_class is not None:
+                node_configs = problem.whole_classes[share_class.whole_class].configs
                 if Config((), 1) not in node_configs:
                     continue
-                configs[share_class.node_group, node_configs.index(Config((), 1))] = 1
+                configs[share_class.whole_class, node_configs.index(Config((), 1))] = 1
             shares = {(share_class.index, share_class.configs.index((shape,))): 1}
             found.append(Solution(placed, {}, {(group.index, share_class.pool.name): 1}, configs, shares, {}))
     else:
         profile = job.request.mig_profile
-        for mig_class in problem.mig_gpus:
+        for mig_class in problem.mig_classes:
             if mig_class.pool.name in group.pools and mig_class.starts.get(profile):
                 for start in mig_class.starts[profile]:
                     made = {(mig_class.index, 0): (MigInstance(start, profile),)}

@@ -22,8 +22,8 @@ from typing import Any
 import urllib3
 from urllib3.util.ssl_ import create_urllib3_context
 
-from scheduler.k8s.extender import AlreadyBound
-from scheduler.k8s.state import ClusterView
+from extender.state import ClusterView
+from extender.verbs import AlreadyBound
 
 log = logging.getLogger(__name__)
 

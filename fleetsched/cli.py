@@ -1,4 +1,4 @@
-"""The `fleetsched` command: parses arguments, calls the core, prints. Nothing else lives here.
+"""The `fleetsched` command: parses arguments, calls the Python API (`fleetsched.api`), prints.
 
 User mistakes print one line on stderr (`fleetsched: FILE:LINE: FIELD: problem`) and exit 2;
 `mig check` exits 1 for an illegal layout.
@@ -14,16 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import policies
+from fleetsched import api
+from fleetsched.simulate_verbs import add_simulation_verbs
+from fleetsched.trace_verbs import add_trace_verbs
 from scheduler import mig
 from scheduler.catalog import default_catalog
-from scheduler.cluster import load_cluster
 from scheduler.decision import Decision, Pending
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
-from scheduler.world import Scheduler
-from simulator.commands import add_simulation_verbs
-from traces.canonical import read_jobs
-from traces.commands import add_trace_verbs
 
 EXIT_INPUT = 2
 Output = tuple[int, str]
@@ -122,8 +120,8 @@ def _mig_check(args: argparse.Namespace) -> Output:
 
 
 def _extender(args: argparse.Namespace) -> Output:
-    from scheduler.k8s.config import load_config
-    from scheduler.k8s.main import serve
+    from extender.config import load_config
+    from extender.main import serve
 
     config = load_config(args.config, default_catalog())
     policies.profile(config.profile)  # a bad profile stops here, not in the planner
@@ -135,14 +133,10 @@ def _extender(args: argparse.Namespace) -> Output:
 
 
 def _plan(args: argparse.Namespace) -> Output:
-    profile = policies.profile(args.profile)
-    cluster = load_cluster(args.cluster)
-    jobs = list(read_jobs(args.jobs))
-    snapshot = cluster.snapshot()
-    decision = Scheduler(profile).schedule(snapshot, jobs, now_s=0.0, seed=args.seed)
+    result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed)
     if args.json:
-        return 0, _json(plan_json(profile.name, snapshot, jobs, decision))
-    return 0, render_plan(profile.name, snapshot, jobs, decision)
+        return 0, _json(plan_json(result.profile, result.snapshot, result.jobs, result.decision))
+    return 0, render_plan(result.profile, result.snapshot, result.jobs, result.decision)
 
 
 def _grants_text(snapshot: ClusterSnapshot, placement: Placement) -> list[str]:

@@ -1,7 +1,7 @@
 """The extender's HTTP server: kube-scheduler's verbs, health, readiness and Prometheus metrics.
 
 `POST {prefix}/filter`, `/prioritize`, `/preempt`, `/bind` take the extender v1 JSON
-(`scheduler.k8s.wire`) and hand it to an `Extender`, which holds the scheduling logic; `GET
+(`extender.wire`) and hand it to an `Extender`, which holds the scheduling logic; `GET
 /healthz` says the process serves, `/readyz` whether the extender's view of the cluster is
 fresh (503 with its age when not), `/metrics` exports Prometheus text.
 
@@ -25,8 +25,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from scheduler.k8s import wire
-from scheduler.k8s.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
+from extender import wire
+from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 
 log = logging.getLogger(__name__)
 
