@@ -7,16 +7,20 @@ the start that leaves the most legal starts for later instances.
 
 `signature` is what makes two nodes of a pool interchangeable for every filter and score: the
 multiset of their GPU states. Nodes with equal signatures form one equivalence class.
+
+`Room` is free capacity counted the way a waiting queue's bound needs it (`scheduler.queue`),
+and `node_room` one node's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from scheduler import mig
 from scheduler.catalog import MigGeometry
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, MigMode, Node, Pool, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, Job, MigMode, Node, Pool, RequestKind
 
 
 def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
@@ -150,3 +154,70 @@ def describe_free(pool: Pool, node: Node) -> str:
     if not node.ready:
         parts.append("not ready")
     return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class Room:
+    """Free capacity in the units requests are made of, kept as histograms so bounds stay tight.
+
+    `whole_by_node` counts nodes by how many whole GPUs they have free (a replica needs them on
+    one node); `share_by_gpu` counts shareable GPUs by free milli-GPU; `mig_slices` totals the
+    free compute slices of MIG pools.
+    """
+
+    whole_by_node: dict[int, int] = field(default_factory=dict)
+    share_by_gpu: dict[int, int] = field(default_factory=dict)
+    mig_slices: int = 0
+    _replicas: dict[tuple[RequestKind, int], int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.whole_by_node or self.share_by_gpu or self.mig_slices)
+
+    def fits(self, job: Job, slices_per_instance: int) -> int:
+        """An upper bound on how many jobs like `job` this room could take."""
+        request = job.request
+        if request.kind is RequestKind.MIG:
+            return self.mig_slices // (max(1, slices_per_instance) * request.gpus) // job.replicas
+        size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
+        replicas = self._replicas.get((request.kind, size))
+        if replicas is None:  # many shapes share a size: count once per room
+            histogram = self.whole_by_node if request.kind is RequestKind.WHOLE else self.share_by_gpu
+            replicas = self._replicas[(request.kind, size)] = sum(n * (free // size) for free, n in histogram.items())
+        return replicas // job.replicas
+
+    def add(self, other: Room, times: int = 1) -> None:
+        """Adds `other` `times` times (a negative `times` takes it away)."""
+        self._replicas.clear()
+        for mine, theirs in ((self.whole_by_node, other.whole_by_node), (self.share_by_gpu, other.share_by_gpu)):
+            for key, count in theirs.items():
+                total = mine.get(key, 0) + times * count
+                if total:
+                    mine[key] = total
+                else:
+                    mine.pop(key, None)
+        self.mig_slices += times * other.mig_slices
+
+    def copy(self) -> Room:
+        return Room(dict(self.whole_by_node), dict(self.share_by_gpu), self.mig_slices)
+
+
+def node_room(pool: Pool, node: Node) -> Room:
+    """What one node offers the queue's bound: nothing unless it is ready."""
+    room = Room()
+    if not node.ready:
+        return room
+    geometry = pool.gpu.mig
+    if pool.mig_mode is not MigMode.OFF and geometry is not None:
+        for gpu in node.gpus:
+            used = sum(geometry.profiles[s.instance.profile].compute_slices for s in gpu.mig if s.job is not None)
+            room.mig_slices += geometry.compute_slices - used
+        return room
+    free = sum(gpu.free for gpu in node.gpus)
+    if free:
+        room.whole_by_node[free] = 1
+    if pool.sharing:
+        for gpu in node.gpus:
+            if gpu.owner is None and gpu.used_milli < FULL_GPU_MILLI:
+                left = FULL_GPU_MILLI - gpu.used_milli
+                room.share_by_gpu[left] = room.share_by_gpu.get(left, 0) + 1
+    return room

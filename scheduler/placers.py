@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol
 
+from scheduler.cycle import CycleState
 from scheduler.decision import Code, Decision, Pending, Preemption, Status
-from scheduler.framework import Framework, NodeClasses
-from scheduler.model import Job, Node, Placement, ReplicaPlacement
-from scheduler.plugin import Cycle
+from scheduler.framework import Framework
+from scheduler.model import Job, Placement, ReplicaPlacement
 
 GANG = "Gang"
 
@@ -25,7 +25,7 @@ GANG = "Gang"
 class Placer(Protocol):
     """Turns an ordered queue of admitted jobs into placements, preemptions and pending jobs."""
 
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision: ...
+    def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision: ...
 
 
 class GreedyPlacer:
@@ -40,20 +40,20 @@ class GreedyPlacer:
     def __init__(self, *, trial: bool = False) -> None:
         self.trial = trial
 
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision:
-        """Places `queue` in order; `classes` is the node index synced to cycle.snapshot.
+    def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision:
+        """Places `queue` in order on `state`, which keeps every placement made.
 
         Capacity only shrinks while a cycle places jobs, so once a job fits nowhere, later jobs
         of the same shape fit nowhere either and share its explanation, until a preemption
         frees capacity.
         """
-        running_before = cycle.snapshot.running  # immutable: the jobs evictable this cycle
+        running_before = state.snapshot.running  # immutable: the jobs evictable this cycle
         placements: list[Placement] = []
         preemptions: list[Preemption] = []
         pending: dict[str, Pending] = {}
         failed: dict[Hashable, Pending] = {}
         for job in queue:
-            status = framework.prefilter(cycle, job)
+            status = framework.prefilter(state.cycle, job)
             if not status.ok:
                 pending[job.id] = Pending(job.id, status)
                 continue
@@ -62,98 +62,103 @@ class GreedyPlacer:
                 first = failed[shape]
                 pending[job.id] = Pending(job.id, first.status, first.verdicts, first.fits_nowhere)
                 continue
-            placement = self._place_gang(framework, cycle, classes, job, shape)
+            placement = self._place_gang(framework, state, job, shape)
             if placement is None and self.trial:
                 unplaced = Pending(job.id, Status.unschedulable("no node fits"), fits_nowhere=True)
                 pending[job.id] = failed[shape] = unplaced
                 continue
             if placement is None:
-                victims = self._preempt(framework, cycle, classes, job, running_before)
-                if victims:
-                    placement = self._place_gang(framework, cycle, classes, job)
-                    if placement is None:  # pragma: no cover - _preempt only returns victims that make room
-                        raise AssertionError("victims were accepted but the job no longer fits")
+                victims, placement = self._preempt(framework, state, job, running_before)
+                if placement is not None:
                     preemptions.extend(victims)
                     failed.clear()
             if placement is None:
-                pending[job.id] = failed[shape] = self._pending(framework, cycle, classes, job)
+                pending[job.id] = failed[shape] = pending_for(framework, state, job)
                 continue
-            cycle.assume(placement)
             placements.append(placement)
         return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending)
 
     @staticmethod
     def _place_gang(
-        framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, shape: Hashable | None = None
+        framework: Framework, state: CycleState, job: Job, shape: Hashable | None = None
     ) -> Placement | None:
-        """Places every replica or none: on failure the index is restored as it was."""
-        before: list[Node] = []
-        replicas: list[ReplicaPlacement] = []
-        for _ in range(job.replicas):
-            group = framework.best(cycle, job, classes, shape)
-            if group is None:
-                break
-            node = classes.representative(group)
-            pool = cycle.pools[node.pool]
-            grants = framework.verdict(cycle, job, classes, group).grants_on(pool, node, job.request)
-            if grants is None:  # pragma: no cover - the class verdict already found grants
-                raise AssertionError(f"class verdict and allocator disagree on {node.name}")
-            before.append(node)
-            classes.update(node.grant(pool, job, grants))
-            replicas.append(ReplicaPlacement(node.name, grants))
-        if len(replicas) == job.replicas:
-            return Placement(job, tuple(replicas))
-        for node in reversed(before):
-            classes.update(node)
-        return None
+        """Places every replica or none: a gang that does not fit whole leaves the state as it was."""
+        if job.replicas == 1:  # nothing to undo when the one replica finds no place
+            replica = GreedyPlacer._place_replica(framework, state, job, shape)
+            if replica is None:
+                return None
+            placement = Placement(job, (replica,))
+            state.settle(placement)
+            return placement
+        with state.trial() as trial:
+            replicas: list[ReplicaPlacement] = []
+            for _ in range(job.replicas):
+                replica = GreedyPlacer._place_replica(framework, state, job, shape)
+                if replica is None:
+                    return None
+                replicas.append(replica)
+            placement = Placement(job, tuple(replicas))
+            state.settle(placement)
+            trial.keep()
+            return placement
+
+    @staticmethod
+    def _place_replica(
+        framework: Framework, state: CycleState, job: Job, shape: Hashable | None
+    ) -> ReplicaPlacement | None:
+        """One replica on the best class's first node, taken in the state; None when none fits."""
+        node_class = framework.best(state, job, shape)
+        if node_class is None:
+            return None
+        node = state.classes.representative(node_class)
+        grants = framework.verdict(state, job, node_class).grants_on(state.pool_of(node), node, job.request)
+        if grants is None:  # pragma: no cover - the class verdict already found grants
+            raise AssertionError(f"class verdict and allocator disagree on {node.name}")
+        state.take(job, node, grants)
+        return ReplicaPlacement(node.name, grants)
 
     def _preempt(
-        self, framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job, evictable: Mapping[str, object]
-    ) -> list[Preemption]:
-        """Victims from the postfilter, kept only if the job fits once they are gone.
+        self, framework: Framework, state: CycleState, job: Job, evictable: Mapping[str, object]
+    ) -> tuple[list[Preemption], Placement | None]:
+        """Victims from the postfilter and the job placed once they are gone; nothing is kept
+        unless the job then fits.
 
         Only jobs running before this cycle (`evictable`) can be victims: evicting a job the
         same decision places would make no sense.
         """
         if not framework.profile.postfilter:
-            return []
-        groups = classes.classes
-        statuses = {group.id: framework.verdict(cycle, job, classes, group).status for group in groups}
+            return [], None
+        node_classes = state.classes.classes
+        statuses = {c.id: framework.verdict(state, job, c).status for c in node_classes}
         if not any(status.code is Code.UNSCHEDULABLE for status in statuses.values()):
-            return []
-        rejected = {name: statuses[group.id] for group in groups for name in group.members}
-        victims = [v for v in framework.postfilter(cycle, job, rejected) if v.job in evictable]
+            return [], None
+        rejected = {name: statuses[c.id] for c in node_classes for name in c.members}
+        victims = [v for v in framework.postfilter(state.cycle, job, rejected) if v.job in evictable]
         if not victims:
-            return []
-        saved_snapshot = cycle.snapshot
-        saved_nodes = dict(classes.nodes)
-        for victim in victims:
-            cycle.snapshot = cycle.snapshot.release(victim.job)
-        for name in sorted({r.node for v in victims for r in saved_snapshot.running[v.job].placement.replicas}):
-            classes.update(cycle.snapshot.nodes[name])
-        trial = self._place_gang(framework, cycle, classes, job)
-        if trial is not None:
-            for replica in trial.replicas:  # undo the trial; place() redoes it for real
-                classes.update(cycle.snapshot.nodes[replica.node])
-            return victims
-        cycle.snapshot = saved_snapshot
-        for node in saved_nodes.values():
-            classes.update(node)
-        return []
+            return [], None
+        with state.trial() as trial:
+            for victim in victims:
+                state.release(victim.job)
+            placement = self._place_gang(framework, state, job)
+            if placement is None:
+                return [], None
+            trial.keep()
+            return victims, placement
 
-    @staticmethod
-    def _pending(framework: Framework, cycle: Cycle, classes: NodeClasses, job: Job) -> Pending:
-        if framework.explains:
-            verdicts = framework.explain(cycle, job, classes)
-            statuses = [(v.status, v.nodes) for v in verdicts]
-        else:
-            verdicts = ()
-            statuses = [(framework.verdict(cycle, job, classes, g).status, len(g.members)) for g in classes.classes]
-        if any(status.ok for status, _ in statuses):
-            fits = sum(nodes for status, nodes in statuses if status.ok)
-            status = Status.unschedulable(f"gang of {job.replicas} replicas; fewer fit at once ({fits} nodes fit one)")
-            return Pending(job.id, status.by(GANG), verdicts, fits_nowhere=True)
-        codes = {status.code for status, _ in statuses}
-        code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
-        reason = "no node fits" if statuses else "the cluster has no nodes"
-        return Pending(job.id, Status(code, (reason,)), verdicts, fits_nowhere=True)
+
+def pending_for(framework: Framework, state: CycleState, job: Job) -> Pending:
+    """Why `job` fits no node of `state`: per class, when the Framework explains, and the gist."""
+    if framework.explains:
+        verdicts = framework.explain(state, job)
+        statuses = [(v.status, v.nodes) for v in verdicts]
+    else:
+        verdicts = ()
+        statuses = [(framework.verdict(state, job, c).status, len(c.members)) for c in state.classes.classes]
+    if any(status.ok for status, _ in statuses):
+        fits = sum(nodes for status, nodes in statuses if status.ok)
+        status = Status.unschedulable(f"gang of {job.replicas} replicas; fewer fit at once ({fits} nodes fit one)")
+        return Pending(job.id, status.by(GANG), verdicts, fits_nowhere=True)
+    codes = {status.code for status, _ in statuses}
+    code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
+    reason = "no node fits" if statuses else "the cluster has no nodes"
+    return Pending(job.id, Status(code, (reason,)), verdicts, fits_nowhere=True)

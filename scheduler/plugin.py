@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from scheduler.decision import Preemption, Status
-from scheduler.model import ClusterSnapshot, Job, Node, Placement, Pool
+from scheduler.model import ClusterSnapshot, Job, Node, Pool
 
 T = TypeVar("T")
 
@@ -33,11 +33,13 @@ class Plugin:
     `job_fields` names the Job fields that the plugin's filter and score read. Jobs equal
     in those fields (and in REQUEST_FIELDS) get the same answers on the same node class, so
     the Framework asks once per cycle. None means the plugin may read any field.
+    `static` is for queue sort plugins (see QueueSortPlugin).
     """
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[Any] | None] = None
     job_fields: ClassVar[frozenset[str] | None] = None
+    static: ClassVar[bool] = False
 
     def __init__(self, args: Any = None) -> None:
         self.args = args
@@ -46,26 +48,51 @@ class Plugin:
         return f"{type(self).__name__}({self.args!r})" if self.args is not None else type(self).__name__
 
 
-class Cycle:
-    """Scratch space for one scheduling cycle (kube-scheduler's CycleState).
+class _Fixed:
+    """A snapshot that does not change (a cycle built outside a placer, e.g. in a plugin's test)."""
 
-    `snapshot` is the cluster as the cycle has changed it so far. Placements the placer makes
-    are applied to it only when someone reads it: most cycles never need the updated copy, and
-    `pool_of` (pools never change within a cycle) does not force it.
+    __slots__ = ("snapshot",)
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.snapshot = snapshot
+
+
+class _SnapshotSource(Protocol):
+    @property
+    def snapshot(self) -> ClusterSnapshot: ...
+
+
+class Cycle:
+    """What a plugin sees of one scheduling cycle (kube-scheduler's CycleState).
+
+    `snapshot` is the cluster as the cycle has changed it so far (placements made earlier in
+    the cycle included); `pools` never change within a cycle. A placer's `CycleState`
+    (`scheduler.cycle`) owns that snapshot; a plugin only reads it.
     """
 
-    __slots__ = ("_assumed", "_memo", "_rng", "_seed", "_snapshot", "now_s", "pools")
+    __slots__ = ("_memo", "_rng", "_seed", "_source", "now_s", "pools")
 
     def __init__(
         self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None, seed: int = 0
     ) -> None:
         self.now_s = now_s
+        self.pools = snapshot.pools
+        self._source: _SnapshotSource = _Fixed(snapshot)
         self._rng = rng
         self._seed = seed
-        self.pools = snapshot.pools
-        self._snapshot = snapshot
-        self._assumed: list[Placement] = []
         self._memo: dict[Hashable, Any] = {}
+
+    @classmethod
+    def following(cls, source: _SnapshotSource, now_s: float, pools: Mapping[str, Pool], seed: int) -> Cycle:
+        """A cycle whose snapshot is `source.snapshot`, read whenever a plugin asks."""
+        cycle = cls.__new__(cls)
+        cycle.now_s, cycle.pools, cycle._source = now_s, pools, source
+        cycle._rng, cycle._seed, cycle._memo = None, seed, {}
+        return cycle
+
+    @property
+    def snapshot(self) -> ClusterSnapshot:
+        return self._source.snapshot
 
     @property
     def rng(self) -> random.Random:
@@ -73,21 +100,6 @@ class Cycle:
         if self._rng is None:
             self._rng = random.Random(self._seed)
         return self._rng
-
-    @property
-    def snapshot(self) -> ClusterSnapshot:
-        for placement in self._assumed:
-            self._snapshot = self._snapshot.assume(placement, self.now_s)
-        self._assumed.clear()
-        return self._snapshot
-
-    @snapshot.setter
-    def snapshot(self, snapshot: ClusterSnapshot) -> None:
-        self._snapshot, self._assumed = snapshot, []
-
-    def assume(self, placement: Placement) -> None:
-        """Records a placement made this cycle (applied to `snapshot` when it is next read)."""
-        self._assumed.append(placement)
 
     def pool_of(self, node: Node) -> Pool:
         """The pool of `node`."""
@@ -115,7 +127,14 @@ class AdmitPlugin(Protocol):
 
 @runtime_checkable
 class QueueSortPlugin(Protocol):
-    """The key that orders the queue; smaller goes first. Exactly one per profile."""
+    """The key that orders the queue; smaller goes first. Exactly one per profile.
+
+    `static` declares that the key depends on the job alone and never changes while it waits
+    (it ignores the cycle). The scheduler may then keep waiting jobs sorted between cycles and
+    show a cycle only the jobs that could fit (`scheduler.queue`).
+    """
+
+    static: ClassVar[bool]
 
     def sort_key(self, cycle: Cycle, job: Job) -> tuple[Any, ...]: ...
 

@@ -1,30 +1,42 @@
-"""The one port between the scheduling core and a world: observe, then enact.
+"""The one port between the scheduling core and a world: observe, decide, enact.
 
-`Scheduler` turns a snapshot and pending jobs into a Decision and knows nothing of where they
-came from; the simulator and the Kubernetes extender each implement `World` (httpx's
-one-method transport idea). `run_cycle` is the whole loop body.
+`Scheduler` turns what a world shows into a Decision and knows nothing of where it came from;
+the simulator (`simulator.world.SimWorld`) and the Kubernetes extender
+(`extender.world.ExtenderWorld`) each implement `World` (httpx's one-method transport idea),
+and `run_cycle` is the whole loop body in both: no decision is made any other way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Protocol
 
+from scheduler import queue as bound
+from scheduler.classes import NodeClasses
+from scheduler.cycle import CycleState
 from scheduler.decision import Decision, Pending
-from scheduler.framework import Framework, NodeClasses, new_cycle
+from scheduler.framework import Framework
 from scheduler.model import ClusterSnapshot, Job
-from scheduler.placers import GreedyPlacer, Placer
+from scheduler.placers import GreedyPlacer, Placer, pending_for
+from scheduler.plugin import Cycle
 from scheduler.profile import Profile
+from scheduler.queue import LastTake, WaitingQueue
+
+EMPTY = ClusterSnapshot(MappingProxyType({}), MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What a world shows the scheduler at one instant."""
+    """What a world shows the scheduler at one instant: the time, the cluster, the jobs waiting
+    (a queue the world keeps and the scheduler takes from) and, per pool, the nodes on their
+    way (asked for, not ready yet)."""
 
     now_s: float
     snapshot: ClusterSnapshot
-    pending: tuple[Job, ...]
+    queue: WaitingQueue
+    coming: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class World(Protocol):
@@ -48,18 +60,19 @@ def make_placer(profile: Profile) -> Placer:
 
 
 class Scheduler:
-    """Turns a snapshot and pending jobs into a Decision. Pure: same inputs, same output.
+    """Turns a snapshot and waiting jobs into a Decision: the same inputs give the same one.
 
-    It keeps its node index and the verdicts of earlier cycles, a memo of pure functions:
-    each call brings the index to the snapshot it is given, so results never depend on what
-    was scheduled before.
+    It keeps caches that never change an answer: the Framework's verdicts, and the node-class
+    index of the last cluster it saw, so that the next cycle's sync touches only the nodes
+    that changed. A call from a second thread while one runs works on an index of its own.
     """
 
     def __init__(self, profile: Profile, placer: Placer | None = None, *, explain: bool = True) -> None:
         self.profile = profile
         self.framework = Framework(profile, explain=explain)
         self.placer = placer or make_placer(profile)
-        self._classes = NodeClasses()
+        self._indexes: list[NodeClasses] = []  # free ones: list.pop and append are atomic
+        self._static = Cycle(0.0, EMPTY)  # what a static queue order is asked with (it reads none of it)
 
     def shape(self, job: Job) -> Hashable:
         """What the placer tells jobs apart by: jobs of one shape fit exactly the same nodes."""
@@ -68,30 +81,128 @@ class Scheduler:
     @property
     def shapes_are_interchangeable(self) -> bool:
         """Whether jobs of one shape are also alike for the queue hooks: no admit or postfilter
-        plugin (which may read any field, or the cluster) and a queue order that does not change
-        while a job waits. A world may then hold back jobs of a shape that cannot fit."""
-        static_order = bool(getattr(self.profile.sort, "static", False))
-        return static_order and not self.profile.admit and not self.profile.postfilter
+        plugin (which may read any field, or the cluster) and a static queue order. A queue may
+        then hold back jobs of a shape that cannot fit (`scheduler.queue`)."""
+        return self.profile.sort.static and not self.profile.admit and not self.profile.postfilter
+
+    def queue(self, jobs: Iterable[Job] = ()) -> WaitingQueue:
+        """A waiting queue for a world to keep, ordered and bucketed as this profile allows, holding `jobs`."""
+        if self.shapes_are_interchangeable:
+            static, framework = self._static, self.framework
+            made = WaitingQueue(self.shape, lambda job: framework.queue_key(static, job), bucketed=True)
+        else:  # the cycle orders what it is shown
+            made = WaitingQueue(self.shape, lambda job: (job.submit_s, job.id), bucketed=False)
+        for job in jobs:
+            made.add(job)
+        return made
+
+    def _borrow(self) -> NodeClasses:
+        """An index to work on: the one kept from the last cycle, unless another call has it."""
+        try:
+            return self._indexes.pop()
+        except IndexError:
+            return self.framework.new_index()
 
     def schedule(
         self, snapshot: ClusterSnapshot, pending: Sequence[Job], *, now_s: float = 0.0, seed: int = 0
     ) -> Decision:
-        """One cycle: admit, order, place; then ask provision plugins about jobs that fit nowhere."""
-        cycle = new_cycle(snapshot, now_s, seed)
-        self._classes.sync(snapshot)
+        """One cycle over exactly `pending`: admit, order, place; then ask provision plugins
+        about jobs that fit nowhere."""
+        classes = self._borrow()
+        try:
+            return self._cycle(self.framework.state(snapshot, now_s=now_s, seed=seed, classes=classes), pending)
+        finally:
+            self._indexes.append(classes)
+
+    def decide(self, observation: Observation, seed: int = 0) -> Decision:
+        """One cycle over what `observation`'s queue shows (`scheduler.queue`); the jobs it shows
+        and does not place go back to the queue. An empty queue, or one that shows nothing,
+        gives an empty decision and leaves everything as it was."""
+        waiting = observation.queue
+        if not len(waiting):
+            return Decision()
+        classes = self._borrow()
+        try:
+            classes.sync(observation.snapshot)  # what the queue's bound reads
+            shown = self._shown(observation, classes)
+            if not shown:
+                return Decision()
+            state = self.framework.state(observation.snapshot, now_s=observation.now_s, seed=seed, classes=classes)
+            decision = self._cycle(state, shown)
+            placed = frozenset(p.job.id for p in decision.placements)
+            for job in shown:
+                if job.id not in placed:
+                    waiting.add(job, fresh=False)
+            if waiting.last is not None:
+                waiting.last.placed = len(placed)
+            if self.framework.explains and waiting.bucketed:
+                decision = self._explain_held(state, waiting, decision, placed)
+            return decision
+        finally:
+            self._indexes.append(classes)
+
+    def _shown(self, observation: Observation, classes: NodeClasses) -> list[Job]:
+        """The jobs of the observation's queue that this cycle is shown (`classes` synced to it)."""
+        waiting, pools = observation.queue, observation.snapshot.pools
+        sizes = classes.pool_sizes()
+        growth_key = tuple((name, sizes.get(name, 0), observation.coming.get(name, 0)) for name in pools)
+        last = waiting.last
+        same_growth = last is not None and last.growth_key == growth_key
+        extra = last.growth if last is not None and same_growth else bound.growth(sizes, observation.coming, pools)
+        running = len(observation.snapshot.running)
+        waiting.last = LastTake(running, classes.became_ready, growth_key, extra)
+        if not waiting.bucketed:
+            return waiting.take(None)
+        # Buckets untouched since the last take were shown all that could fit, unless capacity
+        # grew since; with room to grow every bucket is shown, so provisioning sees them all.
+        fresh_only = (
+            last is not None and same_growth and not extra
+            and not last.capacity_grew(running, classes.became_ready)
+        )  # fmt: skip
+        room = classes.free_room()
+        if extra:
+            room = room.copy()
+            room.add(extra)
+
+        def limit(job: Job) -> int:
+            mig = job.request.mig_profile != ""
+            return room.fits(job, bound.instance_slices(job, pools) if mig else 1)
+
+        return waiting.take(limit, only_fresh=fresh_only)
+
+    def _cycle(self, state: CycleState, pending: Sequence[Job]) -> Decision:
+        cycle = state.cycle
         admitted, waiting = self.framework.admit(cycle, pending)
         queue = self.framework.order(cycle, admitted)
-        decision = self.placer.place(self.framework, cycle, queue, self._classes)
+        decision = self.placer.place(self.framework, state, queue)
         unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].fits_nowhere]
-        provision = self.framework.provision(cycle, unplaced, self._classes) if unplaced else {}
+        provision = self.framework.provision(state, unplaced) if unplaced else {}
         if waiting:
             decision = replace(decision, pending={**{i: Pending(i, s) for i, s in waiting.items()}, **decision.pending})
         return replace(decision, provision=provision) if provision else decision
 
+    def _explain_held(
+        self, state: CycleState, waiting: WaitingQueue, decision: Decision, placed: frozenset[str]
+    ) -> Decision:
+        """The decision with every job the queue held back explained: as a job of its shape the
+        cycle did not place, or, when the cycle placed every one it was shown, as the cluster
+        the cycle leaves."""
+        pending: dict[str, Pending] = dict(decision.pending)
+        for jobs in waiting.buckets():
+            held = [job for job in jobs if job.id not in pending and job.id not in placed]
+            if not held:
+                continue
+            alike = (pending[j.id] for j in jobs if j.id in pending and pending[j.id].fits_nowhere)
+            like = next(alike, None)
+            if like is None:
+                like = pending_for(self.framework, state, held[0])
+            for job in held:
+                pending[job.id] = Pending(job.id, like.status, like.verdicts, like.fits_nowhere)
+        return replace(decision, pending=pending)
+
 
 def run_cycle(world: World, scheduler: Scheduler, seed: int = 0) -> Decision:
     """Observe the world, decide, enact; returns the decision."""
-    observation = world.observe()
-    decision = scheduler.schedule(observation.snapshot, observation.pending, now_s=observation.now_s, seed=seed)
+    decision = scheduler.decide(world.observe(), seed)
     world.enact(decision)
     return decision

@@ -19,10 +19,11 @@ from typing import Any
 import simpy
 
 from scheduler.cluster import Cluster
-from scheduler.model import Capacity, Job, JobKind, Node, Pool, empty_node
-from scheduler.world import Scheduler
+from scheduler.model import Capacity, Job, JobKind, Node, Pool
+from scheduler.world import Scheduler, run_cycle
 from simulator.ledger import Ledger
-from simulator.world import MS, JobRun, SimWorld, ms
+from simulator.runs import MS, JobRun, Phase, ms
+from simulator.world import SimWorld
 
 Process = Generator[Any, Any, None]
 
@@ -41,22 +42,19 @@ class SimOptions:
 
 @dataclass(slots=True)
 class Engine:
-    """One replay: the SimPy environment, the world, and the bookkeeping of the processes."""
+    """One replay: the SimPy environment and the processes that drive the world (its `Processes`)."""
 
     env: simpy.Environment
-    world: SimWorld
     scheduler: Scheduler
     options: SimOptions
     total_jobs: int
+    world: SimWorld = field(init=False)
     arrivals_done: bool = False
     finished: int = 0
     wake_event: Any = None
     woken: bool = False
     done: Any = None
     spot_rng: dict[str, random.Random] = field(default_factory=dict)
-    serial: dict[str, int] = field(default_factory=dict)
-    idle_since: dict[str, int] = field(default_factory=dict)
-    wanted: set[str] = field(default_factory=set)
 
     @property
     def now(self) -> int:
@@ -90,18 +88,9 @@ class Engine:
                     self.wake_event = self.env.event()
                     yield self.wake_event
                 self.woken = False
-            observation = self.world.observe() if len(self.world.queue) else None
-            if observation is not None and observation.pending:
-                decision = self.scheduler.schedule(
-                    observation.snapshot, observation.pending, now_s=observation.now_s, seed=self.options.seed
-                )
-                self.world.enact(decision)
-                for placement in decision.placements:
-                    self.start_job(self.world.runs[placement.job.id])
-                    for replica in placement.replicas:
-                        self.idle_since.pop(replica.node, None)
-                self.autoscale(decision.provision)
-            self._mark_emptied()
+            if len(self.world.queue):  # nothing waits, nothing to decide
+                run_cycle(self.world, self.scheduler, self.options.seed)
+            self.world.start_idle_clocks()
             if self._stuck():
                 break
         if not self.done.triggered:
@@ -114,7 +103,7 @@ class Engine:
     def start_job(self, run: JobRun) -> None:
         epoch = run.epoch
         if run.saved_ms and run.job.restore_s:
-            run.phase, run.phase_start_ms = "restore", self.now  # lost too if evicted before the next save
+            run.phase, run.phase_start_ms = Phase.RESTORE, self.now  # lost too if evicted before the next save
             self._after(ms(run.job.restore_s), run, epoch, self._compute)
         else:
             self._compute(run, epoch)
@@ -135,7 +124,7 @@ class Engine:
         interval = ms(run.job.checkpoint_interval_s) if run.job.kind is JobKind.BATCH else 0
         if interval and interval < wall:
             wall = interval
-        run.phase, run.phase_start_ms = "compute", self.now
+        run.phase, run.phase_start_ms = Phase.COMPUTE, self.now
         self._after(wall, run, epoch, self._computed)
 
     def _computed(self, run: JobRun, epoch: int) -> None:
@@ -144,7 +133,7 @@ class Engine:
         done = math.floor(wall * run.speed)
         run.progress_ms = run.total_ms if wall * run.speed >= remaining else run.progress_ms + done
         if run.job.checkpointable and run.job.kind is JobKind.BATCH and run.progress_ms < run.total_ms:
-            run.phase, run.phase_start_ms = "checkpoint", self.now
+            run.phase, run.phase_start_ms = Phase.CHECKPOINT, self.now
             self._after(ms(run.job.checkpoint_overhead_s), run, epoch, self._checkpointed)
         else:
             self._compute(run, epoch)
@@ -158,7 +147,7 @@ class Engine:
         self.finished += 1
         if self.options.progress is not None:
             self.options.progress(self.finished, self.total_jobs)
-        self._mark_emptied()
+        self.world.start_idle_clocks()
         self.wake()
 
     def spot_market(self, node: str, pool: Pool) -> Process:
@@ -174,88 +163,36 @@ class Engine:
         self.world.interrupt_notice(node, notice)
         yield self.env.timeout(notice)
         if node in self.world.snapshot.nodes:
-            self.world.remove_node(node, "spot-interruption")
-            self.idle_since.pop(node, None)
-            self._mark_emptied()
+            self.world.taken_back(node)
             self.wake()
 
-    def provision_node(self, pool: Pool) -> Process:
-        """Asks for a node now (it is billed while it boots) and makes it ready after the delay."""
-        index = self.serial.get(pool.name, pool.nodes)
-        self.serial[pool.name] = index + 1
-        width = max(3, len(str(max(pool.max_nodes, pool.nodes))))
-        node = empty_node(pool, f"{pool.name}-{index:0{width}d}")
-        self.world.provisioning[pool.name] = self.world.provisioning.get(pool.name, 0) + 1
-        self.world.add_node(Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False))
-        return self._boot(node, pool)
+    def boot(self, node: Node, pool: Pool) -> None:
+        self.env.process(self._boot(node, pool))
 
     def _boot(self, node: Node, pool: Pool) -> Process:
         yield self.env.timeout(ms(pool.provision_delay_s))
-        self.world.provisioning[pool.name] -= 1
-        self.world.record(pool.name)
+        self.world.node_booted(node.name)
         self.ready(node.name, pool)
         self.wake()
 
-    def ready(self, name: str, pool: Pool, *, initial: bool = False) -> None:
-        if not initial:
-            self.world.node_ready(name)
+    def ready(self, name: str, pool: Pool) -> None:
+        """A node is ready: spot capacity may be taken back from now on; its idle clock starts."""
         if pool.capacity is Capacity.SPOT and (pool.interruptions_per_node_hour > 0 or name in self.options.reclaims):
             self.env.process(self.spot_market(name, pool))
-        self._mark_idle(name)
+        self.world.mark_idle(name)
 
-    def idle_release(self, name: str, since: int, pool: Pool) -> Process:
+    def idle_timer(self, name: str, since_ms: int, pool: Pool) -> None:
+        self.env.process(self._idle_timer(name, since_ms, pool))
+
+    def _idle_timer(self, name: str, since_ms: int, pool: Pool) -> Process:
         yield self.env.timeout(ms(pool.idle_release_s))
-        if self.idle_since.get(name) != since or name not in self.world.snapshot.nodes:
-            return
-        if pool.name in self.wanted or self.world.provisioning.get(pool.name, 0):
-            # Jobs that fit nowhere asked for this pool last cycle: keep its idle nodes for them
-            # (as cluster-autoscaler keeps nodes pending pods could use), and look again later.
-            self.idle_since.pop(name, None)
-            self._mark_idle(name)
-            return
-        if self.world.node_count.get(pool.name, 0) > pool.min_nodes:
-            self.world.remove_node(name, "idle")
-            self.idle_since.pop(name, None)
-
-    # Decisions about nodes ------------------------------------------------------------------------
-
-    def autoscale(self, wanted: dict[str, int] | Any) -> None:
-        self.wanted = {name for name, count in wanted.items() if count > 0}
-        pools = self.world.snapshot.pools
-        for pool_name, count in sorted(wanted.items()):
-            pool = pools[pool_name]
-            room = pool.max_nodes - self.world.node_count.get(pool_name, 0)
-            # Nodes on their way and ready nodes standing idle count against the ask: a gang that
-            # needs three nodes where two stand idle needs one more, not three.
-            idle = sum(1 for name in self.idle_since if self.world.snapshot.nodes[name].pool == pool_name)
-            adding = min(room, count - self.world.provisioning.get(pool_name, 0) - idle)
-            for _ in range(max(0, adding)):
-                self.env.process(self.provision_node(pool))
-
-    def _mark_emptied(self) -> None:
-        """Starts the idle clock of nodes the world reports emptied since the last look."""
-        for name in sorted(self.world.emptied):
-            if name in self.world.snapshot.nodes and name not in self.idle_since:
-                self._mark_idle(name)
-        self.world.emptied.clear()
-
-    def _mark_idle(self, name: str) -> None:
-        node = self.world.snapshot.nodes[name]
-        pool = self.world.snapshot.pools[node.pool]
-        if pool.capacity is Capacity.RESERVED or not pool.elastic:
-            return
-        if any(gpu.busy for gpu in node.gpus):
-            return
-        self.idle_since[name] = self.now
-        self.env.process(self.idle_release(name, self.now, pool))
+        self.world.idle_expired(name, since_ms)
 
     def _stuck(self) -> bool:
         """All jobs ended, or nothing can ever change: no arrivals, runs or nodes coming."""
         if self.finished == self.total_jobs and self.arrivals_done:
             return True
-        running = self.world.running_count > 0
-        coming = any(self.world.provisioning.values())
-        return self.arrivals_done and not running and not coming
+        return self.arrivals_done and self.world.quiet
 
 
 @contextmanager
@@ -295,12 +232,14 @@ def simulate(
     options = options or SimOptions()
     env = simpy.Environment()
     snapshot = cluster.snapshot()
-    world = SimWorld(scheduler, snapshot, Ledger(snapshot.pools), clock=lambda: int(env.now), check=options.check)
     ordered = sorted(jobs, key=lambda job: (job.submit_s, job.id))
-    engine = Engine(env, world, scheduler, options, total_jobs=len(ordered))
+    engine = Engine(env, scheduler, options, total_jobs=len(ordered))
+    world = SimWorld(snapshot, Ledger(snapshot.pools), scheduler.queue(), clock=lambda: int(env.now), processes=engine,
+                     check=options.check)  # fmt: skip
+    engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):
-        engine.ready(name, snapshot.pools[node.pool], initial=True)
+        engine.ready(name, snapshot.pools[node.pool])
     env.process(engine.arrivals(ordered))
     env.process(engine.scheduler_loop())
     with collector_spared():

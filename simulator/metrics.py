@@ -14,7 +14,7 @@ from typing import Any
 from scheduler.decision import SolverReport
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
-from simulator.world import MS, JobRun
+from simulator.runs import MS, JobRun
 
 SCHEMA_VERSION = 1
 OUTCOMES = ("completed", "failed", "killed", "unfinished")

@@ -17,7 +17,7 @@ from typing import Any
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
 from simulator.metrics import SOLVER_COLUMNS, job_rows, solver_rows, summary
-from simulator.world import MS
+from simulator.runs import MS
 
 TIMELINE_COLUMNS = ("t_s", "pool", "nodes", "provisioning", "gpus_busy", "usd_per_hour")
 

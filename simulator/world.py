@@ -1,209 +1,109 @@
-"""SimWorld: the simulated cluster as a World: observe() freezes it, enact() carries decisions out.
+"""SimWorld: the simulated cluster as a World: observe() shows it, enact() carries decisions out.
 
 It owns the mutable state (nodes, running jobs and their progress, the waiting queue, the cost
-ledger, the event log) and nothing else: time, randomness and processes belong to the SimPy
-engine (simulator/engine.py), which calls the `on_*` methods when things happen. Every enacted
-decision is checked with `scheduler.decision.validate` first; with `check` the world also proves
-after every change that the ledger's holders match the GPUs the snapshot shows.
+ledger, the event log, the nodes on their way and those standing idle) and decides what the
+autoscaler does with the pools; time, randomness and processes belong to the SimPy engine
+(simulator/engine.py), which calls the `on_*` and node methods when things happen and runs
+the processes the world asks for through `Processes`. Every enacted decision is checked
+with `scheduler.decision.apply` first; with `check` the world also proves after every
+decision that the ledger's holders match the GPUs the snapshot shows.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from scheduler.decision import Decision, SolverReport, apply
-from scheduler.model import (
-    FULL_GPU_MILLI,
-    ClusterSnapshot,
-    Job,
-    JobKind,
-    MigMode,
-    Node,
-    Placement,
-    Pool,
-    RequestKind,
-    empty_node,
-)
-from scheduler.world import Observation, Scheduler
-from simulator.ledger import PARTS, Ledger, parts_of
-from simulator.queue import Capacity, WaitingQueue
-
-MS = 1000
+from scheduler.model import Capacity, ClusterSnapshot, Job, JobKind, Node, Placement, Pool, empty_node
+from scheduler.queue import WaitingQueue
+from scheduler.world import Observation
+from simulator.ledger import Ledger, parts_of
+from simulator.runs import MS, JobRun, Phase, ms
 
 
-def ms(seconds: float) -> int:
-    """Seconds as the engine's integer milliseconds."""
-    return round(seconds * MS)
+class Processes(Protocol):
+    """What the world asks of the engine: things that take simulated time."""
 
+    def start_job(self, run: JobRun) -> None:
+        """The run, placed, starts computing (after restoring what it saved)."""
 
-@dataclass(slots=True)
-class JobRun:
-    """One job's life in the replay: progress (reference-GPU milliseconds), attempts, outcome."""
+    def boot(self, node: Node, pool: Pool) -> None:
+        """The node, asked for now, becomes ready after the pool's provisioning delay."""
 
-    job: Job
-    total_ms: int
-    saved_ms: int = 0
-    progress_ms: int = 0
-    phase: str = "waiting"  # waiting | restore | compute | checkpoint | stopping | done
-    phase_start_ms: int = 0
-    safe_since_ms: int = 0
-    speed: float = 1.0
-    placement: Placement | None = None
-    epoch: int = 0
-    first_start_ms: int | None = None
-    end_ms: int | None = None
-    outcome: str = ""
-    preemptions: int = 0
-    interruptions: int = 0
-    lost_gpu_ms: int = 0
-    pools: set[str] = field(default_factory=set)
-    held_parts: dict[str, int] = field(default_factory=dict)
-
-    def progress_at(self, now_ms: int) -> int:
-        if self.phase != "compute":
-            return self.progress_ms
-        return min(self.total_ms, self.progress_ms + math.floor((now_ms - self.phase_start_ms) * self.speed))
-
-    def gpus(self) -> float:
-        """GPU-equivalents held now (shares and MIG instances by their fraction)."""
-        return sum(self.held_parts.values()) / PARTS
-
-
-_WHOLE_ONLY: dict[int, Capacity] = {}  # read-only capacities of plain nodes, by free GPUs
-_NOTHING = Capacity()
-
-
-def node_capacity(pool: Pool, node: Node) -> Capacity:
-    """What a ready node offers the waiting queue's bounds (read-only: never add to it)."""
-    if not node.ready:
-        return _NOTHING
-    if pool.mig_mode is MigMode.OFF and not pool.sharing:  # the common case, shared objects
-        free = [gpu.free for gpu in node.gpus].count(True)
-        known = _WHOLE_ONLY.get(free)
-        if known is None:
-            known = _WHOLE_ONLY[free] = Capacity({free: 1} if free else {})
-        return known
-    capacity = Capacity()
-    geometry = pool.gpu.mig
-    if pool.mig_mode is not MigMode.OFF and geometry is not None:
-        for gpu in node.gpus:
-            used = sum(geometry.profiles[s.instance.profile].compute_slices for s in gpu.mig if s.job is not None)
-            capacity.mig_slices += geometry.compute_slices - used
-        return capacity
-    free = sum(gpu.free for gpu in node.gpus)
-    if free:
-        capacity.whole_by_node[free] = 1
-    if pool.sharing:
-        for gpu in node.gpus:
-            if gpu.owner is None and gpu.used_milli < FULL_GPU_MILLI:
-                room = FULL_GPU_MILLI - gpu.used_milli
-                capacity.share_by_gpu[room] = capacity.share_by_gpu.get(room, 0) + 1
-    return capacity
+    def idle_timer(self, name: str, since_ms: int, pool: Pool) -> None:
+        """After the pool's idle_release_s, the world is told the node has been idle since `since_ms`."""
 
 
 @dataclass(slots=True)
 class SimWorld:
     """The simulated cluster; the engine drives it, the Scheduler decides for it."""
 
-    scheduler: Scheduler
     snapshot: ClusterSnapshot
     ledger: Ledger
+    queue: WaitingQueue
     clock: Callable[[], int]
+    processes: Processes
     check: bool = False
     runs: dict[str, JobRun] = field(default_factory=dict)
-    queue: WaitingQueue = field(init=False)
     log: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     solver_log: list[tuple[int, SolverReport]] = field(default_factory=list)
-    free: Capacity = field(default_factory=Capacity)
     busy_parts: dict[str, int] = field(default_factory=dict)
     timeline: list[tuple[int, str, int, int, int]] = field(default_factory=list)
-    provisioning: dict[str, int] = field(default_factory=dict)
     node_count: dict[str, int] = field(default_factory=dict)
-    emptied: set[str] = field(default_factory=set)
+    provisioning: dict[str, int] = field(default_factory=dict)  # pool -> nodes asked for, not ready yet
+    idle_since: dict[str, int] = field(default_factory=dict)  # node -> when it last fell idle
+    wanted: set[str] = field(default_factory=set)  # pools the last decision asked to grow
     running_count: int = 0
-    free_changed: bool = True
-    _growth_key: tuple[tuple[str, int], ...] | None = None
-    _free_version: int = 0
-    _room: Capacity | None = None
-    _growth_capacity: Capacity = field(default_factory=Capacity)
-    _room_version: int = -1
+    _serial: dict[str, int] = field(default_factory=dict)
+    _emptied: set[str] = field(default_factory=set)  # nodes emptied since the idle clocks were last started
 
     def __post_init__(self) -> None:
-        sort = self.scheduler.profile.sort
-        # Buckets keep the profile's queue order, worked out once per job: bucketing is only on
-        # when the order is static (shapes_are_interchangeable), and static orders ignore the cycle.
-        bucketed = self.scheduler.shapes_are_interchangeable
-        self.queue = WaitingQueue(
-            self.scheduler.shape,
-            (lambda job: (sort.sort_key(None, job), job.submit_s, job.id))  # type: ignore[arg-type]
-            if bucketed else (lambda job: (job.submit_s, job.id)),  # the scheduler orders the rest
-            bucketed,
-        )
         for node in self.snapshot.nodes.values():
             self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
             self.ledger.open(node.name, node.pool, 0)
-            self._free_add(node_capacity(self.snapshot.pools[node.pool], node))
         for pool in self.snapshot.pools:
             self.record(pool)
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing runs and no node is on its way."""
+        return self.running_count == 0 and not any(self.provisioning.values())
 
     # The World port ----------------------------------------------------------------------
 
     def observe(self) -> Observation:
-        now = self.clock()
-        growth_key = tuple(sorted((*self.node_count.items(), *((f"+{k}", v) for k, v in self.provisioning.items()))))
-        growth_changed, self._growth_key = growth_key != self._growth_key, growth_key
-        if growth_changed:
-            self._growth_capacity = self._growth()
-        growth = self._growth_capacity
-        if not (growth.whole_by_node or growth.share_by_gpu or growth.mig_slices):
-            room = self.free  # nothing can grow: the free capacity is the room (no copy)
-        else:
-            if growth_changed or self._room is None or self._room_version != self._free_version:
-                self._room, self._room_version = self.free.merged(growth), self._free_version
-            room = self._room
-        slices = self.snapshot.pools
-
-        def limit(job: Job) -> int:
-            mig = job.request.kind is RequestKind.MIG
-            return room.fits(job, _instance_slices(job, slices) if mig else 1)
-
-        # Buckets untouched since the last take were shown all that could fit, unless capacity
-        # grew since; with elastic pools every bucket is shown, so provisioning sees them all.
-        elastic = bool(growth.whole_by_node or growth.share_by_gpu or growth.mig_slices)
-        fresh_only = self.queue.bucketed and not self.free_changed and not growth_changed and not elastic
-        self.free_changed = False
-        pending = self.queue.take(limit, only_fresh=fresh_only)
-        return Observation(now_s=now / MS, snapshot=self.snapshot, pending=tuple(pending))
+        return Observation(self.clock() / MS, self.snapshot, self.queue, MappingProxyType(self.provisioning))
 
     def enact(self, decision: Decision) -> None:
+        """Carries `decision` out: evictions, starts, and the autoscaler's answer to what it asks.
+
+        A decision that places nothing and leaves nothing pending was about no job (the queue
+        showed none): the autoscaler keeps its last answer.
+        """
+        if not decision.placements and not decision.pending:
+            return
         now = self.clock()
         if decision.solver is not None:
             self.solver_log.append((now, decision.solver))
         after = apply(self.snapshot, decision, now / MS)  # validates: no over-allocation, MIG, gangs
         victims = [self.runs[preemption.job] for preemption in decision.preemptions]
-        touched = {r.node for p in decision.placements for r in p.replicas}
-        touched.update(r.node for run in victims if run.placement for r in run.placement.replicas)
-        for name in touched:
-            pool = self.snapshot.pools[self.snapshot.nodes[name].pool]
-            self._free_add(node_capacity(pool, self.snapshot.nodes[name]), -1)
-            self._free_add(node_capacity(pool, after.nodes[name]))
         self.snapshot = after
         for run in victims:
             run.preemptions += 1
             self._stop(run, now, reason="preempted")
             self._evict(run, now, released=True)
-        placed = set()
         for placement in decision.placements:
             self._start(self.runs[placement.job.id], placement, now)
-            placed.add(placement.job.id)
-        for job_id in decision.pending:
-            if job_id not in placed:
-                self.queue.add(self.runs[job_id].job, fresh=False)
         if self.check:
             self.check_invariants()
+        for placement in decision.placements:
+            self.processes.start_job(self.runs[placement.job.id])
+            for replica in placement.replicas:
+                self.idle_since.pop(replica.node, None)
+        self._autoscale(decision.provision)
 
     # What the engine reports ----------------------------------------------------------------
 
@@ -216,7 +116,7 @@ class SimWorld:
 
     def on_finish(self, run: JobRun) -> None:
         now = self.clock()
-        run.phase, run.end_ms = "done", now
+        run.phase, run.end_ms = Phase.DONE, now
         run.outcome = "completed" if run.job.kind is JobKind.SERVICE else run.job.status
         self._release(run, now)
         self.log.append((now, "finish", {"job": run.job.id, "outcome": run.outcome}))
@@ -228,58 +128,123 @@ class SimWorld:
 
     # Nodes ----------------------------------------------------------------------------------
 
-    def add_node(self, node: Node) -> None:
-        self.snapshot = self.snapshot.with_node(node)
-        self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
-        self.ledger.open(node.name, node.pool, self.clock())
-        self.log.append((self.clock(), "node-add", {"node": node.name, "pool": node.pool}))
-        self.record(node.pool)
+    def node_booted(self, name: str) -> None:
+        """A node asked for is ready."""
+        pool = self.snapshot.nodes[name].pool
+        self.provisioning[pool] -= 1
+        self.record(pool)
+        self.node_ready(name)
 
     def node_ready(self, name: str) -> None:
         node = self.snapshot.nodes[name]
-        ready = Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=True)
-        self.snapshot = self.snapshot.with_node(ready)
-        self._free_add(node_capacity(self.snapshot.pools[node.pool], ready))
-        self.free_changed = True
+        self.snapshot = self.snapshot.with_node(Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=True))
         self.log.append((self.clock(), "node-ready", {"node": name}))
 
-    def remove_node(self, name: str, reason: str) -> None:
-        now = self.clock()
-        node = self.snapshot.nodes[name]
-        for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
-            run = self.runs[job_id]
-            if run.phase != "stopping":
-                self._stop(run, now, reason=reason)
-            self._evict(run, now)
-        node = self.snapshot.nodes[name]
-        self._free_add(node_capacity(self.snapshot.pools[node.pool], node), -1)
-        self.snapshot = self.snapshot.without_node(name)
-        self.node_count[node.pool] -= 1
-        self.ledger.close(name, now)
-        self.log.append((now, "node-remove", {"node": name, "reason": reason}))
-        self.record(node.pool)
+    def taken_back(self, name: str) -> None:
+        """The cloud took a spot node back at the end of its notice."""
+        self.remove_node(name, "spot-interruption")
+        self.idle_since.pop(name, None)
+        self.start_idle_clocks()
 
     def interrupt_notice(self, name: str, notice_ms: int) -> None:
         """A spot notice: the node takes no new work; jobs on it stop, checkpointing if they can."""
         now = self.clock()
         node = self.snapshot.nodes[name]
         if node.ready:
-            self._free_add(node_capacity(self.snapshot.pools[node.pool], node), -1)
             node = Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=False)
             self.snapshot = self.snapshot.with_node(node)
         self.log.append((now, "spot-notice", {"node": name, "notice_s": notice_ms / MS}))
         for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
             run = self.runs[job_id]
-            if run.phase == "stopping":  # a gang already stopped by a notice on another of its nodes
+            if run.phase is Phase.STOPPING:  # a gang already stopped by a notice on another of its nodes
                 continue
             run.interruptions += 1
             job = run.job
-            if job.checkpointable and ms(job.checkpoint_overhead_s) <= notice_ms and run.phase == "compute":
+            if job.checkpointable and ms(job.checkpoint_overhead_s) <= notice_ms and run.phase is Phase.COMPUTE:
                 run.progress_ms = run.progress_at(now)
-                run.phase = "stopping"
+                run.phase = Phase.STOPPING
                 run.saved_ms, run.safe_since_ms = run.progress_ms, now + ms(job.checkpoint_overhead_s)
                 self.log.append((now, "checkpoint", {"job": job_id, "saved_s": run.saved_ms / MS, "on": "notice"}))
             self._stop(run, now, reason="spot-notice")
+
+    def start_idle_clocks(self) -> None:
+        """Starts the idle clock of every node emptied since the last call."""
+        for name in sorted(self._emptied):
+            if name in self.snapshot.nodes and name not in self.idle_since:
+                self.mark_idle(name)
+        self._emptied.clear()
+
+    def mark_idle(self, name: str) -> None:
+        """Starts the idle clock of an empty node of an elastic pool (reserved nodes are kept)."""
+        node = self.snapshot.nodes[name]
+        pool = self.snapshot.pools[node.pool]
+        if pool.capacity is Capacity.RESERVED or not pool.elastic:
+            return
+        if any(gpu.busy for gpu in node.gpus):
+            return
+        now = self.clock()
+        self.idle_since[name] = now
+        self.processes.idle_timer(name, now, pool)
+
+    def idle_expired(self, name: str, since_ms: int) -> None:
+        """A node idle since `since_ms` has been idle for its pool's idle_release_s: release it,
+        unless it was used since, or jobs that fit nowhere asked for its pool last cycle (kept
+        for them, as cluster-autoscaler keeps nodes pending pods could use: looked at again
+        later), or the pool is at min_nodes."""
+        if self.idle_since.get(name) != since_ms or name not in self.snapshot.nodes:
+            return
+        pool = self.snapshot.pools[self.snapshot.nodes[name].pool]
+        if pool.name in self.wanted or self.provisioning.get(pool.name, 0):
+            self.idle_since.pop(name, None)
+            self.mark_idle(name)
+            return
+        if self.node_count.get(pool.name, 0) > pool.min_nodes:
+            self.remove_node(name, "idle")
+            self.idle_since.pop(name, None)
+
+    def _autoscale(self, wanted: Mapping[str, int]) -> None:
+        """Asks for the nodes `wanted` per pool, up to max_nodes, less those coming or idle."""
+        self.wanted = {name for name, count in wanted.items() if count > 0}
+        pools = self.snapshot.pools
+        for pool_name, count in sorted(wanted.items()):
+            pool = pools[pool_name]
+            room = pool.max_nodes - self.node_count.get(pool_name, 0)
+            # Nodes on their way and ready nodes standing idle count against the ask: a gang that
+            # needs three nodes where two stand idle needs one more, not three.
+            idle = sum(1 for name in self.idle_since if self.snapshot.nodes[name].pool == pool_name)
+            adding = min(room, count - self.provisioning.get(pool_name, 0) - idle)
+            for _ in range(max(0, adding)):
+                self._provision(pool)
+
+    def _provision(self, pool: Pool) -> None:
+        """Asks for a node now (it is billed while it boots); the engine makes it ready later."""
+        index = self._serial.get(pool.name, pool.nodes)
+        self._serial[pool.name] = index + 1
+        width = max(3, len(str(max(pool.max_nodes, pool.nodes))))
+        node = empty_node(pool, f"{pool.name}-{index:0{width}d}")
+        self.provisioning[pool.name] = self.provisioning.get(pool.name, 0) + 1
+        booting = Node(name=node.name, pool=pool.name, gpus=node.gpus, ready=False)
+        self.snapshot = self.snapshot.with_node(booting)
+        self.node_count[pool.name] = self.node_count.get(pool.name, 0) + 1
+        self.ledger.open(node.name, pool.name, self.clock())
+        self.log.append((self.clock(), "node-add", {"node": node.name, "pool": pool.name}))
+        self.record(pool.name)
+        self.processes.boot(node, pool)
+
+    def remove_node(self, name: str, reason: str) -> None:
+        now = self.clock()
+        node = self.snapshot.nodes[name]
+        for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
+            run = self.runs[job_id]
+            if run.phase is not Phase.STOPPING:
+                self._stop(run, now, reason=reason)
+            self._evict(run, now)
+        node = self.snapshot.nodes[name]
+        self.snapshot = self.snapshot.without_node(name)
+        self.node_count[node.pool] -= 1
+        self.ledger.close(name, now)
+        self.log.append((now, "node-remove", {"node": name, "reason": reason}))
+        self.record(node.pool)
 
     # Internals -------------------------------------------------------------------------------
 
@@ -310,47 +275,36 @@ class SimWorld:
 
     def _stop(self, run: JobRun, now: int, reason: str) -> None:
         """The job stops making progress now; what it has not saved is lost."""
-        if run.phase != "stopping":
+        if run.phase is not Phase.STOPPING:
             lost_wall = now - run.safe_since_ms if run.job.kind is JobKind.BATCH else 0
             run.progress_ms = run.saved_ms
             for node, parts in run.held_parts.items():
                 self.ledger.lose(run.job.id, self.snapshot.nodes[node].pool, parts * lost_wall)
             run.lost_gpu_ms += round(run.gpus() * lost_wall)
-        run.phase = "stopping"
+        run.phase = Phase.STOPPING
         run.epoch += 1  # whatever the engine had scheduled for this job will not happen
         self.log.append((now, "stop", {"job": run.job.id, "reason": reason}))
 
     def _evict(self, run: JobRun, now: int, *, released: bool = False) -> None:
         """The job gives its GPUs back (`released`: the snapshot already has) and waits again."""
         self._release(run, now, in_snapshot=not released)
-        run.phase, run.placement = "waiting", None
+        run.phase, run.placement = Phase.WAITING, None
         self.queue.add(run.job)
 
     def _release(self, run: JobRun, now: int, *, in_snapshot: bool = True) -> None:
         if run.placement is None:
             return
         names = {r.node for r in run.placement.replicas}
-        self.free_changed = True  # capacity grew: every bucket may fit more now
         if in_snapshot:
-            before = {name: self.snapshot.nodes[name] for name in names}
             self.snapshot = self.snapshot.release(run.job.id)
-            for name, old in before.items():
-                pool = self.snapshot.pools[old.pool]
-                self._free_add(node_capacity(pool, old), -1)
-                self._free_add(node_capacity(pool, self.snapshot.nodes[name]))
         for name in names:
             if not any(gpu.busy for gpu in self.snapshot.nodes[name].gpus):
-                self.emptied.add(name)
+                self._emptied.add(name)
         for node, parts in run.held_parts.items():
             self.ledger.free(node, run.job.id, now)
             self._busy(node, -parts)
         run.held_parts = {}
         self.running_count -= 1
-
-    def _free_add(self, capacity: Capacity, times: int = 1) -> None:
-        if capacity.whole_by_node or capacity.share_by_gpu or capacity.mig_slices:
-            self.free.add(capacity, times)
-            self._free_version += 1
 
     def _busy(self, node: str, parts: int) -> None:
         pool = self.snapshot.nodes[node].pool
@@ -360,21 +314,11 @@ class SimWorld:
     def record(self, pool: str) -> None:
         """Adds the pool's state now to the timeline (one row per pool and instant)."""
         row = (self.clock(), pool, self.node_count.get(pool, 0), self.busy_parts.get(pool, 0),
-               self.provisioning.get(pool, 0))
+               self.provisioning.get(pool, 0))  # fmt: skip
         if self.timeline and self.timeline[-1][:2] == row[:2]:
             self.timeline[-1] = row
         else:
             self.timeline.append(row)
-
-    def _growth(self) -> Capacity:
-        growth = Capacity()
-        for pool in self.snapshot.pools.values():
-            # Nodes still booting count: the jobs they will take must be shown to the cycle too.
-            room = pool.max_nodes - self.node_count.get(pool.name, 0) + self.provisioning.get(pool.name, 0)
-            if room > 0:
-                empty = empty_node(pool, "new")
-                growth.add(node_capacity(pool, Node(name="new", pool=pool.name, gpus=empty.gpus, ready=True)), room)
-        return growth
 
     def check_invariants(self) -> None:
         """The ledger's holders equal the GPUs the snapshot shows held, node by node."""
@@ -389,11 +333,3 @@ class SimWorld:
                 expected[job] = expected.get(job, 0) + parts_of(pool, self.runs[job].job.request)
             if expected != account.holders:
                 raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")
-
-
-def _instance_slices(job: Job, pools: Mapping[str, Pool]) -> int:
-    """Compute slices of one MIG instance of `job`'s profile (the smallest over pools offering it)."""
-    profile = job.request.mig_profile
-    slices = [p.gpu.mig.profiles[profile].compute_slices for p in pools.values()
-              if p.gpu.mig is not None and profile in p.gpu.mig.profiles]
-    return min(slices, default=1)

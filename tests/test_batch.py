@@ -10,7 +10,7 @@ from scheduler.batch import objective
 from scheduler.batch import problem as batch
 from scheduler.batch.expansion import InconsistentSolutionError, Solution, expand, solution_of
 from scheduler.batch.problem import Config, Hint
-from scheduler.framework import Framework, NodeClasses, new_cycle
+from scheduler.framework import Framework
 from scheduler.model import ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
 from tests.builders import make_job, make_pool, make_snapshot, whole
 
@@ -19,10 +19,8 @@ PROFILE = policies.profile("cost-cpsat")
 
 def problem_of(snapshot: ClusterSnapshot, jobs: list[Job], hint: Hint | None = None) -> batch.Problem:
     framework = Framework(PROFILE)
-    classes = NodeClasses()
-    classes.sync(snapshot)
-    cycle = new_cycle(snapshot, 0.0, 0)
-    return batch.build(framework, cycle, framework.order(cycle, jobs), classes, hint)
+    state = framework.state(snapshot)
+    return batch.build(framework, state, framework.order(state.cycle, jobs), hint)
 
 
 def two_empty_nodes() -> tuple[ClusterSnapshot, list[Job], batch.Problem]:

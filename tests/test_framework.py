@@ -11,11 +11,13 @@ import policies
 from policies.fit import GpuModelFit, WholeGpuFit
 from policies.ordering import PriorityThenAge
 from policies.packing import MostAllocated
+from scheduler.classes import NodeClasses
 from scheduler.decision import OK, Code, Decision, Preemption, Status, validate
-from scheduler.framework import Framework, NodeClasses, new_cycle
+from scheduler.framework import Framework
 from scheduler.model import ClusterSnapshot, Grant, Job, Node, Placement, ReplicaPlacement, empty_node
 from scheduler.plugin import Cycle, Plugin
 from scheduler.profile import Profile
+from scheduler.queue import WaitingQueue
 from scheduler.world import Observation, Scheduler, run_cycle
 from tests.builders import make_job, make_pool, make_snapshot, mig_request, share, whole
 
@@ -157,7 +159,8 @@ def test_admit_order_prefilter_and_provision() -> None:
     pool = make_pool(nodes=1, max_nodes=4)
     snapshot = make_snapshot(pool)
     framework = Framework(profile(admit=(TeamGate(),), provision=(GrowCheapest(), GrowOne())))
-    cycle = new_cycle(snapshot, 0.0, 0)
+    state = framework.state(snapshot)
+    cycle = state.cycle
     jobs = [make_job("b", submit_s=1), make_job("a", submit_s=1), make_job("x", team="blocked"),
             make_job("vip", priority=9, submit_s=5)]
     admitted, waiting = framework.admit(cycle, jobs)
@@ -165,8 +168,7 @@ def test_admit_order_prefilter_and_provision() -> None:
     assert [job.id for job in framework.order(cycle, admitted)] == ["vip", "a", "b"]
     assert framework.prefilter(cycle, jobs[0]) is OK
     too_big = make_job("huge", whole(16))
-    classes = NodeClasses(snapshot.nodes.values())
-    assert framework.provision(cycle, [*jobs, too_big], classes) == {"pool": 4, "other": 1}
+    assert framework.provision(state, [*jobs, too_big]) == {"pool": 4, "other": 1}
 
 
 def test_scheduler_reports_waiting_jobs_and_asks_provision_for_jobs_that_fit_nowhere() -> None:
@@ -223,10 +225,10 @@ def test_no_postfilter_victims_for_unresolvable_misfits() -> None:
 
 
 class FakeWorld:
-    """A world that shows one snapshot and records what it is told to do."""
+    """A world that shows one snapshot and its queue, and records what it is told to do."""
 
-    def __init__(self, snapshot: ClusterSnapshot, pending: tuple[Job, ...]) -> None:
-        self.observation = Observation(now_s=42.0, snapshot=snapshot, pending=pending)
+    def __init__(self, snapshot: ClusterSnapshot, queue: WaitingQueue) -> None:
+        self.observation = Observation(now_s=42.0, snapshot=snapshot, queue=queue)
         self.enacted: list[Decision] = []
 
     def observe(self) -> Observation:
@@ -238,8 +240,9 @@ class FakeWorld:
 
 
 def test_run_cycle_observes_decides_and_enacts() -> None:
-    world = FakeWorld(make_snapshot(make_pool(nodes=1)), (make_job("a", whole(2)),))
-    decision = run_cycle(world, Scheduler(policies.profile("default")))
+    scheduler = Scheduler(policies.profile("default"))
+    world = FakeWorld(make_snapshot(make_pool(nodes=1)), scheduler.queue([make_job("a", whole(2))]))
+    decision = run_cycle(world, scheduler)
     assert world.enacted == [decision] and [p.job.id for p in decision.placements] == ["a"]
 
 
@@ -274,11 +277,11 @@ def test_without_fit_filters_the_framework_still_refuses_what_does_not_fit() -> 
 
 
 def test_cycle_memo_computes_once_per_key() -> None:
-    cycle = new_cycle(make_snapshot(), 0.0, 7)
+    cycle = Cycle(0.0, make_snapshot(), seed=7)
     calls: list[int] = []
     assert cycle.memo("k", lambda: calls.append(1) or 5) == 5
     assert cycle.memo("k", lambda: calls.append(1) or 6) == 5
-    assert calls == [1] and cycle.rng.random() == new_cycle(make_snapshot(), 0.0, 7).rng.random()
+    assert calls == [1] and cycle.rng.random() == Cycle(0.0, make_snapshot(), seed=7).rng.random()
 
 
 class WrongModel(Counted):
@@ -333,7 +336,7 @@ def test_a_full_node_of_the_wrong_kind_closes_its_pool_as_an_empty_one_would() -
     spot = make_pool("spot", capacity=CapacityType.SPOT, nodes=1)
     snapshot = running_snapshot_on(spot, make_job("x", whole(8), preemptible=True))
     framework = Framework(profile(filter=(WholeGpuFit(), SpotTolerance())))
-    cycle = new_cycle(snapshot, 0.0, 0)
+    cycle = Cycle(0.0, snapshot)
     status = framework._evaluate(cycle, make_job("prod", whole(1)), snapshot.nodes["spot-0"]).status
     assert (status.code, status.plugin) == (Code.UNRESOLVABLE, "SpotTolerance")
 

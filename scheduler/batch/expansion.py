@@ -1,9 +1,9 @@
 """Turns a batch solution, stated in counts over classes, into placements on concrete GPUs.
 
-The solver says how many of each group's jobs run, how many replicas go to each node group or
-pool, how many nodes of a node group take each config, how many GPUs of a share class take
+The solver says how many of each group's jobs run, how many replicas go to each whole-GPU class or
+pool, how many nodes of a whole-GPU class take each config, how many GPUs of a share class take
 each share config, and which MIG instances each bin gets. Expansion deals those out in a fixed
-order (node groups, then share GPUs, then MIG; members by name; jobs oldest first), so the same
+order (whole-GPU classes, then share GPUs, then MIG; members by name; jobs oldest first), so the same
 solution always gives the same placements. Each replica is granted on the node as it stands at
 that moment with the device allocator's rules (`Node.grant`), and the profile's filters are
 asked again on that node: a job a filter turns down is dropped whole, and the placer offers it
@@ -61,7 +61,7 @@ class _Expansion:
 
     def run(self) -> tuple[list[Placement], list[Job]]:
         self._destinations()
-        share_free = self._node_groups()
+        share_free = self._whole_classes()
         self._shares(share_free)
         self._mig()
         left = {key: len(slots) for key, slots in self.wanted.items() if slots}
@@ -138,8 +138,8 @@ class _Expansion:
             pool = self.problem.pools[node.pool]
             self.nodes[replica.node] = node.without(pool, job.id, {grant.gpu for grant in replica.grants})
 
-    def _node_groups(self) -> dict[int, list[GpuRef]]:
-        """Whole-GPU replicas by config; returns, per node group, the free GPUs shares may take."""
+    def _whole_classes(self) -> dict[int, list[GpuRef]]:
+        """Whole-GPU replicas by config; returns, per whole-GPU class, the free GPUs shares may take."""
         share_free: dict[int, list[GpuRef]] = {}
         for whole_class in self.problem.whole_classes:
             configs = [

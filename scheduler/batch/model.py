@@ -49,7 +49,7 @@ def build_model(problem: Problem, options: SolverOptions) -> Model:
     model = m.model
     groups = problem.groups
     # Variables. placed[g] in 0..|jobs of g|: how many of group g's jobs run (its oldest).
-    # node_replicas[g, c]: replicas of g on node group c; pool_replicas[g, p]: share and MIG
+    # node_replicas[g, c]: replicas of g on whole-GPU class c; pool_replicas[g, p]: share and MIG
     # replicas of g in pool p. configs[c, k]: nodes of c loaded with config k.
     for group in groups:
         most = len(group.jobs) * group.job.replicas
@@ -68,15 +68,15 @@ def build_model(problem: Problem, options: SolverOptions) -> Model:
     m.all_placed = model.new_bool_var("all_placed")
     for group in groups:
         model.add(m.placed[group.index] == len(group.jobs)).only_enforce_if(m.all_placed)
-    _node_groups(m)
+    _whole_classes(m)
     _shares(m)
     _mig(m)
     m.rewards, m.blocks = objective.tier_weights(problem.groups)
     return m
 
 
-def _node_groups(m: Model) -> None:
-    """Whole GPUs, exactly per node: for every node group c and replica size s,
+def _whole_classes(m: Model) -> None:
+    """Whole GPUs, exactly per node: for every whole-GPU class c and replica size s,
     sum_g x[g,c] (size s) = sum_k count_s(k) * configs[c,k] and sum_k configs[c,k] <= |c|."""
     problem, model = m.problem, m.model
     for whole_class in problem.whole_classes:
@@ -111,7 +111,7 @@ def _pool_costs(m: Model) -> None:
 def _shares(m: Model) -> None:
     """GPU shares, exactly per GPU: share GPU class k with configs q,
     sum_q share_configs[k,q] <= GPUs of k when they are partly shared GPUs, and for the free
-    GPUs of node group c, = sum_k share_gpus(k) * configs[c,k], what its node configs give,
+    GPUs of whole-GPU class c, = sum_k share_gpus(k) * configs[c,k], what its node configs give,
     and per pool and share shape, sum_g y[g,p] = sum_{k,q} count(q) * share_configs[k,q]."""
     problem, model = m.problem, m.model
     _pool_costs(m)

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 
 from scheduler.batch.expansion import Solution, expand
 from scheduler.batch.problem import Hint, Problem, build, hint_from
+from scheduler.cycle import CycleState
 from scheduler.decision import Decision, SolverReport
-from scheduler.framework import Framework, NodeClasses
+from scheduler.framework import Framework
 from scheduler.model import Job, Placement
 from scheduler.placers import GreedyPlacer
-from scheduler.plugin import Cycle
 from scheduler.profile import SolverOptions
 
 #: The least wall time a batch placer gives its solver, however long the greedy answer took.
@@ -27,12 +27,8 @@ Solve = Callable[[Problem, Hint | None, SolverOptions], tuple[Solution | None, S
 
 
 class BatchPlacer:
-    """Places the whole queue with one solve of the batch problem (`scheduler.batch`).
-
-    The greedy answer comes first (trial mode) as the solver's hint and fallback; the solution
-    is expanded onto concrete GPUs; then a greedy pass, with the profile's preemption, offers
-    what still waits the capacity left and explains every job left pending.
-    """
+    """Places the whole queue with one solve of the batch problem (`scheduler.batch.problem`);
+    see the module docstring."""
 
     name = "batch"
 
@@ -40,12 +36,15 @@ class BatchPlacer:
         self.solve = solve
         self.options = options
 
-    def place(self, framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> Decision:
+    def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision:
         began = time.perf_counter()
-        start = cycle.snapshot
-        first = self._trial(framework, cycle, queue, classes)
+        start = state.snapshot
+        # The greedy answer, tried and rolled back. The index is put back node by node in name
+        # order, as the decisions the README measures were made.
+        with state.trial(by_name=True):
+            first = list(GreedyPlacer(trial=True).place(framework, state, queue).placements)
         hint = hint_from(start.nodes, start.pools, first)
-        problem = build(framework, cycle, queue, classes, hint)
+        problem = build(framework, state, queue, hint)
         report: SolverReport | None = None
         placements: Sequence[Placement] = first
         if problem.groups:
@@ -55,29 +54,15 @@ class BatchPlacer:
                 options = dataclasses.replace(options, time_limit_s=max(MIN_SOLVE_S, left))
             solution, report = self.solve(problem, hint, options)
             if solution is not None:
+                cycle = state.cycle
                 placements, _ = expand(problem, solution, lambda job, node: framework.filters_pass(cycle, job, node).ok)
-        snapshot = start
-        for placement in placements:
-            snapshot = snapshot.assume(placement, cycle.now_s)
-        cycle.snapshot = snapshot
-        for name in sorted({r.node for placement in placements for r in placement.replicas}):
-            classes.update(snapshot.nodes[name])
+        state.assume_all(placements)
         placed = {placement.job.id for placement in placements}
         rest = [job for job in queue if job.id not in placed]
-        tail = GreedyPlacer().place(framework, cycle, rest, classes) if rest else Decision()
+        tail = GreedyPlacer().place(framework, state, rest) if rest else Decision()
         return Decision(
             placements=(*placements, *tail.placements),
             preemptions=tail.preemptions,
             pending=tail.pending,
             solver=report,
         )
-
-    @staticmethod
-    def _trial(framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses) -> list[Placement]:
-        """The greedy answer for `queue`, with the cycle and the index left as they were."""
-        start = cycle.snapshot
-        placements = list(GreedyPlacer(trial=True).place(framework, cycle, queue, classes).placements)
-        cycle.snapshot = start
-        for name in sorted({r.node for placement in placements for r in placement.replicas}):
-            classes.update(start.nodes[name])
-        return placements

@@ -3,7 +3,7 @@
 A batch placer sees every waiting job at once. Stated per job and node the problem is far too
 big (500 jobs on 1,000 nodes is half a million booleans), so it is stated over classes in
 which members are interchangeable, and expanded to concrete nodes and GPUs afterwards
-(`scheduler.expansion`):
+(`scheduler.batch.expansion`):
 
 - `JobGroup`: waiting jobs alike in shape (request, replicas, what the filters read), priority
   and spot risk. The model decides how many of a group's jobs run; they are its oldest ones.
@@ -13,7 +13,7 @@ which members are interchangeable, and expanded to concrete nodes and GPUs after
   nodes using each config. Replicas of identical nodes can be packed exactly this way with a
   handful of integers, whatever the number of nodes.
 - `ShareGpuClass`: GPUs of a sharing pool alike in free milli-GPU and memory, loaded by configs
-  of share shapes: the partly shared GPUs, and per node group the free GPUs its configs give.
+  of share shapes: the partly shared GPUs, and per whole-GPU class the free GPUs its configs give.
 - `MigGpuClass`: GPUs of a dynamic-MIG pool with one layout; the model gives it `bins` GPUs with
   an optional interval per legal free start of each profile asked for.
 - `FixedMigPool`: a fixed-layout MIG pool's free instances by profile.
@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 
 from scheduler import costing, mig
 from scheduler.catalog import MigGeometry
-from scheduler.framework import Framework, NodeClass, NodeClasses
+from scheduler.classes import NodeClass
+from scheduler.cycle import CycleState
+from scheduler.framework import Framework
 from scheduler.model import FULL_GPU_MILLI, Job, MigMode, Node, Placement, Pool, RequestKind
-from scheduler.plugin import Cycle
 
 #: Configs kept per class; enumeration stops there (the hint's configs are always added).
 MAX_CONFIGS = 96
@@ -88,7 +89,7 @@ class ShareGpuClass:
     """GPUs of a sharing pool alike in free compute and memory, and the share configs they take.
 
     `gpus` lists them when their number is known (partly shared GPUs); `whole_class` names the
-    node group whose free GPUs they are otherwise.
+    whole-GPU class whose free GPUs they are otherwise.
     """
 
     index: int
@@ -142,7 +143,7 @@ class Problem:
     mig_classes: tuple[MigGpuClass, ...]
     fixed_mig: tuple[FixedMigPool, ...]
     left_out: tuple[Job, ...]
-    class_of: Mapping[str, int] = field(default_factory=dict)  # node -> node group
+    class_of: Mapping[str, int] = field(default_factory=dict)  # node -> whole-GPU class
     gpu_class_of: Mapping[GpuRef, int] = field(default_factory=dict)  # GPU -> share or MIG GPU class
 
 
@@ -200,32 +201,33 @@ def multisets(weights: Sequence[tuple[int, ...]], room: tuple[int, ...], limit: 
 
 
 def build(
-    framework: Framework, cycle: Cycle, queue: Sequence[Job], classes: NodeClasses, hint: Hint | None = None
+    framework: Framework, state: CycleState, queue: Sequence[Job], hint: Hint | None = None
 ) -> Problem:
-    """The problem for `queue` (admitted, in order) on the cluster `classes` indexes."""
-    pools = cycle.pools
+    """The problem for `queue` (admitted, in order) on the cluster of `state`."""
+    pools = state.cycle.pools
+    classes = state.classes
     left_out: list[Job] = []
     by_key: dict[Hashable, list[Job]] = {}
     for job in queue:
         request = job.request
-        if not framework.prefilter(cycle, job).ok or (request.kind is RequestKind.MIG and request.gpus > 1):
+        if not framework.prefilter(state.cycle, job).ok or (request.kind is RequestKind.MIG and request.gpus > 1):
             left_out.append(job)
             continue
         risk = tuple(round(costing.spot_risk_usd_per_hour(pool, job), 6) for pool in pools.values())
         by_key.setdefault((framework.shape(job), job.priority, risk), []).append(job)
     tiers = {priority: tier for tier, priority in enumerate(sorted({j.priority for j in queue}, reverse=True))}
-    ready = [group for group in classes.classes if group.ready and classes.representative(group).gpus]
-    plain = [group for group in ready if pools[group.pool].mig_mode is MigMode.OFF]
+    ready = [c for c in classes.classes if c.ready and classes.representative(c).gpus]
+    plain = [c for c in ready if pools[c.pool].mig_mode is MigMode.OFF]
     groups: list[JobGroup] = []
     for jobs in by_key.values():
         job = jobs[0]
         if job.request.kind is RequestKind.WHOLE:
-            eligible = tuple(g.id for g in plain if framework.verdict(cycle, job, classes, g).status.ok)
+            eligible = tuple(c.id for c in plain if framework.verdict(state, job, c).status.ok)
             groups.append(JobGroup(len(groups), tuple(jobs), tiers[job.priority], whole_classes=eligible))
         else:
-            eligible_pools = tuple(p for p in sorted(pools) if framework.fits_new_node(cycle, job, pools[p], classes))
+            eligible_pools = tuple(p for p in sorted(pools) if framework.fits_new_node(state.cycle, job, pools[p]))
             groups.append(JobGroup(len(groups), tuple(jobs), tiers[job.priority], pools=eligible_pools))
-    builder = _Builder(framework, cycle, classes, groups, hint)
+    builder = _Builder(state, groups, hint)
     whole_classes = builder.whole_classes(plain)
     index = {g.index: n for n, g in enumerate(whole_classes)}
     groups = [
@@ -249,13 +251,11 @@ def build(
 
 
 class _Builder:
-    """Reads the classes off the node index for the groups that can use them."""
+    """Reads the classes off the node index for the job groups that can use them."""
 
-    def __init__(
-        self, framework: Framework, cycle: Cycle, classes: NodeClasses, groups: Sequence[JobGroup], hint: Hint | None
-    ) -> None:
-        self.cycle = cycle
-        self.classes = classes
+    def __init__(self, state: CycleState, groups: Sequence[JobGroup], hint: Hint | None) -> None:
+        self.pools = state.cycle.pools
+        self.classes = state.classes
         self.hint = hint
         self.sizes: dict[int, set[int]] = {}
         self.share_shapes: dict[str, set[ShareShape]] = {}
@@ -277,11 +277,11 @@ class _Builder:
 
     def whole_classes(self, plain: Sequence[NodeClass]) -> list[WholeGpuClass]:
         found: list[WholeGpuClass] = []
-        for group in plain:
-            members = tuple(group.members)
+        for node_class in plain:
+            members = tuple(node_class.members)
             node = self.classes.nodes[members[0]]
-            pool = self.cycle.pools[node.pool]
-            sizes = sorted(self.sizes.get(group.id, ()), reverse=True)
+            pool = self.pools[node.pool]
+            sizes = sorted(self.sizes.get(node_class.id, ()), reverse=True)
             shares = pool.sharing and bool(self.share_shapes.get(pool.name))
             free = sum(gpu.free for gpu in node.gpus)
             if free == 0 or not (sizes or shares):
@@ -297,7 +297,7 @@ class _Builder:
                             configs.add(Config(config.whole, share_gpus))
             if self.hint is not None:
                 configs.update(self.hint.node_loads[name] for name in members if name in self.hint.node_loads)
-            found.append(WholeGpuClass(group.id, pool, members, free, empty, tuple(sorted(configs))))
+            found.append(WholeGpuClass(node_class.id, pool, members, free, empty, tuple(sorted(configs))))
         return found
 
     def share_classes(
@@ -305,10 +305,10 @@ class _Builder:
     ) -> tuple[ShareGpuClass, ...]:
         found: list[ShareGpuClass] = []
         partly: dict[tuple[str, int, int], list[GpuRef]] = {}
-        for group in ready:
-            for name in group.members:
+        for node_class in ready:
+            for name in node_class.members:
                 node = self.classes.nodes[name]
-                pool = self.cycle.pools[node.pool]
+                pool = self.pools[node.pool]
                 if not pool.sharing or pool.name not in self.share_shapes:
                     continue
                 for gpu_index, state in enumerate(node.gpus):
@@ -322,7 +322,7 @@ class _Builder:
             if configs:
                 for ref in gpus:
                     self.gpu_class_of[ref] = len(found)
-                pool = self.cycle.pools[pool_name]
+                pool = self.pools[pool_name]
                 found.append(ShareGpuClass(len(found), pool, milli, memory, tuple(sorted(gpus)), None, configs))
         for whole_class in whole_classes:
             pool = whole_class.pool
@@ -357,16 +357,16 @@ class _Builder:
 
     def mig_classes(self, ready: Sequence[NodeClass]) -> tuple[MigGpuClass, ...]:
         by_layout: dict[tuple[str, mig.Layout], list[GpuRef]] = {}
-        for group in ready:
-            pool = self.cycle.pools[group.pool]
+        for node_class in ready:
+            pool = self.pools[node_class.pool]
             if pool.mig_mode is not MigMode.DYNAMIC or pool.name not in self.mig_profiles:
                 continue
-            for name in group.members:
+            for name in node_class.members:
                 for gpu_index, gpu in enumerate(self.classes.nodes[name].gpus):
                     by_layout.setdefault((pool.name, gpu.layout), []).append((name, gpu_index))
         found: list[MigGpuClass] = []
         for (pool_name, layout), gpus in sorted(by_layout.items()):
-            pool = self.cycle.pools[pool_name]
+            pool = self.pools[pool_name]
             assert pool.gpu.mig is not None  # a dynamic-MIG pool's model has MIG (cluster loading checks)
             free = mig.options(pool.gpu.mig, layout)
             starts = {p: free[p] for p in sorted(self.mig_profiles[pool_name]) if free.get(p)}
@@ -381,11 +381,11 @@ class _Builder:
 
     def fixed_mig(self, ready: Sequence[NodeClass]) -> tuple[FixedMigPool, ...]:
         free: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
-        for group in ready:
-            pool = self.cycle.pools[group.pool]
+        for node_class in ready:
+            pool = self.pools[node_class.pool]
             if pool.mig_mode is not MigMode.FIXED or pool.name not in self.mig_profiles:
                 continue
-            for name in group.members:
+            for name in node_class.members:
                 for gpu_index, gpu in enumerate(self.classes.nodes[name].gpus):
                     for slot in gpu.mig:
                         if slot.job is None and slot.instance.profile in self.mig_profiles[pool.name]:
@@ -393,7 +393,7 @@ class _Builder:
                             free_slot = (name, gpu_index, slot.instance.start)
                             by_profile.setdefault(slot.instance.profile, []).append(free_slot)
         return tuple(
-            FixedMigPool(self.cycle.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
+            FixedMigPool(self.pools[name], {p: tuple(sorted(slots)) for p, slots in sorted(by_profile.items())})
             for name, by_profile in sorted(free.items())
         )
 

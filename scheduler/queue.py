@@ -1,0 +1,144 @@
+"""The waiting queue a world keeps for the scheduler, and the bound on what one cycle is shown.
+
+A month of a busy cluster keeps thousands of jobs waiting, and a world runs a cycle on every
+arrival and completion, so handing each cycle the whole queue would make a replay quadratic.
+When the profile allows it (`Scheduler.shapes_are_interchangeable`: no admit or postfilter
+plugin, and a queue order fixed at submission, `QueueSortPlugin.static`), jobs wait in
+buckets by *shape* (the jobs the placer cannot tell apart), each bucket in queue order, and a
+cycle is shown only as many jobs of a shape as could possibly fit: the cluster's free
+capacity (plus what elastic pools could still add, nodes on their way included) divided by
+what one job needs. Within a cycle capacity only shrinks, and jobs of one shape fit exactly
+the same nodes, so the jobs held back could not have been placed: a cycle places exactly what
+it would have placed with the whole queue, in time proportional to what it is shown.
+Provisioning can differ: held-back jobs do not ask for nodes, so elastic pools may grow later
+or less (a gang too large for a pool even at max_nodes never asks at all). Otherwise every
+waiting job is shown every cycle.
+
+A bucket that was shown all that could fit, and to which no job came since, is not looked at
+again until capacity grows (a job stopped running, or a node became ready) or the pools'
+room to grow changes (`LastTake`).
+
+`WaitingQueue` is the data structure; `Scheduler.decide` (`scheduler.world`) takes from it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from scheduler.capacity import Room, node_room
+from scheduler.model import Job, Pool, empty_node
+
+
+@lru_cache(maxsize=256)
+def _new_node_room(pool: Pool) -> Room:
+    return node_room(pool, empty_node(pool, "new"))
+
+
+def growth(sizes: Mapping[str, int], coming: Mapping[str, int], pools: Mapping[str, Pool]) -> Room:
+    """What pools could still add: up to max_nodes, counting the nodes on their way, whose jobs
+    a cycle must be shown too (they will take them)."""
+    room = Room()
+    for pool in pools.values():
+        more = pool.max_nodes - sizes.get(pool.name, 0) + coming.get(pool.name, 0)
+        if more > 0:
+            room.add(_new_node_room(pool), more)
+    return room
+
+
+def instance_slices(job: Job, pools: Mapping[str, Pool]) -> int:
+    """Compute slices of one MIG instance of `job`'s profile (the fewest over pools offering it)."""
+    profile = job.request.mig_profile
+    slices = [p.gpu.mig.profiles[profile].compute_slices for p in pools.values()
+              if p.gpu.mig is not None and profile in p.gpu.mig.profiles]  # fmt: skip
+    return min(slices, default=1)
+
+
+@dataclass(slots=True)
+class LastTake:
+    """What the queue's last take saw: jobs running, nodes that had become ready (a count that
+    only grows), the pools' room to grow and what it came to, and how many jobs its cycle placed."""
+
+    running: int
+    became_ready: int
+    growth_key: tuple[tuple[str, int, int], ...]
+    growth: Room
+    placed: int = 0
+
+    def capacity_grew(self, running: int, became_ready: int) -> bool:
+        """Whether a job stopped running or a node became ready since. Between two takes jobs
+        start only as the cycle between them placed them, so fewer running than before plus
+        those means some stopped; capacity can only have shrunk otherwise (placements take it,
+        nodes leave or get a take-back notice)."""
+        return running < self.running + self.placed or became_ready != self.became_ready
+
+
+@dataclass(slots=True)
+class WaitingQueue:
+    """Pending jobs, bucketed by shape and kept in queue order within each bucket.
+
+    Made by `Scheduler.queue()`, which knows the profile's shapes and order. A world adds the
+    jobs that arrive and the jobs it stops; a cycle takes what it is shown and puts back what
+    it did not place.
+    """
+
+    shape_of: Callable[[Job], Hashable]
+    order_of: Callable[[Job], tuple[Any, ...]]
+    bucketed: bool
+    last: LastTake | None = None
+    _ids: dict[Hashable, int] = field(default_factory=dict)  # shape -> bucket number
+    _buckets: list[list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=list)
+    _nonempty: dict[int, None] = field(default_factory=dict)  # ordered, for deterministic cycles
+    _fresh: dict[int, None] = field(default_factory=dict)
+    _known: dict[int, tuple[Job, tuple[Any, ...], int]] = field(default_factory=dict)  # id -> job, key, bucket
+    _count: int = 0
+    _sequence: int = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, job: Job, *, fresh: bool = True) -> None:
+        """Queues `job`; `fresh` unless it comes back from a cycle that could not place it."""
+        known = self._known.get(id(job))
+        if known is None or known[0] is not job:  # a job's key and bucket are worked out once
+            shape = self.shape_of(job) if self.bucketed else None
+            number = self._ids.get(shape)
+            if number is None:
+                number = self._ids[shape] = len(self._buckets)
+                self._buckets.append([])
+            known = self._known[id(job)] = (job, self.order_of(job), number)
+        _, key, number = known
+        self._sequence += 1
+        heapq.heappush(self._buckets[number], (key, self._sequence, job))
+        self._nonempty[number] = None
+        self._count += 1
+        if fresh:
+            self._fresh[number] = None
+
+    def take(self, limit: Callable[[Job], int] | None, *, only_fresh: bool = False) -> list[Job]:
+        """Removes and returns, per bucket, the first `limit(head job)` jobs (all when `limit` is
+        None or nothing is bucketed).
+
+        With `only_fresh`, only buckets that received new jobs since the last take are looked at.
+        """
+        taken: list[Job] = []
+        numbers = list(self._fresh if only_fresh else self._nonempty)
+        self._fresh.clear()
+        for number in numbers:
+            bucket = self._buckets[number]
+            if not bucket:
+                continue
+            count = len(bucket) if limit is None or not self.bucketed else min(limit(bucket[0][2]), len(bucket))
+            for _ in range(count):
+                taken.append(heapq.heappop(bucket)[2])
+            if not bucket:
+                del self._nonempty[number]
+        self._count -= len(taken)
+        return taken
+
+    def buckets(self) -> list[list[Job]]:
+        """The jobs waiting in each bucket that holds any (in no particular order within one)."""
+        return [[entry[2] for entry in self._buckets[number]] for number in self._nonempty]

@@ -1,0 +1,104 @@
+"""The waiting queue's bound: a cycle is shown only what could fit, and decides as if shown it all."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import policies
+from policies.ordering import PriorityThenAge
+from scheduler.cluster import Cluster
+from scheduler.decision import Code
+from scheduler.model import Capacity, Job
+from scheduler.plugin import Cycle
+from scheduler.world import Observation, Scheduler
+from simulator.engine import SimOptions, simulate
+from tests.builders import make_job, make_pool, make_snapshot, share, whole
+
+
+class ChangingOrder(PriorityThenAge):
+    """The same order, declared as one that may change while a job waits: nothing is held back."""
+
+    name = "ChangingOrder"
+    static = False
+
+    def sort_key(self, cycle: Cycle, job: Job) -> tuple[Any, ...]:
+        return super().sort_key(cycle, job)
+
+
+def test_a_cycle_is_shown_only_what_could_fit_and_explains_the_rest() -> None:
+    scheduler = Scheduler(policies.profile("binpack"))
+    snapshot = make_snapshot(make_pool(nodes=2))
+    jobs = [make_job(f"big{n}", whole(8), submit_s=n) for n in range(5)] + [make_job("small", whole(1), submit_s=9)]
+    queue = scheduler.queue(jobs)
+    decision = scheduler.decide(Observation(0.0, snapshot, queue))
+    assert sorted(p.job.id for p in decision.placements) == ["big0", "big1"]
+    # Two 8-GPU jobs could fit, so only two were shown; small waits behind nothing of its shape.
+    assert "small" in decision.pending and decision.pending["small"].status.code is Code.UNSCHEDULABLE
+    for held in ("big2", "big3", "big4"):
+        pending = decision.pending[held]
+        assert pending.fits_nowhere and {v.pool for v in pending.verdicts} == {"pool"}
+    assert len(queue) == 4, "what was not placed waits in the queue"
+    again = scheduler.decide(Observation(1.0, decision_applied(snapshot, decision), queue))
+    assert again.placements == () and again.pending == {}, "nothing freed: nothing is shown again"
+    assert len(queue) == 4
+
+
+def decision_applied(snapshot: Any, decision: Any) -> Any:
+    from scheduler.decision import apply
+
+    return apply(snapshot, decision)
+
+
+def test_an_empty_queue_gives_an_empty_decision() -> None:
+    scheduler = Scheduler(policies.profile("default"))
+    queue = scheduler.queue()
+    decision = scheduler.decide(Observation(0.0, make_snapshot(make_pool()), queue))
+    assert decision.placements == () and decision.pending == {} and queue.last is None
+
+
+def test_a_changing_queue_order_holds_nothing_back() -> None:
+    profile = replace(policies.profile("binpack"), sort=ChangingOrder())
+    scheduler = Scheduler(profile)
+    assert not scheduler.shapes_are_interchangeable
+    queue = scheduler.queue([make_job(f"big{n}", whole(8), submit_s=n) for n in range(4)])
+    decision = scheduler.decide(Observation(0.0, make_snapshot(make_pool(nodes=1)), queue))
+    assert len(decision.placements) == 1 and len(decision.pending) == 3 and len(queue) == 3
+
+
+REPLAY_JOBS = st.lists(
+    st.builds(
+        Job,
+        id=st.uuids().map(str),
+        request=st.one_of(st.builds(whole, st.integers(1, 8)), st.builds(share, st.sampled_from([250, 500]))),
+        duration_s=st.floats(1, 3000),
+        submit_s=st.floats(0, 3000),
+        replicas=st.integers(1, 3),
+        priority=st.integers(0, 2),
+        preemptible=st.booleans(),
+    ),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda job: job.id,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(REPLAY_JOBS, st.sampled_from(["default", "binpack", "cost-greedy", "cost-cpsat"]))
+def test_holding_back_what_cannot_fit_changes_no_decision(jobs: list[Job], name: str) -> None:
+    """On a cluster that cannot grow (where held-back jobs could not ask for nodes either), a
+    replay whose cycles are shown only what could fit starts and ends every job exactly when one
+    shown the whole queue does."""
+    od = make_pool("od", nodes=2, sharing=True)
+    spot = make_pool("spot", nodes=1, capacity=Capacity.SPOT, usd_per_node_hour=30.0)
+    cluster = Cluster("c.toml", MappingProxyType({"od": od, "spot": spot}))
+    profile = policies.profile(name)
+    held = simulate(jobs, cluster, Scheduler(profile, explain=False), SimOptions(seed=1, check=True))
+    whole_queue = Scheduler(replace(profile, sort=ChangingOrder()), explain=False)
+    shown = simulate(jobs, cluster, whole_queue, SimOptions(seed=1, check=True))
+    times = {i: (r.first_start_ms, r.end_ms) for i, r in held.world.runs.items()}
+    assert times == {i: (r.first_start_ms, r.end_ms) for i, r in shown.world.runs.items()}
