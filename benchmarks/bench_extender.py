@@ -34,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policies
 from extender.server import ExtenderServer, serve_in_thread
 from extender.state import ClusterView
-from extender.verbs import GpuExtender, Planner
+from extender.verbs import GpuExtender
 from scheduler.catalog import default_catalog
-from scheduler.world import Scheduler
 
 LABELS = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge",
           "karpenter.sh/capacity-type": "on-demand"}
@@ -64,9 +63,8 @@ def latency(nodes: int, requests: int) -> dict[str, Any]:
     view.replace("node", [node(f"gpu-{n:05d}") for n in range(nodes)])
     pods = [pod(f"p-{n}") for n in range(200)]
     view.replace("pod", pods)
-    planner = Planner(view, Scheduler(policies.profile("cost-greedy")))
-    planner.plan()
-    extender = GpuExtender(planner, NoApi(), catalog)
+    extender = GpuExtender.of(view, NoApi(), catalog, policies.profile("cost-greedy"))
+    extender.planner.plan()
     server = ExtenderServer(("127.0.0.1", 0), extender, prefix="/extender")
     stop = serve_in_thread(server)
     names = [f"gpu-{n:05d}" for n in range(nodes)]

@@ -8,42 +8,42 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 
 import policies
 from extender.config import ExtenderConfig
 from extender.kubeapi import Mirror, Rest, RestApi
 from extender.server import ExtenderServer, serve_in_thread
 from extender.state import ClusterView
-from extender.verbs import GpuExtender, Planner
+from extender.verbs import GpuExtender
+from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
-from scheduler.world import Scheduler
 
 log = logging.getLogger(__name__)
 
 
-def start(config: ExtenderConfig, rest: Rest | None = None) -> tuple[ExtenderServer, Callable[[], None]]:
+def start(
+    config: ExtenderConfig, rest: Rest | None = None, clock: Clock | None = None
+) -> tuple[ExtenderServer, Callable[[], None]]:
     """Starts everything; returns the server (its `url`) and the function that stops it all.
 
     The mirror lists nodes and pods once before the server answers; if the API server cannot
     be reached then, the server still starts and reports not ready until the mirror catches up.
     """
     catalog = default_catalog()
+    clock = clock or SystemClock()
     rest = rest or Rest.from_config(config.kubeconfig or None)
-    view = ClusterView(config.pools, catalog, config.scheduler_name)
+    view = ClusterView(config.pools, catalog, config.scheduler_name, clock)
     mirror = Mirror(rest, view)
     try:
         mirror.sync_once()
     except Exception as error:  # the watch threads keep trying with backoff
         log.warning("first list from the API server failed: %s", error)
     mirror.start()
-    # kube-scheduler preempts (the preempt verb trims its victims): a plan never counts on
-    # evicting a pod, so the profile's own preemption is left out of it.
-    profile = replace(policies.profile(config.profile), postfilter=())
-    planner = Planner(view, Scheduler(profile, explain=True), config.planner_interval_s)
+    extender = GpuExtender.of(view, RestApi(rest), catalog, policies.profile(config.profile),
+                              interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock)
+    planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
-    extender = GpuExtender(planner, RestApi(rest), catalog, stale_after_s=config.stale_after_s)
     tls = None
     if config.tls_cert:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

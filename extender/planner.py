@@ -1,9 +1,11 @@
 """The extender's planner: the profile run over every pending pod at once, and the plan kept.
 
-A pass reads the mirror, schedules every pending GPU pod of this scheduler in one decision,
-and swaps the new plan in. Passes run one at a time, in the background every `interval_s`
-and when a pod is asked about that no plan can answer; while one runs, the verbs go on
-answering from the last plan, so kube-scheduler never waits for a pass.
+A pass (`run_cycle` over an `ExtenderWorld`) reads the mirror, schedules every pending GPU pod
+of this scheduler in one decision, and swaps the new plan in. Passes run one at a time, in the
+background every `interval_s` and when a pod is asked about that no plan can answer; while one
+runs, the verbs go on answering from the last plan, so kube-scheduler never waits for a pass.
+A pod the plan has no place for is placed alone (`run_cycle` over a `PodWorld`) by the same
+Scheduler, which gives a call made beside a pass an index of its own.
 
 The plan is also the ledger binds draw on. A pod bound by this process holds its GPUs in
 `_held` until the mirror shows it bound: a pass that read the mirror before the binding
@@ -17,17 +19,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 
 from extender.state import ClusterView, View
-from extender.translate import PodJob
+from extender.translate import HeldBy, PodJob
+from extender.world import Clock, ExtenderWorld, PodWorld, SystemClock
 from scheduler import capacity, costing
-from scheduler.decision import Decision
+from scheduler.decision import Decision, Pending
 from scheduler.model import AllocationError, ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
-from scheduler.world import Scheduler
+from scheduler.world import Scheduler, run_cycle
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,15 @@ class Plan:
     view: View
     decision: Decision
     nodes: dict[str, Target]  # pod UID -> (node, grants)
-    made_at: float  # time.monotonic() when the plan was last known current
+    made_at: float  # the clock's monotonic seconds when the plan was last known current
     after: ClusterSnapshot
     committed_usd_per_hour: float = 0.0
-    reasons: Mapping[str, str] = field(default_factory=dict)  # job id -> why it waits
     planned: dict[str, str] = field(default_factory=dict)  # pod UID -> job id in `after`
     fixed: set[str] = field(default_factory=set)  # jobs in `after` with a pod bound: never dropped
+    jobs: Mapping[str, Job] = field(default_factory=dict)  # job id -> the pending job the view made
 
     @classmethod
-    def of(cls, view: View, decision: Decision) -> Plan:
+    def of(cls, view: View, decision: Decision, made_at: float) -> Plan:
         nodes: dict[str, Target] = {}
         planned: dict[str, str] = {}
         after = view.snapshot
@@ -64,8 +65,8 @@ class Plan:
                 nodes[pod.uid] = (replica.node, replica.grants)
                 planned[pod.uid] = placement.job.id
         committed = costing.committed_usd_per_hour(view.snapshot.pools, view.snapshot.nodes, decision.placements)
-        reasons = {job_id: str(pending.status) for job_id, pending in decision.pending.items()}
-        return cls(view, decision, nodes, time.monotonic(), after, committed, reasons, planned)
+        jobs = {job.id: job for job in view.pending}
+        return cls(view, decision, nodes, made_at, after, committed, planned, jobs=jobs)
 
     def put(self, uid: str, placement: Placement) -> Target:
         """Adds a one-pod placement to the plan."""
@@ -102,7 +103,7 @@ class Plan:
             return
         self.drop(uid)
         self.clear(node, {g.gpu for g in grants})
-        placement = Placement(replace(job, id=f"{job.id}@{uid}", replicas=1), (ReplicaPlacement(node, grants),))
+        placement = Placement(replace(job, id=str(HeldBy(job.id, uid)), replicas=1), (ReplicaPlacement(node, grants),))
         try:
             self.after = self.after.assume(placement)
         except AllocationError:
@@ -131,25 +132,17 @@ class Plan:
         self.after = after
 
 
-def restricted(snapshot: ClusterSnapshot, names: Collection[str]) -> ClusterSnapshot:
-    """The snapshot with every node but `names` out of use (kept, so running jobs stay whole)."""
-    offered = set(names)
-    if offered.issuperset(snapshot.nodes):
-        return snapshot
-    nodes = {name: node if name in offered or not node.ready else replace(node, ready=False)
-             for name, node in snapshot.nodes.items()}  # fmt: skip
-    return replace(snapshot, nodes=MappingProxyType(nodes))
-
-
 class Planner:
     """Plans every pending pod with the profile; keeps the last plan; thread-safe."""
 
-    def __init__(self, view: ClusterView, scheduler: Scheduler, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, view: ClusterView, scheduler: Scheduler, interval_s: float = 1.0, clock: Clock | None = None
+    ) -> None:
+        if scheduler.profile.postfilter:
+            raise ValueError("a plan never counts on evicting a pod: plan with a profile without postfilter plugins")
         self.cluster = view
         self.scheduler = scheduler
-        # A Scheduler keeps an index of the nodes it last saw: per-pod answers (under `_lock`)
-        # run beside a pass (under `_passes`), so they get a Scheduler of their own.
-        self._alone = Scheduler(scheduler.profile, explain=False)
+        self.clock = clock or SystemClock()
         self.interval_s = interval_s
         self._passes = threading.Lock()  # one pass at a time
         self._lock = threading.Lock()  # the plan and the held GPUs
@@ -161,19 +154,24 @@ class Planner:
     def plan(self) -> Plan:
         """Plans now, from the mirror as it stands, and keeps the result."""
         with self._passes:
-            version = self.cluster.version
-            view = self.cluster.view()
-            decision = self.scheduler.schedule(view.snapshot, view.pending, now_s=time.time())
-            plan = Plan.of(view, decision)
-            with self._lock:
-                for uid, (node, grants, job) in list(self._held.items()):
-                    if f"{job.id}@{uid}" in view.snapshot.running or not self.cluster.knows("pod", uid):
-                        del self._held[uid]  # the mirror has the binding (or the pod is gone)
-                    else:
-                        plan.hold(uid, node, grants, job)
-                self._plan = plan
-                self._version = version
-            return plan
+            world = ExtenderWorld(self)
+            run_cycle(world, self.scheduler)
+            assert world.plan is not None
+            return world.plan
+
+    def adopt(self, view: View, decision: Decision, version: int) -> Plan:
+        """Makes `decision`, taken on `view` (the mirror at `version`), the current plan, with
+        the bindings the view does not show yet held out of it."""
+        plan = Plan.of(view, decision, self.clock.monotonic_s())
+        with self._lock:
+            for uid, (node, grants, job) in list(self._held.items()):
+                if str(HeldBy(job.id, uid)) in view.snapshot.running or not self.cluster.knows("pod", uid):
+                    del self._held[uid]  # the mirror has the binding (or the pod is gone)
+                else:
+                    plan.hold(uid, node, grants, job)
+            self._plan = plan
+            self._version = version
+        return plan
 
     def place_one(self, pod: PodJob, names: Collection[str] | None = None) -> Target | None:
         """The per-pod answer for a pod the last pass did not place: alone, on what the plan
@@ -187,14 +185,16 @@ class Planner:
             if known is not None and (names is None or known[0] in names):
                 return known
             plan.drop(pod.uid)
-            offered = plan.after if names is None else restricted(plan.after, names)
-            decision = self._alone.schedule(offered, [pod.job], now_s=time.time())
-            if not decision.placements:
-                return None
-            try:
-                return plan.put(pod.uid, decision.placements[0])
-            except AllocationError:  # its old place is held for a binding: the next pass decides
-                return None
+            world = PodWorld(self, plan, pod, names)
+            run_cycle(world, self.scheduler)
+            return world.target
+
+    def explain(self, job: Job) -> Pending:
+        """Why a pending job the last pass was not shown waits: per node class, as the plan leaves them."""
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError("explain before the first plan")
+        return self.scheduler.explain(plan.after, job, now_s=self.clock.now_s())
 
     def reserve(self, pod: PodJob, node: str) -> tuple[Grant, ...] | None:
         """The GPUs `pod` takes on `node`, held until the mirror shows it bound: the planned
@@ -250,7 +250,7 @@ class Planner:
                 with self._lock:
                     plan = self._plan
                     if plan is not None and self._version == self.cluster.version:
-                        plan.made_at = time.monotonic()
+                        plan.made_at = self.clock.monotonic_s()
                         continue
                 self.plan()
             except Exception:

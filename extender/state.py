@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from extender.nodes import NodeInfo, PoolRule, read_node
-from extender.translate import PREFIX, PodJob, read_pod
+from extender.translate import PREFIX, HeldBy, PodJob, read_pod
 from extender.wire import WireError
+from extender.world import Clock, SystemClock
 from scheduler import capacity
 from scheduler.catalog import Catalog
 from scheduler.decision import Status
@@ -76,14 +76,17 @@ def parse_grants(text: str) -> tuple[Grant, ...]:
 class ClusterView:
     """Nodes and pods as last listed or watched; thread-safe; `view()` builds the snapshot."""
 
-    def __init__(self, rules: Sequence[PoolRule], catalog: Catalog, scheduler_name: str) -> None:
+    def __init__(
+        self, rules: Sequence[PoolRule], catalog: Catalog, scheduler_name: str, clock: Clock | None = None
+    ) -> None:
         self.rules = tuple(rules)
+        self.clock = clock or SystemClock()
         self.catalog = catalog
         self.scheduler_name = scheduler_name
         self._lock = threading.Lock()
         self._nodes: dict[str, Mapping[str, Any]] = {}
         self._pods: dict[str, Mapping[str, Any]] = {}
-        self.synced_at: float | None = None  # time.monotonic() of the last list or event
+        self.synced_at: float | None = None  # the clock's monotonic seconds at the last list or event
         self.version = 0  # counts changes: a planner need not plan again while it stands
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
 
@@ -94,7 +97,7 @@ class ClusterView:
             store.clear()
             for obj in objects:
                 store[self._key(kind, obj)] = obj
-            self.synced_at = time.monotonic()
+            self.synced_at = self.clock.monotonic_s()
             self.version += 1
 
     def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
@@ -108,7 +111,7 @@ class ClusterView:
                 # A pod is never unbound: an older copy (the ADDED event of a pod this process
                 # bound before its watch caught up) must not undo the binding.
                 store[key] = obj
-            self.synced_at = time.monotonic()
+            self.synced_at = self.clock.monotonic_s()
             self.version += 1
 
     def bound(self, uid: str, node: str, annotations: Mapping[str, str]) -> None:
@@ -135,7 +138,7 @@ class ClusterView:
             return key in self._store(kind)
 
     def age_s(self) -> float:
-        return float("inf") if self.synced_at is None else time.monotonic() - self.synced_at
+        return float("inf") if self.synced_at is None else self.clock.monotonic_s() - self.synced_at
 
     def _store(self, kind: str) -> dict[str, Mapping[str, Any]]:
         return self._nodes if kind == "node" else self._pods
@@ -188,7 +191,7 @@ class ClusterView:
         for raw, pod in guessed:
             snapshot = self._bound(snapshot, raw, pod, problems)
         view = _with_gangs(snapshot, pending, placed, problems)
-        return replace(view, guessed=frozenset(f"{pod.job.id}@{pod.uid}" for _, pod in guessed))
+        return replace(view, guessed=frozenset(str(HeldBy(pod.job.id, pod.uid)) for _, pod in guessed))
 
     def _read(self, raw: Mapping[str, Any], kind: str, problems: dict[str, str]) -> NodeInfo | PodJob | None:
         """The object read, remembered while it is the same object (the store replaces, never edits)."""
@@ -221,7 +224,7 @@ class ClusterView:
             grants = parse_grants(written) if written else capacity.find_grants(pool, node, pod.job.request)
             if grants is None:
                 raise AllocationError(f"no free capacity for {pod.job.request.describe()}")
-            job = replace(pod.job, id=f"{pod.job.id}@{pod.uid}")
+            job = replace(pod.job, id=str(HeldBy(pod.job.id, pod.uid)))
             return snapshot.assume(Placement(job, (ReplicaPlacement(node.name, grants),)), pod.start_s)
         except (ValueError, AllocationError) as error:
             problems[f"pod {pod.namespace}/{pod.name}"] = f"bound to {node.name} but {error}"

@@ -65,6 +65,24 @@ class PodJob:
     start_s: float = 0.0  # when it started running (status.startTime; else when it was created)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldBy:
+    """The pod that holds GPUs in a snapshot: its job's id and its UID. A snapshot keys running
+    jobs by text, `str(HeldBy(...))` (`ml/train@5f1c...`): pods of one gang hold theirs apart."""
+
+    job_id: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.uid}"
+
+    @classmethod
+    def parse(cls, key: str) -> HeldBy:
+        """The pod a snapshot's running-job key names (namespaces, names and UIDs have no `@`)."""
+        job_id, _, uid = key.rpartition("@")
+        return cls(job_id, uid)
+
+
 def pod_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 

@@ -9,25 +9,30 @@ until the whole gang exists and fits; then each gets its planned node.
 
 Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
 creates the Binding; asked again for a pod already on that node, it succeeds (idempotent).
-Preempt trims kube-scheduler's candidate victims to those whose eviction loses the least
-work (GPUs times the time since their last checkpoint, or since they started), never a pod
-of higher priority.
+Preempt keeps, of kube-scheduler's candidate nodes, the one the profile's postfilter would
+evict on (`LeastWorkLost` when the profile names none: the least work lost, GPU-worth times the
+progress since the last checkpoint), never one with a victim of equal or higher priority.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from extender.planner import Plan, Planner
-from extender.state import GPUS, format_grants
-from extender.translate import PodJob, read_pod
+from extender.state import GPUS, ClusterView, format_grants
+from extender.translate import HeldBy, PodJob, read_pod
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
-from scheduler import costing
+from extender.world import Clock
+from policies.preemption import LeastWorkLost
 from scheduler.catalog import Catalog
-from scheduler.decision import Code
+from scheduler.decision import Code, Status
+from scheduler.framework import Framework
+from scheduler.plugin import Cycle, PostFilterPlugin
+from scheduler.profile import Profile
+from scheduler.world import Scheduler
 
 __all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 
@@ -54,11 +59,39 @@ class AlreadyBound(Exception):  # noqa: N818 - an answer, not a failure
 class GpuExtender:
     """Answers kube-scheduler's verbs from the planner's plan (see the module docstring)."""
 
-    def __init__(self, planner: Planner, api: KubeApi, catalog: Catalog, *, stale_after_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        planner: Planner,
+        api: KubeApi,
+        catalog: Catalog,
+        *,
+        stale_after_s: float = 30.0,
+        preemption: Sequence[PostFilterPlugin] = (),
+    ) -> None:
         self.planner = planner
         self.api = api
         self.catalog = catalog
         self.stale_after_s = stale_after_s
+        chosen = tuple(preemption) or (LeastWorkLost(),)
+        self.preemption = Framework(replace(planner.scheduler.profile, postfilter=chosen))
+
+    @classmethod
+    def of(
+        cls,
+        view: ClusterView,
+        api: KubeApi,
+        catalog: Catalog,
+        profile: Profile,
+        *,
+        interval_s: float = 1.0,
+        stale_after_s: float = 30.0,
+        clock: Clock | None = None,
+    ) -> GpuExtender:
+        """The verbs over a planner for `profile`, as the command runs them: kube-scheduler
+        preempts, and the preempt verb asks the profile's postfilter which of its candidates to
+        keep, so the plans leave it out (a plan never counts on evicting a pod)."""
+        planner = Planner(view, Scheduler(replace(profile, postfilter=()), explain=True), interval_s, clock)
+        return cls(planner, api, catalog, stale_after_s=stale_after_s, preemption=profile.postfilter)
 
     def _plan_for(self, pod: PodJob, raw: Mapping[str, object]) -> Plan:
         plan = self.planner.current()
@@ -105,7 +138,9 @@ class GpuExtender:
     def _explain(self, plan: Plan, uid: str, args: ExtenderArgs, unknown: Mapping[str, str]) -> FilterResult:
         job_id = plan.view.job_of.get(uid, "")
         pending = plan.decision.pending.get(job_id)
-        reason = plan.reasons.get(job_id, "no node fits in the current plan")
+        if pending is None and job_id in plan.jobs:  # held back by the queue's bound: asked now
+            pending = self.planner.explain(plan.jobs[job_id])
+        reason = str(pending.status) if pending is not None else "no node fits in the current plan"
         closed = {v.pool for v in (pending.verdicts if pending else ()) if v.status.code is Code.UNRESOLVABLE}
         snapshot = plan.view.snapshot
         failed: dict[str, str] = {}
@@ -158,36 +193,37 @@ class GpuExtender:
         return ""
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:
+        """Of kube-scheduler's candidate nodes, the one the profile's postfilter would evict on,
+        with kube-scheduler's victims there. A node with a victim the mirror does not know, or
+        whose victims are not all of lower priority, is no candidate."""
         try:
             pod = read_pod(args.pod, self.catalog)
         except WireError:
             return {}, {}
-        priority = pod.job.priority if pod is not None else 0
+        if pod is None:  # not a GPU pod: kube-scheduler's candidates stand
+            return args.victims, args.pdb_violations
         plan = self.planner.current() or self.planner.plan()
         snapshot = plan.view.snapshot
-        by_uid = {job_id.rsplit("@", 1)[-1]: held for job_id, held in snapshot.running.items()}
-        lost: dict[str, float] = {}
+        held = {HeldBy.parse(job_id).uid: job_id for job_id in snapshot.running}
+        rejected: dict[str, Status] = {}
+        keep: set[str] = set()
         for node, uids in args.victims.items():
-            if node not in snapshot.nodes or not uids:
+            ids = [held.get(uid) for uid in uids]
+            if node not in snapshot.nodes or not uids or None in ids:
                 continue
-            pool = snapshot.pools[snapshot.nodes[node].pool]
-            costs: list[float] = []
-            for uid in uids:
-                held = by_uid.get(uid)
-                if held is None or held.placement.job.priority >= priority:
-                    costs = []
-                    break  # an unknown or not-lower-priority victim: this node is no candidate
-                job = held.placement.job
-                # Work lost: half a checkpoint interval on average, else everything since it started.
-                elapsed_s = max(0.0, time.time() - held.start_s)
-                lost_s = job.checkpoint_interval_s / 2 if job.checkpointable else elapsed_s
-                costs.append(costing.gpu_fraction(pool, job.request) * lost_s)
-            if costs:
-                lost[node] = sum(costs)
-        if not lost:
-            return {}, {}
-        least = min(lost.values())
-        kept = {node: args.victims[node] for node, value in sorted(lost.items()) if value == least}
+            if any(snapshot.running[str(i)].placement.job.priority >= pod.job.priority for i in ids):
+                continue
+            rejected[node] = Status.unschedulable("kube-scheduler would evict here")
+            keep.update(str(i) for i in ids)
+        # The postfilter weighs kube-scheduler's victims alone: every other pod on a candidate
+        # node stays where it is, so the cluster it is shown holds only those.
+        shown = snapshot
+        for job_id in sorted(snapshot.running):
+            if job_id not in keep and any(r.node in rejected for r in snapshot.running[job_id].placement.replicas):
+                shown = shown.release(job_id)
+        victims = self.preemption.postfilter(Cycle(self.planner.clock.now_s(), shown), pod.job, rejected)
+        nodes = {r.node for v in victims for r in shown.running[v.job].placement.replicas if r.node in rejected}
+        kept = {node: args.victims[node] for node in sorted(nodes)}
         return kept, {node: args.pdb_violations.get(node, 0) for node in kept}
 
     def readiness(self) -> tuple[bool, float]:
@@ -204,7 +240,7 @@ class GpuExtender:
             key = (("pool", node.pool),)
             idle[key] = idle.get(key, 0.0) + sum(gpu.free for gpu in node.gpus)
         return {
-            "fleetsched_plan_age_seconds": {(): round(time.monotonic() - plan.made_at, 3)},
+            "fleetsched_plan_age_seconds": {(): round(self.planner.clock.monotonic_s() - plan.made_at, 3)},
             "fleetsched_pending_pods": {(): float(sum(map(len, plan.view.pods_of.values())) + len(plan.view.waiting))},
             "fleetsched_committed_usd_per_hour": {(): round(plan.committed_usd_per_hour, 4)},
             "fleetsched_idle_gpus": idle,

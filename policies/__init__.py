@@ -13,7 +13,7 @@ from policies.cost import CheapestPool
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
-from policies.preemption import PriorityPreemption
+from policies.preemption import LeastWorkLost, PriorityPreemption
 from policies.spot import SpotTolerance
 from scheduler.errors import InputError
 from scheduler.plugin import Plugin
@@ -33,6 +33,7 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         LeastAllocated,
         CheapestPool,
         PriorityPreemption,
+        LeastWorkLost,
         ScaleUpCheapest,
         ScaleUpLeastWaste,
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from scheduler.model import FULL_GPU_MILLI, Job, Pool, RequestKind
+from scheduler import costing
+from scheduler.model import Job, Pool, RequestKind
 from scheduler.plugin import Cycle, Plugin
 
 
@@ -18,14 +19,9 @@ def nodes_needed(pool: Pool, job: Job) -> float:
     Worked example: a gang of 3 replicas of 4 GPUs on 8-GPU nodes needs 3 / 2 = 1.5 nodes.
     """
     request = job.request
-    if request.kind is RequestKind.WHOLE:
+    if request.kind is RequestKind.WHOLE:  # replicas do not split across nodes: whole ones per node
         return job.replicas / max(1, pool.gpus_per_node // request.gpus)
-    if request.kind is RequestKind.SHARE:
-        return job.replicas * request.milli / FULL_GPU_MILLI / pool.gpus_per_node
-    geometry = pool.gpu.mig
-    spec = geometry.profiles.get(request.mig_profile) if geometry else None
-    slices = spec.compute_slices / geometry.compute_slices if geometry and spec else 1.0
-    return job.replicas * request.gpus * slices / pool.gpus_per_node
+    return job.replicas * costing.gpu_fraction(pool, request) / pool.gpus_per_node
 
 
 def _grow(cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scheduler import capacity
-from scheduler.model import FULL_GPU_MILLI, Job, Node, RequestKind
+from scheduler import capacity, costing
+from scheduler.model import Job, Node
 from scheduler.plugin import Cycle, Plugin
 
 
@@ -16,16 +16,7 @@ def allocated_after(cycle: Cycle, job: Job, node: Node) -> float:
     receiving a 2-GPU replica: (3 + 0.5 + 2) / 8 = 0.6875.
     """
     pool = cycle.pool_of(node)
-    request = job.request
-    if request.kind is RequestKind.WHOLE:
-        adding = float(request.gpus)
-    elif request.kind is RequestKind.SHARE:
-        adding = request.milli / FULL_GPU_MILLI
-    else:
-        geometry = pool.gpu.mig
-        spec = geometry.profiles.get(request.mig_profile) if geometry else None
-        adding = request.gpus * spec.compute_slices / geometry.compute_slices if geometry and spec else 0.0
-    return min(1.0, (capacity.gpus_used(pool, node) + adding) / len(node.gpus))
+    return min(1.0, (capacity.gpus_used(pool, node) + costing.gpu_fraction(pool, job.request)) / len(node.gpus))
 
 
 class MostAllocated(Plugin):

@@ -1,4 +1,4 @@
-"""What a placement costs per hour: GPU shares, opened nodes, spot risk; one source for every placer.
+"""The one home of each money formula: GPU-worth, price shares, opened nodes, spot risk, lost work.
 
 The batch placer's objective and the benchmarks' "dollars per hour committed" both come from
 here, so a comparison of placers measures them with the same ruler:
@@ -12,6 +12,10 @@ here, so a comparison of placers measures them with the same ruler:
   are partitioned for the slices, and the fragmentation term keeps new GPUs from being split.
 - A replica on spot capacity carries the expected cost of the work a take-back destroys
   (`spot_risk_usd_per_hour`).
+- An eviction throws away the work since a job's last checkpoint (`work_lost_s`,
+  `eviction_loss_gpu_s`): what preemption plugins weigh, in both worlds.
+
+The ledger (`simulator.ledger`) counts the same GPU-worth in exact integer parts.
 
 Worked example: an 8-GPU H100 node at $98.32/h ($12.29 per GPU-hour) running one job receives
 a 2-GPU replica: $24.58/h committed. The same replica on an empty node commits $98.32/h.
@@ -20,25 +24,54 @@ a 2-GPU replica: $24.58/h committed. The same replica on an empty node commits $
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from fractions import Fraction
 
-from scheduler.model import FULL_GPU_MILLI, Capacity, GpuRequest, Job, MigMode, Node, Placement, Pool, RequestKind
+from scheduler.model import (
+    FULL_GPU_MILLI,
+    Capacity,
+    GpuRequest,
+    Job,
+    MigMode,
+    Node,
+    Placement,
+    Pool,
+    RequestKind,
+    RunningJob,
+)
 
 SECONDS_PER_HOUR = 3600.0
 #: The batch objective's tie-break, per GPU left free on a node or GPU work lands on ($/h).
 TIE_USD = 0.01
 
 
-def gpu_fraction(pool: Pool, request: GpuRequest) -> float:
-    """GPUs' worth one replica of `request` uses on `pool`."""
+def gpu_worth(pool: Pool, request: GpuRequest) -> Fraction:
+    """GPUs' worth one replica of `request` holds on `pool`, exactly: its whole GPUs, a share's
+    milli-GPU out of 1,000, a MIG instance's compute slices out of the GPU's.
+
+    A MIG profile the pool's GPU does not offer can never be placed there; it is counted as the
+    whole GPUs it names, the most an instance could be.
+
+    >>> from scheduler.catalog import default_catalog
+    >>> a100 = Pool(name="a100", gpu=default_catalog().resolve("A100-40GB"), gpus_per_node=8)
+    >>> gpu_worth(a100, GpuRequest(kind=RequestKind.MIG, mig_profile="3g.20gb"))
+    Fraction(3, 7)
+    >>> gpu_worth(a100, GpuRequest(kind=RequestKind.SHARE, milli=300)), gpu_worth(a100, GpuRequest(gpus=2))
+    (Fraction(3, 10), Fraction(2, 1))
+    """
     if request.kind is RequestKind.WHOLE:
-        return float(request.gpus)
+        return Fraction(request.gpus)
     if request.kind is RequestKind.SHARE:
-        return request.milli / FULL_GPU_MILLI
+        return Fraction(request.milli, FULL_GPU_MILLI)
     geometry = pool.gpu.mig
     spec = geometry.profiles.get(request.mig_profile) if geometry is not None else None
     if geometry is None or spec is None:
-        return float(request.gpus)
-    return request.gpus * spec.compute_slices / geometry.compute_slices
+        return Fraction(request.gpus)
+    return Fraction(request.gpus * spec.compute_slices, geometry.compute_slices)
+
+
+def gpu_fraction(pool: Pool, request: GpuRequest) -> float:
+    """`gpu_worth` as a float, for scores and prices."""
+    return float(gpu_worth(pool, request))
 
 
 def replica_usd_per_hour(pool: Pool, request: GpuRequest) -> float:
@@ -51,11 +84,32 @@ def opens(pool: Pool, node: Node) -> bool:
     return pool.mig_mode is MigMode.OFF and not any(gpu.busy for gpu in node.gpus)
 
 
-def lost_work_s(pool: Pool, job: Job) -> float:
-    """Seconds of one replica's progress a spot take-back is expected to destroy.
+def work_lost_s(job: Job, ran_s: float) -> float:
+    """Seconds of one replica's progress an eviction throws away when `job` has run `ran_s` since
+    it last started: half a checkpoint interval on average once it has run a whole interval
+    (it has saved since), else everything it ran.
 
-    A job that checkpoints within the notice loses only its restore time; one that checkpoints
-    less often loses half an interval on average; one that never checkpoints loses half its run.
+    >>> work_lost_s(Job(id="saves", checkpoint_interval_s=600), 3600), work_lost_s(Job(id="never"), 3600)
+    (300.0, 3600)
+    """
+    if job.checkpointable and ran_s >= job.checkpoint_interval_s:
+        return job.checkpoint_interval_s / 2
+    return ran_s
+
+
+def eviction_loss_gpu_s(pool: Pool, running: RunningJob, node: str, now_s: float) -> float:
+    """GPU-seconds of work lost if `running` gives up its replicas on `node` now."""
+    job = running.placement.job
+    here = sum(1 for replica in running.placement.replicas if replica.node == node)
+    return here * gpu_fraction(pool, job.request) * work_lost_s(job, max(0.0, now_s - running.start_s))
+
+
+def spot_loss_s(pool: Pool, job: Job) -> float:
+    """Seconds of one replica's progress a spot take-back is expected to destroy, over its run.
+
+    A take-back comes with notice: a job that checkpoints within it loses only its restore
+    time; one that checkpoints less often loses half an interval on average, and the restore;
+    one that never checkpoints loses half its run (the take-back is as likely at any moment).
     """
     if job.checkpointable:
         if job.checkpoint_overhead_s <= pool.notice_s:
@@ -72,7 +126,7 @@ def spot_risk_usd_per_hour(pool: Pool, job: Job) -> float:
     """
     if pool.capacity is not Capacity.SPOT or pool.interruptions_per_node_hour <= 0:
         return 0.0
-    lost_h = lost_work_s(pool, job) / SECONDS_PER_HOUR
+    lost_h = spot_loss_s(pool, job) / SECONDS_PER_HOUR
     return pool.interruptions_per_node_hour * lost_h * replica_usd_per_hour(pool, job.request)
 
 
@@ -105,66 +159,3 @@ def spot_risk_total(pools: Mapping[str, Pool], nodes: Mapping[str, Node], placem
         for placement in placements
         for replica in placement.replicas
     )
-
-
-def _partly_used_node(pool: Pool, node: Node) -> bool:
-    free = sum(gpu.free for gpu in node.gpus)
-    return pool.mig_mode is MigMode.OFF and 0 < free < len(node.gpus)
-
-
-def _partly_used_gpu(pool: Pool, gpu_state: object) -> bool:
-    """A GPU some work holds part of: shares below the full GPU, or a MIG split."""
-    shares = getattr(gpu_state, "shares", ())
-    if shares:
-        return bool(getattr(gpu_state, "used_milli", 0) < FULL_GPU_MILLI)
-    return pool.mig_mode is MigMode.DYNAMIC and bool(getattr(gpu_state, "mig", ()))
-
-
-def objective_usd_per_hour(
-    pools: Mapping[str, Pool],
-    nodes: Mapping[str, Node],
-    placements: Iterable[Placement],
-    *,
-    fragmentation_weight: float,
-    spot_risk_weight: float,
-    idle_weight: float,
-) -> float:
-    """The batch placer's cost objective, in dollars per hour, for `placements` on `nodes`.
-
-    Every replica's price share, plus spot_risk_weight * spot_risk_total, plus idle_weight *
-    the price of the GPUs left with nothing on them on nodes the placements open, plus
-    fragmentation_weight * (the change in partly used nodes of pools without MIG, each at its
-    node price, and in partly used GPUs, shared or split by MIG, each at its GPU price).
-    With idle_weight 1 and no shares on opened nodes, the price part is committed_usd_per_hour.
-    """
-    placements = list(placements)
-    after = dict(nodes)
-    for placement in placements:
-        for replica in placement.replicas:
-            node = after[replica.node]
-            after[replica.node] = node.grant(pools[node.pool], placement.job, replica.grants)
-    fragmentation = idle = tie = 0.0
-    shared = {(r.node, g.gpu) for p in placements if p.job.request.kind is RequestKind.SHARE
-              for r in p.replicas for g in r.grants}  # fmt: skip
-    # Nodes whose free GPUs change: they take whole GPUs, or give free GPUs to shares.
-    loaded = {r.node for p in placements if p.job.request.kind is RequestKind.WHOLE for r in p.replicas}
-    loaded.update(name for name, index in shared if nodes[name].gpus[index].free)
-    for name in sorted({replica.node for placement in placements for replica in placement.replicas}):
-        pool = pools[nodes[name].pool]
-        before_node, after_node = nodes[name], after[name]
-        if opens(pool, before_node):
-            idle += sum(gpu.free for gpu in after_node.gpus) * pool.usd_per_gpu_hour
-        if name in loaded:
-            tie += sum(gpu.free for gpu in after_node.gpus)
-        tie += sum((FULL_GPU_MILLI - after_node.gpus[i].used_milli) / FULL_GPU_MILLI for n, i in shared if n == name)
-        change = _partly_used_node(pool, after_node) - _partly_used_node(pool, before_node)
-        fragmentation += change * pool.usd_per_node_hour
-        for old, new in zip(before_node.gpus, after_node.gpus, strict=True):
-            fragmentation += (_partly_used_gpu(pool, new) - _partly_used_gpu(pool, old)) * pool.usd_per_gpu_hour
-    shares = sum(
-        replica_usd_per_hour(pools[nodes[replica.node].pool], placement.job.request)
-        for placement in placements
-        for replica in placement.replicas
-    )
-    risk = spot_risk_total(pools, nodes, placements)
-    return shares + spot_risk_weight * risk + idle_weight * idle + fragmentation_weight * fragmentation + TIE_USD * tie

@@ -2,8 +2,10 @@
 
 `Scheduler` turns what a world shows into a Decision and knows nothing of where it came from;
 the simulator (`simulator.world.SimWorld`) and the Kubernetes extender
-(`extender.world.ExtenderWorld`) each implement `World` (httpx's one-method transport idea),
-and `run_cycle` is the whole loop body in both: no decision is made any other way.
+(`extender.world.ExtenderWorld`, `PodWorld`) each implement `World` (httpx's one-method
+transport idea), and `run_cycle` is the whole loop body in both: neither world makes a
+decision any other way. `Scheduler.schedule` answers a what-if over a list of jobs outside any
+world (the `plan` verb, benchmarks, tests).
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class Scheduler:
     def decide(self, observation: Observation, seed: int = 0) -> Decision:
         """One cycle over what `observation`'s queue shows (`scheduler.queue`); the jobs it shows
         and does not place go back to the queue. An empty queue, or one that shows nothing,
-        gives an empty decision and leaves everything as it was."""
+        gives an empty decision and leaves everything as it was. Jobs held back are not in the
+        decision: `explain` says why one waits."""
         waiting = observation.queue
         if not len(waiting):
             return Decision()
@@ -135,8 +138,6 @@ class Scheduler:
                     waiting.add(job, fresh=False)
             if waiting.last is not None:
                 waiting.last.placed = len(placed)
-            if self.framework.explains and waiting.bucketed:
-                decision = self._explain_held(state, waiting, decision, placed)
             return decision
         finally:
             self._indexes.append(classes)
@@ -181,24 +182,16 @@ class Scheduler:
             decision = replace(decision, pending={**{i: Pending(i, s) for i, s in waiting.items()}, **decision.pending})
         return replace(decision, provision=provision) if provision else decision
 
-    def _explain_held(
-        self, state: CycleState, waiting: WaitingQueue, decision: Decision, placed: frozenset[str]
-    ) -> Decision:
-        """The decision with every job the queue held back explained: as a job of its shape the
-        cycle did not place, or, when the cycle placed every one it was shown, as the cluster
-        the cycle leaves."""
-        pending: dict[str, Pending] = dict(decision.pending)
-        for jobs in waiting.buckets():
-            held = [job for job in jobs if job.id not in pending and job.id not in placed]
-            if not held:
-                continue
-            alike = (pending[j.id] for j in jobs if j.id in pending and pending[j.id].fits_nowhere)
-            like = next(alike, None)
-            if like is None:
-                like = pending_for(self.framework, state, held[0])
-            for job in held:
-                pending[job.id] = Pending(job.id, like.status, like.verdicts, like.fits_nowhere)
-        return replace(decision, pending=pending)
+    def explain(self, snapshot: ClusterSnapshot, job: Job, *, now_s: float = 0.0) -> Pending:
+        """Why `job` would not fit `snapshot` now, per node class: for a job a queue held back
+        (it was not shown, so no decision speaks of it) when someone asks."""
+        classes = self._borrow()
+        try:
+            state = self.framework.state(snapshot, now_s=now_s, classes=classes)
+            status = self.framework.prefilter(state.cycle, job)
+            return Pending(job.id, status) if not status.ok else pending_for(self.framework, state, job)
+        finally:
+            self._indexes.append(classes)
 
 
 def run_cycle(world: World, scheduler: Scheduler, seed: int = 0) -> Decision:

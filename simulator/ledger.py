@@ -22,20 +22,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, Pool, RequestKind
+from scheduler import costing
+from scheduler.model import GpuRequest, Pool, RequestKind
 
 PARTS = 7000
 MS_PER_HOUR = 3_600_000
 
 
 def parts_of(pool: Pool, request: GpuRequest) -> int:
-    """Parts one grant of `request` holds on one GPU of `pool` (whole GPU, share, or MIG instance)."""
-    if request.kind is RequestKind.SHARE:
-        return request.milli * PARTS // FULL_GPU_MILLI
-    if request.kind is RequestKind.MIG and pool.gpu.mig is not None:
-        slices = pool.gpu.mig.profiles[request.mig_profile].compute_slices
-        return slices * PARTS // pool.gpu.mig.compute_slices
-    return PARTS
+    """Parts one grant of `request` holds on one GPU of `pool` (whole GPU, share, or MIG instance):
+    its GPU-worth (`scheduler.costing.gpu_worth`) per GPU granted, in parts."""
+    worth = costing.gpu_worth(pool, request) / (request.gpus if request.kind is not RequestKind.SHARE else 1)
+    parts = worth * PARTS
+    if parts.denominator != 1:  # PARTS is chosen so that every share and MIG slice is whole parts
+        raise AssertionError(f"{request.describe()} on {pool.name} is {parts} parts")
+    return int(parts)
 
 
 def micro_usd(usd: float) -> int:

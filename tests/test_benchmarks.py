@@ -30,9 +30,12 @@ def test_bench_packer_reports_both_placers() -> None:
     report = json.loads(done.stdout)
     assert report["nodes"] == 60 and report["jobs"] == 40 and 0.3 < report["gpus_busy"] < 0.9
     greedy, cpsat = report["results"]["greedy"], report["results"]["cpsat"]
-    assert greedy["status"] == "-" and cpsat["status"] in {"OPTIMAL", "FEASIBLE", "UNKNOWN"}
+    # 40 jobs on 60 nodes solve in tens of milliseconds of the half second: proven optimal,
+    # within the profile's gap limit (0.5 %) of the bound, the bound below the answer.
+    assert greedy["status"] == "-" and greedy["gap"] is None and cpsat["status"] == "OPTIMAL"
+    assert cpsat["bound"] <= cpsat["objective"] and 0 <= cpsat["gap"] <= 0.005
     assert cpsat["jobs_placed"] >= greedy["jobs_placed"] > 0
-    assert cpsat["wall_s_p50"] > 0 and cpsat["gap"] is not None
+    assert cpsat["wall_s_p50"] > 0
 
 
 def test_bench_extender_reports_latency_against_the_running_server() -> None:

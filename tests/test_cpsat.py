@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import policies
-from scheduler import capacity, costing, mig
+from scheduler import capacity, mig
 from scheduler.batch.placer import BatchPlacer
 from scheduler.batch.solve import CpSatPlacer
 from scheduler.decision import Code, Decision, SolverReport, validate
@@ -33,6 +33,7 @@ from scheduler.plugin import Cycle
 from scheduler.profile import SolverOptions
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, mig_request, share, whole
+from tests.objective_oracle import objective_usd_per_hour
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_packer
@@ -43,7 +44,7 @@ GREEDY = policies.profile("cost-greedy")
 
 
 def objective(snapshot: ClusterSnapshot, placements: Sequence[Placement]) -> float:
-    return costing.objective_usd_per_hour(
+    return objective_usd_per_hour(
         snapshot.pools, snapshot.nodes, placements,
         fragmentation_weight=OPTIONS.fragmentation_weight, spot_risk_weight=OPTIONS.spot_risk_weight,
         idle_weight=OPTIONS.idle_weight,

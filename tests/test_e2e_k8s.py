@@ -9,7 +9,6 @@ on a machine builds the Kubernetes binaries (tests/e2e/get-kube.sh, about 5 minu
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from extender.kubeapi import wait_until
 from extender.main import start
 from extender.state import GPUS
 from extender.verbs import GpuExtender
+from extender.world import SystemClock
 from tests.e2e.controlplane import (
     ControlPlane,
     add_node,
@@ -43,8 +43,22 @@ SHARED = {"nvidia.com/gpu.product": "NVIDIA-A10G", "node.kubernetes.io/instance-
           "karpenter.sh/capacity-type": "on-demand", "nvidia.com/gpu.sharing-strategy": "time-slicing"}
 
 
+class AheadClock(SystemClock):
+    """The machine's clocks, with the wall clock moved on by `ahead_s` when a test needs time to
+    have passed for the extender (a pod's age) without waiting for it."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def now_s(self) -> float:
+        return super().now_s() + self.ahead_s
+
+
+NODES = 5
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[ControlPlane, GpuExtender]]:
+def shared() -> Iterator[tuple[ControlPlane, GpuExtender, AheadClock]]:
     with control_plane() as plane:
         rest = plane.rest
         add_node(rest, "h100-spot-1", SPOT, {"nvidia.com/gpu": "8"})
@@ -52,16 +66,31 @@ def cluster() -> Iterator[tuple[ControlPlane, GpuExtender]]:
         add_node(rest, "a100-od-1", A100, {"nvidia.com/gpu": "8"})
         add_node(rest, "mig-1", MIG, {"nvidia.com/mig-3g.20gb": "1", "nvidia.com/mig-1g.5gb": "4"})
         add_node(rest, "shared-1", SHARED, {"nvidia.com/gpu": "4"})
-        server, stop = start(local_extender(), rest)  # what `fleetsched extender` runs
+        clock = AheadClock()
+        server, stop = start(local_extender(), rest, clock)  # what `fleetsched extender` runs
         extender = server.extender
         assert isinstance(extender, GpuExtender)
         plane.start_scheduler(server.url)
         try:
             view = extender.planner.cluster
-            assert wait_until(lambda: len(view.view().snapshot.nodes) == 5, 30), "the mirror never saw the nodes"
-            yield plane, extender
+            assert wait_until(lambda: len(view.view().snapshot.nodes) == NODES, 30), "the mirror never saw the nodes"
+            yield plane, extender, clock
         finally:
             stop()
+
+
+@pytest.fixture
+def cluster(shared: tuple[ControlPlane, GpuExtender, AheadClock]) -> Iterator[tuple[ControlPlane, GpuExtender]]:
+    """The shared control plane, left after each test as the test found it: its pods deleted
+    (as a kubelet would finish them) and the mirror caught up, so tests run in any order."""
+    plane, extender, clock = shared
+    yield plane, extender
+    rest = plane.rest
+    for item in rest.request("GET", "/api/v1/namespaces/ml/pods")["items"]:
+        rest.request("DELETE", f"/api/v1/namespaces/ml/pods/{item['metadata']['name']}", {"gracePeriodSeconds": 0})
+    view = extender.planner.cluster
+    assert wait_until(lambda: not view.view().snapshot.running, 30), "the mirror never saw the pods go"
+    clock.ahead_s = 0.0
 
 
 def bound(plane: ControlPlane, name: str, timeout_s: float = 60.0) -> str:
@@ -120,7 +149,9 @@ def test_nothing_is_bound_onto_a_node_without_the_resources(cluster: tuple[Contr
     assert extender.readiness()[0]
 
 
-def test_preemption_trims_victims_and_the_preemptor_takes_the_freed_gpu(cluster: tuple[ControlPlane, GpuExtender]) -> None:
+def test_preemption_trims_victims_and_the_preemptor_takes_the_freed_gpu(
+    shared: tuple[ControlPlane, GpuExtender, AheadClock], cluster: tuple[ControlPlane, GpuExtender]
+) -> None:
     """The preempt verb, on the real pods, keeps only the node whose victim loses least work.
 
     kube-scheduler 1.20.0 to 1.20.9 never calls an extender's preempt verb (kubernetes#102971,
@@ -129,16 +160,23 @@ def test_preemption_trims_victims_and_the_preemptor_takes_the_freed_gpu(cluster:
     picks among the candidates itself, is then followed to the end: the preemptor is bound
     to the GPU its victim freed.
     """
-    # Runs last: its L4 nodes would otherwise be the cheapest home for the other tests' pods.
+    # Its L4 nodes would be the cheapest home for the other tests' pods: they go when it ends.
     plane, extender = cluster
+    clock = shared[2]
     rest = plane.rest
-    # The earlier tests' pods go, so that kube-scheduler's own preemption has no node but the
-    # L4 ones to choose (it would evict a pod of the full A100 node too: its filters cannot
-    # tell that the pod asks for an L4).
-    for item in rest.request("GET", "/api/v1/namespaces/ml/pods")["items"]:
-        rest.request("DELETE", f"/api/v1/namespaces/ml/pods/{item['metadata']['name']}", {"gracePeriodSeconds": 0})
     add_node(rest, "l4-1", L4, {"nvidia.com/gpu": "1"})
     add_node(rest, "l4-2", L4, {"nvidia.com/gpu": "1"})
+    try:
+        _preempt_on_l4(plane, extender, clock)
+    finally:
+        for name in ("l4-1", "l4-2"):
+            rest.request("DELETE", f"/api/v1/nodes/{name}", {"gracePeriodSeconds": 0})
+        view = extender.planner.cluster
+        assert wait_until(lambda: len(view.view().snapshot.nodes) == NODES, 30), "the mirror never saw the L4 nodes go"
+
+
+def _preempt_on_l4(plane: ControlPlane, extender: GpuExtender, clock: AheadClock) -> None:
+    rest = plane.rest
     add_priority_class(rest, "urgent", 1000)
     l4 = {"fleetsched.io/gpu-models": "L4-24GB"}
     add_pod(rest, "long-run", {"nvidia.com/gpu": "1"}, annotations=l4)  # never checkpoints
@@ -146,7 +184,7 @@ def test_preemption_trims_victims_and_the_preemptor_takes_the_freed_gpu(cluster:
     add_pod(rest, "saver", {"nvidia.com/gpu": "1"}, annotations={**l4, "fleetsched.io/checkpoint-interval-s": "1"})
     saving = bound(plane, "saver")
     assert {running, saving} == {"l4-1", "l4-2"}
-    time.sleep(2.0)  # long-run has now run for longer than saver's checkpoint interval
+    clock.ahead_s = 2.0  # long-run has now run for longer than saver's checkpoint interval
     urgent = add_pod(rest, "urgent", {"nvidia.com/gpu": "1"}, annotations=l4, priority_class="urgent")
 
     def uid(name: str) -> str:

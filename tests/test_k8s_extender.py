@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -11,11 +12,10 @@ import pytest
 import policies
 from extender.nodes import PoolRule, read_node
 from extender.state import GPUS, ClusterView, parse_grants
-from extender.verbs import AlreadyBound, GpuExtender, Planner
+from extender.verbs import AlreadyBound, GpuExtender
 from extender.wire import BindingArgs, ExtenderArgs, PreemptionArgs
 from scheduler.catalog import default_catalog
 from scheduler.model import Capacity, Grant, MigMode, RequestKind
-from scheduler.world import Scheduler
 
 CATALOG = default_catalog()
 SCHEDULER = "fleetsched"
@@ -38,7 +38,7 @@ def pod(name: str, gpus: int = 1, *, uid: str | None = None, node_name: str = ""
         resources: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "ml", "uid": uid or f"uid-{name}", "labels": dict(labels or {}),
-                     "annotations": dict(annotations or {}), "creationTimestamp": "2026-11-27T03:00:00Z"},
+                     "annotations": dict(annotations or {}), "creationTimestamp": CREATED},
         "spec": {"schedulerName": scheduler, "priority": priority, "nodeName": node_name or None,
                  "containers": [{"name": "main", "resources": {"requests": dict(resources or {"nvidia.com/gpu": str(gpus)})}}]},
         "status": {"phase": "Running" if node_name else "Pending"},
@@ -66,13 +66,33 @@ class FakeApi:
         self.annotations.setdefault(key, {}).update(annotations)
 
 
+class FakeClock:
+    """The extender's clock, set by the test: wall time NOW (an hour after the pods were made)
+    and a monotonic time that moves only when told."""
+
+    def __init__(self, now_s: float) -> None:
+        self.wall_s = now_s
+        self.monotonic = 1000.0
+
+    def now_s(self) -> float:
+        return self.wall_s
+
+    def monotonic_s(self) -> float:
+        return self.monotonic
+
+
+CREATED = "2026-11-27T03:00:00Z"
+NOW = datetime.fromisoformat("2026-11-27T04:00:00+00:00").timestamp()
+
+
 def extender(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], profile: str = "cost-greedy",
-             rules: tuple[PoolRule, ...] = ()) -> tuple[GpuExtender, ClusterView, FakeApi]:
-    view = ClusterView(rules, CATALOG, SCHEDULER)
+             rules: tuple[PoolRule, ...] = (), clock: FakeClock | None = None) -> tuple[GpuExtender, ClusterView, FakeApi]:
+    clock = clock or FakeClock(NOW)
+    view = ClusterView(rules, CATALOG, SCHEDULER, clock)
     view.replace("node", nodes)
     view.replace("pod", pods)
     api = FakeApi(view)
-    return GpuExtender(Planner(view, Scheduler(policies.profile(profile))), api, CATALOG), view, api
+    return GpuExtender.of(view, api, CATALOG, policies.profile(profile), clock=clock), view, api
 
 
 def test_nodes_become_pools_from_standard_labels_and_catalog_prices() -> None:
@@ -80,7 +100,7 @@ def test_nodes_become_pools_from_standard_labels_and_catalog_prices() -> None:
     assert info is not None and info.ready
     assert info.pool.capacity is Capacity.SPOT and info.pool.gpus_per_node == 8
     assert info.pool.usd_per_node_hour == CATALOG.prices["aws:p5.48xlarge:spot"].usd_per_hour
-    assert info.pool.name == "auto/H100-80GB/p5.48xlarge/spot" or info.pool.name.startswith("auto/")
+    assert info.pool.name == "auto/H100-80GB/p5.48xlarge/spot"
     gke = read_node(node("g-1", labels={"cloud.google.com/gke-spot": "true"}), (), CATALOG)
     assert gke is not None and gke.pool.capacity is Capacity.SPOT and gke.pool.usd_per_node_hour == 0.0
     assert "unpriced" in gke.pool.price_source
@@ -134,7 +154,8 @@ def test_a_gang_waits_until_every_pod_exists_then_is_one_job() -> None:
     first = pod("t-0", 8, labels=gang, annotations=size)
     ext, view, _ = extender([node("n-1", labels=ON_DEMAND), node("n-2", labels=ON_DEMAND)], [first])
     reply = ext.filter(ExtenderArgs(first, ("n-1", "n-2")))
-    assert reply.node_names == () and reply.failed == {"n-1": "gang trainer: 1 of 2 pods exist", "n-2": reply.failed["n-2"]}
+    waiting = "gang trainer: 1 of 2 pods exist"
+    assert reply.node_names == () and reply.failed == {"n-1": waiting, "n-2": waiting}
     second = pod("t-1", 8, labels=gang, annotations=size)
     view.replace("pod", [first, second])
     ext.planner.plan()
@@ -203,9 +224,9 @@ def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priori
     victims = {"od-1": ("uid-saver",), "od-2": ("uid-long",), "od-3": ("uid-boss",)}
     kept, violations = ext.preempt(PreemptionArgs(urgent, victims, dict.fromkeys(victims, 0)))
     assert kept == {"od-1": ("uid-saver",)} and violations == {"od-1": 0}
-    # Work lost counts from when the pod started: one that started a moment ago loses less
+    # Work lost counts from when the pod started: one that started five seconds ago loses less
     # than one that checkpoints every ten minutes (five on average).
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 5))
     fresh = {**pod("fresh", 2, node_name="od-2", annotations={GPUS: "0,1"}), "status": {"phase": "Running", "startTime": started}}
     slow = pod("slow", 2, node_name="od-1", annotations={GPUS: "0,1", "fleetsched.io/checkpoint-interval-s": "600"})
     ext, _, _ = extender(nodes, [slow, fresh, urgent])
@@ -214,13 +235,15 @@ def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priori
 
 
 def test_readiness_follows_the_age_of_the_view_and_gauges_report_the_plan() -> None:
-    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [pod("a", 1)])
-    ready, age = ext.readiness()
-    assert ready and age < 5
-    ext.stale_after_s = -1.0
-    assert ext.readiness()[0] is False
+    clock = FakeClock(NOW)
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [pod("a", 1)], clock=clock)
+    assert ext.readiness() == (True, 0.0)
+    clock.monotonic += 31.0  # the default stale_after_s is 30
+    assert ext.readiness() == (False, 31.0)
     ext.planner.plan()
+    clock.monotonic += 2.5
     gauges = ext.gauges()
+    assert gauges["fleetsched_plan_age_seconds"] == {(): 2.5}
     assert gauges["fleetsched_idle_gpus"] == {(("pool", view.view().snapshot.nodes["od-1"].pool),): 8.0}
     assert gauges["fleetsched_committed_usd_per_hour"][()] > 0
     assert gauges["fleetsched_pending_pods"][()] == 1.0
@@ -268,3 +291,34 @@ def test_a_binding_moves_the_guessed_gpus_of_a_pod_another_scheduler_bound() -> 
     assert plan.view.guessed == {"ml/theirs@a-theirs"}
     owners = [state.owner for state in plan.after.nodes["n-1"].gpus]
     assert owners[gpu.gpu] == "ml/ours@uid-ours" and "ml/theirs@a-theirs" in owners
+
+
+def test_a_pod_the_queue_held_back_is_explained_when_kube_scheduler_asks() -> None:
+    """Two nodes take two 8-GPU pods: a pass is shown only those, and the third pod, held back,
+    still gets every node's reason (which kube-scheduler shows and preemption reads)."""
+    nodes = [node("od-1", labels=ON_DEMAND), node("od-2", labels=ON_DEMAND), node("od-small", 4, labels=ON_DEMAND)]
+    pods = [pod(f"big-{n}", 8) for n in range(3)]
+    ext, _, _ = extender(nodes, pods)
+    plan = ext.planner.plan()
+    assert sorted(node_name for node_name, _ in plan.nodes.values()) == ["od-1", "od-2"]
+    held = next(p for p in pods if p["metadata"]["uid"] not in plan.nodes)
+    assert plan.view.job_of[held["metadata"]["uid"]] not in plan.decision.pending, "held back, not decided on"
+    reply = ext.filter(ExtenderArgs(held, ("od-1", "od-2", "od-small")))
+    assert reply.node_names == ()
+    assert reply.failed == {"od-1": "no node fits", "od-2": "no node fits"}
+    assert reply.unresolvable == {"od-small": "no node fits"}  # 4 GPUs: never an 8-GPU pod
+
+
+def test_preempt_asks_the_profiles_postfilter() -> None:
+    """Under the `priority` profile only preemptible pods of lower priority are victims: the node
+    whose pod is not preemptible is no candidate, whatever it would lose."""
+    nodes = [node("od-1", 2, labels=ON_DEMAND), node("od-2", 2, labels=ON_DEMAND)]
+    firm = pod("firm", 2, node_name="od-1", annotations={GPUS: "0,1", "fleetsched.io/checkpoint-interval-s": "60"})
+    loose = pod("loose", 2, node_name="od-2", annotations={GPUS: "0,1"}, labels={"fleetsched.io/preemptible": "true"})
+    urgent = pod("urgent", 2, priority=10)
+    victims = {"od-1": ("uid-firm",), "od-2": ("uid-loose",)}
+    args = PreemptionArgs(urgent, victims, dict.fromkeys(victims, 0))
+    default, _, _ = extender(nodes, [firm, loose, urgent])
+    assert default.preempt(args)[0] == {"od-1": ("uid-firm",)}, "LeastWorkLost: the pod that saves loses least"
+    strict, _, _ = extender(nodes, [firm, loose, urgent], profile="priority")
+    assert strict.preempt(args)[0] == {"od-2": ("uid-loose",)}

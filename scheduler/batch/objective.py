@@ -1,8 +1,8 @@
 """The batch objective's coefficients: what each count of the model costs, and priority weights.
 
-Pure arithmetic over `scheduler.batch` classes, so the model (`scheduler.cpsat`) only states
-variables and constraints, and the costs can be checked against `costing.objective_usd_per_hour`
-(the same objective computed from placements) without a solver.
+Pure arithmetic over `scheduler.batch.problem` classes, so the model (`scheduler.batch.model`) only states
+variables and constraints, and the costs can be checked without a solver against the same
+objective computed from placements (the tests' `objective_oracle`).
 """
 
 from __future__ import annotations
