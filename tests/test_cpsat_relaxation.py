@@ -13,7 +13,7 @@ import pytest
 from ortools.sat.python import cp_model
 
 from scheduler.batch import relaxation
-from scheduler.batch import solve as cpsat
+from scheduler.batch.search import Search
 from scheduler.decision import validate
 from scheduler.profile import SolverOptions
 from scheduler.world import Scheduler
@@ -218,18 +218,18 @@ def test_when_the_cost_search_finds_nothing_in_time_the_placement_answer_stands(
 ) -> None:
     snapshot = bench_packer.cluster(80, 1)
     jobs = bench_packer.pending(150, 1)  # more than fits: the tiers are solved first
-    original = cpsat._Search.run
+    original = Search.run
 
-    def out_of_time(self: cpsat._Search, share: float, hint: object, **options: object) -> object:
+    def out_of_time(self: Search, share: float, hint: object, **options: object) -> object:
         if options.get("workers") == 1 and options.get("probe") is None:  # the full cost search
             self.statuses.append("UNKNOWN")
             return None
         return original(self, share, hint, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cpsat._Search, "run", out_of_time)
-    monkeypatch.setattr(cpsat._Search, "near", lambda self, model, relaxed, incumbent: None)
+    monkeypatch.setattr(Search, "run", out_of_time)
+    monkeypatch.setattr(Search, "near", lambda self, model, relaxed, incumbent: None)
     if lp == "out of time":
-        monkeypatch.setattr(cpsat._Search, "relax", lambda self, model: relaxation.UNSOLVED)
+        monkeypatch.setattr(Search, "relax", lambda self, model: relaxation.UNSOLVED)
     decision = solve(snapshot, jobs, SolverOptions(deterministic_time=2.0, workers=2, seed=1))
     report = decision.solver
     assert report is not None and report.status == "FEASIBLE" and report.used == "cpsat"
@@ -240,9 +240,9 @@ def test_when_the_cost_search_finds_nothing_in_time_the_placement_answer_stands(
 
 def test_no_lp_is_read_once_the_wall_clock_budget_is_spent() -> None:
     model = random_model(1)
-    search = cpsat._Search(None, SolverOptions(time_limit_s=0.5), started=time.perf_counter() - 1.0)  # type: ignore[arg-type]
+    search = Search(None, SolverOptions(time_limit_s=0.5), started=time.perf_counter() - 1.0)  # type: ignore[arg-type]
     assert not search.relax(model).solved
-    search = cpsat._Search(None, SolverOptions(time_limit_s=5.0), started=time.perf_counter())  # type: ignore[arg-type]
+    search = Search(None, SolverOptions(time_limit_s=5.0), started=time.perf_counter())  # type: ignore[arg-type]
     assert search.relax(model).solved
 
 
