@@ -26,7 +26,7 @@ notice_s = 120
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,25 @@ def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> 
     match = raw.get("match")
     if not isinstance(match, Mapping) or not match or not all(isinstance(v, str) for v in match.values()):
         fail("match", 'must be a table of node labels and values, e.g. { "karpenter.sh/capacity-type" = "spot" }')
+    usd = _pool_price(raw, catalog, fail)
+    price, gpu = raw.get("price"), raw.get("gpu")
+    capacity = raw.get("capacity")
+    if capacity is not None and capacity not in CAPACITY_TYPES:
+        fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity!r}")
+    sharing = raw.get("sharing", False)
+    if not isinstance(sharing, bool):
+        fail("sharing", f"must be true or false, got {sharing!r}")
+    numbers = _pool_interruptions(raw, fail)
+    return PoolRule(
+        name=str(name), match={str(k): str(v) for k, v in match.items()},  # type: ignore[union-attr]
+        usd_per_node_hour=float(usd) if usd is not None else None, price=str(price) if price is not None else None,
+        gpu=str(gpu) if gpu is not None else None, capacity=Capacity(capacity) if capacity else None,
+        sharing=sharing, **numbers,
+    )
+
+
+def _pool_price(raw: Mapping[str, Any], catalog: Catalog, fail: Callable[[str, str], Any]) -> float | None:
+    """A pool's price keys checked (`price` and `gpu` must be catalog keys); returns `usd_per_node_hour`."""
     usd = raw.get("usd_per_node_hour")
     if usd is not None and (not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0):
         fail("usd_per_node_hour", f"must be a number >= 0, got {usd!r}")
@@ -117,22 +136,15 @@ def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> 
                 look_up(str(raw[key]))
             except InputError as error:
                 fail(key, str(error))
-    price, gpu = raw.get("price"), raw.get("gpu")
-    capacity = raw.get("capacity")
-    if capacity is not None and capacity not in CAPACITY_TYPES:
-        fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity!r}")
-    sharing = raw.get("sharing", False)
-    if not isinstance(sharing, bool):
-        fail("sharing", f"must be true or false, got {sharing!r}")
+    return usd
+
+
+def _pool_interruptions(raw: Mapping[str, Any], fail: Callable[[str, str], Any]) -> dict[str, float]:
+    """A pool's take-back rate and notice, checked: numbers >= 0, 0 when not given."""
     numbers = {}
     for key in ("interruptions_per_node_hour", "notice_s"):
         value = raw.get(key, 0.0)
         if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             fail(key, f"must be a number >= 0, got {value!r}")
         numbers[key] = float(value)
-    return PoolRule(
-        name=str(name), match={str(k): str(v) for k, v in match.items()},  # type: ignore[union-attr]
-        usd_per_node_hour=float(usd) if usd is not None else None, price=str(price) if price is not None else None,
-        gpu=str(gpu) if gpu is not None else None, capacity=Capacity(capacity) if capacity else None,
-        sharing=sharing, **numbers,
-    )
+    return numbers

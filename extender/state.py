@@ -152,20 +152,7 @@ class ClusterView:
         with self._lock:
             nodes, pods = list(self._nodes.values()), list(self._pods.values())
         problems: dict[str, str] = {}
-        infos: dict[str, NodeInfo] = {}
-        for raw in nodes:
-            info = self._read(raw, "node", problems)
-            if isinstance(info, NodeInfo):
-                infos[info.name] = info
-        pools: dict[str, Pool] = {}
-        made: dict[str, Node] = {}
-        for info in sorted(infos.values(), key=lambda i: i.name):
-            pool = pools.setdefault(info.pool.name, info.pool)
-            if pool != info.pool:  # a rule matched nodes of different shapes: keep pools homogeneous
-                own = f"{info.pool.name}#{info.name}"
-                pool = pools.setdefault(own, replace(info.pool, name=own))
-            made[info.name] = _with_ready(empty_node(pool, info.name), info.ready)
-        snapshot = ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
+        snapshot = self._empty_snapshot(nodes, problems)
         pending: list[PodJob] = []
         placed: dict[tuple[str, str], int] = {}  # gang -> its pods bound already
         guessed: list[tuple[Mapping[str, Any], PodJob]] = []
@@ -192,6 +179,23 @@ class ClusterView:
             snapshot = self._bound(snapshot, raw, pod, problems)
         view = _with_gangs(snapshot, pending, placed, problems)
         return replace(view, guessed=frozenset(str(HeldBy(pod.job.id, pod.uid)) for _, pod in guessed))
+
+    def _empty_snapshot(self, nodes: Sequence[Mapping[str, Any]], problems: dict[str, str]) -> ClusterSnapshot:
+        """The GPU nodes read from `nodes`, all GPUs free, in pools of one shape each."""
+        infos: dict[str, NodeInfo] = {}
+        for raw in nodes:
+            info = self._read(raw, "node", problems)
+            if isinstance(info, NodeInfo):
+                infos[info.name] = info
+        pools: dict[str, Pool] = {}
+        made: dict[str, Node] = {}
+        for info in sorted(infos.values(), key=lambda i: i.name):
+            pool = pools.setdefault(info.pool.name, info.pool)
+            if pool != info.pool:  # a rule matched nodes of different shapes: keep pools homogeneous
+                own = f"{info.pool.name}#{info.name}"
+                pool = pools.setdefault(own, replace(info.pool, name=own))
+            made[info.name] = _with_ready(empty_node(pool, info.name), info.ready)
+        return ClusterSnapshot(MappingProxyType(pools), MappingProxyType(made))
 
     def _read(self, raw: Mapping[str, Any], kind: str, problems: dict[str, str]) -> NodeInfo | PodJob | None:
         """The object read, remembered while it is the same object (the store replaces, never edits)."""

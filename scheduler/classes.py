@@ -86,26 +86,35 @@ class NodeClasses:
             self._pools = snapshot.pools
         if snapshot.nodes is self._synced and not self._touched:
             return
-        nodes = self.nodes
         changed = snapshot.nodes.changed_keys(self._synced) if isinstance(snapshot.nodes, LayeredMap) else None
         self._synced = snapshot.nodes
         touched, self._touched = self._touched, set()
         if changed is not None:  # only the nodes the two snapshots do not share, or a placer touched
-            for name in sorted(changed | touched):
-                node = snapshot.nodes.get(name)
-                if node is None:
-                    if name in nodes:
-                        self.remove(name)
-                elif nodes.get(name) is not node:
-                    self.update(node)
-            self._touched.clear()
-            return
-        for node in snapshot.nodes.values():
-            if nodes.get(node.name) is not node:
+            self._sync_names(snapshot.nodes, changed | touched)
+        else:
+            self._sync_all(snapshot.nodes)
+
+    def _sync_names(self, nodes: Mapping[str, Node], names: Iterable[str]) -> None:
+        """Brings the named nodes, in name order, to their state in `nodes` (gone when absent)."""
+        indexed = self.nodes
+        for name in sorted(names):
+            node = nodes.get(name)
+            if node is None:
+                if name in indexed:
+                    self.remove(name)
+            elif indexed.get(name) is not node:
                 self.update(node)
         self._touched.clear()
-        if len(nodes) != len(snapshot.nodes):  # every snapshot node is indexed now: extras have left
-            for name in [name for name in nodes if name not in snapshot.nodes]:
+
+    def _sync_all(self, nodes: Mapping[str, Node]) -> None:
+        """Brings every node to its state in `nodes`, then removes the nodes not in it."""
+        indexed = self.nodes
+        for node in nodes.values():
+            if indexed.get(node.name) is not node:
+                self.update(node)
+        self._touched.clear()
+        if len(indexed) != len(nodes):  # every snapshot node is indexed now: extras have left
+            for name in [name for name in indexed if name not in nodes]:
                 self.remove(name)
 
     # Reading --------------------------------------------------------------------------------

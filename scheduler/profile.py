@@ -9,10 +9,10 @@ placer = "greedy"
 sort = "PriorityThenAge"
 filter = ["GpuModelFit", "WholeGpuFit", "GpuShareFit", "MigFit", "SpotTolerance"]
 score = [{ name = "CheapestPool", weight = 3 }, { name = "MostAllocated", weight = 1 }]
-
-[args.SpotTolerance]
-allow_non_preemptible = false
 ```
+
+A plugin that takes arguments declares them as an `Args` dataclass on its class, and a profile
+gives them in an `[args.PluginName]` table (no bundled plugin takes any).
 
 A batch placer (`placer = "cpsat"`) takes its limits and objective weights from a `[solver]`
 table; see `SolverOptions`.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -106,43 +106,21 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
     raw_args = data.get("args", {})
     if not isinstance(raw_args, dict):
         document.fail("args", "must be a table of plugin arguments, e.g. [args.CheapestPool]")
-    instances: dict[str, Plugin] = {}
-
-    def plugin(hook: str, name: object, where: str) -> Plugin:
-        if not isinstance(name, str) or name not in registry:
-            document.fail(where, f"unknown plugin {name!r}; known: {', '.join(sorted(registry))}", key=hook)
-        if name not in instances:
-            instances[name] = _instantiate(document, registry[name], raw_args.get(name))
-        if not isinstance(instances[name], HOOKS[hook]):
-            document.fail(where, f"plugin {name} does not implement the {hook} hook", key=hook)
-        return instances[name]
-
+    plugins = _Plugins(document, registry, raw_args)
     if "sort" not in data:
         document.fail("sort", "a profile names exactly one sort plugin, e.g. sort = \"PriorityThenAge\"")
-    lists: dict[str, tuple[Plugin, ...]] = {}
-    for hook in _LIST_HOOKS:
-        names = data.get(hook, [])
-        if not isinstance(names, list):
-            document.fail(hook, "must be a list of plugin names")
-        lists[hook] = tuple(plugin(hook, name, f"{hook}[{n}]") for n, name in enumerate(names))
-    scores: list[tuple[Plugin, int]] = []
-    for n, raw in enumerate(data.get("score", [])):
-        where = f"score[{n}]"
-        entry = raw if isinstance(raw, dict) else {"name": raw}
-        weight = entry.get("weight", 1)
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            document.fail(where, f"weight must be a positive integer, got {weight!r}", key="score")
-        scores.append((plugin("score", entry.get("name"), where), weight))
+    lists = _hook_lists(document, plugins)
+    scores = _scores(document, plugins)
     for name in raw_args:
-        if name not in instances:
+        if name not in plugins.instances:
             document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
     solver = _solver_options(document, data.get("solver", {}))
-    # plugin() checked each instance against its hook's protocol, so the casts hold.
+    # _Plugins.at checked each instance against its hook's protocol, so the casts hold.
     return Profile(
         name=Path(document.source).stem,
         description=str(data.get("description", "")),
         placer=placer,
-        sort=cast(QueueSortPlugin, plugin("sort", data["sort"], "sort")),
+        sort=cast(QueueSortPlugin, plugins.at("sort", data["sort"], "sort")),
         admit=cast(tuple[AdmitPlugin, ...], lists["admit"]),
         prefilter=cast(tuple[PreFilterPlugin, ...], lists["prefilter"]),
         filter=cast(tuple[FilterPlugin, ...], lists["filter"]),
@@ -151,6 +129,51 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         provision=cast(tuple[ProvisionPlugin, ...], lists["provision"]),
         solver=solver,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plugins:
+    """A profile's plugin instances, one per name, made when a hook first names it."""
+
+    document: TomlDocument
+    registry: Mapping[str, type[Plugin]]
+    raw_args: Mapping[str, object]
+    instances: dict[str, Plugin] = field(default_factory=dict)
+
+    def at(self, hook: str, name: object, where: str) -> Plugin:
+        """The plugin `name` for `hook`; InputError at `where` when it is unknown or lacks the hook."""
+        document, registry, instances = self.document, self.registry, self.instances
+        if not isinstance(name, str) or name not in registry:
+            document.fail(where, f"unknown plugin {name!r}; known: {', '.join(sorted(registry))}", key=hook)
+        if name not in instances:
+            instances[name] = _instantiate(document, registry[name], self.raw_args.get(name))
+        if not isinstance(instances[name], HOOKS[hook]):
+            document.fail(where, f"plugin {name} does not implement the {hook} hook", key=hook)
+        return instances[name]
+
+
+def _hook_lists(document: TomlDocument, plugins: _Plugins) -> dict[str, tuple[Plugin, ...]]:
+    """The plugins of each list hook (admit, prefilter, filter, postfilter, provision), in profile order."""
+    lists: dict[str, tuple[Plugin, ...]] = {}
+    for hook in _LIST_HOOKS:
+        names = document.data.get(hook, [])
+        if not isinstance(names, list):
+            document.fail(hook, "must be a list of plugin names")
+        lists[hook] = tuple(plugins.at(hook, name, f"{hook}[{n}]") for n, name in enumerate(names))
+    return lists
+
+
+def _scores(document: TomlDocument, plugins: _Plugins) -> list[tuple[Plugin, int]]:
+    """The score plugins with their weights (a bare name weighs 1)."""
+    scores: list[tuple[Plugin, int]] = []
+    for n, raw in enumerate(document.data.get("score", [])):
+        where = f"score[{n}]"
+        entry = raw if isinstance(raw, dict) else {"name": raw}
+        weight = entry.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            document.fail(where, f"weight must be a positive integer, got {weight!r}", key="score")
+        scores.append((plugins.at("score", entry.get("name"), where), weight))
+    return scores
 
 
 def _solver_options(document: TomlDocument, raw: object) -> SolverOptions:

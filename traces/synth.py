@@ -81,6 +81,26 @@ class SynthSpec:
     def __post_init__(self) -> None:
         for name in ("gpu_mix", "mig_mix", "teams", "priority_mix"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        self._check_arrivals()
+        self._check_request_mix()
+        self._check_shares()
+        self._check_mig_mix()
+        if not self.gang_replicas:
+            raise InputError("needs at least one gang size", field="gang_replicas")
+        for replicas in self.gang_replicas:
+            _whole("gang_replicas", replicas, least=2)
+        _number("median_duration_s", self.median_duration_s, above=0.0)
+        _number("duration_sigma", self.duration_sigma, least=0.0)
+        self._check_teams()
+        _number("checkpoint_interval_s", self.checkpoint_interval_s, above=0.0)
+        _number("checkpoint_overhead_s", self.checkpoint_overhead_s, least=0.0)
+        _number("restore_s", self.restore_s, least=0.0)
+        _distribution("priority_mix", self.priority_mix)
+        for priority in self.priority_mix:
+            _whole("priority_mix", priority, least=-(1 << 31))
+
+    def _check_arrivals(self) -> None:
+        """The job count and arrival process checked."""
         _whole("jobs", self.jobs, least=0)
         if self.arrival not in ARRIVALS:
             raise InputError(f"must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}", field="arrival")
@@ -89,6 +109,9 @@ class SynthSpec:
         _number("peak_hour", self.peak_hour, least=0.0)
         if self.peak_hour >= 24:
             raise InputError(f"must be an hour of the day, 0 <= hour < 24, got {self.peak_hour!r}", field="peak_hour")
+
+    def _check_request_mix(self) -> None:
+        """The whole-GPU mix and the probabilities of each kind of job checked."""
         _distribution("gpu_mix", self.gpu_mix)
         for gpus in self.gpu_mix:
             _whole("gpu_mix", gpus, least=1)
@@ -96,34 +119,31 @@ class SynthSpec:
             _probability(name, getattr(self, name))
         if self.share_fraction + self.mig_fraction > 1 + TOLERANCE:
             raise InputError("share_fraction + mig_fraction must be at most 1", field="mig_fraction")
+
+    def _check_shares(self) -> None:
+        """The share sizes checked: at least one, each a part of a GPU."""
         if not self.share_milli:
             raise InputError("needs at least one share size", field="share_milli")
         for milli in self.share_milli:
             _whole("share_milli", milli, least=1)
             if milli >= FULL_GPU_MILLI:
                 raise InputError(f"a share is 1..{FULL_GPU_MILLI - 1} milli, got {milli}", field="share_milli")
+
+    def _check_mig_mix(self) -> None:
+        """The MIG profile mix checked: a distribution over profiles the catalog knows."""
         _distribution("mig_mix", self.mig_mix)
         for profile in self.mig_mix:
             if profile not in _mig_profiles():
                 raise InputError(f"unknown MIG profile {profile!r}", field="mig_mix")
-        if not self.gang_replicas:
-            raise InputError("needs at least one gang size", field="gang_replicas")
-        for replicas in self.gang_replicas:
-            _whole("gang_replicas", replicas, least=2)
-        _number("median_duration_s", self.median_duration_s, above=0.0)
-        _number("duration_sigma", self.duration_sigma, least=0.0)
+
+    def _check_teams(self) -> None:
+        """The team weights checked: named teams, weights >= 0 adding up to more than 0."""
         if not self.teams or any(not team for team in self.teams):
             raise InputError("needs at least one team, each with a name", field="teams")
         for weight in self.teams.values():
             _number("teams", weight, least=0.0)
         if sum(self.teams.values()) <= 0:
             raise InputError("the team weights add up to 0", field="teams")
-        _number("checkpoint_interval_s", self.checkpoint_interval_s, above=0.0)
-        _number("checkpoint_overhead_s", self.checkpoint_overhead_s, least=0.0)
-        _number("restore_s", self.restore_s, least=0.0)
-        _distribution("priority_mix", self.priority_mix)
-        for priority in self.priority_mix:
-            _whole("priority_mix", priority, least=-(1 << 31))
 
 
 @cache

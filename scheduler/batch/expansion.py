@@ -201,6 +201,26 @@ def _fixed(given: tuple[Grant, ...]) -> Grants:
 def solution_of(problem: Problem, hint: Hint) -> Solution | None:
     """`hint` (placements made on the problem's cluster) in the solver's terms, or None when the
     problem cannot express it (a config it did not enumerate, more split GPUs than bins)."""
+    replicas = _replicas_of(problem, hint)
+    if replicas is None:
+        return None
+    configs = _configs_of(problem, hint)
+    if configs is None:
+        return None
+    share_configs = _share_configs_of(problem, hint)
+    if share_configs is None:
+        return None
+    mig_instances = _bins_of(problem, hint)
+    if mig_instances is None:
+        return None
+    placed, node_replicas, pool_replicas = replicas
+    return Solution(placed, node_replicas, pool_replicas, configs, share_configs, mig_instances)
+
+
+def _replicas_of(
+    problem: Problem, hint: Hint
+) -> tuple[dict[int, int], dict[tuple[int, int], int], dict[tuple[int, str], int]] | None:
+    """The hint's placed jobs per group, and their replicas per whole-GPU class and per pool."""
     placed: dict[int, int] = {}
     node_replicas: dict[tuple[int, int], int] = {}
     pool_replicas: dict[tuple[int, str], int] = {}
@@ -221,6 +241,11 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
                     if pool not in group.pools:
                         return None
                     pool_replicas[group.index, pool] = pool_replicas.get((group.index, pool), 0) + 1
+    return placed, node_replicas, pool_replicas
+
+
+def _configs_of(problem: Problem, hint: Hint) -> dict[tuple[int, int], int] | None:
+    """The hint's whole-GPU nodes per class and config."""
     configs: dict[tuple[int, int], int] = {}
     for name, load in hint.node_loads.items():
         group_of = problem.class_of.get(name)
@@ -228,6 +253,11 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
             return None
         key = (group_of, problem.whole_classes[group_of].configs.index(load))
         configs[key] = configs.get(key, 0) + 1
+    return configs
+
+
+def _share_configs_of(problem: Problem, hint: Hint) -> dict[tuple[int, int], int] | None:
+    """The hint's shared GPUs per share class and share config."""
     share_configs: dict[tuple[int, int], int] = {}
     free_class = {s.whole_class: s.index for s in problem.share_classes if s.whole_class is not None}
     for gpu, shapes in hint.share_loads.items():
@@ -236,10 +266,7 @@ def solution_of(problem: Problem, hint: Hint) -> Solution | None:
             return None
         key = (k, problem.share_classes[k].configs.index(shapes))
         share_configs[key] = share_configs.get(key, 0) + 1
-    mig_instances = _bins_of(problem, hint)
-    if mig_instances is None:
-        return None
-    return Solution(placed, node_replicas, pool_replicas, configs, share_configs, mig_instances)
+    return share_configs
 
 
 def _bins_of(problem: Problem, hint: Hint) -> dict[tuple[int, int], tuple[MigInstance, ...]] | None:

@@ -16,7 +16,8 @@ from ortools.sat.python import cp_model
 
 from scheduler.batch import objective
 from scheduler.batch.expansion import Solution
-from scheduler.batch.problem import Problem, ShareShape, share_shape
+from scheduler.batch.problem import MigGpuClass, Problem, ShareShape, share_shape
+from scheduler.catalog import MigGeometry
 from scheduler.model import MigMode, RequestKind
 from scheduler.profile import SolverOptions
 
@@ -166,25 +167,7 @@ def _mig(m: Model) -> None:
         media_left = 0 if any(spec.media_extensions for spec in held) else 1
         loads: list[object] = []
         for b in range(mig_class.bins):
-            intervals = []
-            compute = []
-            media = []
-            for profile, starts in mig_class.starts.items():
-                spec = geometry.profiles[profile]
-                per_profile = []
-                for start in starts:
-                    present = model.new_bool_var(f"a_{mig_class.index}_{b}_{profile}_{start}")
-                    m.mig_starts[mig_class.index, b, profile, start] = present
-                    size = spec.memory_slices
-                    interval = model.new_optional_fixed_size_interval_var(start, size, present, f"i_{present.name}")
-                    intervals.append(interval)
-                    compute.append(spec.compute_slices * present)
-                    per_profile.append(present)
-                    if spec.media_extensions:
-                        media.append(present)
-                    made.setdefault((mig_class.pool.name, profile), []).append(present)
-                limit = spec.max_count - sum(1 for i in mig_class.layout if i.profile == profile)
-                model.add(sum(per_profile) <= limit)
+            intervals, compute, media = _mig_instances(m, mig_class, geometry, b, made)
             model.add_no_overlap(intervals)
             if media:
                 model.add(sum(media) <= media_left)
@@ -198,6 +181,39 @@ def _mig(m: Model) -> None:
         # Bins of a class are interchangeable: order them by load to cut symmetric search.
         for first, second in itertools.pairwise(loads):
             model.add(first >= second)  # type: ignore[operator]
+    _mig_supply(m, made)
+
+
+def _mig_instances(
+    m: Model, mig_class: MigGpuClass, geometry: MigGeometry, b: int, made: dict[tuple[str, str], list[cp_model.IntVar]]
+) -> tuple[list[cp_model.IntervalVar], list[cp_model.LinearExpr], list[cp_model.IntVar]]:
+    """Bin b's instances (also kept in `made`) within their profile limits: intervals, compute terms, media users."""
+    model = m.model
+    intervals = []
+    compute = []
+    media = []
+    for profile, starts in mig_class.starts.items():
+        spec = geometry.profiles[profile]
+        per_profile = []
+        for start in starts:
+            present = model.new_bool_var(f"a_{mig_class.index}_{b}_{profile}_{start}")
+            m.mig_starts[mig_class.index, b, profile, start] = present
+            size = spec.memory_slices
+            interval = model.new_optional_fixed_size_interval_var(start, size, present, f"i_{present.name}")
+            intervals.append(interval)
+            compute.append(spec.compute_slices * present)
+            per_profile.append(present)
+            if spec.media_extensions:
+                media.append(present)
+            made.setdefault((mig_class.pool.name, profile), []).append(present)
+        limit = spec.max_count - sum(1 for i in mig_class.layout if i.profile == profile)
+        model.add(sum(per_profile) <= limit)
+    return intervals, compute, media
+
+
+def _mig_supply(m: Model, made: dict[tuple[str, str], list[cp_model.IntVar]]) -> None:
+    """Per pool and profile, the MIG replicas asked for equal the instances made (fixed layouts: fit the free)."""
+    problem, model = m.problem, m.model
     fixed = {(f.pool.name, profile): len(slots) for f in problem.fixed_mig for profile, slots in f.free.items()}
     for group in problem.groups:
         if group.job.request.kind is RequestKind.MIG:

@@ -133,38 +133,60 @@ def single_job_options(problem: Problem) -> list[Solution]:
     With a single replica to place, the optimum is the cheapest of these: no solver needed.
     """
     (group,) = problem.groups
+    if group.job.request.kind is RequestKind.WHOLE:
+        return _whole_options(problem, group)
+    if group.job.request.kind is RequestKind.SHARE:
+        return _share_options(problem, group)
+    return _mig_options(problem, group)
+
+
+def _whole_options(problem: Problem, group: JobGroup) -> list[Solution]:
+    """The single whole-GPU replica alone on a node, in each whole-GPU class with that config."""
     job = group.job
     found: list[Solution] = []
     placed = {group.index: 1}
-    if job.request.kind is RequestKind.WHOLE:
-        for c in group.whole_classes:
-            alone = Config((job.request.gpus,))
-            if alone in problem.whole_classes[c].configs:
-                k = problem.whole_classes[c].configs.index(alone)
-                found.append(Solution(placed, {(group.index, c): 1}, {}, {(c, k): 1}, {}, {}))
-    elif job.request.kind is RequestKind.SHARE:
-        shape = (job.request.milli, job.request.memory_mib)
-        for share_class in problem.share_classes:
-            if share_class.pool.name not in group.pools or (shape,) not in share_class.configs:
+    for c in group.whole_classes:
+        alone = Config((job.request.gpus,))
+        if alone in problem.whole_classes[c].configs:
+            k = problem.whole_classes[c].configs.index(alone)
+            found.append(Solution(placed, {(group.index, c): 1}, {}, {(c, k): 1}, {}, {}))
+    return found
+
+
+def _share_options(problem: Problem, group: JobGroup) -> list[Solution]:
+    """The single share alone on a GPU, in each share class with that config (and its nodes' config)."""
+    job = group.job
+    found: list[Solution] = []
+    placed = {group.index: 1}
+    shape = (job.request.milli, job.request.memory_mib)
+    for share_class in problem.share_classes:
+        if share_class.pool.name not in group.pools or (shape,) not in share_class.configs:
+            continue
+        configs: dict[tuple[int, int], int] = {}
+        if share_class.whole_class is not None:
+            node_configs = problem.whole_classes[share_class.whole_class].configs
+            if Config((), 1) not in node_configs:
                 continue
-            configs: dict[tuple[int, int], int] = {}
-            if share_class.whole_class is not None:
-                node_configs = problem.whole_classes[share_class.whole_class].configs
-                if Config((), 1) not in node_configs:
-                    continue
-                configs[share_class.whole_class, node_configs.index(Config((), 1))] = 1
-            shares = {(share_class.index, share_class.configs.index((shape,))): 1}
-            found.append(Solution(placed, {}, {(group.index, share_class.pool.name): 1}, configs, shares, {}))
-    else:
-        profile = job.request.mig_profile
-        for mig_class in problem.mig_classes:
-            if mig_class.pool.name in group.pools and mig_class.starts.get(profile):
-                for start in mig_class.starts[profile]:
-                    made = {(mig_class.index, 0): (MigInstance(start, profile),)}
-                    found.append(Solution(placed, {}, {(group.index, mig_class.pool.name): 1}, {}, {}, made))
-        for fixed in problem.fixed_mig:
-            if fixed.pool.name in group.pools and fixed.free.get(profile):
-                found.append(Solution(placed, {}, {(group.index, fixed.pool.name): 1}, {}, {}, {}))
+            configs[share_class.whole_class, node_configs.index(Config((), 1))] = 1
+        shares = {(share_class.index, share_class.configs.index((shape,))): 1}
+        found.append(Solution(placed, {}, {(group.index, share_class.pool.name): 1}, configs, shares, {}))
+    return found
+
+
+def _mig_options(problem: Problem, group: JobGroup) -> list[Solution]:
+    """The single MIG instance at each start in bin 0 of each MIG class, then in each fixed layout with one free."""
+    job = group.job
+    found: list[Solution] = []
+    placed = {group.index: 1}
+    profile = job.request.mig_profile
+    for mig_class in problem.mig_classes:
+        if mig_class.pool.name in group.pools and mig_class.starts.get(profile):
+            for start in mig_class.starts[profile]:
+                made = {(mig_class.index, 0): (MigInstance(start, profile),)}
+                found.append(Solution(placed, {}, {(group.index, mig_class.pool.name): 1}, {}, {}, made))
+    for fixed in problem.fixed_mig:
+        if fixed.pool.name in group.pools and fixed.free.get(profile):
+            found.append(Solution(placed, {}, {(group.index, fixed.pool.name): 1}, {}, {}, {}))
     return found
 
 

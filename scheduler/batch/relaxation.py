@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse  # type: ignore[import-untyped]  # scipy ships no stubs
 from ortools.linear_solver.python import model_builder_helper
 from ortools.sat.python import cp_model
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 INTEGRAL_TOLERANCE = 1e-6
 #: Proto bounds beyond this magnitude stand for "unbounded" (CP-SAT uses the int64 limits).
 UNBOUNDED = 2**62
+
+_Floats = npt.NDArray[np.float64]
+_Linear = tuple[list[int], list[int], list[int], int, int]  # enforcement literals, columns, coefficients, low, high
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,15 @@ class _Rows:
         self.upper.append(upper if upper < UNBOUNDED else math.inf)
 
 
+@dataclass(frozen=True, slots=True)
+class _Constraints:
+    """The constraints of a model's proto the relaxation reads, less those that became bounds."""
+
+    linear: Sequence[_Linear]
+    intervals: Mapping[int, tuple[int, int, int]]  # constraint index -> (start, size, presence literal)
+    overlaps: Sequence[list[int]]  # each NoOverlap's interval constraint indices
+
+
 def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxation:
     """The optimum of the LP relaxation of `model`, whose objective is minimised.
 
@@ -118,7 +131,19 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
         return UNSOLVED
     lower = np.array([v.domain[0] for v in proto.variables], dtype=float)
     upper = np.array([v.domain[len(v.domain) - 1] for v in proto.variables], dtype=float)
-    linear: list[tuple[list[int], list[int], list[int], int, int]] = []
+    constraints = _read_constraints(proto, lower, upper)
+    if np.any(lower > upper):
+        return INFEASIBLE
+    rows = _rows(constraints, lower)
+    objective = np.zeros(len(lower))
+    for column, coefficient in zip(proto.objective.vars, proto.objective.coeffs, strict=True):
+        objective[column] += coefficient
+    return _solve(lower, upper, objective, rows, time_limit_s=time_limit_s, offset=offset)
+
+
+def _read_constraints(proto: cp_model.CpModelProto, lower: _Floats, upper: _Floats) -> _Constraints:
+    """The proto's constraints, read in order; one-variable linear ones tighten `lower` and `upper` instead."""
+    linear: list[_Linear] = []
     intervals: dict[int, tuple[int, int, int]] = {}
     overlaps: list[list[int]] = []
     for index, constraint in enumerate(proto.constraints):
@@ -127,11 +152,7 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
             columns, coefficients, domain = list(terms.vars), list(terms.coeffs), list(terms.domain)
             enforced = list(constraint.enforcement_literal)
             if not enforced and len(columns) == 1 and coefficients[0] > 0:  # a bound, as CP-SAT reads it
-                column, coefficient = columns[0], coefficients[0]
-                if domain[0] > -UNBOUNDED:
-                    lower[column] = max(lower[column], math.ceil(domain[0] / coefficient))
-                if domain[-1] < UNBOUNDED:
-                    upper[column] = min(upper[column], math.floor(domain[-1] / coefficient))
+                _tighten(lower, upper, columns[0], coefficients[0], domain)
             else:
                 linear.append((enforced, columns, coefficients, domain[0], domain[-1]))
         elif constraint.has_interval():
@@ -140,27 +161,42 @@ def relax(model: cp_model.CpModel, time_limit_s: float | None = None) -> Relaxat
                 intervals[index] = (interval.start.offset, interval.size.offset, constraint.enforcement_literal[0])
         elif constraint.has_no_overlap():
             overlaps.append(list(constraint.no_overlap.intervals))
-    if np.any(lower > upper):
-        return INFEASIBLE
+    return _Constraints(linear, intervals, overlaps)
+
+
+def _tighten(lower: _Floats, upper: _Floats, column: int, coefficient: int, domain: Sequence[int]) -> None:
+    """Narrows a variable's bounds to what `coefficient * x in domain` leaves of them."""
+    if domain[0] > -UNBOUNDED:
+        lower[column] = max(lower[column], math.ceil(domain[0] / coefficient))
+    if domain[-1] < UNBOUNDED:
+        upper[column] = min(upper[column], math.floor(domain[-1] / coefficient))
+
+
+def _rows(constraints: _Constraints, lower: _Floats) -> _Rows:
+    """The LP's rows: the linear constraints that hold, then at most one present interval per point."""
     rows = _Rows([], [], [], [], [])
-    for enforced, columns, coefficients, low, high in linear:
+    for enforced, columns, coefficients, low, high in constraints.linear:
         # An enforced constraint holds only when its literals are true; unless the bounds fix
         # them true, the LP cannot say, so the relaxation drops it.
         if all(literal >= 0 and lower[literal] >= 1 for literal in enforced):
             rows.add(columns, coefficients, low, high)
-    for members in overlaps:
+    for members in constraints.overlaps:
         covering: dict[int, list[int]] = {}
         for member in members:
-            if member in intervals:
-                start, size, present = intervals[member]
+            if member in constraints.intervals:
+                start, size, present = constraints.intervals[member]
                 for point in range(start, start + size):
                     covering.setdefault(point, []).append(present)
         for literals in covering.values():
             if len(literals) > 1 and all(literal >= 0 for literal in literals):
                 rows.add(literals, [1.0] * len(literals), -math.inf, 1.0)
-    objective = np.zeros(len(lower))
-    for column, coefficient in zip(proto.objective.vars, proto.objective.coeffs, strict=True):
-        objective[column] += coefficient
+    return rows
+
+
+def _solve(
+    lower: _Floats, upper: _Floats, objective: _Floats, rows: _Rows, *, time_limit_s: float | None, offset: float
+) -> Relaxation:
+    """GLOP's optimum of min objective x over lower <= x <= upper and the rows (`offset` added)."""
     matrix = scipy.sparse.csr_matrix(
         (rows.coefficients, (rows.rows, rows.columns)), shape=(len(rows.lower), len(lower)), dtype=float
     )
