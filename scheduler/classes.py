@@ -60,7 +60,7 @@ class NodeClasses:
     def __init__(self, nodes: Iterable[Node] = (), ids: Callable[[Hashable], int] | None = None) -> None:
         self.nodes: dict[str, Node] = {}
         self.by_pool: dict[str, dict[Hashable, NodeClass]] = {}
-        self._class_of: dict[str, Hashable] = {}
+        self._class_of: dict[str, tuple[Hashable, ...]] = {}
         self.ids = ids or ClassIds()
         self._synced: object = None
         self._touched: set[str] = set()  # nodes changed since the last sync (a placer's work)
@@ -158,27 +158,28 @@ class NodeClasses:
 
     def update(self, node: Node) -> None:
         """Records `node`'s new state, moving it to the class of its new signature."""
-        self._record(node.name)
-        self._touched.add(node.name)
+        name = node.name
+        if self._journal is not None:
+            self._journal.append((name, self.nodes.get(name)))
+        self._touched.add(name)
         key = capacity.signature(node)
-        old = self._class_of.get(node.name)
-        before = self.nodes.get(node.name)
-        self.nodes[node.name] = node
-        if node.ready and (before is None or not before.ready):
-            self.became_ready += 1
+        old = self._class_of.get(name)
+        self.nodes[name] = node
         if old == key:
             return
+        if node.ready and (old is None or not old[1]):  # a signature is (pool, ready, GPU states)
+            self.became_ready += 1
         by_key = self.by_pool.setdefault(node.pool, {})
         if old is not None:
-            self._leave(by_key, old, node.name)
+            self._leave(by_key, old, name)
         else:
             self._sizes[node.pool] = self._sizes.get(node.pool, 0) + 1
-        self._class_of[node.name] = key
+        self._class_of[name] = key
         node_class = by_key.get(key)
         if node_class is None:
             node_class = by_key[key] = NodeClass(self.ids(key), key, node.pool, node.ready)
             self._pool_of.setdefault(key, node.pool)
-        bisect.insort(node_class.members, node.name)
+        bisect.insort(node_class.members, name)
         self._joined[key] = self._joined.get(key, 0) + 1
 
     def remove(self, name: str) -> None:

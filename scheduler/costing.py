@@ -58,20 +58,27 @@ def gpu_worth(pool: Pool, request: GpuRequest) -> Fraction:
     >>> gpu_worth(a100, GpuRequest(kind=RequestKind.SHARE, milli=300)), gpu_worth(a100, GpuRequest(gpus=2))
     (Fraction(3, 10), Fraction(2, 1))
     """
-    if request.kind is RequestKind.WHOLE:
-        return Fraction(request.gpus)
-    if request.kind is RequestKind.SHARE:
-        return Fraction(request.milli, FULL_GPU_MILLI)
-    geometry = pool.gpu.mig
-    spec = geometry.profiles.get(request.mig_profile) if geometry is not None else None
-    if geometry is None or spec is None:
-        return Fraction(request.gpus)
-    return Fraction(request.gpus * spec.compute_slices, geometry.compute_slices)
+    return Fraction(*_worth(pool, request))
 
 
 def gpu_fraction(pool: Pool, request: GpuRequest) -> float:
-    """`gpu_worth` as a float, for scores and prices."""
-    return float(gpu_worth(pool, request))
+    """`gpu_worth` as a float, for scores and prices (the same number, rounded once)."""
+    numerator, denominator = _worth(pool, request)
+    return numerator / denominator
+
+
+def _worth(pool: Pool, request: GpuRequest) -> tuple[int, int]:
+    """`gpu_worth` as a numerator and a denominator: scores ask for it per node class and
+    cycle, where building a Fraction would cost more than the rest of the score."""
+    if request.kind is RequestKind.WHOLE:
+        return request.gpus, 1
+    if request.kind is RequestKind.SHARE:
+        return request.milli, FULL_GPU_MILLI
+    geometry = pool.gpu.mig
+    spec = geometry.profiles.get(request.mig_profile) if geometry is not None else None
+    if geometry is None or spec is None:
+        return request.gpus, 1
+    return request.gpus * spec.compute_slices, geometry.compute_slices
 
 
 def replica_usd_per_hour(pool: Pool, request: GpuRequest) -> float:

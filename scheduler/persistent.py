@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 _GONE = object()
+_MISSING = object()
 
 
 class LayeredMap(Mapping[K, V], Generic[K, V]):
@@ -89,10 +90,16 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
         return found  # type: ignore[return-value]
 
     def changed_keys(self, other: object) -> set[K] | None:
-        """The keys whose values may differ from `other`'s, when both grew from the same base
-        (so only their top layers can differ); None when that is not known."""
+        """The keys whose values differ from `other`'s (by identity), when both grew from the same
+        base (so only their top layers can differ); None when that is not known."""
         if isinstance(other, LayeredMap) and other._base is self._base:
-            return set(self._top) | set(other._top)
+            mine, theirs, base = self._top, other._top, self._base
+
+            def value(top: dict[K, object], key: K) -> object:  # _GONE stands for absent
+                found = top.get(key, _MISSING)
+                return base.get(key, _GONE) if found is _MISSING else found
+
+            return {key for key in mine.keys() | theirs.keys() if value(mine, key) is not value(theirs, key)}
         return None
 
     def __len__(self) -> int:

@@ -64,7 +64,7 @@ class LastTake:
 
     running: int
     became_ready: int
-    growth_key: tuple[tuple[str, int, int], ...]
+    growth_key: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]  # nodes, and nodes coming, per pool
     growth: Room
     placed: int = 0
 

@@ -146,7 +146,7 @@ class Scheduler:
         """The jobs of the observation's queue that this cycle is shown (`classes` synced to it)."""
         waiting, pools = observation.queue, observation.snapshot.pools
         sizes = classes.pool_sizes()
-        growth_key = tuple((name, sizes.get(name, 0), observation.coming.get(name, 0)) for name in pools)
+        growth_key = (tuple(sizes.items()), tuple(observation.coming.items()))
         last = waiting.last
         same_growth = last is not None and last.growth_key == growth_key
         extra = last.growth if last is not None and same_growth else bound.growth(sizes, observation.coming, pools)

@@ -1,7 +1,9 @@
-"""The SimPy engine: arrivals, the scheduler loop, jobs, the spot market and the autoscaler.
+"""The SimPy engine: arrivals, the scheduler loop, jobs, spot take-backs, node boots and idle timers.
 
 SimPy keeps time (integer milliseconds) and nothing else: GPUs are not SimPy resources, so
 SimPy never becomes a second scheduler. Processes are plain generators named after actors.
+The scheduler loop is `run_cycle` over the `SimWorld`, which owns the state and decides what
+becomes of nodes; the engine runs the processes the world asks for (its `Processes`).
 Randomness comes from generators seeded by the run's seed and a stable name (per node for
 spot interruptions), so the same inputs and seed replay identically.
 """

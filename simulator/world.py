@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from scheduler.decision import Decision, SolverReport, apply
-from scheduler.model import Capacity, ClusterSnapshot, Job, JobKind, Node, Placement, Pool, empty_node
+from scheduler.model import Capacity, ClusterSnapshot, GpuRequest, Job, JobKind, Node, Placement, Pool, empty_node
 from scheduler.queue import WaitingQueue
 from scheduler.world import Observation
 from simulator.ledger import Ledger, parts_of
@@ -58,6 +58,7 @@ class SimWorld:
     wanted: set[str] = field(default_factory=set)  # pools the last decision asked to grow
     running_count: int = 0
     _serial: dict[str, int] = field(default_factory=dict)
+    _parts: dict[tuple[str, GpuRequest], int] = field(default_factory=dict)  # ledger parts per pool and request
     _emptied: set[str] = field(default_factory=set)  # nodes emptied since the idle clocks were last started
 
     def __post_init__(self) -> None:
@@ -255,7 +256,7 @@ class SimWorld:
         self.running_count += 1
         for replica in placement.replicas:
             pool = pools[self.snapshot.nodes[replica.node].pool]
-            parts = parts_of(pool, run.job.request) * len(replica.grants)
+            parts = self._parts_of(pool, run.job.request) * len(replica.grants)
             run.held_parts[replica.node] = run.held_parts.get(replica.node, 0) + parts
             run.pools.add(pool.name)
         for node, parts in run.held_parts.items():
@@ -306,6 +307,14 @@ class SimWorld:
         run.held_parts = {}
         self.running_count -= 1
 
+    def _parts_of(self, pool: Pool, request: GpuRequest) -> int:
+        """`ledger.parts_of`, worked out once per pool and request: every start asks."""
+        key = (pool.name, request)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = parts_of(pool, request)
+        return parts
+
     def _busy(self, node: str, parts: int) -> None:
         pool = self.snapshot.nodes[node].pool
         self.busy_parts[pool] = self.busy_parts.get(pool, 0) + parts
@@ -330,6 +339,6 @@ class SimWorld:
             holders += [share.job for gpu in node.gpus for share in gpu.shares]
             holders += [slot.job for gpu in node.gpus for slot in gpu.mig if slot.job is not None]
             for job in holders:
-                expected[job] = expected.get(job, 0) + parts_of(pool, self.runs[job].job.request)
+                expected[job] = expected.get(job, 0) + self._parts_of(pool, self.runs[job].job.request)
             if expected != account.holders:
                 raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 
+from hypothesis import strategies as st
+
 from scheduler import mig
 from scheduler.catalog import default_catalog
 from scheduler.model import (
@@ -91,3 +93,23 @@ def make_snapshot(*pools: Pool, nodes: Sequence[Node] = ()) -> ClusterSnapshot:
     made = {node.name: node for pool in pools for node in (empty_node(pool, f"{pool.name}-{n}") for n in range(pool.nodes))}
     made.update({node.name: node for node in nodes})
     return ClusterSnapshot(MappingProxyType({pool.name: pool for pool in pools}), MappingProxyType(made))
+
+
+def random_jobs(
+    *, horizon_s: float, max_replicas: int, max_size: int, min_size: int = 0, checkpoints: bool = True
+) -> st.SearchStrategy[list[Job]]:
+    """Lists of jobs with distinct ids: 1 to 8 whole GPUs or a 250m/500m share, gangs of up to
+    `max_replicas`, submitted and lasting up to `horizon_s`, three priorities or four."""
+    fields: dict[str, st.SearchStrategy[object]] = {
+        "id": st.uuids().map(str),
+        "request": st.one_of(st.builds(whole, st.integers(1, 8)), st.builds(share, st.sampled_from([250, 500]))),
+        "duration_s": st.floats(1, horizon_s),
+        "submit_s": st.floats(0, horizon_s),
+        "replicas": st.integers(1, max_replicas),
+        "preemptible": st.booleans(),
+        "priority": st.integers(0, 3 if checkpoints else 2),
+    }
+    if checkpoints:
+        fields["checkpoint_interval_s"] = st.sampled_from([0.0, 300.0])
+        fields["checkpoint_overhead_s"] = st.sampled_from([0.0, 20.0])
+    return st.lists(st.builds(Job, **fields), min_size=min_size, max_size=max_size, unique_by=lambda job: job.id)

@@ -158,3 +158,21 @@ def test_layered_map_behaves_like_a_dict(operations: list[tuple[bool, int, int]]
     with pytest.raises(KeyError):
         layered[-1]
     assert -1 not in layered and "LayeredMap" in repr(LayeredMap({1: 2}))
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), max_size=120), st.integers(0, 40))
+def test_changed_keys_are_exactly_the_keys_whose_values_differ(operations: list[tuple[bool, int]], size: int) -> None:
+    """Between any two versions that grew from one base, `changed_keys` names every key whose
+    value (by identity) or presence differs, and no other; across bases it does not know."""
+    layered: LayeredMap[int, object] = LayeredMap({key: object() for key in range(size)})
+    versions = [layered]
+    for remove, key in operations:
+        layered = layered.removed(key) if remove and key in layered else layered.updated({key: object()})
+        versions.append(layered)
+    for older, newer in zip(versions, versions[1:] + versions[:1], strict=True):
+        changed = newer.changed_keys(older)
+        if changed is None:
+            assert newer._base is not older._base
+            continue
+        keys = set(newer) | set(older)
+        assert changed == {key for key in keys if newer.get(key) is not older.get(key)}

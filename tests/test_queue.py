@@ -17,7 +17,7 @@ from scheduler.model import Capacity, Job
 from scheduler.plugin import Cycle
 from scheduler.world import Observation, Scheduler
 from simulator.engine import SimOptions, simulate
-from tests.builders import make_job, make_pool, make_snapshot, share, whole
+from tests.builders import make_job, make_pool, make_snapshot, random_jobs, whole
 
 
 class ChangingOrder(PriorityThenAge):
@@ -70,21 +70,7 @@ def test_a_changing_queue_order_holds_nothing_back() -> None:
     assert len(decision.placements) == 1 and len(decision.pending) == 3 and len(queue) == 3
 
 
-REPLAY_JOBS = st.lists(
-    st.builds(
-        Job,
-        id=st.uuids().map(str),
-        request=st.one_of(st.builds(whole, st.integers(1, 8)), st.builds(share, st.sampled_from([250, 500]))),
-        duration_s=st.floats(1, 3000),
-        submit_s=st.floats(0, 3000),
-        replicas=st.integers(1, 3),
-        priority=st.integers(0, 2),
-        preemptible=st.booleans(),
-    ),
-    min_size=1,
-    max_size=40,
-    unique_by=lambda job: job.id,
-)
+REPLAY_JOBS = random_jobs(horizon_s=3000, max_replicas=3, max_size=40, min_size=1, checkpoints=False)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,7 +18,7 @@ from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
 from simulator.metrics import summary
 from simulator.outputs import write_run
-from tests.builders import make_pool, share, whole
+from tests.builders import make_pool, random_jobs, whole
 from traces.canonical import read_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,22 +138,7 @@ def test_jobs_that_can_never_fit_end_the_run_unfinished() -> None:
     assert document["jobs"]["unfinished"] == 1 and document["jobs"]["completed"] == 1
 
 
-_JOBS = st.lists(
-    st.builds(
-        Job,
-        id=st.uuids().map(str),
-        request=st.one_of(st.builds(whole, st.integers(1, 8)), st.builds(share, st.sampled_from([250, 500]))),
-        duration_s=st.floats(1, 5000),
-        submit_s=st.floats(0, 5000),
-        replicas=st.integers(1, 2),
-        preemptible=st.booleans(),
-        priority=st.integers(0, 3),
-        checkpoint_interval_s=st.sampled_from([0.0, 300.0]),
-        checkpoint_overhead_s=st.sampled_from([0.0, 20.0]),
-    ),
-    max_size=25,
-    unique_by=lambda job: job.id,
-)
+_JOBS = random_jobs(horizon_s=5000, max_replicas=2, max_size=25)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
