@@ -24,7 +24,7 @@ from scheduler.model import Grant, Job, MigMode, Node, Placement, Pool, ReplicaP
 
 @dataclass(frozen=True, slots=True)
 class Solution:
-    """A solver's answer in the problem's terms (see `scheduler.batch`)."""
+    """A solver's answer in the problem's terms (see `scheduler.batch.problem`)."""
 
     jobs_placed: Mapping[int, int]
     node_replicas: Mapping[tuple[int, int], int]

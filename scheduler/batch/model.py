@@ -1,7 +1,7 @@
 """The CP-SAT model of a batch problem: data, variables, constraints, objective terms.
 
-Stated over the classes of `scheduler.batch` (counts, not job-by-node booleans), in the
-OR-Tools samples' order; each section opens with its maths. `scheduler.cpsat` sets the
+Stated over the classes of `scheduler.batch.problem` (counts, not job-by-node booleans), in the
+OR-Tools samples' order; each section opens with its maths. `scheduler.batch.solve` sets the
 objectives phase by phase and solves.
 """
 
