@@ -138,7 +138,3 @@ class WaitingQueue:
                 del self._nonempty[number]
         self._count -= len(taken)
         return taken
-
-    def buckets(self) -> list[list[Job]]:
-        """The jobs waiting in each bucket that holds any (in no particular order within one)."""
-        return [[entry[2] for entry in self._buckets[number]] for number in self._nonempty]
