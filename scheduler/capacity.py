@@ -175,15 +175,22 @@ class Room:
 
     def fits(self, job: Job, slices_per_instance: int) -> int:
         """An upper bound on how many jobs like `job` this room could take."""
-        request = job.request
+        return self.replicas(job.request, slices_per_instance) // job.replicas
+
+    def replicas(self, request: GpuRequest, slices_per_instance: int) -> int:
+        """An upper bound on how many replicas of `request` this room could take (MIG:
+        instances of `slices_per_instance` compute slices each). Rooms add up: the bound for
+        two rooms is the sum of theirs."""
         if request.kind is RequestKind.MIG:
-            return self.mig_slices // (max(1, slices_per_instance) * request.gpus) // job.replicas
+            return self.mig_slices // (max(1, slices_per_instance) * request.gpus)
         size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
+        if size <= 0:
+            return 0
         replicas = self._replicas.get((request.kind, size))
         if replicas is None:  # many shapes share a size: count once per room
             histogram = self.whole_by_node if request.kind is RequestKind.WHOLE else self.share_by_gpu
             replicas = self._replicas[(request.kind, size)] = sum(n * (free // size) for free, n in histogram.items())
-        return replicas // job.replicas
+        return replicas
 
     def add(self, other: Room, times: int = 1) -> None:
         """Adds `other` `times` times (a negative `times` takes it away)."""

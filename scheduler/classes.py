@@ -10,8 +10,8 @@ as placements change nodes, touching only the node that changed.
 which looks only at the nodes the two snapshots do not share. Within a cycle a placer changes
 it node by node (`update`), and undoes what a trial changed (`begin`, `undo`, `end`): the
 journal records each node's state before its first change. It also keeps, as nodes change
-class, the nodes per pool and the free capacity of the ready ones (`free_room`, what a
-waiting queue's bound reads each cycle), so neither is recounted node by node.
+class, the nodes per pool and, per pool, the free capacity of the ready ones (`free_rooms`,
+what a waiting queue's bound reads each cycle), so neither is recounted node by node.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class NodeClasses:
         self._trials = 0
         self._sizes: dict[str, int] = {}
         self._pools: Mapping[str, Pool] | None = None
-        self._room = Room()
+        self._rooms: dict[str, Room] = {}
         self._room_of: dict[Hashable, Room] = {}  # a class signature's room (one node's)
         self._pool_of: dict[Hashable, str] = {}
         self._joined: dict[Hashable, int] = {}  # members each signature gained (lost, when < 0) since `_room`
@@ -131,27 +131,27 @@ class NodeClasses:
         """Nodes per pool, ready or not."""
         return self._sizes
 
-    def free_room(self) -> Room:
-        """The free capacity of the ready nodes (read-only: copy it to add to it).
+    def free_rooms(self) -> Mapping[str, Room]:
+        """Per pool, the free capacity of its ready nodes (read-only: copy a room to add to it).
 
         Kept up to date lazily: each class signature's room is read once, on a member, and
         added or taken away as many times as the signature gained or lost members since.
         """
         if self._pools is None:
-            raise RuntimeError("free_room before the first sync: the index does not know the pools")
+            raise RuntimeError("free_rooms before the first sync: the index does not know the pools")
         for key, joined in self._joined.items():
             if joined:
                 room = self._room_of.get(key)
+                pool = self._pool_of[key]
                 if room is None:
-                    pool = self._pool_of[key]
                     node = self.representative(self.by_pool[pool][key])  # it gained members: it has one
                     room = self._room_of[key] = capacity.node_room(self._pools[pool], node)
-                self._room.add(room, joined)
+                self._rooms.setdefault(pool, Room()).add(room, joined)
         self._joined.clear()
-        return self._room
+        return self._rooms
 
     def _recount(self) -> None:
-        self._room, self._room_of = Room(), {}
+        self._rooms, self._room_of = {}, {}
         self._joined = {key: len(c.members) for by_key in self.by_pool.values() for key, c in by_key.items()}
 
     # Changing -------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ class Verdicts:
         self.by_class: dict[Hashable, dict[int, Verdict]] = {}
         self.closed: dict[Hashable, dict[str, Status]] = {}
         self.new_node: dict[tuple[Hashable, str], bool] = {}
+        self.open_pools: dict[Hashable, tuple[Pool, ...]] = {}
+        self.open_pools_of: object = None  # the pools `open_pools` answers for
 
     def trim(self) -> None:
         if sum(len(known) for known in self.by_class.values()) > MAX_VERDICTS:
@@ -283,6 +285,22 @@ class Framework:
         if known is None:
             verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))
             known = self.verdicts.new_node[key] = verdict.status.ok
+        return known
+
+    def open_pools(self, cycle: Cycle, job: Job) -> tuple[Pool, ...]:
+        """The pools whose nodes might take a replica of `job`: those where an empty node is not
+        UNRESOLVABLE for it (an answer that holds for every node of the pool, whatever its
+        state: the plugin contract). Remembered per shape for as long as the pools stay the same."""
+        verdicts = self.verdicts
+        if verdicts.open_pools_of is not cycle.pools:
+            verdicts.open_pools, verdicts.open_pools_of = {}, cycle.pools
+        shape = self.shape(job)
+        known = verdicts.open_pools.get(shape)
+        if known is None:
+            known = verdicts.open_pools[shape] = tuple(
+                pool for pool in cycle.pools.values()
+                if self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new")).status.code is not Code.UNRESOLVABLE
+            )  # fmt: skip
         return known
 
     def filters_pass(self, cycle: Cycle, job: Job, node: Node) -> Status:

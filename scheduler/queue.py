@@ -24,7 +24,7 @@ room to grow changes (`LastTake`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -38,23 +38,39 @@ def _new_node_room(pool: Pool) -> Room:
     return node_room(pool, empty_node(pool, "new"))
 
 
-def growth(sizes: Mapping[str, int], coming: Mapping[str, int], pools: Mapping[str, Pool]) -> Room:
-    """What pools could still add: up to max_nodes, counting the nodes on their way, whose jobs
-    a cycle must be shown too (they will take them)."""
-    room = Room()
+def growth(sizes: Mapping[str, int], coming: Mapping[str, int], pools: Mapping[str, Pool]) -> dict[str, Room]:
+    """Per pool, what it could still add: up to max_nodes, counting the nodes on their way,
+    whose jobs a cycle must be shown too (they will take them)."""
+    rooms: dict[str, Room] = {}
     for pool in pools.values():
         more = pool.max_nodes - sizes.get(pool.name, 0) + coming.get(pool.name, 0)
         if more > 0:
+            room = rooms[pool.name] = Room()
             room.add(_new_node_room(pool), more)
-    return room
+    return rooms
 
 
-def instance_slices(job: Job, pools: Mapping[str, Pool]) -> int:
-    """Compute slices of one MIG instance of `job`'s profile (the fewest over pools offering it)."""
-    profile = job.request.mig_profile
-    slices = [p.gpu.mig.profiles[profile].compute_slices for p in pools.values()
-              if p.gpu.mig is not None and profile in p.gpu.mig.profiles]  # fmt: skip
-    return min(slices, default=1)
+def instance_slices(job: Job, pool: Pool) -> int:
+    """Compute slices of one MIG instance of `job`'s profile on `pool` (0 when it offers none)."""
+    geometry = pool.gpu.mig
+    known = geometry.profiles.get(job.request.mig_profile) if geometry is not None else None
+    return known.compute_slices if known is not None else 0
+
+
+def placeable(job: Job, pools: Iterable[Pool], *rooms: Mapping[str, Room]) -> int:
+    """How many jobs like `job` the `rooms` (per pool) of `pools` could take at most."""
+    request, replicas = job.request, 0
+    for pool in pools:
+        slices = 1
+        if request.mig_profile:
+            slices = instance_slices(job, pool)
+            if not slices:
+                continue
+        for by_pool in rooms:
+            room = by_pool.get(pool.name)
+            if room is not None:
+                replicas += room.replicas(request, slices)
+    return replicas // job.replicas
 
 
 @dataclass(slots=True)
@@ -65,7 +81,7 @@ class LastTake:
     running: int
     became_ready: int
     growth_key: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]  # nodes, and nodes coming, per pool
-    growth: Room
+    growth: Mapping[str, Room]
     placed: int = 0
 
     def capacity_grew(self, running: int, became_ready: int) -> bool:

@@ -160,14 +160,12 @@ class Scheduler:
             last is not None and same_growth and not extra
             and not last.capacity_grew(running, classes.became_ready)
         )  # fmt: skip
-        room = classes.free_room()
-        if extra:
-            room = room.copy()
-            room.add(extra)
+        rooms = classes.free_rooms()
+        cycle = Cycle(observation.now_s, observation.snapshot)  # what the open pools are asked with
+        framework = self.framework
 
         def limit(job: Job) -> int:
-            mig = job.request.mig_profile != ""
-            return room.fits(job, bound.instance_slices(job, pools) if mig else 1)
+            return bound.placeable(job, framework.open_pools(cycle, job), rooms, extra)
 
         return waiting.take(limit, only_fresh=fresh_only)
 

@@ -24,11 +24,11 @@ def classes_of(index: NodeClasses) -> list[tuple[Hashable, list[str]]]:
     return [(c.key, list(c.members)) for c in index.classes]
 
 
-def recounted(index: NodeClasses, snapshot: ClusterSnapshot) -> Room:
-    room = Room()
+def recounted(index: NodeClasses, snapshot: ClusterSnapshot) -> dict[str, Room]:
+    rooms: dict[str, Room] = {}
     for node in index.nodes.values():
-        room.add(capacity.node_room(snapshot.pools[node.pool], node))
-    return room
+        rooms.setdefault(node.pool, Room()).add(capacity.node_room(snapshot.pools[node.pool], node))
+    return {pool: room for pool, room in rooms.items() if room}
 
 
 def placed(job_id: str, node: str, *gpus: int) -> Placement:
@@ -125,5 +125,5 @@ def test_the_index_keeps_pool_sizes_free_room_and_readiness_as_a_recount_finds_t
         index.sync(snapshot)
         sizes = {p: sum(n.pool == p for n in snapshot.nodes.values()) for p in snapshot.pools}
         assert {p: n for p, n in index.pool_sizes().items() if n} == {p: n for p, n in sizes.items() if n}
-        assert index.free_room() == recounted(index, snapshot)
+        assert {p: r for p, r in index.free_rooms().items() if r} == recounted(index, snapshot)
         assert index.became_ready == became
