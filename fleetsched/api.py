@@ -7,8 +7,9 @@ raises `scheduler.errors.InputError` (file, line, field) on a mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from scheduler.world import Scheduler
 from simulator import compare as comparison
 from simulator.engine import SimOptions, SimResult
 from simulator.engine import simulate as replay
+from simulator.outputs import run_into
 from traces.base import replayed
 from traces.canonical import read_jobs
 from traces.formats import read_trace
@@ -61,6 +63,28 @@ def plan(
     return Plan(chosen.name, snapshot, given, decision)
 
 
+def trace_order(trace: PathLike, trace_format: str | None = None) -> tuple[int, bool]:
+    """How many jobs a trace file has and whether they come in submit order (one pass, in
+    constant memory); InputError when it has none."""
+    count, in_order, last_s = 0, True, -math.inf
+    for job in replayed(read_trace(trace, trace_format)):
+        count += 1
+        in_order = in_order and job.submit_s >= last_s
+        last_s = max(last_s, job.submit_s)
+    if not count:
+        raise InputError("the trace has no job to replay", source=str(trace))
+    return count, in_order
+
+
+def arrivals(trace: PathLike, trace_format: str | None = None) -> tuple[Iterable[Job], int]:
+    """The jobs of a trace file for a replay, and how many there are. A trace in submit order
+    (most are) is read again as the replay goes, so memory does not grow with its length;
+    one that is not is read into memory (and the replay sorts it)."""
+    count, in_order = trace_order(trace, trace_format)
+    jobs = replayed(read_trace(trace, trace_format))
+    return (jobs, count) if in_order else (list(jobs), count)
+
+
 def simulate(
     trace: PathLike | Sequence[Job],
     cluster: PathLike | Cluster,
@@ -68,22 +92,35 @@ def simulate(
     *,
     seed: int = 0,
     round_s: float = 0.0,
-    check: bool = False,
     trace_format: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    out: PathLike | None = None,
+    options: SimOptions | None = None,
 ) -> SimResult:
     """Replays `trace` (a trace file in any format fleetsched reads, or jobs) on `cluster` under
-    `profile`; the result holds the finished world: runs, ledger, events and timeline
-    (`simulator.outputs.write_run` writes it as a run directory)."""
-    if round_s < 0:
-        raise InputError("must be >= 0", field="round_s")
+    `profile`; `options` sets the rest (invariant checks, progress reports), `seed` and
+    `round_s` win over its own.
+
+    Without `out`, the result holds the whole history (runs, events, timeline: `write_run`
+    writes it as a run directory). With `out`, the replay writes the run directory `out` as it
+    goes and forgets each job once it has ended: the way to replay a trace of millions of jobs."""
+    if not math.isfinite(round_s) or round_s < 0:
+        raise InputError("must be a finite number >= 0", field="round_s")
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
-    jobs = list(replayed(read_trace(trace, trace_format))) if isinstance(trace, str | Path) else list(trace)
-    if not jobs:
-        raise InputError("the trace has no job to replay", source=str(trace) if isinstance(trace, str | Path) else "")
-    options = SimOptions(seed=seed, round_s=round_s, check=check, progress=progress)
-    return replay(jobs, loaded, Scheduler(chosen, explain=False), options)
+    if isinstance(trace, str | Path):
+        jobs, count = arrivals(trace, trace_format)
+    else:
+        jobs, count = list(trace), len(trace)
+        if not jobs:
+            raise InputError("the trace has no job to replay")
+    options = replace(options or SimOptions(), seed=seed, round_s=round_s, total_jobs=count)
+    scheduler = Scheduler(chosen, explain=False)
+    if out is None:
+        return replay(jobs, loaded, scheduler, options)
+    info = {name: Path(value).name for name, value in (("trace", trace), ("cluster", cluster))
+            if isinstance(value, str | Path)}  # fmt: skip
+    result, _ = run_into(lambda sink: replay(jobs, loaded, scheduler, options, sink), out, loaded.pools, info)
+    return result
 
 
 def compare(
@@ -109,9 +146,8 @@ def compare(
     for name in profiles:
         policies.profile(name)
     load_cluster(cluster)
-    if not any(True for _ in replayed(read_trace(trace, trace_format))):
-        raise InputError("the trace has no job to replay", source=str(trace))
+    _, in_order = trace_order(trace, trace_format)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    return comparison.compare(str(trace), str(cluster), profiles, seeds, folder, trace_format=trace_format,
-                              workers=workers, round_s=round_s)
+    template = comparison.RunSpec(str(trace), trace_format, str(cluster), round_s=round_s, in_order=in_order)
+    return comparison.compare(template, profiles, seeds, folder, workers=workers)

@@ -7,13 +7,15 @@ stops with one line and writes nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from fleetsched import api
 from scheduler.errors import InputError
 from simulator.compare import render_comparison, write_comparison
-from simulator.outputs import render_summary, write_run
+from simulator.engine import SimOptions
+from simulator.outputs import render_summary
 from simulator.plots import cost_vs_queue, jct_cdf
 
 Output = tuple[int, str]
@@ -61,10 +63,9 @@ def run_simulate(args: argparse.Namespace) -> Output:
     if args.round_s < 0:
         raise InputError("must be >= 0", field="--round-s")
     progress = _progress if sys.stderr.isatty() else None
-    result = api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
-                          check=args.check, trace_format=args.format, progress=progress)
-    info = {"trace": Path(args.trace).name, "cluster": Path(args.cluster).name}
-    document = write_run(result, args.out, info)
+    api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s, trace_format=args.format,
+                 out=args.out, options=SimOptions(check=args.check, progress=progress))
+    document = json.loads((Path(args.out) / "summary.json").read_text(encoding="utf-8"))
     return 0, render_summary(document) + f"\nwrote {args.out}/summary.json, jobs.csv, events.jsonl, timeline.csv"
 
 

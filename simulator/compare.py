@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import policies
 from scheduler.cluster import load_cluster
+from scheduler.model import Job
 from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
-from simulator.outputs import write_run
+from simulator.outputs import run_into
 from traces.formats import read_trace_jobs
 
 COLUMNS = (
@@ -35,22 +36,24 @@ class RunSpec:
     trace: str
     trace_format: str | None
     cluster: str
-    profile: str
-    seed: int
-    out: str
+    profile: str = ""
+    seed: int = 0
+    out: str = ""
     round_s: float = 0.0
+    in_order: bool = True  # the trace comes in submit order: it is streamed
 
 
 def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[float]]:
-    """Runs one replay, writes its run directory; returns its summary and its jobs' JCTs."""
-    jobs = list(read_trace_jobs(spec.trace, spec.trace_format))
+    """Runs one replay, writing its run directory as it goes; returns its summary and its jobs' JCTs."""
+    jobs = read_trace_jobs(spec.trace, spec.trace_format)
     cluster = load_cluster(spec.cluster)
     scheduler = Scheduler(policies.profile(spec.profile), explain=False)
-    result = simulate(jobs, cluster, scheduler, SimOptions(seed=spec.seed, round_s=spec.round_s))
+    options = SimOptions(seed=spec.seed, round_s=spec.round_s)
     info = {"trace": Path(spec.trace).name, "cluster": Path(spec.cluster).name}
-    document = write_run(result, spec.out, info)
-    jcts = sorted(run.end_ms / 1000 - run.job.submit_s for run in result.world.runs.values() if run.end_ms is not None)
-    return document, jcts
+    arriving: Iterable[Job] = jobs if spec.in_order else list(jobs)  # a list is sorted by the replay
+    result, document = run_into(lambda sink: simulate(arriving, cluster, scheduler, options, sink), spec.out,
+                                cluster.pools, info)  # fmt: skip
+    return document, sorted(result.world.tally.jct_s)
 
 
 def row(document: dict[str, Any]) -> dict[str, Any]:
@@ -67,13 +70,13 @@ def row(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(
-    trace: str, cluster: str, profiles: Sequence[str], seeds: int, out: Path, *, trace_format: str | None = None,
-    workers: int | None = None, round_s: float = 0.0,
+    template: RunSpec, profiles: Sequence[str], seeds: int, out: Path, *, workers: int | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
-    """Runs every (profile, seed); returns the comparison rows and each profile's JCTs (all seeds)."""
+    """Runs `template` (its trace, cluster and options) under every profile and seed 0..seeds-1,
+    each into `out/runs/<profile>-seed<N>/`; returns the comparison rows and each profile's
+    JCTs (all seeds)."""
     specs = [
-        RunSpec(trace, trace_format, cluster, profile, seed, str(out / "runs" / f"{Path(profile).stem}-seed{seed}"),
-                round_s)
+        replace(template, profile=profile, seed=seed, out=str(out / "runs" / f"{Path(profile).stem}-seed{seed}"))
         for profile in profiles for seed in range(seeds)
     ]
     workers = max(1, min(len(specs), workers or os.cpu_count() or 1))

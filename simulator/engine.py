@@ -6,24 +6,31 @@ The scheduler loop is `run_cycle` over the `SimWorld`, which owns the state and 
 becomes of nodes; the engine runs the processes the world asks for (its `Processes`).
 Randomness comes from generators seeded by the run's seed and a stable name (per node for
 spot interruptions), so the same inputs and seed replay identically.
+
+Jobs arrive from an iterable: a sequence is sorted by submit time first; an iterator is
+read as the clock reaches each job (a trace streamed from its file), and must come in submit
+order (jobs submitted at one instant are taken in id order, as a sorted trace would give them).
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import random
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import simpy
 
 from scheduler.cluster import Cluster
+from scheduler.errors import InputError
 from scheduler.model import Capacity, Job, JobKind, Node, Pool
 from scheduler.world import Scheduler, run_cycle
 from simulator.ledger import Ledger
+from simulator.recording import Sink
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.world import SimWorld
 
@@ -38,6 +45,8 @@ class SimOptions:
     round_s: float = 0.0
     check: bool = False
     progress: Callable[[int, int], None] | None = None
+    """Called as jobs end with (jobs ended, jobs in the trace: `total_jobs`, or 0 when unknown)."""
+    total_jobs: int = 0
     reclaims: Mapping[str, float] = field(default_factory=dict)
     """Recorded spot take-backs to replay: node name -> time (s) of its notice (no random draw)."""
 
@@ -49,9 +58,9 @@ class Engine:
     env: simpy.Environment
     scheduler: Scheduler
     options: SimOptions
-    total_jobs: int
     world: SimWorld = field(init=False)
     arrivals_done: bool = False
+    arrived: int = 0
     finished: int = 0
     wake_event: Any = None
     woken: bool = False
@@ -69,11 +78,12 @@ class Engine:
 
     # Processes --------------------------------------------------------------------------------
 
-    def arrivals(self, jobs: Sequence[Job]) -> Process:
+    def arrivals(self, jobs: Iterable[Job]) -> Process:
         for job in jobs:
             delay = ms(job.submit_s) - self.now
             if delay > 0:
                 yield self.env.timeout(delay)
+            self.arrived += 1
             self.world.on_arrival(job)
             self.wake()
         self.arrivals_done = True
@@ -148,7 +158,7 @@ class Engine:
         self.world.on_finish(run)
         self.finished += 1
         if self.options.progress is not None:
-            self.options.progress(self.finished, self.total_jobs)
+            self.options.progress(self.finished, self.options.total_jobs)
         self.world.start_idle_clocks()
         self.wake()
 
@@ -192,7 +202,7 @@ class Engine:
 
     def _stuck(self) -> bool:
         """All jobs ended, or nothing can ever change: no arrivals, runs or nodes coming."""
-        if self.finished == self.total_jobs and self.arrivals_done:
+        if self.finished == self.arrived and self.arrivals_done:
             return True
         return self.arrivals_done and self.world.quiet
 
@@ -219,7 +229,7 @@ def collector_spared() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
-    """What a replay leaves: the world (runs, ledger, log, timeline) and when it ended."""
+    """What a replay leaves: the world (runs, ledger, tally, and its history when kept) and when it ended."""
 
     world: SimWorld
     end_ms: int
@@ -227,27 +237,53 @@ class SimResult:
     seed: int
 
 
+def in_submit_order(jobs: Iterable[Job]) -> Iterator[Job]:
+    """`jobs`, known to come in submit order, with each instant's jobs in id order; InputError
+    on a job submitted before the one before it."""
+    last_s = -math.inf
+    for submit_s, group in itertools.groupby(jobs, key=lambda job: job.submit_s):
+        instant = sorted(group, key=lambda job: job.id)
+        if submit_s < last_s:
+            raise InputError(f"jobs are not in submit order: {instant[0].id} is submitted at {submit_s} s, "
+                             f"after a job submitted at {last_s} s")  # fmt: skip
+        last_s = submit_s
+        yield from instant
+
+
 def simulate(
-    jobs: Sequence[Job], cluster: Cluster, scheduler: Scheduler, options: SimOptions | None = None
+    jobs: Iterable[Job],
+    cluster: Cluster,
+    scheduler: Scheduler,
+    options: SimOptions | None = None,
+    sink: Sink | None = None,
 ) -> SimResult:
-    """Replays `jobs` (any order) on `cluster` with `scheduler`; returns the finished world."""
+    """Replays `jobs` on `cluster` with `scheduler`; returns the finished world.
+
+    A sequence of jobs may come in any order; an iterator must come in submit order and is
+    read as the replay goes. With a `sink`, the world tells it its history and forgets each
+    job once it has ended; without, it keeps everything (`SimWorld.memory`).
+    """
     options = options or SimOptions()
     env = simpy.Environment()
     snapshot = cluster.snapshot()
-    ordered = sorted(jobs, key=lambda job: (job.submit_s, job.id))
-    engine = Engine(env, scheduler, options, total_jobs=len(ordered))
+    if isinstance(jobs, Sequence):
+        arriving: Iterable[Job] = sorted(jobs, key=lambda job: (job.submit_s, job.id))
+        options = replace(options, total_jobs=options.total_jobs or len(jobs))
+    else:
+        arriving = in_submit_order(jobs)
+    engine = Engine(env, scheduler, options)
     world = SimWorld(snapshot, Ledger(snapshot.pools), scheduler.queue(), clock=lambda: int(env.now), processes=engine,
-                     check=options.check)  # fmt: skip
+                     check=options.check, sink=sink)  # fmt: skip
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):
         engine.ready(name, snapshot.pools[node.pool])
-    env.process(engine.arrivals(ordered))
+    env.process(engine.arrivals(arriving))
     env.process(engine.scheduler_loop())
     with collector_spared():
         env.run(until=engine.done)
     end = int(env.now)
-    world.ledger.settle(end)
+    world.close(end)
     world.ledger.check()
     return SimResult(world, end, scheduler.profile.name, options.seed)
 

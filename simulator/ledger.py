@@ -9,7 +9,9 @@ part-milliseconds into dollars only when a report asks, as an exact fraction:
 
 Each node integrates its holders since its last change: each job's parts x elapsed to that
 job, the parts nobody holds to the pool's idle bucket; and separately the node's whole
-capacity to the pool's bill. `check` proves attributed + idle == bill for every pool.
+capacity to the pool's bill. `check` proves attributed + idle == bill for every pool. A
+job's accounts are final once it holds nothing and will hold nothing again (it ended):
+`retire` folds them into per-pool totals, so a long replay keeps accounts only for jobs alive.
 
 Worked example: an 8-GPU node at $80/h holds one 2-GPU job for 30 minutes and is then
 released. Bill 8 x 7,000 x 1,800,000 part-ms = $40; the job 2 x 7,000 x 1,800,000 = $10;
@@ -64,6 +66,8 @@ class Ledger:
     idle: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, dict[str, int]] = field(default_factory=dict)
     lost: dict[str, dict[str, int]] = field(default_factory=dict)
+    retired: dict[str, int] = field(default_factory=dict)  # per pool: attributed part-ms of retired jobs
+    lost_by_pool: dict[str, int] = field(default_factory=dict)  # per pool: lost part-ms of every job
 
     def open(self, node: str, pool: str, now_ms: int) -> None:
         """Starts charging a node (from the moment it is asked for: clouds bill booting nodes)."""
@@ -91,6 +95,21 @@ class Ledger:
         """Records attributed part-ms of `job` whose work was thrown away (preemption, interruption)."""
         by_pool = self.lost.setdefault(job, {})
         by_pool[pool] = by_pool.get(pool, 0) + part_ms
+        self.lost_by_pool[pool] = self.lost_by_pool.get(pool, 0) + part_ms
+
+    def retire(self, job: str) -> None:
+        """Forgets an ended job's accounts, keeping its part-ms in the pools' totals."""
+        for pool, part_ms in self.jobs.pop(job, {}).items():
+            self.retired[pool] = self.retired.get(pool, 0) + part_ms
+        self.lost.pop(job, None)
+
+    def attributed(self) -> dict[str, int]:
+        """Per pool, the part-ms held by jobs, retired or not."""
+        totals = dict(self.retired)
+        for by_pool in self.jobs.values():
+            for pool, part_ms in by_pool.items():
+                totals[pool] = totals.get(pool, 0) + part_ms
+        return totals
 
     def settle(self, now_ms: int) -> None:
         """Brings every open node's accounts up to `now_ms`."""
@@ -123,10 +142,7 @@ class Ledger:
 
     def check(self) -> None:
         """Raises AssertionError unless attributed + idle == bill, exactly, in every pool."""
-        attributed: dict[str, int] = {}
-        for by_pool in self.jobs.values():
-            for pool, part_ms in by_pool.items():
-                attributed[pool] = attributed.get(pool, 0) + part_ms
+        attributed = self.attributed()
         for pool, billed in self.bill.items():
             if attributed.get(pool, 0) + self.idle.get(pool, 0) != billed:
                 raise AssertionError(

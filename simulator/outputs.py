@@ -2,74 +2,85 @@
 
 The files are written into a temporary folder beside the target and renamed into place only
 when every one is complete, so an interrupted or failed run never leaves a directory that
-looks finished. Same inputs and seed give byte-identical files.
+looks finished. A replay given the folder's `Files` sink (`run_into`) writes them as it goes;
+`write_run` writes a finished replay that kept its history. Same inputs and seed give
+byte-identical files either way.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from simulator.engine import SimResult
-from simulator.ledger import MS_PER_HOUR, PARTS
-from simulator.metrics import SOLVER_COLUMNS, job_rows, solver_rows, summary
-from simulator.runs import MS
-
-TIMELINE_COLUMNS = ("t_s", "pool", "nodes", "provisioning", "gpus_busy", "usd_per_hour")
+from simulator.ledger import MS_PER_HOUR
+from simulator.metrics import summary
+from simulator.recording import Files
 
 
-def _timeline_rows(result: SimResult) -> list[dict[str, Any]]:
-    pools = result.world.snapshot.pools
-    rows = []
-    for t_ms, pool, nodes, busy_parts, provisioning in result.world.timeline:
-        rows.append({
-            "t_s": t_ms / MS,
-            "pool": pool,
-            "nodes": nodes,
-            "provisioning": provisioning,
-            "gpus_busy": round(busy_parts / PARTS, 4),
-            "usd_per_hour": round(nodes * pools[pool].usd_per_node_hour, 6),
-        })
-    return rows
-
-
-def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Writes the run directory `out` (replacing an older one) and returns the summary."""
+@contextmanager
+def _staged(out: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `out`, renamed to `out` (replacing an older run) when the body ends."""
     target = Path(out)
     temporary = target.with_name(f".{target.name}.partial")
     shutil.rmtree(temporary, ignore_errors=True)
-    document = summary(result, run_info)
     try:
         temporary.mkdir(parents=True)
-        (temporary / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        rows = job_rows(result)
-        with (temporary / "jobs.csv").open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        with (temporary / "events.jsonl").open("w", encoding="utf-8") as handle:
-            for t_ms, name, data in result.world.log:
-                handle.write(json.dumps({"t_s": t_ms / MS, "event": name, **data}, sort_keys=True) + "\n")
-        with (temporary / "timeline.csv").open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=TIMELINE_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(_timeline_rows(result))
-        if result.world.solver_log:  # only batch placers report solves
-            with (temporary / "solver.csv").open("w", encoding="utf-8", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=SOLVER_COLUMNS, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(solver_rows(result.world.solver_log))
+        yield temporary
         if target.exists():
             shutil.rmtree(target)
         temporary.replace(target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _usd_per_node_hour(result_pools: Mapping[str, Any]) -> dict[str, float]:
+    return {name: pool.usd_per_node_hour for name, pool in result_pools.items()}
+
+
+def _write_summary(folder: Path, document: Mapping[str, Any]) -> None:
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    (folder / "summary.json").write_text(text, encoding="utf-8")
+
+
+def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Writes the run directory `out` of a replay that kept its history; returns the summary."""
+    memory = result.world.memory
+    if memory is None:
+        raise RuntimeError("the replay wrote its history to files as it went: nothing kept to write")
+    document = summary(result, run_info)
+    with _staged(out) as folder:
+        files = Files(folder, _usd_per_node_hour(result.world.snapshot.pools))
+        try:
+            memory.replay(files)
+        finally:
+            files.close()
+        _write_summary(folder, document)
     return document
+
+
+def run_into(
+    replay: Callable[[Files], SimResult],
+    out: str | Path,
+    pools: Mapping[str, Any],
+    run_info: Mapping[str, Any] | None = None,
+) -> tuple[SimResult, dict[str, Any]]:
+    """Runs `replay` with a sink writing the run directory `out` as it goes; returns the
+    result and its summary. `pools` price the timeline."""
+    with _staged(out) as folder:
+        files = Files(folder, _usd_per_node_hour(pools))
+        try:
+            result = replay(files)
+        finally:
+            files.close()
+        document = summary(result, run_info)
+        _write_summary(folder, document)
+    return result, document
 
 
 def render_summary(document: Mapping[str, Any]) -> str:

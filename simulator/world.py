@@ -7,6 +7,11 @@ autoscaler does with the pools; time, randomness and processes belong to the Sim
 the processes the world asks for through `Processes`. Every enacted decision is checked
 with `scheduler.decision.apply` first; with `check` the world also proves after every
 decision that the ledger's holders match the GPUs the snapshot shows.
+
+Its history (events, ended jobs' rows, the timeline, solver reports) goes to a `Sink` as it
+happens (`simulator.recording`); the summary's totals to a `Tally`. Kept in `memory` by
+default; given a sink of files, the world forgets each job when it ends, so memory follows
+what runs and waits, not the length of the trace.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from scheduler.model import Capacity, ClusterSnapshot, GpuRequest, Job, JobKind,
 from scheduler.queue import WaitingQueue
 from scheduler.world import Observation
 from simulator.ledger import Ledger, parts_of
+from simulator.recording import Event, Memory, Sink, TimelineRow
 from simulator.runs import MS, JobRun, Phase, ms
+from simulator.tally import Tally, job_row
 
 
 class Processes(Protocol):
@@ -47,11 +54,11 @@ class SimWorld:
     clock: Callable[[], int]
     processes: Processes
     check: bool = False
-    runs: dict[str, JobRun] = field(default_factory=dict)
-    log: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-    solver_log: list[tuple[int, SolverReport]] = field(default_factory=list)
+    sink: Sink | None = None  # None: the history is kept in `memory`
+    runs: dict[str, JobRun] = field(default_factory=dict)  # jobs waiting or running (and, when kept, ended)
+    tally: Tally = field(default_factory=Tally)
+    memory: Memory | None = None
     busy_parts: dict[str, int] = field(default_factory=dict)
-    timeline: list[tuple[int, str, int, int, int]] = field(default_factory=list)
     node_count: dict[str, int] = field(default_factory=dict)
     provisioning: dict[str, int] = field(default_factory=dict)  # pool -> nodes asked for, not ready yet
     idle_since: dict[str, int] = field(default_factory=dict)  # node -> when it last fell idle
@@ -60,13 +67,45 @@ class SimWorld:
     _serial: dict[str, int] = field(default_factory=dict)
     _parts: dict[tuple[str, GpuRequest], int] = field(default_factory=dict)  # ledger parts per pool and request
     _emptied: set[str] = field(default_factory=set)  # nodes emptied since the idle clocks were last started
+    _row: TimelineRow | None = None  # the timeline row of this instant, told the sink when the next begins
 
     def __post_init__(self) -> None:
+        if self.sink is None:
+            self.memory = self.sink = Memory()
         for node in self.snapshot.nodes.values():
             self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
             self.ledger.open(node.name, node.pool, 0)
         for pool in self.snapshot.pools:
             self.record(pool)
+
+    @property
+    def log(self) -> list[Event]:
+        """Every event so far (a world that keeps its history only)."""
+        return self._kept().log
+
+    @property
+    def timeline(self) -> list[TimelineRow]:
+        """Per pool and instant: nodes, busy parts, nodes provisioning (a world that keeps its history only)."""
+        kept = self._kept()
+        return [*kept.timeline_rows, *([self._row] if self._row is not None else [])]
+
+    @property
+    def solver_log(self) -> list[tuple[int, SolverReport]]:
+        return self._kept().solver_log
+
+    def _kept(self) -> Memory:
+        if self.memory is None:
+            raise RuntimeError("this world wrote its history to a sink and did not keep it")
+        return self.memory
+
+    def event(self, now_ms: int, name: str, data: dict[str, Any]) -> None:
+        """Tells the sink an event; counts node events for the summary."""
+        assert self.sink is not None
+        self.sink.event((now_ms, name, data))
+        if name == "node-add":
+            self.tally.node_event(name)
+        elif name == "node-remove":
+            self.tally.node_event(name, data["reason"])
 
     @property
     def quiet(self) -> bool:
@@ -88,7 +127,9 @@ class SimWorld:
             return
         now = self.clock()
         if decision.solver is not None:
-            self.solver_log.append((now, decision.solver))
+            assert self.sink is not None
+            self.sink.solver(now, decision.solver)
+            self.tally.solved(decision.solver)
         after = apply(self.snapshot, decision, now / MS)  # validates: no over-allocation, MIG, gangs
         victims = [self.runs[preemption.job] for preemption in decision.preemptions]
         self.snapshot = after
@@ -112,7 +153,8 @@ class SimWorld:
         run = JobRun(job, total_ms=ms(job.duration_s))
         self.runs[job.id] = run
         self.queue.add(job)
-        self.log.append((self.clock(), "arrive", {"job": job.id}))
+        self.tally.arrived(job.submit_s)
+        self.event(self.clock(), "arrive", {"job": job.id})
         return run
 
     def on_finish(self, run: JobRun) -> None:
@@ -120,12 +162,36 @@ class SimWorld:
         run.phase, run.end_ms = Phase.DONE, now
         run.outcome = "completed" if run.job.kind is JobKind.SERVICE else run.job.status
         self._release(run, now)
-        self.log.append((now, "finish", {"job": run.job.id, "outcome": run.outcome}))
+        self.event(now, "finish", {"job": run.job.id, "outcome": run.outcome})
+        self._retire(run)
+
+    def close(self, end_ms: int) -> None:
+        """The replay ended at `end_ms`: accounts settled, jobs still waiting told as unfinished
+        (in submit order), the last timeline row told."""
+        self.ledger.settle(end_ms)
+        for run in sorted(self.runs.values(), key=lambda r: (r.job.submit_s, r.job.id)):
+            if run.phase is not Phase.DONE:
+                self._retire(run)
+        if self._row is not None:
+            assert self.sink is not None
+            self.sink.timeline(self._row)
+            self._row = None
+
+    def _retire(self, run: JobRun) -> None:
+        """An ended job: its row to the sink, its totals to the tally; forgotten unless kept."""
+        job_id = run.job.id
+        cost = self.ledger.usd_of(self.ledger.jobs.get(job_id, {}))
+        assert self.sink is not None
+        self.sink.job(job_row(run, cost))
+        self.tally.add_job(run, cost)
+        if self.memory is None:
+            del self.runs[job_id]
+            self.ledger.retire(job_id)
 
     def on_checkpoint(self, run: JobRun) -> None:
         now = self.clock()
         run.saved_ms, run.safe_since_ms = run.progress_ms, now
-        self.log.append((now, "checkpoint", {"job": run.job.id, "saved_s": run.saved_ms / MS}))
+        self.event(now, "checkpoint", {"job": run.job.id, "saved_s": run.saved_ms / MS})
 
     # Nodes ----------------------------------------------------------------------------------
 
@@ -139,7 +205,7 @@ class SimWorld:
     def node_ready(self, name: str) -> None:
         node = self.snapshot.nodes[name]
         self.snapshot = self.snapshot.with_node(Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=True))
-        self.log.append((self.clock(), "node-ready", {"node": name}))
+        self.event(self.clock(), "node-ready", {"node": name})
 
     def taken_back(self, name: str) -> None:
         """The cloud took a spot node back at the end of its notice."""
@@ -154,7 +220,7 @@ class SimWorld:
         if node.ready:
             node = Node(name=node.name, pool=node.pool, gpus=node.gpus, ready=False)
             self.snapshot = self.snapshot.with_node(node)
-        self.log.append((now, "spot-notice", {"node": name, "notice_s": notice_ms / MS}))
+        self.event(now, "spot-notice", {"node": name, "notice_s": notice_ms / MS})
         for job_id in sorted({job for gpu in node.gpus for job in gpu.jobs()}):
             run = self.runs[job_id]
             if run.phase is Phase.STOPPING:  # a gang already stopped by a notice on another of its nodes
@@ -165,7 +231,7 @@ class SimWorld:
                 run.progress_ms = run.progress_at(now)
                 run.phase = Phase.STOPPING
                 run.saved_ms, run.safe_since_ms = run.progress_ms, now + ms(job.checkpoint_overhead_s)
-                self.log.append((now, "checkpoint", {"job": job_id, "saved_s": run.saved_ms / MS, "on": "notice"}))
+                self.event(now, "checkpoint", {"job": job_id, "saved_s": run.saved_ms / MS, "on": "notice"})
             self._stop(run, now, reason="spot-notice")
 
     def start_idle_clocks(self) -> None:
@@ -228,7 +294,7 @@ class SimWorld:
         self.snapshot = self.snapshot.with_node(booting)
         self.node_count[pool.name] = self.node_count.get(pool.name, 0) + 1
         self.ledger.open(node.name, pool.name, self.clock())
-        self.log.append((self.clock(), "node-add", {"node": node.name, "pool": pool.name}))
+        self.event(self.clock(), "node-add", {"node": node.name, "pool": pool.name})
         self.record(pool.name)
         self.processes.boot(node, pool)
 
@@ -244,7 +310,7 @@ class SimWorld:
         self.snapshot = self.snapshot.without_node(name)
         self.node_count[node.pool] -= 1
         self.ledger.close(name, now)
-        self.log.append((now, "node-remove", {"node": name, "reason": reason}))
+        self.event(now, "node-remove", {"node": name, "reason": reason})
         self.record(node.pool)
 
     # Internals -------------------------------------------------------------------------------
@@ -272,7 +338,7 @@ class SimWorld:
             run.progress_ms = run.saved_ms = 0
         nodes = [r.node for r in placement.replicas]
         restart = run.preemptions + run.interruptions > 0
-        self.log.append((now, "start", {"job": run.job.id, "nodes": nodes, "restart": restart}))
+        self.event(now, "start", {"job": run.job.id, "nodes": nodes, "restart": restart})
 
     def _stop(self, run: JobRun, now: int, reason: str) -> None:
         """The job stops making progress now; what it has not saved is lost."""
@@ -284,7 +350,7 @@ class SimWorld:
             run.lost_gpu_ms += round(run.gpus() * lost_wall)
         run.phase = Phase.STOPPING
         run.epoch += 1  # whatever the engine had scheduled for this job will not happen
-        self.log.append((now, "stop", {"job": run.job.id, "reason": reason}))
+        self.event(now, "stop", {"job": run.job.id, "reason": reason})
 
     def _evict(self, run: JobRun, now: int, *, released: bool = False) -> None:
         """The job gives its GPUs back (`released`: the snapshot already has) and waits again."""
@@ -321,13 +387,15 @@ class SimWorld:
         self.record(pool)
 
     def record(self, pool: str) -> None:
-        """Adds the pool's state now to the timeline (one row per pool and instant)."""
+        """Adds the pool's state now to the timeline (one row per pool and instant: a row is told
+        the sink once the next one is for another pool or instant)."""
         row = (self.clock(), pool, self.node_count.get(pool, 0), self.busy_parts.get(pool, 0),
                self.provisioning.get(pool, 0))  # fmt: skip
-        if self.timeline and self.timeline[-1][:2] == row[:2]:
-            self.timeline[-1] = row
-        else:
-            self.timeline.append(row)
+        last = self._row
+        if last is not None and last[:2] != row[:2]:
+            assert self.sink is not None
+            self.sink.timeline(last)
+        self._row = row
 
     def check_invariants(self) -> None:
         """The ledger's holders equal the GPUs the snapshot shows held, node by node."""
