@@ -182,14 +182,20 @@ class Room:
         instances of `slices_per_instance` compute slices each). Rooms add up: the bound for
         two rooms is the sum of theirs."""
         if request.kind is RequestKind.MIG:
-            return self.mig_slices // (max(1, slices_per_instance) * request.gpus)
-        size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
-        if size <= 0:
-            return 0
-        replicas = self._replicas.get((request.kind, size))
+            return self.count(RequestKind.MIG, max(1, slices_per_instance) * request.gpus)
+        return self.count(request.kind, request.gpus if request.kind is RequestKind.WHOLE else request.milli)
+
+    def count(self, kind: RequestKind, size: int) -> int:
+        """How many replicas of `size` (whole GPUs on one node, milli-GPU on one GPU, or MIG
+        compute slices) of `kind` this room could take at most."""
+        if kind is RequestKind.MIG:
+            return self.mig_slices // size if size > 0 else 0
+        replicas = self._replicas.get((kind, size))
         if replicas is None:  # many shapes share a size: count once per room
-            histogram = self.whole_by_node if request.kind is RequestKind.WHOLE else self.share_by_gpu
-            replicas = self._replicas[(request.kind, size)] = sum(n * (free // size) for free, n in histogram.items())
+            if size <= 0:
+                return 0
+            histogram = self.whole_by_node if kind is RequestKind.WHOLE else self.share_by_gpu
+            replicas = self._replicas[(kind, size)] = sum(n * (free // size) for free, n in histogram.items())
         return replicas
 
     def add(self, other: Room, times: int = 1) -> None:

@@ -24,6 +24,7 @@ from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
 from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool, empty_node
 from scheduler.plugin import REQUEST_FIELDS, Cycle
 from scheduler.profile import Profile
+from scheduler.queue import Need
 
 MAX_SCORE = 100
 MAX_VERDICTS = 200_000
@@ -65,6 +66,7 @@ class Verdicts:
         self.new_node: dict[tuple[Hashable, str], bool] = {}
         self.open_pools: dict[Hashable, tuple[Pool, ...]] = {}
         self.open_pools_of: object = None  # the pools `open_pools` answers for
+        self.needs: dict[Hashable, Need] = {}  # per shape: what a waiting queue's bound reads
 
     def trim(self) -> None:
         if sum(len(known) for known in self.by_class.values()) > MAX_VERDICTS:
@@ -293,7 +295,7 @@ class Framework:
         state: the plugin contract). Remembered per shape for as long as the pools stay the same."""
         verdicts = self.verdicts
         if verdicts.open_pools_of is not cycle.pools:
-            verdicts.open_pools, verdicts.open_pools_of = {}, cycle.pools
+            verdicts.open_pools, verdicts.needs, verdicts.open_pools_of = {}, {}, cycle.pools
         shape = self.shape(job)
         known = verdicts.open_pools.get(shape)
         if known is None:
@@ -301,6 +303,13 @@ class Framework:
                 pool for pool in cycle.pools.values()
                 if self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new")).status.code is not Code.UNRESOLVABLE
             )  # fmt: skip
+        return known
+
+    def need(self, cycle: Cycle, shape: Hashable, job: Job) -> Need:
+        """What a job of `shape` (`job` is one) needs of free room on the pools it might use."""
+        known = self.verdicts.needs.get(shape) if self.verdicts.open_pools_of is cycle.pools else None
+        if known is None:
+            known = self.verdicts.needs[shape] = Need.of(job, self.open_pools(cycle, job))
         return known
 
     def filters_pass(self, cycle: Cycle, job: Job, node: Node) -> Status:

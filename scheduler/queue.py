@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from scheduler.capacity import Room, node_room
-from scheduler.model import Job, Pool, empty_node
+from scheduler.model import Job, Pool, RequestKind, empty_node
 
 
 @lru_cache(maxsize=256)
@@ -57,20 +57,37 @@ def instance_slices(job: Job, pool: Pool) -> int:
     return known.compute_slices if known is not None else 0
 
 
-def placeable(job: Job, pools: Iterable[Pool], *rooms: Mapping[str, Room]) -> int:
-    """How many jobs like `job` the `rooms` (per pool) of `pools` could take at most."""
-    request, replicas = job.request, 0
-    for pool in pools:
-        slices = 1
-        if request.mig_profile:
-            slices = instance_slices(job, pool)
-            if not slices:
-                continue
-        for by_pool in rooms:
-            room = by_pool.get(pool.name)
-            if room is not None:
-                replicas += room.replicas(request, slices)
-    return replicas // job.replicas
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What one job of a shape needs of a room, per pool that might take it: the request's kind
+    and size in the room's units (GPUs, milli-GPU, or MIG compute slices of one replica)."""
+
+    replicas: int
+    per_pool: tuple[tuple[str, RequestKind, int], ...]
+
+    @classmethod
+    def of(cls, job: Job, pools: Iterable[Pool]) -> Need:
+        """`job`'s need on `pools` (those that might take it)."""
+        request, entries = job.request, []
+        for pool in pools:
+            if request.kind is RequestKind.MIG:
+                slices = instance_slices(job, pool)
+                if slices:
+                    entries.append((pool.name, RequestKind.MIG, slices * request.gpus))
+            else:
+                size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
+                entries.append((pool.name, request.kind, size))
+        return cls(job.replicas, tuple(entries))
+
+    def placeable(self, *rooms: Mapping[str, Room]) -> int:
+        """How many jobs of the shape the `rooms` (per pool) could take at most."""
+        replicas = 0
+        for pool, kind, size in self.per_pool:
+            for by_pool in rooms:
+                room = by_pool.get(pool)
+                if room is not None:
+                    replicas += room.count(kind, size)
+        return replicas // self.replicas
 
 
 @dataclass(slots=True)
@@ -107,6 +124,7 @@ class WaitingQueue:
     last: LastTake | None = None
     _ids: dict[Hashable, int] = field(default_factory=dict)  # shape -> bucket number
     _buckets: list[list[tuple[tuple[Any, ...], int, Job]]] = field(default_factory=list)
+    _shapes: list[Hashable] = field(default_factory=list)  # bucket number -> shape
     _nonempty: dict[int, None] = field(default_factory=dict)  # ordered, for deterministic cycles
     _fresh: dict[int, None] = field(default_factory=dict)
     _known: dict[int, tuple[Job, tuple[Any, ...], int]] = field(default_factory=dict)  # id -> job, key, bucket
@@ -125,6 +143,7 @@ class WaitingQueue:
             if number is None:
                 number = self._ids[shape] = len(self._buckets)
                 self._buckets.append([])
+                self._shapes.append(shape)
             known = self._known[id(job)] = (job, self.order_of(job), number)
         _, key, number = known
         self._sequence += 1
@@ -134,8 +153,15 @@ class WaitingQueue:
         if fresh:
             self._fresh[number] = None
 
-    def take(self, limit: Callable[[Job], int] | None, *, only_fresh: bool = False) -> list[Job]:
-        """Removes and returns, per bucket, the first `limit(head job)` jobs (all when `limit` is
+    def forget(self, job: Job) -> None:
+        """Drops what the queue worked out about `job`, which left it for good (it was placed):
+        a long replay must not keep every job it ever queued."""
+        known = self._known.get(id(job))
+        if known is not None and known[0] is job:
+            del self._known[id(job)]
+
+    def take(self, limit: Callable[[Hashable, Job], int] | None, *, only_fresh: bool = False) -> list[Job]:
+        """Removes and returns, per bucket, the first `limit(shape, head job)` jobs (all when `limit` is
         None or nothing is bucketed).
 
         With `only_fresh`, only buckets that received new jobs since the last take are looked at.
@@ -147,7 +173,9 @@ class WaitingQueue:
             bucket = self._buckets[number]
             if not bucket:
                 continue
-            count = len(bucket) if limit is None or not self.bucketed else min(limit(bucket[0][2]), len(bucket))
+            count = len(bucket)
+            if limit is not None and self.bucketed:
+                count = min(limit(self._shapes[number], bucket[0][2]), count)
             for _ in range(count):
                 taken.append(heapq.heappop(bucket)[2])
             if not bucket:

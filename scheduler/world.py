@@ -133,6 +133,8 @@ class Scheduler:
             state = self.framework.state(observation.snapshot, now_s=observation.now_s, seed=seed, classes=classes)
             decision = self._cycle(state, shown)
             placed = frozenset(p.job.id for p in decision.placements)
+            for placement in decision.placements:
+                waiting.forget(placement.job)
             for job in shown:
                 if job.id not in placed:
                     waiting.add(job, fresh=False)
@@ -164,8 +166,8 @@ class Scheduler:
         cycle = Cycle(observation.now_s, observation.snapshot)  # what the open pools are asked with
         framework = self.framework
 
-        def limit(job: Job) -> int:
-            return bound.placeable(job, framework.open_pools(cycle, job), rooms, extra)
+        def limit(shape: Hashable, job: Job) -> int:
+            return framework.need(cycle, shape, job).placeable(rooms, extra)
 
         return waiting.take(limit, only_fresh=fresh_only)
 

@@ -20,6 +20,7 @@ idle 6 x 7,000 x 1,800,000 = $30; $10 + $30 = $40.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -39,6 +40,11 @@ def parts_of(pool: Pool, request: GpuRequest) -> int:
     if parts.denominator != 1:  # PARTS is chosen so that every share and MIG slice is whole parts
         raise AssertionError(f"{request.describe()} on {pool.name} is {parts} parts")
     return int(parts)
+
+
+def _denominator(pool: Pool) -> int:
+    """What a part-millisecond of `pool` times its micro-dollar price per node-hour is divided by."""
+    return pool.gpus_per_node * PARTS * MS_PER_HOUR * 10**6
 
 
 def micro_usd(usd: float) -> int:
@@ -68,6 +74,18 @@ class Ledger:
     lost: dict[str, dict[str, int]] = field(default_factory=dict)
     retired: dict[str, int] = field(default_factory=dict)  # per pool: attributed part-ms of retired jobs
     lost_by_pool: dict[str, int] = field(default_factory=dict)  # per pool: lost part-ms of every job
+    # Dollars as integers over one denominator for every pool (`units`): a job's cost is worked
+    # out at its end, and integer sums stay exact at a fraction of the cost of Fractions.
+    denominator: int = field(init=False)
+    _units_per_part_ms: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        denominators = {name: _denominator(pool) for name, pool in self.pools.items()}
+        self.denominator = math.lcm(*denominators.values()) if denominators else 1
+        self._units_per_part_ms = {
+            name: micro_usd(pool.usd_per_node_hour) * (self.denominator // denominators[name])
+            for name, pool in self.pools.items()
+        }
 
     def open(self, node: str, pool: str, now_ms: int) -> None:
         """Starts charging a node (from the moment it is asked for: clouds bill booting nodes)."""
@@ -134,7 +152,15 @@ class Ledger:
     def usd(self, pool: str, part_ms: int) -> Fraction:
         """Exact dollars of `part_ms` part-milliseconds in `pool`."""
         spec = self.pools[pool]
-        return Fraction(micro_usd(spec.usd_per_node_hour) * part_ms, spec.gpus_per_node * PARTS * MS_PER_HOUR * 10**6)
+        return Fraction(micro_usd(spec.usd_per_node_hour) * part_ms, _denominator(spec))
+
+    def units(self, accounts: Mapping[str, int]) -> int:
+        """Exact dollars of part-ms kept per pool, in units of 1 / `denominator` dollars."""
+        per_part_ms = self._units_per_part_ms
+        return sum(per_part_ms[pool] * part_ms for pool, part_ms in accounts.items())
+
+    def usd_of_units(self, units: int) -> Fraction:
+        return Fraction(units, self.denominator)
 
     def usd_of(self, accounts: Mapping[str, int]) -> Fraction:
         """Exact dollars of part-ms kept per pool."""

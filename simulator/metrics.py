@@ -31,7 +31,7 @@ def quantiles(values: Sequence[float], names: Sequence[str]) -> dict[str, float]
     return {name: round(known[name], 3) for name in names}
 
 
-def job_rows(result: SimResult) -> list[Mapping[str, Any]]:
+def job_rows(result: SimResult) -> list[dict[str, Any]]:
     """One row per job (the jobs.csv columns): in the order the jobs ended, then those unfinished
     in submit order. Only for a world that kept its history."""
     memory = result.world.memory
@@ -76,9 +76,9 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
                 pool: {"total": cents(ledger.usd(pool, billed)), "idle": cents(ledger.usd(pool, idle_of(pool)))}
                 for pool, billed in sorted(ledger.bill.items())
             },
-            "by_team": _cents(tally.by_label["team"]),
-            "by_project": _cents(tally.by_label["project"]),
-            "by_model": _cents(tally.by_label["model"]),
+            "by_team": _cents(tally.by_label["team"], ledger.denominator),
+            "by_project": _cents(tally.by_label["project"], ledger.denominator),
+            "by_model": _cents(tally.by_label["model"], ledger.denominator),
         },
         "usd_per_completed_job": cents(total / outcomes["completed"]) if outcomes["completed"] else None,
         "usd_per_gpu_hour_delivered": round(float(total) / delivered_h, 4) if delivered_h > 0 else None,
@@ -93,8 +93,8 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
     }
 
 
-def _cents(totals: Mapping[str, Fraction]) -> dict[str, float]:
-    return {key: cents(value) for key, value in sorted(totals.items())}
+def _cents(totals: Mapping[str, int], denominator: int) -> dict[str, float]:
+    return {key: cents(units / denominator) for key, units in sorted(totals.items())}
 
 
 def solver_rows(reports: Sequence[tuple[int, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from typing import IO, Any, Protocol
 
 from scheduler.decision import SolverReport
 from simulator.ledger import PARTS
-from simulator.runs import MS
+from simulator.runs import MS, JobRun
+from simulator.tally import job_row
 
 Event = tuple[int, str, dict[str, Any]]
 TimelineRow = tuple[int, str, int, int, int]  # t_ms, pool, nodes, busy parts, nodes provisioning
@@ -36,7 +37,8 @@ class Sink(Protocol):
 
     def event(self, event: Event) -> None: ...
 
-    def job(self, row: Mapping[str, Any]) -> None: ...
+    def job(self, run: JobRun, cost_usd: float) -> None:
+        """A job that ended (or was unfinished when the replay ended) and its exact cost, rounded to a float."""
 
     def timeline(self, row: TimelineRow) -> None: ...
 
@@ -48,15 +50,20 @@ class Memory:
     """The whole history, kept."""
 
     log: list[Event] = field(default_factory=list)
-    rows: list[Mapping[str, Any]] = field(default_factory=list)
+    ended: list[tuple[JobRun, float]] = field(default_factory=list)
     timeline_rows: list[TimelineRow] = field(default_factory=list)
     solver_log: list[tuple[int, SolverReport]] = field(default_factory=list)
 
     def event(self, event: Event) -> None:
         self.log.append(event)
 
-    def job(self, row: Mapping[str, Any]) -> None:
-        self.rows.append(row)
+    def job(self, run: JobRun, cost_usd: float) -> None:
+        self.ended.append((run, cost_usd))
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The jobs.csv rows, made when asked (a replay that is never written never pays for them)."""
+        return [job_row(run, cost_usd) for run, cost_usd in self.ended]
 
     def timeline(self, row: TimelineRow) -> None:
         self.timeline_rows.append(row)
@@ -68,8 +75,8 @@ class Memory:
         """Tells `sink` everything kept, in order."""
         for event in self.log:
             sink.event(event)
-        for row in self.rows:
-            sink.job(row)
+        for run, cost_usd in self.ended:
+            sink.job(run, cost_usd)
         for timeline_row in self.timeline_rows:
             sink.timeline(timeline_row)
         for t_ms, report in self.solver_log:
@@ -108,8 +115,8 @@ class Files:
         t_ms, name, data = event
         self._events.write(json.dumps({"t_s": t_ms / MS, "event": name, **data}, sort_keys=True) + "\n")
 
-    def job(self, row: Mapping[str, Any]) -> None:
-        self._jobs.writerow(row)
+    def job(self, run: JobRun, cost_usd: float) -> None:
+        self._jobs.writerow(job_row(run, cost_usd))
 
     def timeline(self, row: TimelineRow) -> None:
         t_ms, pool, nodes, busy_parts, provisioning = row

@@ -22,13 +22,13 @@ OUTCOMES = ("completed", "failed", "killed", "unfinished")
 LABELS = ("team", "project", "model")
 
 
-def cents(usd: Fraction) -> float:
+def cents(usd: Fraction | float) -> float:
     """Dollars rounded to the cent, for reports (the ledger keeps exact fractions)."""
     return round(float(usd), 2)
 
 
-def job_row(run: JobRun, cost: Fraction) -> dict[str, Any]:
-    """The job's jobs.csv row."""
+def job_row(run: JobRun, cost: float) -> dict[str, Any]:
+    """The job's jobs.csv row (`cost`: its exact cost in dollars as the nearest float)."""
     job = run.job
     start, end = run.first_start_ms, run.end_ms
     return {
@@ -93,7 +93,7 @@ class Tally:
     preemptions: int = 0
     interruptions: int = 0
     first_submit_s: float = math.inf
-    by_label: dict[str, dict[str, Fraction]] = field(default_factory=lambda: {label: {} for label in LABELS})
+    by_label: dict[str, dict[str, int]] = field(default_factory=lambda: {label: {} for label in LABELS})  # ledger units
     node_events: dict[str, int] = field(default_factory=dict)  # node-add, and node-remove by reason
     solver: SolverTally | None = None
 
@@ -101,8 +101,9 @@ class Tally:
         self.jobs += 1
         self.first_submit_s = min(self.first_submit_s, submit_s)
 
-    def add_job(self, run: JobRun, cost: Fraction) -> None:
-        """A job that ended (or was still unfinished when the replay ended) and what it cost."""
+    def add_job(self, run: JobRun, cost_units: int) -> None:
+        """A job that ended (or was still unfinished when the replay ended) and what it cost
+        (in the ledger's units: `Ledger.units`)."""
         job = run.job
         self.outcomes[run.outcome or "unfinished"] += 1
         if run.first_start_ms is not None:
@@ -114,7 +115,7 @@ class Tally:
         self.interruptions += run.interruptions
         for label, totals in self.by_label.items():
             key = getattr(job.labels, label) or "(none)"
-            totals[key] = totals.get(key, Fraction(0)) + cost
+            totals[key] = totals.get(key, 0) + cost_units
 
     def node_event(self, name: str, reason: str = "") -> None:
         key = f"{name}:{reason}" if reason else name

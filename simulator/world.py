@@ -28,7 +28,7 @@ from scheduler.world import Observation
 from simulator.ledger import Ledger, parts_of
 from simulator.recording import Event, Memory, Sink, TimelineRow
 from simulator.runs import MS, JobRun, Phase, ms
-from simulator.tally import Tally, job_row
+from simulator.tally import Tally
 
 
 class Processes(Protocol):
@@ -180,10 +180,10 @@ class SimWorld:
     def _retire(self, run: JobRun) -> None:
         """An ended job: its row to the sink, its totals to the tally; forgotten unless kept."""
         job_id = run.job.id
-        cost = self.ledger.usd_of(self.ledger.jobs.get(job_id, {}))
+        units = self.ledger.units(self.ledger.jobs.get(job_id, {}))
         assert self.sink is not None
-        self.sink.job(job_row(run, cost))
-        self.tally.add_job(run, cost)
+        self.sink.job(run, units / self.ledger.denominator)  # int / int is the exact value, rounded once
+        self.tally.add_job(run, units)
         if self.memory is None:
             del self.runs[job_id]
             self.ledger.retire(job_id)
