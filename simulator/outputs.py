@@ -1,15 +1,15 @@
 """A run directory: summary.json, jobs.csv, events.jsonl, timeline.csv (and solver.csv), all or nothing.
 
 The files are written into a temporary folder beside the target and renamed into place only
-when every one is complete, so an interrupted or failed run never leaves a directory that
-looks finished. Same inputs and seed give byte-identical files.
+when every one is complete (`simulator.rundir`), so an interrupted or failed run never leaves
+a directory that looks finished, and nothing but a previous run is ever replaced. Same inputs
+and seed give byte-identical files.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
 from simulator.metrics import SOLVER_COLUMNS, job_rows, solver_rows, summary
+from simulator.rundir import RunDirectory
 from simulator.runs import MS
 
 TIMELINE_COLUMNS = ("t_s", "pool", "nodes", "provisioning", "gpus_busy", "usd_per_hour")
@@ -37,14 +38,15 @@ def _timeline_rows(result: SimResult) -> list[dict[str, Any]]:
     return rows
 
 
-def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Writes the run directory `out` (replacing an older one) and returns the summary."""
-    target = Path(out)
-    temporary = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)
+def write_run(
+    result: SimResult, out: str | Path | RunDirectory, run_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Writes the run's files and returns the summary: into a prepared RunDirectory's temporary
+    folder (its caller commits), or into `out`, a new or empty directory, committed when complete."""
     document = summary(result, run_info)
+    run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
+    temporary = run.path
     try:
-        temporary.mkdir(parents=True)
         (temporary / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         rows = job_rows(result)
         with (temporary / "jobs.csv").open("w", encoding="utf-8", newline="") as handle:
@@ -63,11 +65,11 @@ def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | 
                 writer = csv.DictWriter(handle, fieldnames=SOLVER_COLUMNS, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(solver_rows(result.world.solver_log))
-        if target.exists():
-            shutil.rmtree(target)
-        temporary.replace(target)
+        if run is not out:
+            run.commit()
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if run is not out:
+            run.abandon()
         raise
     return document
 
