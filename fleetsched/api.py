@@ -123,7 +123,7 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     try:
         specs = comparison.plan_runs(str(trace), str(cluster), profiles, seeds, run.path, trace_format=trace_format,
                                      round_s=round_s)
-        found = comparison.compare(specs, workers=workers, progress=progress)
+        found = comparison.run_all(specs, workers=workers, progress=progress)
         if run is not out:
             run.commit()
     finally:

@@ -125,6 +125,16 @@ def plan_runs(
 
 
 def compare(
+    trace: str, cluster: str, profiles: Sequence[str], seeds: int, out: Path, *, trace_format: str | None = None,
+    workers: int | None = None, round_s: float = 0.0,
+) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """Runs every (profile, seed) into `out/runs/`; returns the comparison rows and each profile's
+    JCTs (all seeds), both under the profiles' run names."""
+    specs = plan_runs(trace, cluster, profiles, seeds, out, trace_format=trace_format, round_s=round_s)
+    return run_all(specs, workers=workers)
+
+
+def run_all(
     specs: Sequence[RunSpec], *, workers: int | None = None, progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Runs every spec, in parallel processes, calling `progress(done, total)` after each run;
