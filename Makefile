@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/fleetsched compare --trace traces/samples/synth-2days.jsonl --cluster traces/samples/elastic-spot-cluster.toml \
-	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo
+	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check scheduler policies simulator extender traces fleetsched tests benchmarks

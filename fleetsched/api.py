@@ -8,7 +8,7 @@ raises `scheduler.errors.InputError` (file, line, field) on a mistake.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,17 @@ from simulator import compare as comparison
 from simulator.engine import SimOptions, SimResult
 from simulator.engine import simulate as replay
 from simulator.outputs import run_into
+from simulator.rundir import RunDirectory
 from traces.base import replayed
 from traces.canonical import read_jobs
 from traces.formats import read_trace
 
 PathLike = str | Path
+#: Seeds are written into summary.json, which JSON readers may parse as doubles (exact up to
+#: 2**53); the 32-bit range most random generators are seeded with is plenty.
+MAX_SEED = 2**32 - 1
+#: A scheduling round longer than a year is a typo (the clock is integer milliseconds).
+MAX_ROUND_S = 365 * 24 * 3600.0
 
 
 def load_profile(name_or_path: str | Profile) -> Profile:
@@ -93,7 +99,7 @@ def simulate(
     seed: int = 0,
     round_s: float = 0.0,
     trace_format: str | None = None,
-    out: PathLike | None = None,
+    out: PathLike | RunDirectory | None = None,
     options: SimOptions | None = None,
 ) -> SimResult:
     """Replays `trace` (a trace file in any format fleetsched reads, or jobs) on `cluster` under
@@ -101,10 +107,11 @@ def simulate(
     `round_s` win over its own.
 
     Without `out`, the result holds the whole history (runs, events, timeline: `write_run`
-    writes it as a run directory). With `out`, the replay writes the run directory `out` as it
-    goes and forgets each job once it has ended: the way to replay a trace of millions of jobs."""
-    if not math.isfinite(round_s) or round_s < 0:
-        raise InputError("must be a finite number >= 0", field="round_s")
+    writes it as a run directory). With `out` (a new or empty directory, or a prepared
+    `RunDirectory` its caller commits), the replay writes the run directory as it goes and
+    forgets each job once it has ended: the way to replay a trace of millions of jobs."""
+    check_seed(seed)
+    check_round(round_s)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
     if isinstance(trace, str | Path):
@@ -123,31 +130,73 @@ def simulate(
     return result
 
 
-def compare(
+def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simulate takes them
     trace: PathLike,
     cluster: PathLike,
     profiles: Sequence[str],
     seeds: int,
-    out: PathLike,
+    out: PathLike | RunDirectory,
     *,
     trace_format: str | None = None,
     workers: int | None = None,
     round_s: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Replays `trace` under every profile with seeds 0..seeds-1, in parallel processes, each
-    writing `out/runs/<profile>-seed<N>/`; returns one row per run (the `comparison.csv`
-    columns) and each profile's job completion times over all its seeds."""
-    if not profiles:
-        raise InputError("name at least one profile", field="profiles")
-    if seeds < 1:
-        raise InputError("must be at least 1", field="seeds")
-    if round_s < 0:
-        raise InputError("must be >= 0", field="round_s")
+    writing `out/runs/<name>-seed<N>/`; returns one row per run (the `comparison.csv`
+    columns) and each profile's job completion times over all its seeds, under the profiles'
+    run names (`simulator.compare.run_names`).
+
+    `out` is a new or empty directory (committed when every run is written), or a prepared
+    `RunDirectory` its caller commits (`RunDirectory.prepare(out, force=True)` replaces a
+    previous run); `progress(done, total)` is called after each run."""
+    check_compare(profiles, seeds, workers, round_s)
     for name in profiles:
         policies.profile(name)
     load_cluster(cluster)
     _, in_order = trace_order(trace, trace_format)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    template = comparison.RunSpec(str(trace), trace_format, str(cluster), round_s=round_s, in_order=in_order)
-    return comparison.compare(template, profiles, seeds, folder, workers=workers)
+    run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
+    try:
+        specs = comparison.plan_runs(str(trace), str(cluster), profiles, seeds, run.path, trace_format=trace_format,
+                                     round_s=round_s, in_order=in_order)
+        found = comparison.run_all(specs, workers=workers, progress=progress)
+        if run is not out:
+            run.commit()
+    finally:
+        if run is not out:
+            run.abandon()  # nothing left to do after a commit
+    return found
+
+
+def check_seed(seed: int, field: str = "seed") -> None:
+    """InputError unless `seed` is a whole number from 0 to MAX_SEED."""
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"must be a whole number from 0 to {MAX_SEED}, got {seed}", field=field)
+
+
+def check_round(round_s: float, field: str = "round_s") -> None:
+    """InputError unless `round_s` is a finite number of seconds from 0 to MAX_ROUND_S."""
+    if not math.isfinite(round_s) or not 0 <= round_s <= MAX_ROUND_S:
+        raise InputError(f"must be a number of seconds from 0 to {MAX_ROUND_S:.0f}, got {round_s:g}", field=field)
+
+
+def check_compare(
+    profiles: Sequence[str], seeds: int, workers: int | None, round_s: float, *, option: bool = False
+) -> None:
+    """InputError for comparison arguments out of range, naming the parameter (the command's
+    option, `--round-s`, when `option`)."""
+
+    def field(name: str) -> str:
+        return "--" + name.replace("_", "-") if option else name
+
+    if not profiles:
+        raise InputError("name at least one profile", field=field("profiles"))
+    try:
+        comparison.run_names(profiles)
+    except InputError as error:
+        raise InputError(error.problem, field=field("profiles")) from None
+    if not 1 <= seeds <= comparison.MAX_SEEDS:
+        raise InputError(f"must be from 1 to {comparison.MAX_SEEDS}, got {seeds}", field=field("seeds"))
+    if workers is not None and workers < 1:
+        raise InputError(f"must be at least 1 (leave it out for one per core), got {workers}", field=field("workers"))
+    check_round(round_s, field("round_s"))

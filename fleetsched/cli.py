@@ -22,6 +22,7 @@ from scheduler.catalog import default_catalog
 from scheduler.decision import Decision, Pending
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
+from simulator.rundir import fleetsched_version
 
 EXIT_INPUT = 2
 Output = tuple[int, str]
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetsched", description="GPU cluster scheduler and simulator.")
+    parser.add_argument("--version", action="version", version=f"fleetsched {fleetsched_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     mig_parser = verbs.add_parser("mig", help="MIG geometry: maximal layouts, layout checks")
@@ -133,6 +135,7 @@ def _extender(args: argparse.Namespace) -> Output:
 
 
 def _plan(args: argparse.Namespace) -> Output:
+    api.check_seed(args.seed, "--seed")
     result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed)
     if args.json:
         return 0, _json(plan_json(result.profile, result.snapshot, result.jobs, result.decision))

@@ -1,7 +1,9 @@
 """The `fleetsched simulate` and `fleetsched compare` verbs. Each returns (exit code, text).
 
-Inputs are read and checked before the simulation starts, so a bad cluster, profile or trace
-stops with one line and writes nothing.
+Arguments, the output directory and the inputs are checked before the simulation starts, so
+a bad cluster, profile, trace or `--out` stops with one line and writes nothing. The run is
+written into a temporary folder beside `--out` and renamed into place when complete
+(`simulator.rundir`); `--force` lets it replace a previous run, never other files.
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import TextIO
 
 from fleetsched import api
-from scheduler.errors import InputError
 from simulator.compare import render_comparison, write_comparison
 from simulator.engine import SimOptions
 from simulator.outputs import render_summary
 from simulator.plots import cost_vs_queue, jct_cdf
+from simulator.rundir import RunDirectory
 
 Output = tuple[int, str]
+FORCE_HELP = "replace --out when it is a previous fleetsched run (never a directory holding other files)"
 
 
 def add_simulation_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,17 +34,20 @@ def add_simulation_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentPars
                                  help="schedule in fixed rounds of this many seconds (default: on every event)")
     simulate_parser.add_argument("--check", action="store_true",
                                  help="prove the ledger matches the GPUs held after every decision (slower)")
-    simulate_parser.add_argument("--out", required=True, help="run directory to write")
+    simulate_parser.add_argument("--out", required=True, help="run directory to write (new or empty)")
+    simulate_parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     simulate_parser.set_defaults(run=run_simulate)
 
     compare_parser = verbs.add_parser("compare", help="replay a trace under several profiles and seeds, in parallel")
     _inputs(compare_parser)
     compare_parser.add_argument("--profiles", default="default,binpack,cost-greedy", help="comma-separated profiles")
     compare_parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per profile (default 1)")
-    compare_parser.add_argument("--workers", type=int, default=0, help="parallel processes (default: one per core)")
+    compare_parser.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
     compare_parser.add_argument("--round-s", type=float, default=0.0,
                                 help="schedule in fixed rounds of this many seconds (default: on every event)")
-    compare_parser.add_argument("--out", required=True, help="directory for comparison.csv, the plots and runs/")
+    compare_parser.add_argument("--out", required=True,
+                                help="directory for comparison.csv, the plots and runs/ (new or empty)")
+    compare_parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     compare_parser.set_defaults(run=run_compare)
 
 
@@ -59,28 +66,39 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
+def compare_progress(stream: TextIO) -> Callable[[int, int], None] | None:
+    """A callback that shows `ran D/T runs` on `stream` when it is a terminal, else None."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        stream.write(f"\rran {done}/{total} runs" + ("\n" if done == total else ""))
+        stream.flush()
+
+    return show
+
+
 def run_simulate(args: argparse.Namespace) -> Output:
-    if args.round_s < 0:
-        raise InputError("must be >= 0", field="--round-s")
+    api.check_seed(args.seed, "--seed")
+    api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
-    api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s, trace_format=args.format,
-                 out=args.out, options=SimOptions(check=args.check, progress=progress))
-    document = json.loads((Path(args.out) / "summary.json").read_text(encoding="utf-8"))
+    with RunDirectory.prepare(args.out, force=args.force) as run:
+        api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
+                     trace_format=args.format, out=run, options=SimOptions(check=args.check, progress=progress))
+        document = json.loads((run.path / "summary.json").read_text(encoding="utf-8"))
+        run.commit()
     return 0, render_summary(document) + f"\nwrote {args.out}/summary.json, jobs.csv, events.jsonl, timeline.csv"
 
 
 def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
-    if not profiles:
-        raise InputError("name at least one profile", field="--profiles")
-    if args.seeds < 1:
-        raise InputError("must be at least 1", field="--seeds")
-    if args.round_s < 0:
-        raise InputError("must be >= 0", field="--round-s")
-    out = Path(args.out)
-    rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, out, trace_format=args.format,
-                             workers=args.workers or None, round_s=args.round_s)
-    write_comparison(rows, out)
-    cost_vs_queue(rows, out / "cost_vs_queue.png")
-    jct_cdf(jcts, out / "jct_cdf.png")
+    api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
+    with RunDirectory.prepare(args.out, force=args.force) as run:
+        rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,
+                                 workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr))
+        write_comparison(rows, run.path)
+        cost_vs_queue(rows, run.path / "cost_vs_queue.png")
+        jct_cdf(jcts, run.path / "jct_cdf.png")
+        run.commit()
+    out = args.out
     return 0, render_comparison(rows) + f"\nwrote {out}/comparison.csv, cost_vs_queue.png, jct_cdf.png, runs/"

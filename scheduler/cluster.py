@@ -32,6 +32,12 @@ from scheduler.model import Capacity, ClusterSnapshot, MigMode, Pool, empty_node
 from scheduler.tomlfile import TomlDocument
 
 DEFAULT_NOTICE_S = 120.0
+#: Limits that catch typos before they cost memory or overflow: the simulator makes every node
+#: of a pool up front (100,000 is past the largest clusters run today), no machine has 1,024
+#: GPUs, and no price, delay or rate is near 10^12 (the millisecond clock overflows near 10^305).
+MAX_NODES = 100_000
+MAX_GPUS_PER_NODE = 1024
+MAX_NUMBER = 1e12
 _NUMBERS = ("provision_delay_s", "idle_release_s", "interruptions_per_node_hour", "notice_s")
 _COUNTS = ("nodes", "min_nodes", "max_nodes")
 _KEYS = {
@@ -100,12 +106,16 @@ class _PoolTable:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             self.fail(key, f"must be a finite number >= 0, got {value!r}")
+        if value > MAX_NUMBER:
+            self.fail(key, f"must be at most {MAX_NUMBER:g}, got {value!r}")
         return float(value)
 
-    def count(self, key: str, default: int, least: int = 0) -> int:
+    def count(self, key: str, default: int, least: int = 0, most: int = MAX_NODES) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             self.fail(key, f"must be a whole number >= {least}, got {value!r}")
+        if value > most:
+            self.fail(key, f"must be at most {most:,}, got {value!r}")
         return int(value)
 
 
@@ -118,7 +128,7 @@ def _pool(entry: _PoolTable, catalog: Catalog) -> Pool:
         gpu = catalog.resolve(entry.text("gpu"))
     except InputError as error:
         entry.fail("gpu", error.problem)
-    gpus_per_node = entry.count("gpus_per_node", 0, least=1)
+    gpus_per_node = entry.count("gpus_per_node", 0, least=1, most=MAX_GPUS_PER_NODE)
     usd, source, price_capacity, cloud = _price(entry, catalog, gpu.name, gpus_per_node)
     capacity_text = entry.text("capacity", price_capacity or "on-demand")
     if capacity_text not in CAPACITY_TYPES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from scheduler.errors import InputError
+from scheduler.errors import InputError, not_utf8
 
 _SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
 
@@ -30,9 +30,13 @@ class TomlDocument:
     def read(cls, path: str | Path) -> TomlDocument:
         """Reads and parses `path`; InputError naming the file (and line) when it cannot."""
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            data = Path(path).read_bytes()
         except OSError as error:
             raise InputError(error.strerror or str(error), source=str(path)) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise not_utf8(str(path), [data]) from None
         return cls.parse(text, str(path))
 
     @classmethod

@@ -1,16 +1,16 @@
 """A run directory: summary.json, jobs.csv, events.jsonl, timeline.csv (and solver.csv), all or nothing.
 
 The files are written into a temporary folder beside the target and renamed into place only
-when every one is complete, so an interrupted or failed run never leaves a directory that
-looks finished. A replay given the folder's `Files` sink (`run_into`) writes them as it goes;
-`write_run` writes a finished replay that kept its history. Same inputs and seed give
+when every one is complete (`simulator.rundir`), so an interrupted or failed run never leaves
+a directory that looks finished, and nothing but a previous run is ever replaced. A replay
+given the folder's `Files` sink (`run_into`) writes them as it goes; `write_run` writes a
+finished replay that kept its history. Same inputs and seed give
 byte-identical files either way.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,22 +20,21 @@ from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR
 from simulator.metrics import summary
 from simulator.recording import Files
+from simulator.rundir import RunDirectory
 
 
 @contextmanager
-def _staged(out: str | Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, renamed to `out` (replacing an older run) when the body ends."""
-    target = Path(out)
-    temporary = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)
+def _staged(out: str | Path | RunDirectory) -> Iterator[Path]:
+    """The folder to write the run into: a prepared RunDirectory's temporary folder (its caller
+    commits), or that of `out`, a new or empty directory, committed when the body ends."""
+    run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
     try:
-        temporary.mkdir(parents=True)
-        yield temporary
-        if target.exists():
-            shutil.rmtree(target)
-        temporary.replace(target)
+        yield run.path
+        if run is not out:
+            run.commit()
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if run is not out:
+            run.abandon()
         raise
 
 
@@ -48,7 +47,9 @@ def _write_summary(folder: Path, document: Mapping[str, Any]) -> None:
     (folder / "summary.json").write_text(text, encoding="utf-8")
 
 
-def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def write_run(
+    result: SimResult, out: str | Path | RunDirectory, run_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Writes the run directory `out` of a replay that kept its history; returns the summary."""
     memory = result.world.memory
     if memory is None:
@@ -66,7 +67,7 @@ def write_run(result: SimResult, out: str | Path, run_info: Mapping[str, Any] | 
 
 def run_into(
     replay: Callable[[Files], SimResult],
-    out: str | Path,
+    out: str | Path | RunDirectory,
     pools: Mapping[str, Any],
     run_info: Mapping[str, Any] | None = None,
 ) -> tuple[SimResult, dict[str, Any]]:

@@ -340,6 +340,39 @@ BAD_POOLS = [
         12, "pool[1] (h100-spot).notice_s", "must be a finite number >= 0, got -1", id="negative-notice",
     ),
     pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
+                    "nodes = 100001"),
+        12, "pool[1] (h100-spot).nodes", "must be at most 100,000, got 100001", id="too-many-nodes",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
+                    "max_nodes = 100000000"),
+        12, "pool[1] (h100-spot).max_nodes", "must be at most 100,000, got 100000000", id="too-many-max-nodes",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
+                    "min_nodes = -1"),
+        12, "pool[1] (h100-spot).min_nodes", "must be a whole number >= 0, got -1", id="negative-min-nodes",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 4096", "usd_per_node_hour = 1"),
+        10, "pool[1] (h100-spot).gpus_per_node", "must be at most 1,024, got 4096", id="too-many-gpus-per-node",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
+                    "provision_delay_s = 1e306"),
+        12, "pool[1] (h100-spot).provision_delay_s", "must be at most 1e+12, got 1e+306", id="huge-delay",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
+                    "idle_release_s = inf"),
+        12, "pool[1] (h100-spot).idle_release_s", "must be a finite number >= 0, got inf", id="infinite-release",
+    ),
+    pytest.param(
+        second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_gpu_hour = 1e300"),
+        11, "pool[1] (h100-spot).usd_per_gpu_hour", "must be at most 1e+12, got 1e+300", id="huge-price",
+    ),
+    pytest.param(
         second_pool('name = "h100-od"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1"),
         8, "pool[1] (h100-od).name", "pool 'h100-od' is defined twice", id="duplicate-name",
     ),

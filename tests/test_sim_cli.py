@@ -22,7 +22,8 @@ def test_simulate_writes_the_run_directory_and_prints_a_summary(tmp_path: Path, 
     text = capsys.readouterr().out
     assert text.startswith("profile cost-greedy, seed 0: 400 jobs, 400 completed")
     assert "pool h100-spot" in text and "cost        $" in text
-    assert sorted(p.name for p in out.iterdir()) == ["events.jsonl", "jobs.csv", "summary.json", "timeline.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".fleetsched-run", "events.jsonl", "jobs.csv", "summary.json",
+                                                    "timeline.csv"]
     document = json.loads((out / "summary.json").read_text())
     assert document["schema_version"] == 1 and document["run"]["trace"] == "synth-2days.jsonl"
     assert set(document["cost_usd"]) >= {"total", "idle", "attributed", "lost_work", "by_pool", "by_team"}

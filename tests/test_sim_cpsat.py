@@ -12,7 +12,7 @@ from types import MappingProxyType
 import policies
 from scheduler.cluster import Cluster, load_cluster
 from scheduler.world import Scheduler
-from simulator.compare import RunSpec, compare
+from simulator.compare import compare
 from simulator.engine import SimOptions, simulate
 from simulator.metrics import summary
 from simulator.outputs import write_run
@@ -34,7 +34,7 @@ def test_cost_cpsat_spends_less_than_cost_greedy_with_no_worse_queueing(tmp_path
     """The README's comparison: the bundled mixed trace and cluster, seeds 0-15 (the solver's
     work limit is deterministic, so these figures are the same on any machine with the same
     OR-Tools)."""
-    rows, _ = compare(RunSpec(str(TRACE), None, str(CLUSTER)), ["cost-greedy", "cost-cpsat"], 16, tmp_path)
+    rows, _ = compare(str(TRACE), str(CLUSTER), ["cost-greedy", "cost-cpsat"], 16, tmp_path)
     by_profile = {name: [r for r in rows if r["profile"] == name] for name in ("cost-greedy", "cost-cpsat")}
     greedy, cpsat = by_profile["cost-greedy"], by_profile["cost-cpsat"]
     assert all(r["completed"] == 600 for r in rows)

@@ -19,7 +19,7 @@ from scheduler.cluster import Cluster
 from scheduler.errors import InputError
 from scheduler.model import Job
 from scheduler.world import Scheduler
-from simulator.engine import SimOptions, simulate
+from simulator.engine import simulate
 from simulator.metrics import quantiles, summary
 from simulator.outputs import write_run
 from simulator.quantiles import Stream
@@ -75,7 +75,7 @@ def test_a_streamed_replay_forgets_jobs_as_they_end_and_reports_the_same(monkeyp
 
 def test_an_iterator_must_come_in_submit_order_and_an_instant_is_taken_in_id_order() -> None:
     late, early = make_job("late", whole(1), submit_s=50.0), make_job("early", whole(1), submit_s=10.0)
-    with pytest.raises(InputError, match="not in submit order: early is submitted at 10.0 s"):
+    with pytest.raises(InputError, match=r"not in submit order: early is submitted at 10\.0 s"):
         simulate(iter([late, early]), CLUSTER, Scheduler(policies.profile("default")))
     together = [make_job(name, whole(8), submit_s=5.0, duration_s=60.0) for name in ("c", "b", "a")]
     streamed = simulate(iter(together), CLUSTER, Scheduler(policies.profile("default")))

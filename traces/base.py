@@ -14,15 +14,20 @@ import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from scheduler.catalog import Catalog, default_catalog
-from scheduler.errors import InputError
+from scheduler.errors import InputError, not_utf8
 from scheduler.model import Job
 
 CPU_ONLY = "CPU-only (no GPU request)"
+#: The largest number a trace field may hold: past any timestamp (even epoch milliseconds) and
+#: any duration in seconds; a larger finite number is a typo, and near 10^305 it overflows the
+#: simulator's integer-millisecond clock.
+MAX_NUMBER = 1e15
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,8 @@ class Fields:
             raise self.fail(name, f"not a number: {value!r}") from None
         if not math.isfinite(number) or number < least:
             raise self.fail(name, f"must be a finite number >= {least:g}, got {value!r}")
+        if number > MAX_NUMBER:
+            raise self.fail(name, f"must be at most {MAX_NUMBER:g}, got {value!r}")
         return number
 
     def optional(self, name: str) -> float | None:
@@ -125,12 +132,28 @@ class TraceFormat(ABC):
         """One row as a TraceRow; a bad value raises InputError naming the field."""
 
 
-def open_text(path: Path) -> TextIO:
-    """The file opened for reading text, or InputError naming it."""
+@contextmanager
+def open_text(path: Path) -> Iterator[TextIO]:
+    """The file opened for reading UTF-8 text, for a `with` block; InputError naming it when it
+    cannot be opened, or naming its first byte that is not UTF-8 when the block meets one.
+
+    The decoding error is caught around the whole block, not per line, so reading costs
+    nothing more; the file is read again, in binary, only to find the bad byte.
+    """
     try:
-        return path.open(encoding="utf-8", newline="")
+        handle = path.open(encoding="utf-8", newline="")
     except OSError as error:
         raise InputError(error.strerror or str(error), source=str(path)) from None
+    with handle:
+        try:
+            yield handle
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> InputError:
+    with path.open("rb") as raw:
+        return not_utf8(str(path), iter(lambda: raw.read(1 << 20), b""))
 
 
 def csv_rows(path: Path, required: Sequence[str], header: Sequence[str] | None = None) -> Iterator[Fields]:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
-from traces.base import Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
+from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "failed", "killed")
@@ -70,6 +70,8 @@ class _Row:
             raise self.fail(field, f"not a number: {value!r}") from None
         if isinstance(value, bool) or not math.isfinite(number) or number < 0:
             raise self.fail(field, f"must be a finite number >= 0, got {value!r}")
+        if number > MAX_NUMBER:
+            raise self.fail(field, f"must be at most {MAX_NUMBER:g}, got {value!r}")
         return number
 
     def integer(self, field: str, default: int, least: int = 0) -> int:
