@@ -21,6 +21,7 @@ from typing import Any
 import simpy
 
 from scheduler.cluster import Cluster
+from scheduler.feasibility import unfinished_reasons
 from scheduler.model import Capacity, Job, JobKind, Node, Pool
 from scheduler.world import Scheduler, run_cycle
 from simulator.ledger import Ledger
@@ -219,12 +220,14 @@ def collector_spared() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
-    """What a replay leaves: the world (runs, ledger, log, timeline) and when it ended."""
+    """What a replay leaves: the world (runs, ledger, log, timeline), when it ended, and why
+    each job it left unfinished did not run (`scheduler.feasibility.unfinished_reasons`)."""
 
     world: SimWorld
     end_ms: int
     profile: str
     seed: int
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 def simulate(
@@ -249,7 +252,9 @@ def simulate(
     end = int(env.now)
     world.ledger.settle(end)
     world.ledger.check()
-    return SimResult(world, end, scheduler.profile.name, options.seed)
+    unfinished = (run.job for run in world.runs.values() if not run.outcome)
+    reasons = unfinished_reasons(scheduler.profile, world.snapshot, unfinished)
+    return SimResult(world, end, scheduler.profile.name, options.seed, reasons)
 
 
 __all__ = ["MS", "SimOptions", "SimResult", "simulate"]

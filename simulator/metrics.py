@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 from scheduler.decision import SolverReport
+from scheduler.feasibility import count_by_reason
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
 from simulator.runs import MS, JobRun
@@ -65,6 +66,7 @@ def job_rows(result: SimResult) -> list[dict[str, Any]]:
             "interruptions": run.interruptions,
             "lost_gpu_hours": round(run.lost_gpu_ms / MS_PER_HOUR, 6),
             "cost_usd": cents(job_cost(result, run)),
+            "reason": result.reasons.get(job.id, ""),
         })
     return rows
 
@@ -107,7 +109,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {**(run_info or {}), "profile": result.profile, "seed": result.seed, "end_s": result.end_ms / MS},
-        "jobs": {"total": len(runs), **outcomes},
+        "jobs": {"total": len(runs), **outcomes, "unfinished_by_reason": count_by_reason(result.reasons)},
         "queue_s": quantiles(queue, ("mean", "p50", "p95", "p99")),
         "jct_s": quantiles(jct, ("mean", "p50", "p95")),
         "makespan_s": round(result.end_ms / MS - first_submit, 3),
