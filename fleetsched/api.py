@@ -7,7 +7,7 @@ raises `scheduler.errors.InputError` (file, line, field) on a mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import policies
 from scheduler.cluster import Cluster, load_cluster
 from scheduler.decision import Decision
 from scheduler.errors import InputError
+from scheduler.feasibility import Survey, surveys
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
@@ -24,7 +25,7 @@ from simulator.engine import SimOptions, SimResult
 from simulator.engine import simulate as replay
 from traces.base import replayed
 from traces.canonical import read_jobs
-from traces.formats import read_trace
+from traces.formats import read_trace, read_trace_jobs
 
 PathLike = str | Path
 
@@ -59,6 +60,35 @@ def plan(
     snapshot = loaded.snapshot()
     decision = Scheduler(chosen).schedule(snapshot, given, now_s=0.0, seed=seed)
     return Plan(chosen.name, snapshot, given, decision)
+
+
+def survey(
+    trace: PathLike | Iterable[Job],
+    cluster: PathLike | Cluster,
+    profile: str | Profile = "default",
+    *,
+    trace_format: str | None = None,
+) -> Survey:
+    """The jobs of `trace` (a trace file, or jobs) that no pool of `cluster` can ever take under
+    `profile`, grouped by reason, and how many jobs it holds (`scheduler.feasibility`).
+
+    The trace is streamed: a survey of ten million jobs keeps counts and a few ids per reason.
+    """
+    return survey_profiles(trace, cluster, [profile], trace_format=trace_format)[0]
+
+
+def survey_profiles(
+    trace: PathLike | Iterable[Job],
+    cluster: PathLike | Cluster,
+    profiles: Sequence[str | Profile],
+    *,
+    trace_format: str | None = None,
+) -> tuple[Survey, ...]:
+    """`survey` under each of `profiles` (their filters may differ), in one pass over the trace."""
+    chosen = [load_profile(profile) for profile in profiles]
+    loaded = _cluster(cluster)
+    jobs = read_trace_jobs(trace, trace_format) if isinstance(trace, str | Path) else trace
+    return surveys(jobs, loaded, chosen)
 
 
 def simulate(
