@@ -9,6 +9,6 @@ the scheduling core, the policies, the traces and each world know nothing of it.
 (12, 5)
 """
 
-from fleetsched.api import Plan, compare, load_profile, plan, simulate
+from fleetsched.api import Plan, compare, load_profile, plan, simulate, survey
 
-__all__ = ["Plan", "compare", "load_profile", "plan", "simulate"]
+__all__ = ["Plan", "compare", "load_profile", "plan", "simulate", "survey"]

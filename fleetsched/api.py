@@ -17,6 +17,7 @@ import policies
 from scheduler.cluster import Cluster, load_cluster
 from scheduler.decision import Decision
 from scheduler.errors import InputError
+from scheduler.feasibility import Survey, surveys
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
@@ -27,7 +28,7 @@ from simulator.outputs import run_into
 from simulator.rundir import RunDirectory
 from traces.base import replayed
 from traces.canonical import read_jobs
-from traces.formats import read_trace
+from traces.formats import read_trace, read_trace_jobs
 
 PathLike = str | Path
 #: Seeds are written into summary.json, which JSON readers may parse as doubles (exact up to
@@ -89,6 +90,35 @@ def arrivals(trace: PathLike, trace_format: str | None = None) -> tuple[Iterable
     count, in_order = trace_order(trace, trace_format)
     jobs = replayed(read_trace(trace, trace_format))
     return (jobs, count) if in_order else (list(jobs), count)
+
+
+def survey(
+    trace: PathLike | Iterable[Job],
+    cluster: PathLike | Cluster,
+    profile: str | Profile = "default",
+    *,
+    trace_format: str | None = None,
+) -> Survey:
+    """The jobs of `trace` (a trace file, or jobs) that no pool of `cluster` can ever take under
+    `profile`, grouped by reason, and how many jobs it holds (`scheduler.feasibility`).
+
+    The trace is streamed: a survey of ten million jobs keeps counts and a few ids per reason.
+    """
+    return survey_profiles(trace, cluster, [profile], trace_format=trace_format)[0]
+
+
+def survey_profiles(
+    trace: PathLike | Iterable[Job],
+    cluster: PathLike | Cluster,
+    profiles: Sequence[str | Profile],
+    *,
+    trace_format: str | None = None,
+) -> tuple[Survey, ...]:
+    """`survey` under each of `profiles` (their filters may differ), in one pass over the trace."""
+    chosen = [load_profile(profile) for profile in profiles]
+    loaded = _cluster(cluster)
+    jobs = read_trace_jobs(trace, trace_format) if isinstance(trace, str | Path) else trace
+    return surveys(jobs, loaded, chosen)
 
 
 def simulate(

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from fleetsched import api
+from scheduler.errors import InputError
+from scheduler.feasibility import Group, Survey
 from simulator.compare import render_comparison, write_comparison
 from simulator.engine import SimOptions
 from simulator.outputs import render_summary
@@ -55,6 +58,8 @@ def _inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True, help="trace file (any format fleetsched reads)")
     parser.add_argument("--format", help="trace format (detected when left out)")
     parser.add_argument("--cluster", required=True, help="cluster file (TOML)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a trace with jobs no pool of the cluster can ever take (exit 2)")
 
 
 def _progress(done: int, total: int) -> None:
@@ -78,11 +83,44 @@ def compare_progress(stream: TextIO) -> Callable[[int, int], None] | None:
     return show
 
 
+def _jobs(count: int) -> str:
+    return "1 job" if count == 1 else f"{count:,} jobs"
+
+
+def _examples(group: Group) -> str:
+    return ", ".join(group.examples) + (", ..." if group.count > len(group.examples) else "")
+
+
+def survey_first(args: argparse.Namespace, profiles: Sequence[str]) -> None:
+    """Lists on stderr the jobs no pool of the cluster can ever take, by reason, before any run;
+    with --strict any such job is an error (one line, nothing written)."""
+    found = api.survey_profiles(args.trace, args.cluster, profiles, trace_format=args.format)
+    alike: dict[tuple[Group, ...], list[tuple[str, Survey]]] = {}
+    for name, survey in zip(profiles, found, strict=True):
+        alike.setdefault(survey.groups, []).append((name, survey))
+    for groups, named in alike.items():
+        if not groups:
+            continue
+        label = "" if len(alike) == 1 else f"under {', '.join(name for name, _ in named)}: "
+        survey = named[0][1]
+        head = f"{label}{survey.unplaceable:,} of {survey.jobs:,} jobs can never run on {Path(args.cluster).name}"
+        if args.strict:
+            first, others = groups[0], len(groups) - 1
+            more = f"; and {others} other reason{'s' if others > 1 else ''}" if others else ""
+            raise InputError(f"{head} (--strict); {_jobs(first.count)}: {first.reason}: {_examples(first)}{more}",
+                             source=args.trace)
+        for group in groups:
+            sys.stderr.write(f"fleetsched: {label}{_jobs(group.count)} can never run: {group.reason}: "
+                             f"{_examples(group)}\n")
+        sys.stderr.write(f"fleetsched: {head}; they will end unfinished (--strict makes this an error)\n")
+
+
 def run_simulate(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
     api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
     with RunDirectory.prepare(args.out, force=args.force) as run:
+        survey_first(args, [args.profile])
         api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
                      trace_format=args.format, out=run, options=SimOptions(check=args.check, progress=progress))
         document = json.loads((run.path / "summary.json").read_text(encoding="utf-8"))
@@ -94,6 +132,7 @@ def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
     with RunDirectory.prepare(args.out, force=args.force) as run:
+        survey_first(args, profiles)
         rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,
                                  workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr))
         write_comparison(rows, run.path)

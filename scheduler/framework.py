@@ -156,9 +156,16 @@ class Framework:
             return known[1]
         if len(self._shapes) > MAX_VERDICTS:
             self._shapes.clear()
-        shape = tuple(getattr(job, name) for name in self._shape_fields)
+        shape = self.shape_of(job)
         self._shapes[id(job)] = (job, shape)
         return shape
+
+    def shape_of(self, job: Job) -> Hashable:
+        """`shape`, worked out afresh and remembered nowhere: for a pass that sees each job once
+        (`scheduler.feasibility`), where a memo per job object would only hold the jobs."""
+        if self._shape_fields is None:
+            return job
+        return tuple(getattr(job, name) for name in self._shape_fields)
 
     def verdict(self, state: CycleState, job: Job, node_class: NodeClass) -> Verdict:
         """The class's verdict for the job, remembered or computed once."""
@@ -179,6 +186,11 @@ class Framework:
         if verdict.status.code is Code.UNRESOLVABLE:
             self.verdicts.closed.setdefault(shape, {})[node_class.pool] = verdict.status
         return verdict
+
+    def evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
+        """One replica of `job` on `node`: every filter, then the capacity, remembered nowhere
+        (for nodes no cycle shows: `scheduler.feasibility` asks about new, empty ones)."""
+        return self._evaluate(cycle, job, node)
 
     def _evaluate(self, cycle: Cycle, job: Job, node: Node) -> Verdict:
         status = OK

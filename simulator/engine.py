@@ -27,6 +27,7 @@ import simpy
 
 from scheduler.cluster import Cluster
 from scheduler.errors import InputError
+from scheduler.feasibility import unfinished_reasons
 from scheduler.model import Capacity, Job, JobKind, Node, Pool
 from scheduler.world import Scheduler, run_cycle
 from simulator.ledger import Ledger
@@ -229,12 +230,14 @@ def collector_spared() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
-    """What a replay leaves: the world (runs, ledger, tally, and its history when kept) and when it ended."""
+    """What a replay leaves: the world (runs, ledger, tally, and its history when kept), when it
+    ended, and why each job it left unfinished did not run (`scheduler.feasibility.unfinished_reasons`)."""
 
     world: SimWorld
     end_ms: int
     profile: str
     seed: int
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 def in_submit_order(jobs: Iterable[Job]) -> Iterator[Job]:
@@ -283,9 +286,11 @@ def simulate(
     with collector_spared():
         env.run(until=engine.done)
     end = int(env.now)
-    world.close(end)
+    unfinished = (run.job for run in world.runs.values() if not run.outcome)
+    reasons = unfinished_reasons(scheduler.profile, world.snapshot, unfinished)
+    world.close(end, reasons)
     world.ledger.check()
-    return SimResult(world, end, scheduler.profile.name, options.seed)
+    return SimResult(world, end, scheduler.profile.name, options.seed, reasons)
 
 
 __all__ = ["MS", "SimOptions", "SimResult", "simulate"]

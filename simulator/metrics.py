@@ -53,6 +53,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
     lost = sum((ledger.usd(pool, part_ms) for pool, part_ms in ledger.lost_by_pool.items()), Fraction(0))
     first_submit = tally.first_submit_s if tally.jobs else 0.0
     outcomes = {name: tally.outcomes[name] for name in OUTCOMES}
+    by_reason = dict(sorted(tally.unfinished_by_reason.items()))
 
     def idle_of(pool: str) -> int:
         return ledger.idle.get(pool, 0)
@@ -61,7 +62,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {**(run_info or {}), "profile": result.profile, "seed": result.seed, "end_s": result.end_ms / MS},
-        "jobs": {"total": tally.jobs, **outcomes},
+        "jobs": {"total": tally.jobs, **outcomes, "unfinished_by_reason": by_reason},
         "queue_s": tally.queue_s.summary(("mean", "p50", "p95", "p99")),
         "jct_s": tally.jct_s.summary(("mean", "p50", "p95")),
         "makespan_s": round(result.end_ms / MS - first_submit, 3),

@@ -26,7 +26,7 @@ Event = tuple[int, str, dict[str, Any]]
 TimelineRow = tuple[int, str, int, int, int]  # t_ms, pool, nodes, busy parts, nodes provisioning
 JOB_COLUMNS = (
     "id", "team", "project", "model", "kind", "submit_s", "start_s", "end_s", "queue_s", "jct_s", "outcome",
-    "replicas", "request", "pools", "preemptions", "interruptions", "lost_gpu_hours", "cost_usd",
+    "replicas", "request", "pools", "preemptions", "interruptions", "lost_gpu_hours", "cost_usd", "reason",
 )  # fmt: skip
 TIMELINE_COLUMNS = ("t_s", "pool", "nodes", "provisioning", "gpus_busy", "usd_per_hour")
 SOLVER_COLUMNS = ("t_s", "status", "used", "jobs", "objective", "bound", "gap", "cost_usd_per_hour")
@@ -37,8 +37,9 @@ class Sink(Protocol):
 
     def event(self, event: Event) -> None: ...
 
-    def job(self, run: JobRun, cost_usd: float) -> None:
-        """A job that ended (or was unfinished when the replay ended) and its exact cost, rounded to a float."""
+    def job(self, run: JobRun, cost_usd: float, reason: str) -> None:
+        """A job that ended (or was unfinished when the replay ended, and why), and its exact
+        cost rounded to a float."""
 
     def timeline(self, row: TimelineRow) -> None: ...
 
@@ -50,20 +51,20 @@ class Memory:
     """The whole history, kept."""
 
     log: list[Event] = field(default_factory=list)
-    ended: list[tuple[JobRun, float]] = field(default_factory=list)
+    ended: list[tuple[JobRun, float, str]] = field(default_factory=list)
     timeline_rows: list[TimelineRow] = field(default_factory=list)
     solver_log: list[tuple[int, SolverReport]] = field(default_factory=list)
 
     def event(self, event: Event) -> None:
         self.log.append(event)
 
-    def job(self, run: JobRun, cost_usd: float) -> None:
-        self.ended.append((run, cost_usd))
+    def job(self, run: JobRun, cost_usd: float, reason: str) -> None:
+        self.ended.append((run, cost_usd, reason))
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         """The jobs.csv rows, made when asked (a replay that is never written never pays for them)."""
-        return [job_row(run, cost_usd) for run, cost_usd in self.ended]
+        return [job_row(run, cost_usd, reason) for run, cost_usd, reason in self.ended]
 
     def timeline(self, row: TimelineRow) -> None:
         self.timeline_rows.append(row)
@@ -75,8 +76,8 @@ class Memory:
         """Tells `sink` everything kept, in order."""
         for event in self.log:
             sink.event(event)
-        for run, cost_usd in self.ended:
-            sink.job(run, cost_usd)
+        for run, cost_usd, reason in self.ended:
+            sink.job(run, cost_usd, reason)
         for timeline_row in self.timeline_rows:
             sink.timeline(timeline_row)
         for t_ms, report in self.solver_log:
@@ -115,8 +116,8 @@ class Files:
         t_ms, name, data = event
         self._events.write(json.dumps({"t_s": t_ms / MS, "event": name, **data}, sort_keys=True) + "\n")
 
-    def job(self, run: JobRun, cost_usd: float) -> None:
-        self._jobs.writerow(job_row(run, cost_usd))
+    def job(self, run: JobRun, cost_usd: float, reason: str) -> None:
+        self._jobs.writerow(job_row(run, cost_usd, reason))
 
     def timeline(self, row: TimelineRow) -> None:
         t_ms, pool, nodes, busy_parts, provisioning = row

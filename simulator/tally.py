@@ -27,8 +27,9 @@ def cents(usd: Fraction | float) -> float:
     return round(float(usd), 2)
 
 
-def job_row(run: JobRun, cost: float) -> dict[str, Any]:
-    """The job's jobs.csv row (`cost`: its exact cost in dollars as the nearest float)."""
+def job_row(run: JobRun, cost: float, reason: str = "") -> dict[str, Any]:
+    """The job's jobs.csv row (`cost`: its exact cost in dollars as the nearest float; `reason`:
+    why it did not run, when it is unfinished)."""
     job = run.job
     start, end = run.first_start_ms, run.end_ms
     return {
@@ -50,6 +51,7 @@ def job_row(run: JobRun, cost: float) -> dict[str, Any]:
         "interruptions": run.interruptions,
         "lost_gpu_hours": round(run.lost_gpu_ms / MS_PER_HOUR, 6),
         "cost_usd": cents(cost),
+        "reason": reason,
     }
 
 
@@ -94,6 +96,7 @@ class Tally:
     interruptions: int = 0
     first_submit_s: float = math.inf
     by_label: dict[str, dict[str, int]] = field(default_factory=lambda: {label: {} for label in LABELS})  # ledger units
+    unfinished_by_reason: dict[str, int] = field(default_factory=dict)
     node_events: dict[str, int] = field(default_factory=dict)  # node-add, and node-remove by reason
     solver: SolverTally | None = None
 
@@ -101,7 +104,7 @@ class Tally:
         self.jobs += 1
         self.first_submit_s = min(self.first_submit_s, submit_s)
 
-    def add_job(self, run: JobRun, cost_units: int) -> None:
+    def add_job(self, run: JobRun, cost_units: int, reason: str = "") -> None:
         """A job that ended (or was still unfinished when the replay ended) and what it cost
         (in the ledger's units: `Ledger.units`)."""
         job = run.job
@@ -110,6 +113,8 @@ class Tally:
             self.queue_s.add(run.first_start_ms / MS - job.submit_s)
         if run.end_ms is not None:
             self.jct_s.add(run.end_ms / MS - job.submit_s)
+        if reason:
+            self.unfinished_by_reason[reason] = self.unfinished_by_reason.get(reason, 0) + 1
         self.lost_gpu_ms += run.lost_gpu_ms
         self.preemptions += run.preemptions
         self.interruptions += run.interruptions

@@ -165,25 +165,25 @@ class SimWorld:
         self.event(now, "finish", {"job": run.job.id, "outcome": run.outcome})
         self._retire(run)
 
-    def close(self, end_ms: int) -> None:
+    def close(self, end_ms: int, reasons: Mapping[str, str]) -> None:
         """The replay ended at `end_ms`: accounts settled, jobs still waiting told as unfinished
-        (in submit order), the last timeline row told."""
+        (in submit order) with the `reasons` they did not run, the last timeline row told."""
         self.ledger.settle(end_ms)
         for run in sorted(self.runs.values(), key=lambda r: (r.job.submit_s, r.job.id)):
             if run.phase is not Phase.DONE:
-                self._retire(run)
+                self._retire(run, reasons.get(run.job.id, ""))
         if self._row is not None:
             assert self.sink is not None
             self.sink.timeline(self._row)
             self._row = None
 
-    def _retire(self, run: JobRun) -> None:
+    def _retire(self, run: JobRun, reason: str = "") -> None:
         """An ended job: its row to the sink, its totals to the tally; forgotten unless kept."""
         job_id = run.job.id
         units = self.ledger.units(self.ledger.jobs.get(job_id, {}))
         assert self.sink is not None
-        self.sink.job(run, units / self.ledger.denominator)  # int / int is the exact value, rounded once
-        self.tally.add_job(run, units)
+        self.sink.job(run, units / self.ledger.denominator, reason)  # int / int: the exact value, rounded once
+        self.tally.add_job(run, units, reason)
         if self.memory is None:
             del self.runs[job_id]
             self.ledger.retire(job_id)

@@ -217,6 +217,8 @@ BAD_FILES = [
                  "mig_profile", "a MIG request takes no gpu_milli or gpu_memory_gb", id="mig-with-milli"),
     pytest.param(bad({"id": "b", "duration_s": 3, "mig_profile": "1g.5gb", "gpu_memory_gb": 5}), 2,
                  "mig_profile", "a MIG request takes no gpu_milli or gpu_memory_gb", id="mig-with-memory"),
+    pytest.param(bad({"id": "b", "duration_s": 3, "mig_profile": "9g.99gb"}), 2, "mig_profile",
+                 "no GPU in the catalog has MIG profile '9g.99gb'; known: 1g.10gb, ", id="mig-profile-no-gpu-has"),
     pytest.param(bad({"id": "b", "duration_s": 3, "mig_profile": "1g.5gb", "gpus": 0}), 2,
                  "gpus", "a MIG request needs at least one instance", id="mig-zero-instances"),
     pytest.param(bad({"id": "b", "duration_s": 3, "gpus": 0}), 2, "gpus",

@@ -136,6 +136,8 @@ def test_jobs_that_can_never_fit_end_the_run_unfinished() -> None:
     jobs = [Job(id="big", request=whole(16), duration_s=10.0), Job(id="ok", request=whole(1), duration_s=10.0)]
     document = summary(run(jobs, one_pool()))  # type: ignore[arg-type]
     assert document["jobs"]["unfinished"] == 1 and document["jobs"]["completed"] == 1
+    reason = "no pool takes a replica (pool p: WholeGpuFit: replica needs 16 GPUs; node has 8)"
+    assert document["jobs"]["unfinished_by_reason"] == {reason: 1}
 
 
 _JOBS = random_jobs(horizon_s=5000, max_replicas=2, max_size=25)

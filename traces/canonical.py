@@ -101,6 +101,7 @@ class _Row:
 def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalog: Catalog | None = None) -> Job:
     """A Job from one canonical record; InputError naming source, line and field if it is wrong."""
     row = _Row(values, source, line)
+    catalog = catalog or default_catalog()
     for key in row.values:
         if key not in FIELDS and key != "schema_version":
             raise row.fail(key, f"unknown field; the canonical record has {', '.join(FIELDS)}")
@@ -111,11 +112,11 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
         raise row.fail("id", "required")
     return Job(
         id=job_id,
-        request=_request(row),
+        request=_request(row, catalog),
         submit_s=row.number("submit_s", 0.0),
         duration_s=row.number("duration_s"),
         replicas=row.integer("replicas", 1, least=1),
-        gpu_models=_models(row, catalog or default_catalog()),
+        gpu_models=_models(row, catalog),
         priority=_priority(row),
         preemptible=row.boolean("preemptible"),
         checkpoint_interval_s=row.number("checkpoint_interval_s", 0.0),
@@ -124,7 +125,7 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
         kind=JobKind(row.choice("kind", tuple(JobKind), JobKind.BATCH)),
         labels=Labels(**{field: str(row.values.get(field, "")) for field in _TEXT}),
         status=row.choice("status", STATUSES, "completed"),
-        speedups=_speedups(row, catalog or default_catalog()),
+        speedups=_speedups(row, catalog),
     )
 
 
@@ -161,7 +162,19 @@ def _priority(row: _Row) -> int:
     return int(number)
 
 
-def _request(row: _Row) -> GpuRequest:
+_MIG_PROFILES: dict[int, tuple[Catalog, frozenset[str]]] = {}
+
+
+def _mig_profiles(catalog: Catalog) -> frozenset[str]:
+    """Every MIG profile some GPU of `catalog` has (worked out once per catalog: MIG rows ask)."""
+    known = _MIG_PROFILES.get(id(catalog))
+    if known is None or known[0] is not catalog:
+        names = frozenset(name for model in catalog.models.values() if model.mig for name in model.mig.profiles)
+        known = _MIG_PROFILES[id(catalog)] = (catalog, names)
+    return known[1]
+
+
+def _request(row: _Row, catalog: Catalog) -> GpuRequest:
     gpus = row.integer("gpus", 1)
     profile = str(row.values.get("mig_profile", "")).strip()
     milli = row.integer("gpu_milli", FULL_GPU_MILLI, least=1)
@@ -169,6 +182,11 @@ def _request(row: _Row) -> GpuRequest:
     if profile:
         if "gpu_milli" in row.values or memory_mib:
             raise row.fail("mig_profile", "a MIG request takes no gpu_milli or gpu_memory_gb")
+        if profile not in _mig_profiles(catalog):
+            # A profile some GPU has but no pool offers is the cluster's matter (the survey
+            # before a replay says so); one no GPU has is a typo.
+            known = ", ".join(sorted(_mig_profiles(catalog)))
+            raise row.fail("mig_profile", f"no GPU in the catalog has MIG profile {profile!r}; known: {known}")
         if gpus < 1:
             raise row.fail("gpus", "a MIG request needs at least one instance")
         return GpuRequest(kind=RequestKind.MIG, gpus=gpus, mig_profile=profile)
