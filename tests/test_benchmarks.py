@@ -46,3 +46,30 @@ def test_bench_extender_reports_latency_against_the_running_server() -> None:
     latency = json.loads(done.stdout)["latency"]
     assert latency["nodes"] == 50 and latency["requests"] == 40
     assert 0 < latency["pair_ms_p50"] <= latency["pair_ms_p99"] and latency["requests_per_s"] > 0
+
+
+def test_bench_sim_replays_on_the_cluster_that_fits_and_on_the_overloaded_one() -> None:
+    reports = []
+    for extra in ([], ["--overloaded"]):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks/bench_sim.py"), "--jobs", "400", "--json", *extra],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )
+        reports.append(json.loads(done.stdout))
+    fits, overloaded = reports
+    assert (fits["gpus"], overloaded["gpus"]) == (512, 320) and overloaded["cluster"] == "philly-320.toml"
+    assert fits["finished"] == overloaded["finished"] == 400
+    assert fits["ratio_to_bare"] > 0 and overloaded["bare_simpy_s"] > 0
+
+
+def test_bench_stream_replays_a_trace_in_a_process_of_its_own(tmp_path: Path) -> None:
+    trace = tmp_path / "synth-300.jsonl"
+    subprocess.run([sys.executable, "-m", "fleetsched", "trace", "synth", "--out", str(trace), "--jobs", "300",
+                    "--jobs-per-hour", "100"], capture_output=True, check=True, cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_stream.py"), "--traces", str(tmp_path), "--jobs", "300"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    (run,) = report["runs"]
+    assert run["jobs"] == run["completed"] == 300 and run["peak_rss_mib"] > 0 and run["jobs_per_s"] > 0
