@@ -8,7 +8,7 @@ raises `scheduler.errors.InputError` (file, line, field) on a mistake.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -70,14 +70,41 @@ def plan(
     return Plan(chosen.name, snapshot, given, decision)
 
 
-def trace_order(trace: PathLike, trace_format: str | None = None) -> tuple[int, bool]:
-    """How many jobs a trace file has and whether they come in submit order (one pass, in
-    constant memory); InputError when it has none."""
+#: What one pass over a trace file found (jobs, in submit order?), by file, size, time and
+#: format: the command surveys a trace before replaying it, and a trace of ten million jobs
+#: takes a minute a pass.
+_ORDERS: dict[tuple[str, int, int, str | None], tuple[int, bool]] = {}
+
+
+def _file_key(trace: PathLike, trace_format: str | None) -> tuple[str, int, int, str | None]:
+    path = Path(trace)
+    if not path.exists():
+        raise InputError("no such file", source=str(trace))
+    found = path.stat()
+    return str(path.resolve()), found.st_size, found.st_mtime_ns, trace_format
+
+
+def _noting_order(jobs: Iterable[Job], key: tuple[str, int, int, str | None]) -> Iterator[Job]:
+    """`jobs`, noting once they have all passed how many there were and whether in submit order."""
     count, in_order, last_s = 0, True, -math.inf
-    for job in replayed(read_trace(trace, trace_format)):
+    for job in jobs:
         count += 1
         in_order = in_order and job.submit_s >= last_s
         last_s = max(last_s, job.submit_s)
+        yield job
+    if len(_ORDERS) > 64:
+        _ORDERS.clear()
+    _ORDERS[key] = (count, in_order)
+
+
+def trace_order(trace: PathLike, trace_format: str | None = None) -> tuple[int, bool]:
+    """How many jobs a trace file has and whether they come in submit order (one pass, in
+    constant memory, unless a survey of the same file made it); InputError when it has none."""
+    key = _file_key(trace, trace_format)
+    if key not in _ORDERS:
+        for _ in _noting_order(replayed(read_trace(trace, trace_format)), key):
+            pass
+    count, in_order = _ORDERS[key]
     if not count:
         raise InputError("the trace has no job to replay", source=str(trace))
     return count, in_order
@@ -117,8 +144,10 @@ def survey_profiles(
     """`survey` under each of `profiles` (their filters may differ), in one pass over the trace."""
     chosen = [load_profile(profile) for profile in profiles]
     loaded = _cluster(cluster)
-    jobs = read_trace_jobs(trace, trace_format) if isinstance(trace, str | Path) else trace
-    return surveys(jobs, loaded, chosen)
+    if isinstance(trace, str | Path):
+        jobs = _noting_order(read_trace_jobs(trace, trace_format), _file_key(trace, trace_format))
+        return surveys(jobs, loaded, chosen)
+    return surveys(trace, loaded, chosen)
 
 
 def simulate(

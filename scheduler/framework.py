@@ -284,6 +284,8 @@ class Framework:
         fits: dict[str, tuple[str, ...]] = {}
         sizes = state.classes.pool_sizes()
         growable = [pool for pool in state.cycle.pools.values() if sizes.get(pool.name, 0) < pool.max_nodes]
+        if not growable:  # no pool can take an answer: plugins are not asked (a full cluster's cycles stay cheap)
+            return {}
         for job in jobs:
             fits[job.id] = tuple(pool.name for pool in growable if self.fits_new_node(state.cycle, job, pool))
         wanted: dict[str, int] = {}

@@ -189,8 +189,9 @@ class ScorePlugin(Protocol):
 class ProvisionPlugin(Protocol):
     """Which pools to grow, by how many nodes, for jobs that fit on no existing node.
 
-    `fits` maps each job's id to the pools where a new, empty node would take one of its
-    replicas. The world caps the answer by each pool's max_nodes and the nodes already coming.
+    `fits` maps each job's id to the pools that can still grow (fewer nodes than max_nodes)
+    where a new, empty node would take one of its replicas; when no pool can grow, the hook is
+    not asked. The world caps the answer by each pool's max_nodes and the nodes already coming.
     """
 
     def provision(self, cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]]) -> Mapping[str, int]: ...

@@ -141,3 +141,22 @@ def test_selection_over_a_spilled_file_finds_exact_order_statistics() -> None:
     ranks = [0, 199_999, 200_000, 250_000, 499_999, 475_000]
     assert stream.order_statistics(ranks) == {rank: ordered[rank] for rank in ranks}
     assert stream.summary(("mean", "p50", "p95", "p99")) == quantiles(values, ("mean", "p50", "p95", "p99"))
+
+
+def test_the_command_reads_a_trace_twice_survey_and_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The survey notes the trace's length and order; the replay streams it: no third pass."""
+    from fleetsched.cli import main
+    from traces import formats
+
+    passes: list[str] = []
+    original = formats.read_rows
+
+    def counted(path: Any, *args: Any, **kwargs: Any) -> Any:
+        passes.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(formats, "read_rows", counted)
+    trace = str(SAMPLES / "synth-2days.jsonl")
+    assert main(["simulate", "--trace", trace, "--cluster", str(SAMPLES / "elastic-spot-cluster.toml"),
+                 "--out", str(tmp_path / "run")]) == 0
+    assert passes == [trace, trace]
