@@ -28,6 +28,9 @@ from scheduler.queue import Need
 
 MAX_SCORE = 100
 MAX_VERDICTS = 200_000
+#: Jobs whose shape is remembered (by job object): enough for every job a cycle is shown many
+#: times over; past it the memo starts again, so a replay of millions of jobs does not keep them.
+MAX_SHAPES = 16_384
 CAPACITY = "NodeCapacity"
 READY = "NodeReady"
 
@@ -154,7 +157,7 @@ class Framework:
         known = self._shapes.get(id(job))
         if known is not None and known[0] is job:
             return known[1]
-        if len(self._shapes) > MAX_VERDICTS:
+        if len(self._shapes) > MAX_SHAPES:
             self._shapes.clear()
         shape = self.shape_of(job)
         self._shapes[id(job)] = (job, shape)
