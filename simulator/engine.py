@@ -31,7 +31,7 @@ from scheduler.feasibility import unfinished_reasons
 from scheduler.model import Capacity, Job, JobKind, Node, Pool
 from scheduler.world import Scheduler, run_cycle
 from simulator.ledger import Ledger
-from simulator.recording import Sink
+from simulator.recording import Memory, Sink
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.world import SimWorld
 
@@ -276,7 +276,7 @@ def simulate(
         arriving = in_submit_order(jobs)
     engine = Engine(env, scheduler, options)
     world = SimWorld(snapshot, Ledger(snapshot.pools), scheduler.queue(), clock=lambda: int(env.now), processes=engine,
-                     check=options.check, sink=sink)  # fmt: skip
+                     check=options.check, sink=Memory() if sink is None else sink, keep=sink is None)  # fmt: skip
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):

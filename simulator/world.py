@@ -54,10 +54,10 @@ class SimWorld:
     clock: Callable[[], int]
     processes: Processes
     check: bool = False
-    sink: Sink | None = None  # None: the history is kept in `memory`
+    sink: Sink = field(default_factory=Memory)
+    keep: bool = True  # keep ended jobs (and, with a `Memory` sink, the history); else forget them
     runs: dict[str, JobRun] = field(default_factory=dict)  # jobs waiting or running (and, when kept, ended)
     tally: Tally = field(default_factory=Tally)
-    memory: Memory | None = None
     busy_parts: dict[str, int] = field(default_factory=dict)
     node_count: dict[str, int] = field(default_factory=dict)
     provisioning: dict[str, int] = field(default_factory=dict)  # pool -> nodes asked for, not ready yet
@@ -70,8 +70,6 @@ class SimWorld:
     _row: TimelineRow | None = None  # the timeline row of this instant, told the sink when the next begins
 
     def __post_init__(self) -> None:
-        if self.sink is None:
-            self.memory = self.sink = Memory()
         for node in self.snapshot.nodes.values():
             self.node_count[node.pool] = self.node_count.get(node.pool, 0) + 1
             self.ledger.open(node.name, node.pool, 0)
@@ -79,28 +77,30 @@ class SimWorld:
             self.record(pool)
 
     @property
+    def memory(self) -> Memory | None:
+        """The history, when this world keeps it."""
+        return self.sink if self.keep and isinstance(self.sink, Memory) else None
+
+    def _kept(self) -> Memory:
+        if (memory := self.memory) is None:
+            raise RuntimeError("this world wrote its history to a sink and did not keep it")
+        return memory
+
+    @property
     def log(self) -> list[Event]:
-        """Every event so far (a world that keeps its history only)."""
         return self._kept().log
 
     @property
     def timeline(self) -> list[TimelineRow]:
-        """Per pool and instant: nodes, busy parts, nodes provisioning (a world that keeps its history only)."""
-        kept = self._kept()
-        return [*kept.timeline_rows, *([self._row] if self._row is not None else [])]
+        """Per pool and instant: nodes, busy parts, nodes provisioning."""
+        return [*self._kept().timeline_rows, *([self._row] if self._row is not None else [])]
 
     @property
     def solver_log(self) -> list[tuple[int, SolverReport]]:
         return self._kept().solver_log
 
-    def _kept(self) -> Memory:
-        if self.memory is None:
-            raise RuntimeError("this world wrote its history to a sink and did not keep it")
-        return self.memory
-
     def event(self, now_ms: int, name: str, data: dict[str, Any]) -> None:
         """Tells the sink an event; counts node events for the summary."""
-        assert self.sink is not None
         self.sink.event((now_ms, name, data))
         if name == "node-add":
             self.tally.node_event(name)
@@ -127,7 +127,6 @@ class SimWorld:
             return
         now = self.clock()
         if decision.solver is not None:
-            assert self.sink is not None
             self.sink.solver(now, decision.solver)
             self.tally.solved(decision.solver)
         after = apply(self.snapshot, decision, now / MS)  # validates: no over-allocation, MIG, gangs
@@ -173,7 +172,6 @@ class SimWorld:
             if run.phase is not Phase.DONE:
                 self._retire(run, reasons.get(run.job.id, ""))
         if self._row is not None:
-            assert self.sink is not None
             self.sink.timeline(self._row)
             self._row = None
 
@@ -181,10 +179,9 @@ class SimWorld:
         """An ended job: its row to the sink, its totals to the tally; forgotten unless kept."""
         job_id = run.job.id
         units = self.ledger.units(self.ledger.jobs.get(job_id, {}))
-        assert self.sink is not None
         self.sink.job(run, units / self.ledger.denominator, reason)  # int / int: the exact value, rounded once
         self.tally.add_job(run, units, reason)
-        if self.memory is None:
+        if not self.keep:
             del self.runs[job_id]
             self.ledger.retire(job_id)
 
@@ -393,7 +390,6 @@ class SimWorld:
                self.provisioning.get(pool, 0))  # fmt: skip
         last = self._row
         if last is not None and last[:2] != row[:2]:
-            assert self.sink is not None
             self.sink.timeline(last)
         self._row = row
 
