@@ -21,7 +21,7 @@ from scheduler.model import ClusterSnapshot, Grant, Job, JobKind, Placement, Poo
 from scheduler.plugin import Cycle
 from scheduler.world import Observation, Scheduler
 from simulator.engine import SimOptions, SimResult, simulate
-from tests.builders import make_job, make_pool, make_snapshot, random_jobs, whole
+from tests.builders import make_job, make_pool, make_snapshot, random_jobs, share, whole
 
 GANG_FAIR = policies.profile("gang-fair")
 POOL = make_pool("p", gpus_per_node=8, nodes=2)
@@ -142,6 +142,22 @@ def test_a_long_job_runs_now_on_capacity_the_reservation_does_not_need() -> None
     assert decision.reservation == Reservation("gang", 100.0, every_gpu("p-0", "p-1"))
     (placed,) = decision.placements
     assert placed.job.id == "long" and [r.node for r in placed.replicas] == ["p-2"]
+
+
+def test_shares_backfill_only_when_they_leave_a_reserved_gpu_in_time() -> None:
+    """A reserved GPU that is partly used cannot be held whole while a later job is placed: a
+    share that would outlast the shadow time on it is refused after placing, one that ends in
+    time stays."""
+    pool = make_pool("s", gpus_per_node=1, nodes=1, sharing=True)
+    snapshot = running(make_snapshot(pool), make_job("a", share(500), duration_s=100.0), "s-0", range(1))
+    snapshot = running(snapshot, make_job("b", share(300), duration_s=1000.0), "s-0", range(1))
+    head = make_job("head", share(600), submit_s=0.0)  # 200m free now; 700m once a ends at 100 s
+    long = make_job("long", share(100), duration_s=5000.0, submit_s=1.0)
+    short = make_job("short", share(100), duration_s=50.0, submit_s=2.0)
+    decision = schedule(snapshot, [head, long, short])
+    assert decision.reservation == Reservation("head", 100.0, frozenset({("s-0", 0)}))
+    assert [p.job.id for p in decision.placements] == ["short"]
+    assert decision.pending["long"].status.code is Code.WAIT
 
 
 # The plugin and the profile -------------------------------------------------------------------------
