@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from scheduler.decision import Decision, SolverReport, apply
+from scheduler.decision import Decision, Pending, SolverReport, apply
 from scheduler.model import Capacity, ClusterSnapshot, GpuRequest, Job, JobKind, Node, Placement, Pool, empty_node
 from scheduler.queue import WaitingQueue
 from scheduler.world import Observation
@@ -107,8 +107,7 @@ class SimWorld:
             for replica in placement.replicas:
                 self.idle_since.pop(replica.node, None)
         self.reserved = decision.reservation.nodes if decision.reservation is not None else frozenset()
-        asking = frozenset(job for job, pending in decision.pending.items() if pending.fits_nowhere)
-        self._autoscale(decision.provision, asking)
+        self._autoscale(decision.provision, decision.pending)
 
     # What the engine reports ----------------------------------------------------------------
 
@@ -223,12 +222,14 @@ class SimWorld:
         self.promised.pop(pool, None)
         return False
 
-    def _autoscale(self, wanted: Mapping[str, int], asking: frozenset[str]) -> None:
+    def _autoscale(self, wanted: Mapping[str, int], pending: Mapping[str, Pending]) -> None:
         """Asks for the nodes `wanted` per pool, up to max_nodes, less those coming or idle;
-        the pools asked for are promised to `asking`, the jobs that fit nowhere."""
+        the pools asked for are promised to the `pending` jobs that fit nowhere."""
         self.wanted = {name for name, count in wanted.items() if count > 0}
-        for name in self.wanted:
-            self.promised[name] = asking
+        if self.wanted:
+            asking = frozenset(job for job, why in pending.items() if why.fits_nowhere)
+            for name in self.wanted:
+                self.promised[name] = asking
         pools = self.snapshot.pools
         for pool_name, count in sorted(wanted.items()):
             pool = pools[pool_name]
