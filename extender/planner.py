@@ -28,6 +28,7 @@ from extender.world import Clock, ExtenderWorld, PodWorld, SystemClock
 from scheduler import capacity, costing
 from scheduler.decision import Decision, Pending
 from scheduler.model import AllocationError, ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
+from scheduler.plugin import Cycle
 from scheduler.world import Scheduler, run_cycle
 
 log = logging.getLogger(__name__)
@@ -185,9 +186,23 @@ class Planner:
             if known is not None and (names is None or known[0] in names):
                 return known
             plan.drop(pod.uid)
-            world = PodWorld(self, plan, pod, names)
+            world = PodWorld(self, plan, pod, self._unreserved(plan, pod, names))
             run_cycle(world, self.scheduler)
             return world.target
+
+    def _unreserved(self, plan: Plan, pod: PodJob, names: Collection[str] | None) -> Collection[str] | None:
+        """The nodes a pod placed alone may take: `names` (every node when None), less the nodes
+        the pass's reservation holds when the pod may still run at its shadow time. The pass
+        keeps the reserved GPUs free of such pods (`scheduler.backfill`); alone, the pod is kept
+        off the reserved nodes entirely, which is coarser but never delays the reserved job."""
+        reservation = plan.decision.reservation
+        if reservation is None or reservation.job == pod.job.id:
+            return names
+        now_s = self.clock.now_s()
+        if now_s + self.scheduler.framework.runtime_s(Cycle(now_s, plan.after), pod.job) <= reservation.start_s:
+            return names
+        offered = plan.after.nodes if names is None else names
+        return [name for name in offered if name not in reservation.nodes]
 
     def explain(self, job: Job) -> Pending:
         """Why a pending job the last pass was not shown waits: per node class, as the plan leaves them."""

@@ -11,6 +11,8 @@ What a pod asks for:
 | label | `fleetsched.io/preemptible` = `"true"` | may run on spot capacity and be evicted |
 | annotation | `fleetsched.io/checkpoint-interval-s` | seconds between checkpoints (0: none) |
 | annotation | `fleetsched.io/expected-duration-s` | expected run time, for spot risk (0: unknown) |
+| `spec.activeDeadlineSeconds` | | the longest it runs once started, for reservations |
+| annotation | `fleetsched.io/runtime-limit-s` | the same, declared without a deadline (the smaller wins) |
 | label, annotation | `fleetsched.io/gang`, `fleetsched.io/gang-size` | a gang's name and how many pods it has |
 | annotation | `fleetsched.io/gpu-models` | comma-separated GPU models the pod accepts |
 | nodeSelector | `nvidia.com/gpu.product` | the one GPU model the pod accepts (GFD's names) |
@@ -43,6 +45,7 @@ SHARE_MEMORY = PREFIX + "gpu-memory-mib"
 PREEMPTIBLE = PREFIX + "preemptible"
 CHECKPOINT = PREFIX + "checkpoint-interval-s"
 DURATION = PREFIX + "expected-duration-s"
+RUNTIME_LIMIT = PREFIX + "runtime-limit-s"
 GANG = PREFIX + "gang"
 GANG_SIZE = PREFIX + "gang-size"
 GPU_MODELS = PREFIX + "gpu-models"
@@ -118,6 +121,7 @@ def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> Po
         priority=priority,
         preemptible=_flag(labels.get(PREEMPTIBLE, "false"), f"{where}.metadata.labels.{PREEMPTIBLE}"),
         checkpoint_interval_s=_seconds(annotations.get(CHECKPOINT, "0"), f"{where}.metadata.annotations.{CHECKPOINT}"),
+        runtime_limit_s=_runtime_limit(spec, annotations, where),
         labels=Labels(
             team=labels.get(PREFIX + "team", ""),
             project=labels.get(PREFIX + "project", ""),
@@ -243,6 +247,22 @@ def _seconds(value: object, where: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise WireError(where, f"must be a finite number >= 0, got {value!r}")
     return seconds
+
+
+def _runtime_limit(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str) -> float:
+    """The longest the pod runs once started: the smaller of `spec.activeDeadlineSeconds` (after
+    which the kubelet ends it) and the runtime-limit annotation; 0 when neither is given."""
+    limits: list[float] = []
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is not None:
+        if not isinstance(deadline, int) or isinstance(deadline, bool) or deadline < 1:
+            raise WireError(f"{where}.spec.activeDeadlineSeconds", f"must be a whole number >= 1, got {deadline!r}")
+        limits.append(float(deadline))
+    if RUNTIME_LIMIT in annotations:
+        limit = _seconds(annotations[RUNTIME_LIMIT], f"{where}.metadata.annotations.{RUNTIME_LIMIT}")
+        if limit > 0:
+            limits.append(limit)
+    return min(limits, default=0.0)
 
 
 def _flag(value: str, where: str) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from policies.autoscale import ScaleUpCheapest, ScaleUpLeastWaste
+from policies.backfill import EasyBackfill
 from policies.cost import CheapestPool
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.ordering import Fifo, PriorityThenAge
@@ -36,6 +37,7 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         LeastWorkLost,
         ScaleUpCheapest,
         ScaleUpLeastWaste,
+        EasyBackfill,
     )
 }
 

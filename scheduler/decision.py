@@ -38,6 +38,7 @@ __all__ = [
     "Placement",
     "Preemption",
     "ReplicaPlacement",
+    "Reservation",
     "SolverReport",
     "Status",
     "apply",
@@ -124,6 +125,22 @@ class Pending:
     fits_nowhere: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Capacity held for `job`, the first job in queue order that could not start: it will start
+    by `start_s` (the shadow time) on `gpus` (node name, GPU index), which no job that may
+    still be running then can take meanwhile (`scheduler.backfill`)."""
+
+    job: str
+    start_s: float
+    gpus: frozenset[tuple[str, int]]
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """The nodes the reserved GPUs are on."""
+        return frozenset(node for node, _ in self.gpus)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SolverReport:
     """How a batch placer's solve went: what a scheduler records per cycle.
@@ -147,13 +164,15 @@ class SolverReport:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
-    """What one cycle wants changed, as a delta against the snapshot it was computed from."""
+    """What one cycle wants changed, as a delta against the snapshot it was computed from, and
+    the reservation it kept (None unless the profile reserves: `scheduler.backfill`)."""
 
     placements: tuple[Placement, ...] = ()
     preemptions: tuple[Preemption, ...] = ()
     pending: Mapping[str, Pending] = field(default_factory=lambda: MappingProxyType({}))
     provision: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     solver: SolverReport | None = None
+    reservation: Reservation | None = None
 
 
 class InvalidDecisionError(ValueError):

@@ -14,6 +14,7 @@ RunScorePlugins does; ties go to the class whose first node name sorts first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ class Framework:
         self.explains = explain
         self.verdicts = Verdicts()
         self._shapes: dict[int, tuple[Job, Hashable]] = {}
+        self._runtimes: dict[int, tuple[Job, float]] = {}
         self._sort = profile.sort
         self._admit = profile.admit
         self._prefilter = profile.prefilter
@@ -91,6 +93,7 @@ class Framework:
         self._postfilter = profile.postfilter
         self._score = profile.score
         self._provision = profile.provision
+        self._reserve = profile.reserve
         declared = [getattr(p, "job_fields", None) for p in (*profile.filter, *(s for s, _ in profile.score))]
         self._shape_fields: tuple[str, ...] | None = (
             None if any(d is None for d in declared) else tuple(sorted(REQUEST_FIELDS.union(*filter(None, declared))))
@@ -144,6 +147,28 @@ class Framework:
         if not self._prefilter:
             return OK
         return self._first_failure((plugin, plugin.prefilter(cycle, job)) for plugin in self._prefilter)
+
+    @property
+    def reserves(self) -> bool:
+        """Whether the profile holds capacity for the first job that cannot start (a reserve plugin)."""
+        return self._reserve is not None
+
+    def runtime_s(self, cycle: Cycle, job: Job) -> float:
+        """How long `job` runs once started, by the reserve plugin; math.inf without one.
+
+        The answer depends on the job alone (the plugin contract), so it is remembered per job
+        object: every cycle asks it for every running job.
+        """
+        if self._reserve is None:
+            return math.inf
+        known = self._runtimes.get(id(job))
+        if known is not None and known[0] is job:
+            return known[1]
+        if len(self._runtimes) > MAX_VERDICTS:
+            self._runtimes.clear()
+        runtime_s = self._reserve.runtime_s(cycle, job)
+        self._runtimes[id(job)] = (job, runtime_s)
+        return runtime_s
 
     # Node hooks --------------------------------------------------------------------------
 

@@ -137,6 +137,8 @@ class Job:
 
     `duration_s` is the work on the reference GPU; `speedups` scales it per GPU model.
     `status` is what the trace says became of it (completed, failed, killed).
+    `runtime_limit_s` is the longest it may run once started, in wall-clock seconds, when its
+    owner declared one (0: none); reservations read it (`scheduler.backfill`).
     """
 
     id: str
@@ -154,6 +156,7 @@ class Job:
     labels: Labels = field(default_factory=Labels)
     status: str = "completed"
     speedups: tuple[tuple[str, float], ...] = ()
+    runtime_limit_s: float = 0.0
 
     @property
     def checkpointable(self) -> bool:

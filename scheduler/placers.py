@@ -3,7 +3,8 @@
 `GreedyPlacer` is kube-scheduler's way: one job at a time in queue order, each replica on the
 best-scoring feasible node equivalence class, a gang all or nothing. When a job fits nowhere
 and some node rejected it as UNSCHEDULABLE, the profile's postfilter may name victims; the
-placer accepts them only if the job then fits.
+placer accepts them only if the job then fits. With a reserve plugin in the profile it
+backfills around the first job that cannot start (`scheduler.backfill`).
 
 `scheduler.batch.placer.BatchPlacer` places the whole queue with one solve (CP-SAT),
 warm-started from the greedy answer and falling back to it.
@@ -14,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol
 
+from scheduler.backfill import Backfill, Remembered
 from scheduler.cycle import CycleState
 from scheduler.decision import Code, Decision, Pending, Preemption, Status
 from scheduler.framework import Framework
 from scheduler.model import Job, Placement, ReplicaPlacement
 
 GANG = "Gang"
+RESERVED = "Reservation"
 
 
 class Placer(Protocol):
@@ -39,44 +42,87 @@ class GreedyPlacer:
 
     def __init__(self, *, trial: bool = False) -> None:
         self.trial = trial
+        self.remembered = Remembered()  # the last reservation, reused while nothing it reads changed
 
     def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision:
         """Places `queue` in order on `state`, which keeps every placement made.
 
         Capacity only shrinks while a cycle places jobs, so once a job fits nowhere, later jobs
         of the same shape fit nowhere either and share its explanation, until a preemption
-        frees capacity.
+        frees capacity. When the profile reserves (`scheduler.backfill`), the first job that
+        cannot start gets a reservation and later jobs are placed around it, without preempting;
+        then jobs of one shape are told apart by whether they would outlast the shadow time.
         """
         running_before = state.snapshot.running  # immutable: the jobs evictable this cycle
         placements: list[Placement] = []
         preemptions: list[Preemption] = []
         pending: dict[str, Pending] = {}
         failed: dict[Hashable, Pending] = {}
+        backfill = None
+        if framework.reserves and not self.trial:
+            backfill = Backfill(framework, state, lambda job: self._place_gang(framework, state, job), self.remembered)
         for job in queue:
             status = framework.prefilter(state.cycle, job)
             if not status.ok:
                 pending[job.id] = Pending(job.id, status)
                 continue
             shape = framework.shape(job)
-            if shape in failed:
-                first = failed[shape]
+            # None until a reservation is held; then whether the job would outlast its shadow time
+            past = backfill.runs_past(job) if backfill is not None and backfill.reservation is not None else None
+            key: Hashable = shape if past is None else (shape, past)
+            first = failed.get(shape) or failed.get(key)
+            if first is not None:
                 pending[job.id] = Pending(job.id, first.status, first.verdicts, first.fits_nowhere)
                 continue
-            placement = self._place_gang(framework, state, job, shape)
-            if placement is None and self.trial:
-                unplaced = Pending(job.id, Status.unschedulable("no node fits"), fits_nowhere=True)
-                pending[job.id] = failed[shape] = unplaced
+            if backfill is not None and past is not None:
+                placed: Placement | Pending = self._behind(framework, state, job, backfill, past=past)
+            else:
+                placed = self._first_try(framework, state, job, shape, running_before, preemptions, failed)
+            if isinstance(placed, Pending):
+                pending[job.id] = failed[key] = placed
+                if backfill is not None and past is None:
+                    backfill.hold(job, shape)
                 continue
-            if placement is None:
-                victims, placement = self._preempt(framework, state, job, running_before)
-                if placement is not None:
-                    preemptions.extend(victims)
-                    failed.clear()
-            if placement is None:
-                pending[job.id] = failed[shape] = pending_for(framework, state, job)
-                continue
-            placements.append(placement)
-        return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending)
+            placements.append(placed)
+        reservation = backfill.reservation if backfill is not None else None
+        return Decision(placements=tuple(placements), preemptions=tuple(preemptions), pending=pending,
+                        reservation=reservation)  # fmt: skip
+
+    def _first_try(
+        self,
+        framework: Framework,
+        state: CycleState,
+        job: Job,
+        shape: Hashable,
+        running_before: Mapping[str, object],
+        preemptions: list[Preemption],
+        failed: dict[Hashable, Pending],
+    ) -> Placement | Pending:
+        """The job placed, by evicting what the postfilter names if it must; why not, when it fits nowhere."""
+        placement = self._place_gang(framework, state, job, shape)
+        if placement is None and self.trial:
+            return Pending(job.id, Status.unschedulable("no node fits"), fits_nowhere=True)
+        if placement is None:
+            victims, placement = self._preempt(framework, state, job, running_before)
+            if placement is not None:
+                preemptions.extend(victims)
+                failed.clear()
+        return placement if placement is not None else pending_for(framework, state, job)
+
+    @staticmethod
+    def _behind(
+        framework: Framework, state: CycleState, job: Job, backfill: Backfill, *, past: bool
+    ) -> Placement | Pending:
+        """A job after the reserved one: placed anywhere when it ends by the shadow time (`past`
+        false), else only on GPUs the reservation leaves free; why not, when it cannot be."""
+        placement = backfill.around(job) if past else backfill.place(job)
+        if placement is not None:
+            return placement
+        reservation = backfill.reservation
+        if past and reservation is not None and backfill.fits_unreserved(job):
+            reason = f"would delay {reservation.job}, which holds the GPUs it fits on from {reservation.start_s:g} s"
+            return Pending(job.id, Status.wait(reason).by(RESERVED), fits_nowhere=True)
+        return pending_for(framework, state, job)
 
     @staticmethod
     def _place_gang(

@@ -2,7 +2,8 @@
 
 A plugin is a class deriving from `Plugin` that implements any of the hook methods below; the
 `Framework` alone knows their order (admit, sort_key, prefilter, filter, postfilter, score and
-normalize, provision), as kube-scheduler's runtime does. Plugins are pure: they read only
+normalize, provision; reserve when the placer holds capacity for a blocked job), as
+kube-scheduler's runtime does. Plugins are pure: they read only
 the job, the node and `cycle.snapshot`; their only randomness is `cycle.rng`; they keep no
 state between calls beyond what `cycle.memo` holds for the current cycle.
 
@@ -197,6 +198,21 @@ class ProvisionPlugin(Protocol):
     def provision(self, cycle: Cycle, jobs: Sequence[Job], fits: Mapping[str, Sequence[str]]) -> Mapping[str, int]: ...
 
 
+@runtime_checkable
+class ReservePlugin(Protocol):
+    """How long `job` holds its GPUs once started, in wall-clock seconds; math.inf when unknown.
+
+    Naming a reserve plugin turns on EASY backfilling (`scheduler.backfill`): the first job in
+    queue order that cannot start gets a reservation at the earliest time the running jobs'
+    expected ends (start + this answer) leave room for it, and later jobs start now only if they
+    do not delay it. The answer depends on the job alone (the Framework asks once per job, as
+    for a static sort key); an answer too short can delay the reserved job, one too long only
+    backfills less. At most one per profile.
+    """
+
+    def runtime_s(self, cycle: Cycle, job: Job) -> float: ...
+
+
 HOOKS: Mapping[str, type] = {
     "admit": AdmitPlugin,
     "sort": QueueSortPlugin,
@@ -205,4 +221,5 @@ HOOKS: Mapping[str, type] = {
     "postfilter": PostFilterPlugin,
     "score": ScorePlugin,
     "provision": ProvisionPlugin,
+    "reserve": ReservePlugin,
 }

@@ -16,6 +16,10 @@ gives them in an `[args.PluginName]` table (no bundled plugin takes any).
 
 A batch placer (`placer = "cpsat"`) takes its limits and objective weights from a `[solver]`
 table; see `SolverOptions`.
+
+`reserve = "EasyBackfill"` names the plugin whose run-time estimates turn on reservations for
+blocked jobs (EASY backfilling, `scheduler.backfill`); only the greedy placer honours them, so
+a profile naming both a reserve plugin and `placer = "cpsat"` is refused.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ from scheduler.plugin import (
     PreFilterPlugin,
     ProvisionPlugin,
     QueueSortPlugin,
+    ReservePlugin,
     ScorePlugin,
 )
 from scheduler.tomlfile import TomlDocument
 
 PLACERS = ("greedy", "cpsat")
 _LIST_HOOKS = ("admit", "prefilter", "filter", "postfilter", "provision")
-_KEYS = {"description", "placer", "sort", "score", "args", "solver", *_LIST_HOOKS}
+_KEYS = {"description", "placer", "sort", "score", "reserve", "args", "solver", *_LIST_HOOKS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +91,7 @@ class Profile:
     postfilter: tuple[PostFilterPlugin, ...] = ()
     score: tuple[tuple[ScorePlugin, int], ...] = ()
     provision: tuple[ProvisionPlugin, ...] = ()
+    reserve: ReservePlugin | None = None
     solver: SolverOptions = SolverOptions()
 
 
@@ -111,6 +117,7 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         document.fail("sort", "a profile names exactly one sort plugin, e.g. sort = \"PriorityThenAge\"")
     lists = _hook_lists(document, plugins)
     scores = _scores(document, plugins)
+    reserve = _reserve(document, plugins, placer)
     for name in raw_args:
         if name not in plugins.instances:
             document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
@@ -127,6 +134,7 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         postfilter=cast(tuple[PostFilterPlugin, ...], lists["postfilter"]),
         score=cast(tuple[tuple[ScorePlugin, int], ...], tuple(scores)),
         provision=cast(tuple[ProvisionPlugin, ...], lists["provision"]),
+        reserve=reserve,
         solver=solver,
     )
 
@@ -174,6 +182,16 @@ def _scores(document: TomlDocument, plugins: _Plugins) -> list[tuple[Plugin, int
             document.fail(where, f"weight must be a positive integer, got {weight!r}", key="score")
         scores.append((plugins.at("score", entry.get("name"), where), weight))
     return scores
+
+
+def _reserve(document: TomlDocument, plugins: _Plugins, placer: str) -> ReservePlugin | None:
+    """The reserve plugin, when the profile names one (one name, not a list)."""
+    name = document.data.get("reserve")
+    if name is None:
+        return None
+    if placer != "greedy":
+        document.fail("reserve", f"the {placer} placer does not honour reservations; use placer = \"greedy\"")
+    return cast(ReservePlugin, plugins.at("reserve", name, "reserve"))
 
 
 def _solver_options(document: TomlDocument, raw: object) -> SolverOptions:

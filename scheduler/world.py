@@ -145,7 +145,12 @@ class Scheduler:
             self._indexes.append(classes)
 
     def _shown(self, observation: Observation, classes: NodeClasses) -> list[Job]:
-        """The jobs of the observation's queue that this cycle is shown (`classes` synced to it)."""
+        """The jobs of the observation's queue that this cycle is shown (`classes` synced to it).
+
+        A profile that reserves (`scheduler.backfill`) is shown one job more per shape than
+        could fit, in every bucket every cycle: so the first job in queue order that cannot
+        start is always shown and gets the reservation it would get with the whole queue.
+        """
         waiting, pools = observation.queue, observation.snapshot.pools
         sizes = classes.pool_sizes()
         growth_key = (tuple(sizes.items()), tuple(observation.coming.items()))
@@ -158,8 +163,9 @@ class Scheduler:
             return waiting.take(None)
         # Buckets untouched since the last take were shown all that could fit, unless capacity
         # grew since; with room to grow every bucket is shown, so provisioning sees them all.
+        reserving = self.framework.reserves
         fresh_only = (
-            last is not None and same_growth and not extra
+            not reserving and last is not None and same_growth and not extra
             and not last.capacity_grew(running, classes.became_ready)
         )  # fmt: skip
         rooms = classes.free_rooms()
@@ -167,7 +173,7 @@ class Scheduler:
         framework = self.framework
 
         def limit(shape: Hashable, job: Job) -> int:
-            return framework.need(cycle, shape, job).placeable(rooms, extra)
+            return framework.need(cycle, shape, job).placeable(rooms, extra) + reserving
 
         return waiting.take(limit, only_fresh=fresh_only)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from scheduler.decision import Decision, SolverReport, apply
+from scheduler.decision import Decision, Pending, SolverReport, apply
 from scheduler.model import Capacity, ClusterSnapshot, GpuRequest, Job, JobKind, Node, Placement, Pool, empty_node
 from scheduler.queue import WaitingQueue
 from scheduler.world import Observation
@@ -63,6 +63,8 @@ class SimWorld:
     provisioning: dict[str, int] = field(default_factory=dict)  # pool -> nodes asked for, not ready yet
     idle_since: dict[str, int] = field(default_factory=dict)  # node -> when it last fell idle
     wanted: set[str] = field(default_factory=set)  # pools the last decision asked to grow
+    promised: dict[str, frozenset[str]] = field(default_factory=dict)  # pool -> jobs it was last grown for
+    reserved: frozenset[str] = frozenset()  # nodes the last decision's reservation holds
     running_count: int = 0
     _serial: dict[str, int] = field(default_factory=dict)
     _parts: dict[tuple[str, GpuRequest], int] = field(default_factory=dict)  # ledger parts per pool and request
@@ -144,7 +146,8 @@ class SimWorld:
             self.processes.start_job(self.runs[placement.job.id])
             for replica in placement.replicas:
                 self.idle_since.pop(replica.node, None)
-        self._autoscale(decision.provision)
+        self.reserved = decision.reservation.nodes if decision.reservation is not None else frozenset()
+        self._autoscale(decision.provision, decision.pending)
 
     # What the engine reports ----------------------------------------------------------------
 
@@ -252,13 +255,21 @@ class SimWorld:
 
     def idle_expired(self, name: str, since_ms: int) -> None:
         """A node idle since `since_ms` has been idle for its pool's idle_release_s: release it,
-        unless it was used since, or jobs that fit nowhere asked for its pool last cycle (kept
-        for them, as cluster-autoscaler keeps nodes pending pods could use: looked at again
-        later), or the pool is at min_nodes."""
+        unless it was used since, or it is promised to a waiting job (kept for it, as
+        cluster-autoscaler keeps nodes pending pods could use: looked at again later), or the
+        pool is at min_nodes.
+
+        Promised: the last cycle's reservation holds it, or jobs that fit nowhere asked for its
+        pool last cycle, or its pool was last grown (or its idle nodes counted against an ask)
+        for jobs of which one still waits. The last keeps the node a gang waits for when the
+        pool has reached max_nodes (a pool that cannot grow is asked for by no one) or when
+        the queue did not show the gang that cycle; without it the node would go, the pool
+        could grow again, and its replacement would go the same way."""
         if self.idle_since.get(name) != since_ms or name not in self.snapshot.nodes:
             return
         pool = self.snapshot.pools[self.snapshot.nodes[name].pool]
-        if pool.name in self.wanted or self.provisioning.get(pool.name, 0):
+        kept = pool.name in self.wanted or self.provisioning.get(pool.name, 0) or name in self.reserved
+        if kept or self._still_promised(pool.name):
             self.idle_since.pop(name, None)
             self.mark_idle(name)
             return
@@ -266,9 +277,22 @@ class SimWorld:
             self.remove_node(name, "idle")
             self.idle_since.pop(name, None)
 
-    def _autoscale(self, wanted: Mapping[str, int]) -> None:
-        """Asks for the nodes `wanted` per pool, up to max_nodes, less those coming or idle."""
+    def _still_promised(self, pool: str) -> bool:
+        """Whether a job the pool was last grown for still waits (forgetting the promise when none does)."""
+        jobs = self.promised.get(pool, frozenset())
+        if any(self.runs[job].phase is Phase.WAITING for job in jobs if job in self.runs):
+            return True
+        self.promised.pop(pool, None)
+        return False
+
+    def _autoscale(self, wanted: Mapping[str, int], pending: Mapping[str, Pending]) -> None:
+        """Asks for the nodes `wanted` per pool, up to max_nodes, less those coming or idle;
+        the pools asked for are promised to the `pending` jobs that fit nowhere."""
         self.wanted = {name for name, count in wanted.items() if count > 0}
+        if self.wanted:
+            asking = frozenset(job for job, why in pending.items() if why.fits_nowhere)
+            for name in self.wanted:
+                self.promised[name] = asking
         pools = self.snapshot.pools
         for pool_name, count in sorted(wanted.items()):
             pool = pools[pool_name]

@@ -65,6 +65,7 @@ def make_pod(
     priority: Any = None,
     node_name: Any = None,
     created: Any = None,
+    deadline_s: Any = None,
 ) -> dict[str, Any]:
     """A pod as the API server writes it; by default one container asking for one whole GPU."""
     metadata: dict[str, Any] = {"name": name}
@@ -77,7 +78,7 @@ def make_pod(
             metadata[key] = value
     spec: dict[str, Any] = {"containers": [container({"nvidia.com/gpu": "1"})] if containers is None else containers}
     for key, value in (("initContainers", init_containers), ("nodeSelector", node_selector),
-                       ("priority", priority), ("nodeName", node_name)):
+                       ("priority", priority), ("nodeName", node_name), ("activeDeadlineSeconds", deadline_s)):
         if value is not None:
             spec[key] = value
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": {"phase": "Pending"}}
@@ -470,6 +471,16 @@ def test_the_preemptible_label_checkpoint_and_duration_annotations() -> None:
     assert read(labels={"fleetsched.io/preemptible": "false"}).job.preemptible is False
 
 
+def test_a_runtime_limit_comes_from_the_active_deadline_or_the_annotation_the_smaller_winning() -> None:
+    limit = "fleetsched.io/runtime-limit-s"
+    assert read().job.runtime_limit_s == 0.0, "nothing declared: no estimate"
+    assert read(deadline_s=3600).job.runtime_limit_s == 3600.0
+    assert read(annotations={limit: "5400.5"}).job.runtime_limit_s == 5400.5
+    assert read(deadline_s=3600, annotations={limit: "1800"}).job.runtime_limit_s == 1800.0
+    assert read(deadline_s=3600, annotations={limit: "7200"}).job.runtime_limit_s == 3600.0
+    assert read(annotations={limit: "0"}).job.runtime_limit_s == 0.0
+
+
 def test_a_gang_label_and_size_annotation_name_the_gang() -> None:
     pod_job = read(labels={"fleetsched.io/gang": "llm-run-7"}, annotations={"fleetsched.io/gang-size": "8"})
     assert (pod_job.gang, pod_job.gang_size) == ("llm-run-7", 8)
@@ -571,6 +582,11 @@ BAD_PODS: dict[str, tuple[dict[str, Any], str]] = {
     "checkpoint-words": ({"annotations": {"fleetsched.io/checkpoint-interval-s": "hourly"}}, _ANN + "fleetsched.io/checkpoint-interval-s"),
     "duration-infinite": ({"annotations": {"fleetsched.io/expected-duration-s": "inf"}}, _ANN + "fleetsched.io/expected-duration-s"),
     "duration-nan": ({"annotations": {"fleetsched.io/expected-duration-s": "nan"}}, _ANN + "fleetsched.io/expected-duration-s"),
+    "deadline-zero": ({"deadline_s": 0}, "Pod.spec.activeDeadlineSeconds"),
+    "deadline-text": ({"deadline_s": "3600"}, "Pod.spec.activeDeadlineSeconds"),
+    "deadline-fraction": ({"deadline_s": 3600.5}, "Pod.spec.activeDeadlineSeconds"),
+    "runtime-limit-words": ({"annotations": {"fleetsched.io/runtime-limit-s": "an hour"}}, _ANN + "fleetsched.io/runtime-limit-s"),
+    "runtime-limit-infinite": ({"annotations": {"fleetsched.io/runtime-limit-s": "inf"}}, _ANN + "fleetsched.io/runtime-limit-s"),
     "label-not-a-string": ({"labels": {"fleetsched.io/team": 7}}, "Pod.metadata.labels.fleetsched.io/team"),
     "annotation-not-a-string": ({"annotations": {"note": None}}, _ANN + "note"),
     "labels-a-list": ({"labels": ["team=research"]}, "Pod.metadata.labels"),

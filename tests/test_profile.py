@@ -75,6 +75,10 @@ BAD = {
     "solver-text": (HEAD + '[solver]\ntime_limit_s = "1s"\n', 3, "solver.time_limit_s: must be float"),
     "solver-zero-workers": (HEAD + '[solver]\nworkers = 0\n', 3, "solver.workers: must be positive, got 0"),
     "solver-negative": (HEAD + '[solver]\nfragmentation_weight = -1\n', 3, "must be zero or more, got -1"),
+    "reserve-with-cpsat": (HEAD + 'placer = "cpsat"\nreserve = "EasyBackfill"\n', 3,
+                           'reserve: the cpsat placer does not honour reservations; use placer = "greedy"'),
+    "reserve-not-a-reserver": (HEAD + 'reserve = "CheapestPool"\n', 2, "plugin CheapestPool does not implement the reserve"),
+    "reserve-unknown": (HEAD + 'reserve = "Easy"\n', 2, "reserve: unknown plugin 'Easy'"),
 }
 
 
