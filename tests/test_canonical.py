@@ -321,3 +321,24 @@ def test_non_finite_priority_is_an_input_error(tmp_path: Path, text: str) -> Non
     with pytest.raises(InputError) as caught:
         list(read_jobs(path))
     assert (caught.value.line, caught.value.field) == (2, "priority")
+
+
+def test_repeated_ids_are_found_past_what_memory_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check spills ids' hashes to a file and reads it back a slice of hashes at a time; a
+    repeat far from its first is named at its line, and the earliest repeat wins."""
+    import traces.unique as unique
+
+    monkeypatch.setattr(unique, "PAIRS_IN_MEMORY", 64)
+    monkeypatch.setattr(unique, "SLICE_PAIRS", 100)
+    lines = [json.dumps({"id": f"job-{n}", "duration_s": 1}) for n in range(5000)]
+    lines.insert(4000, json.dumps({"id": "job-3999", "duration_s": 1}))  # line 4001 repeats line 4000
+    lines.insert(4500, json.dumps({"id": "job-17", "duration_s": 1}))  # line 4501 repeats line 18: later
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as raised:
+        list(read_jobs(path))
+    assert (raised.value.line, raised.value.field) == (4001, "id")
+    assert raised.value.problem == "duplicate job id 'job-3999' (first at line 4000)"
+    distinct = tmp_path / "distinct.jsonl"
+    distinct.write_text("\n".join(line for n, line in enumerate(lines) if n not in (4000, 4500)) + "\n")
+    assert len(list(read_jobs(distinct))) == 5000

@@ -5,7 +5,8 @@ held to that row; there is no list of modules let off. The scheduling core impor
 standard library's pure modules, numpy and scipy; its batch placer package alone also OR-Tools
 and the clock (its solver works to a wall-clock budget). Policies import only the core. Each
 world imports the core, the policies and the trace library (the simulator numpy too, for its
-exact quantiles over spilled values), never the other world; only the
+exact quantiles over spilled values; the trace library numpy and hashlib, to find repeated
+ids in constant memory), never the other world; only the
 entry package imports both.
 """
 
@@ -36,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {*PURE, *FILES, "numpy", "scipy", "scheduler"},
     "scheduler/batch": {*PURE, *FILES, "numpy", "scipy", "scheduler", "ortools", "time"},
     "policies": {*PURE, "pathlib", "scheduler", "policies"},  # pathlib: the registry finds its bundled profiles
-    "traces": {*STANDARD, "pyarrow", "scheduler", "traces"},
+    "traces": {*STANDARD, "pyarrow", "numpy", "hashlib", "scheduler", "traces"},
     "simulator": {*STANDARD, "simpy", "matplotlib", "numpy", "scheduler", "policies", "traces", "simulator"},
     "extender": {*STANDARD, "kubernetes", "urllib3", "scheduler", "policies", "extender"},
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},

@@ -109,7 +109,7 @@ class TraceFormat(ABC):
 
     `prepare` may take a first, constant-memory pass over the file (to find the time origin
     of traces that give wall-clock times, or the end of the trace window); what it returns is
-    handed to every `row` call.
+    handed to every `row` call, and to `finish` once the last row is read.
     """
 
     name: ClassVar[str]
@@ -130,6 +130,9 @@ class TraceFormat(ABC):
     @abstractmethod
     def row(self, fields: Fields, context: Any, catalog: Catalog) -> TraceRow:
         """One row as a TraceRow; a bad value raises InputError naming the field."""
+
+    def finish(self, path: Path, context: Any) -> None:  # noqa: B027 - most formats check nothing at the end
+        """After the last row: a check over the whole file (InputError naming the line)."""
 
 
 @contextmanager
@@ -227,6 +230,7 @@ def read_rows(
         else:
             report.jobs += 1
         yield row
+    trace_format.finish(path, context)
 
 
 def replayed(rows: Iterator[TraceRow]) -> Iterator[Job]:

@@ -37,6 +37,7 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
 from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
+from traces.unique import UniqueIds
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "failed", "killed")
@@ -274,15 +275,23 @@ class CanonicalJsonl(TraceFormat):
                     raise InputError("a record must be a JSON object", source=str(path), line=line)
                 yield Fields(values, str(path), line)
 
-    def prepare(self, path: Path) -> set[str]:
-        return set()  # ids seen so far: canonical ids are the user's, so duplicates are checked
+    def prepare(self, path: Path) -> UniqueIds:
+        return UniqueIds()  # canonical ids are the user's, so duplicates are checked (at the end)
 
     def row(self, fields: Fields, context: Any, catalog: Catalog) -> TraceRow:
         job = to_job(fields.values, source=fields.source, line=fields.line, catalog=catalog)
-        if job.id in context:
-            raise fields.fail("id", f"duplicate job id {job.id!r}")
-        context.add(job.id)
+        context.add(job.id, fields.line)
         return TraceRow(fields.line, job)
+
+    def finish(self, path: Path, context: Any) -> None:
+        """A repeated id, found once the file is read (in constant memory), named at its line."""
+        found = context.first_duplicate()
+        if found is None:
+            return
+        first, repeat = found
+        for fields in self.raw_rows(path):
+            if fields.line == repeat:
+                raise fields.fail("id", f"duplicate job id {fields.values.get('id')!r} (first at line {first})")
 
 
 class CanonicalCsv(CanonicalJsonl):
