@@ -326,7 +326,7 @@ def test_non_finite_priority_is_an_input_error(tmp_path: Path, text: str) -> Non
 def test_repeated_ids_are_found_past_what_memory_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check spills ids' hashes to a file and reads it back a slice of hashes at a time; a
     repeat far from its first is named at its line, and the earliest repeat wins."""
-    import traces.unique as unique
+    from traces import unique
 
     monkeypatch.setattr(unique, "PAIRS_IN_MEMORY", 64)
     monkeypatch.setattr(unique, "SLICE_PAIRS", 100)
