@@ -88,3 +88,19 @@ def test_holding_back_what_cannot_fit_changes_no_decision(jobs: list[Job], name:
     shown = simulate(jobs, cluster, whole_queue, SimOptions(seed=1, check=True))
     times = {i: (r.first_start_ms, r.end_ms) for i, r in held.world.runs.items()}
     assert times == {i: (r.first_start_ms, r.end_ms) for i, r in shown.world.runs.items()}
+
+
+def test_free_capacity_a_shape_may_not_use_shows_none_of_its_jobs() -> None:
+    """Jobs that are not preemptible never go to spot: free spot GPUs make no room for them, so a
+    long queue of them costs a cycle nothing, and a preemptible job is still shown there."""
+    od, spot = make_pool("od", nodes=1), make_pool("spot", nodes=3, capacity=Capacity.SPOT)
+    scheduler = Scheduler(policies.profile("default"))
+    empty = make_snapshot(od, spot)
+    filled = scheduler.decide(Observation(0.0, empty, scheduler.queue([make_job("fill", whole(8))])))
+    snapshot = decision_applied(empty, filled)
+    assert [p.job.id for p in filled.placements] == ["fill"] and snapshot.nodes["od-0"].gpus[7].owner == "fill"
+    waiting = [make_job(f"w{n:05d}", whole(1), submit_s=1.0 + n) for n in range(10_000)]
+    queue = scheduler.queue([*waiting, make_job("spot-ok", whole(1), preemptible=True, submit_s=2.0)])
+    decision = scheduler.decide(Observation(1.0, snapshot, queue))
+    assert [p.job.id for p in decision.placements] == ["spot-ok"], "24 free spot GPUs show the preemptible job"
+    assert decision.pending == {} and len(queue) == 10_000, "and none of the 10,000 that may not use them"
