@@ -21,12 +21,12 @@ idle 6 x 7,000 x 1,800,000 = $30; $10 + $30 = $40.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from scheduler import costing
-from scheduler.model import GpuRequest, Pool, RequestKind
+from scheduler.model import ClusterSnapshot, GpuRequest, Pool, RequestKind
 
 PARTS = 7000
 MS_PER_HOUR = 3_600_000
@@ -165,6 +165,21 @@ class Ledger:
     def usd_of(self, accounts: Mapping[str, int]) -> Fraction:
         """Exact dollars of part-ms kept per pool."""
         return sum((self.usd(pool, part_ms) for pool, part_ms in accounts.items()), Fraction(0))
+
+    def check_holders(self, snapshot: ClusterSnapshot, parts: Callable[[Pool, str], int]) -> None:
+        """Raises AssertionError unless each node's holders are exactly the jobs `snapshot` shows
+        holding its GPUs, with the parts `parts(pool, job)` says one grant holds, per grant."""
+        for name, account in self.nodes.items():
+            node = snapshot.nodes[name]
+            pool = snapshot.pools[node.pool]
+            expected: dict[str, int] = {}
+            holders = [gpu.owner for gpu in node.gpus if gpu.owner is not None]
+            holders += [share.job for gpu in node.gpus for share in gpu.shares]
+            holders += [slot.job for gpu in node.gpus for slot in gpu.mig if slot.job is not None]
+            for job in holders:
+                expected[job] = expected.get(job, 0) + parts(pool, job)
+            if expected != account.holders:
+                raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")
 
     def check(self) -> None:
         """Raises AssertionError unless attributed + idle == bill, exactly, in every pool."""

@@ -419,14 +419,4 @@ class SimWorld:
 
     def check_invariants(self) -> None:
         """The ledger's holders equal the GPUs the snapshot shows held, node by node."""
-        for name, account in self.ledger.nodes.items():
-            node = self.snapshot.nodes[name]
-            pool = self.snapshot.pools[node.pool]
-            expected: dict[str, int] = {}
-            holders = [gpu.owner for gpu in node.gpus if gpu.owner is not None]
-            holders += [share.job for gpu in node.gpus for share in gpu.shares]
-            holders += [slot.job for gpu in node.gpus for slot in gpu.mig if slot.job is not None]
-            for job in holders:
-                expected[job] = expected.get(job, 0) + self._parts_of(pool, self.runs[job].job.request)
-            if expected != account.holders:
-                raise AssertionError(f"{name}: ledger holders {account.holders} != GPUs held {expected}")
+        self.ledger.check_holders(self.snapshot, lambda pool, job: self._parts_of(pool, self.runs[job].job.request))
