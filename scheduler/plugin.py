@@ -165,7 +165,9 @@ class PostFilterPlugin(Protocol):
     """Running jobs to evict so that `job`, which fits no node, might fit.
 
     `rejected` maps each node to the status that rejected it. The Framework re-checks that
-    the job fits after the evictions before it accepts any of them.
+    the job fits after the evictions before it accepts any of them. Victims have a lower
+    priority than `job` (kube-scheduler's rule): a waiting queue relies on it to hold back
+    jobs that cannot fit while none outranks a running job (`scheduler.queue`).
     """
 
     def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> Sequence[Preemption]: ...

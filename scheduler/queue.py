@@ -2,8 +2,8 @@
 
 A month of a busy cluster keeps thousands of jobs waiting, and a world runs a cycle on every
 arrival and completion, so handing each cycle the whole queue would make a replay quadratic.
-When the profile allows it (`Scheduler.shapes_are_interchangeable`: no admit or postfilter
-plugin, and a queue order fixed at submission, `QueueSortPlugin.static`), jobs wait in
+When the profile allows it (`Scheduler.shapes_are_interchangeable`: no admit plugin, and a
+queue order fixed at submission, `QueueSortPlugin.static`), jobs wait in
 buckets by *shape* (the jobs the placer cannot tell apart), each bucket in queue order, and a
 cycle is shown only as many jobs of a shape as could possibly fit: the cluster's free
 capacity (plus what elastic pools could still add, nodes on their way included) divided by
@@ -13,6 +13,11 @@ it would have placed with the whole queue, in time proportional to what it is sh
 Provisioning can differ: held-back jobs do not ask for nodes, so elastic pools may grow later
 or less (a gang too large for a pool even at max_nodes never asks at all). Otherwise every
 waiting job is shown every cycle.
+
+Preemption frees capacity the bound does not count. A postfilter evicts only jobs of lower
+priority than the one it places (its contract, kube-scheduler's rule), so while no waiting
+job outranks a running one the bound holds; a cycle in which one does is shown every
+waiting job (the capacity its evictions free may take others too).
 
 A bucket that was shown all that could fit, and to which no job came since, is not looked at
 again until capacity grows (a job stopped running, or a node became ready) or the pools'
@@ -129,6 +134,7 @@ class WaitingQueue:
     _fresh: dict[int, None] = field(default_factory=dict)
     _known: dict[int, tuple[Job, tuple[Any, ...], int]] = field(default_factory=dict)  # id -> job, key, bucket
     _count: int = 0
+    _priorities: dict[int, int] = field(default_factory=dict)  # priority -> jobs waiting with it
     _sequence: int = 0
 
     def __len__(self) -> int:
@@ -150,6 +156,7 @@ class WaitingQueue:
         heapq.heappush(self._buckets[number], (key, self._sequence, job))
         self._nonempty[number] = None
         self._count += 1
+        self._priorities[job.priority] = self._priorities.get(job.priority, 0) + 1
         if fresh:
             self._fresh[number] = None
 
@@ -181,4 +188,15 @@ class WaitingQueue:
             if not bucket:
                 del self._nonempty[number]
         self._count -= len(taken)
+        priorities = self._priorities
+        for job in taken:
+            left = priorities[job.priority] - 1
+            if left:
+                priorities[job.priority] = left
+            else:
+                del priorities[job.priority]
         return taken
+
+    def highest_priority(self) -> int | None:
+        """The highest priority of a waiting job (None when none waits)."""
+        return max(self._priorities, default=None)

@@ -82,10 +82,11 @@ class Scheduler:
 
     @property
     def shapes_are_interchangeable(self) -> bool:
-        """Whether jobs of one shape are also alike for the queue hooks: no admit or postfilter
-        plugin (which may read any field, or the cluster) and a static queue order. A queue may
-        then hold back jobs of a shape that cannot fit (`scheduler.queue`)."""
-        return self.profile.sort.static and not self.profile.admit and not self.profile.postfilter
+        """Whether jobs of one shape are also alike for the queue hooks: no admit plugin (which
+        may read any field, or the cluster) and a static queue order. A queue may then hold
+        back jobs of a shape that cannot fit (`scheduler.queue`; with a postfilter, only while
+        no waiting job outranks a running one)."""
+        return self.profile.sort.static and not self.profile.admit
 
     def queue(self, jobs: Iterable[Job] = ()) -> WaitingQueue:
         """A waiting queue for a world to keep, ordered and bucketed as this profile allows, holding `jobs`."""
@@ -159,7 +160,7 @@ class Scheduler:
         extra = last.growth if last is not None and same_growth else bound.growth(sizes, observation.coming, pools)
         running = len(observation.snapshot.running)
         waiting.last = LastTake(running, classes.became_ready, growth_key, extra)
-        if not waiting.bucketed:
+        if not waiting.bucketed or self._may_preempt(observation):
             return waiting.take(None)
         # Buckets untouched since the last take were shown all that could fit, unless capacity
         # grew since; with room to grow every bucket is shown, so provisioning sees them all.
@@ -176,6 +177,14 @@ class Scheduler:
             return framework.need(cycle, shape, job).placeable(rooms, extra) + reserving
 
         return waiting.take(limit, only_fresh=fresh_only)
+
+    def _may_preempt(self, observation: Observation) -> bool:
+        """Whether a postfilter might evict this cycle: a waiting job outranks a running one."""
+        if not self.profile.postfilter or not observation.snapshot.running:
+            return False
+        highest = observation.queue.highest_priority()
+        running = observation.snapshot.running.values()
+        return highest is not None and highest > min(r.placement.job.priority for r in running)
 
     def _cycle(self, state: CycleState, pending: Sequence[Job]) -> Decision:
         cycle = state.cycle

@@ -74,7 +74,7 @@ REPLAY_JOBS = random_jobs(horizon_s=3000, max_replicas=3, max_size=40, min_size=
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(REPLAY_JOBS, st.sampled_from(["default", "binpack", "cost-greedy", "cost-cpsat"]))
+@given(REPLAY_JOBS, st.sampled_from(["default", "binpack", "cost-greedy", "cost-cpsat", "priority"]))
 def test_holding_back_what_cannot_fit_changes_no_decision(jobs: list[Job], name: str) -> None:
     """On a cluster that cannot grow (where held-back jobs could not ask for nodes either), a
     replay whose cycles are shown only what could fit starts and ends every job exactly when one
