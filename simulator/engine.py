@@ -94,6 +94,7 @@ class Engine:
         while True:
             if self.options.round_s > 0:
                 yield self.env.timeout(ms(self.options.round_s))
+                self.woken = False
             else:
                 if not self.woken:
                     # The wake event is queued behind every event already due at this instant
@@ -202,10 +203,12 @@ class Engine:
         self.world.idle_expired(name, since_ms)
 
     def _stuck(self) -> bool:
-        """All jobs ended, or nothing can ever change: no arrivals, runs or nodes coming."""
+        """All jobs ended, or nothing can ever change: no arrivals, runs or nodes coming, and
+        nothing changed since the cycle (jobs with no work end inside the cycle that starts
+        them: the capacity they free is a change, however quiet the cluster looks)."""
         if self.finished == self.arrived and self.arrivals_done:
             return True
-        return self.arrivals_done and self.world.quiet
+        return self.arrivals_done and self.world.quiet and not self.woken
 
 
 @contextmanager
