@@ -64,6 +64,19 @@ class Stream:
         for chunk in self.chunks():
             yield from chunk.tolist()
 
+    def sample(self, most: int = 100_000) -> list[float]:
+        """Every value, sorted, when there are at most `most`; else every k-th value added (k the
+        smallest that keeps it to `most`), sorted: enough to draw a distribution, in bounded memory."""
+        step = max(1, -(-len(self) // most))
+        taken: list[float] = []
+        offset = 0
+        for chunk in self.chunks():
+            first = (-offset) % step
+            taken += chunk[first::step].tolist()
+            offset += len(chunk)
+        taken.sort()
+        return taken
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

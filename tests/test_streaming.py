@@ -170,3 +170,12 @@ def test_jobs_with_no_work_more_than_fit_at_once_all_run(round_s: float, end_ms:
     jobs = [make_job(f"z{n:03d}", whole(4), duration_s=0.0) for n in range(50)]
     result = simulate(jobs, CLUSTER, Scheduler(policies.profile("default")), SimOptions(round_s=round_s))
     assert result.world.tally.outcomes["completed"] == 50 and result.end_ms == end_ms  # rounds: 4 jobs each
+
+
+def test_a_sample_for_plots_is_every_value_or_every_kth_in_bounded_memory() -> None:
+    stream = Stream(memory_values=1000)
+    for value in range(10_000, 0, -1):
+        stream.add(float(value))
+    assert stream.sample(most=20_000) == [float(v) for v in range(1, 10_001)]
+    sampled = stream.sample(most=3_000)  # every 4th value added: 10,000, 9,996, ..., 4
+    assert len(sampled) == 2_500 and sampled == [float(v) for v in range(4, 10_001, 4)]
