@@ -69,6 +69,7 @@ class NodeClasses:
         self._sizes: dict[str, int] = {}
         self._pools: Mapping[str, Pool] | None = None
         self._rooms: dict[str, Room] = {}
+        self.total_room = Room()  # every pool's `free_rooms` together, as of the last call
         self._room_of: dict[Hashable, Room] = {}  # a class signature's room (one node's)
         self._pool_of: dict[Hashable, str] = {}
         self._joined: dict[Hashable, int] = {}  # members each signature gained (lost, when < 0) since `_room`
@@ -147,11 +148,12 @@ class NodeClasses:
                     node = self.representative(self.by_pool[pool][key])  # it gained members: it has one
                     room = self._room_of[key] = capacity.node_room(self._pools[pool], node)
                 self._rooms.setdefault(pool, Room()).add(room, joined)
+                self.total_room.add(room, joined)
         self._joined.clear()
         return self._rooms
 
     def _recount(self) -> None:
-        self._rooms, self._room_of = {}, {}
+        self._rooms, self._room_of, self.total_room = {}, {}, Room()
         self._joined = {key: len(c.members) for by_key in self.by_pool.values() for key, c in by_key.items()}
 
     # Changing -------------------------------------------------------------------------------

@@ -351,7 +351,7 @@ class Framework:
         """What a job of `shape` (`job` is one) needs of free room on the pools it might use."""
         known = self.verdicts.needs.get(shape) if self.verdicts.open_pools_of is cycle.pools else None
         if known is None:
-            known = self.verdicts.needs[shape] = Need.of(job, self.open_pools(cycle, job))
+            known = self.verdicts.needs[shape] = Need.of(job, self.open_pools(cycle, job), len(cycle.pools))
         return known
 
     def filters_pass(self, cycle: Cycle, job: Job, node: Node) -> Status:

@@ -29,7 +29,7 @@ room to grow changes (`LastTake`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -69,10 +69,11 @@ class Need:
 
     replicas: int
     per_pool: tuple[tuple[str, RequestKind, int], ...]
+    everywhere: tuple[RequestKind, int] | None = None  # the one kind and size, when every pool is open alike
 
     @classmethod
-    def of(cls, job: Job, pools: Iterable[Pool]) -> Need:
-        """`job`'s need on `pools` (those that might take it)."""
+    def of(cls, job: Job, pools: Sequence[Pool], every: int) -> Need:
+        """`job`'s need on `pools` (those that might take it, of `every` pools)."""
         request, entries = job.request, []
         for pool in pools:
             if request.kind is RequestKind.MIG:
@@ -82,13 +83,19 @@ class Need:
             else:
                 size = request.gpus if request.kind is RequestKind.WHOLE else request.milli
                 entries.append((pool.name, request.kind, size))
-        return cls(job.replicas, tuple(entries))
+        alike = {(kind, size) for _, kind, size in entries}
+        everywhere = next(iter(alike)) if len(entries) == every and len(alike) == 1 else None
+        return cls(job.replicas, tuple(entries), everywhere)
 
-    def placeable(self, *rooms: Mapping[str, Room]) -> int:
-        """How many jobs of the shape the `rooms` (per pool) could take at most."""
+    def placeable(self, rooms: Mapping[str, Room], growth: Mapping[str, Room], total: Room, total_growth: Room) -> int:
+        """How many jobs of the shape the free `rooms` and `growth` (per pool; `total` and
+        `total_growth`: all pools together) could take at most."""
+        if self.everywhere is not None:  # the common case: one sum over every pool
+            kind, size = self.everywhere
+            return (total.count(kind, size) + total_growth.count(kind, size)) // self.replicas
         replicas = 0
         for pool, kind, size in self.per_pool:
-            for by_pool in rooms:
+            for by_pool in (rooms, growth):
                 room = by_pool.get(pool)
                 if room is not None:
                     replicas += room.count(kind, size)
@@ -104,6 +111,7 @@ class LastTake:
     became_ready: int
     growth_key: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]  # nodes, and nodes coming, per pool
     growth: Mapping[str, Room]
+    growth_total: Room
     placed: int = 0
 
     def capacity_grew(self, running: int, became_ready: int) -> bool:

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from scheduler import queue as bound
+from scheduler.capacity import Room
 from scheduler.classes import NodeClasses
 from scheduler.cycle import CycleState
 from scheduler.decision import Decision, Pending
@@ -157,9 +158,14 @@ class Scheduler:
         growth_key = (tuple(sizes.items()), tuple(observation.coming.items()))
         last = waiting.last
         same_growth = last is not None and last.growth_key == growth_key
-        extra = last.growth if last is not None and same_growth else bound.growth(sizes, observation.coming, pools)
+        if last is not None and same_growth:
+            extra, extra_total = last.growth, last.growth_total
+        else:
+            extra, extra_total = bound.growth(sizes, observation.coming, pools), Room()
+            for room in extra.values():
+                extra_total.add(room)
         running = len(observation.snapshot.running)
-        waiting.last = LastTake(running, classes.became_ready, growth_key, extra)
+        waiting.last = LastTake(running, classes.became_ready, growth_key, extra, extra_total)
         if not waiting.bucketed or self._may_preempt(observation):
             return waiting.take(None)
         # Buckets untouched since the last take were shown all that could fit, unless capacity
@@ -170,11 +176,15 @@ class Scheduler:
             and not last.capacity_grew(running, classes.became_ready)
         )  # fmt: skip
         rooms = classes.free_rooms()
-        cycle = Cycle(observation.now_s, observation.snapshot)  # what the open pools are asked with
+        total = classes.total_room
         framework = self.framework
+        needs = framework.verdicts.needs if framework.verdicts.open_pools_of is pools else {}
 
         def limit(shape: Hashable, job: Job) -> int:
-            return framework.need(cycle, shape, job).placeable(rooms, extra) + reserving
+            need = needs.get(shape)
+            if need is None:  # a shape not seen with these pools: its open pools are asked now
+                need = framework.need(Cycle(observation.now_s, observation.snapshot), shape, job)
+            return need.placeable(rooms, extra, total, extra_total) + reserving
 
         return waiting.take(limit, only_fresh=fresh_only)
 

@@ -118,8 +118,10 @@ class Tally:
         self.lost_gpu_ms += run.lost_gpu_ms
         self.preemptions += run.preemptions
         self.interruptions += run.interruptions
-        for label, totals in self.by_label.items():
-            key = getattr(job.labels, label) or "(none)"
+        labels, by_label = job.labels, self.by_label
+        for totals, value in ((by_label["team"], labels.team), (by_label["project"], labels.project),
+                              (by_label["model"], labels.model)):  # fmt: skip
+            key = value or "(none)"
             totals[key] = totals.get(key, 0) + cost_units
 
     def node_event(self, name: str, reason: str = "") -> None:

@@ -171,9 +171,9 @@ class SimWorld:
         """The replay ended at `end_ms`: accounts settled, jobs still waiting told as unfinished
         (in submit order) with the `reasons` they did not run, the last timeline row told."""
         self.ledger.settle(end_ms)
-        for run in sorted(self.runs.values(), key=lambda r: (r.job.submit_s, r.job.id)):
-            if run.phase is not Phase.DONE:
-                self._retire(run, reasons.get(run.job.id, ""))
+        left = [run for run in self.runs.values() if run.phase is not Phase.DONE]
+        for run in sorted(left, key=lambda r: (r.job.submit_s, r.job.id)):
+            self._retire(run, reasons.get(run.job.id, ""))
         if self._row is not None:
             self.sink.timeline(self._row)
             self._row = None
