@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from scheduler import mig
 from scheduler.catalog import MigGeometry
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, Job, MigMode, Node, Pool, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, MigMode, Node, Pool, RequestKind
 
 
 def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
@@ -172,10 +172,6 @@ class Room:
 
     def __bool__(self) -> bool:
         return bool(self.whole_by_node or self.share_by_gpu or self.mig_slices)
-
-    def fits(self, job: Job, slices_per_instance: int) -> int:
-        """An upper bound on how many jobs like `job` this room could take."""
-        return self.replicas(job.request, slices_per_instance) // job.replicas
 
     def replicas(self, request: GpuRequest, slices_per_instance: int) -> int:
         """An upper bound on how many replicas of `request` this room could take (MIG:

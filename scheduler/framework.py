@@ -67,10 +67,9 @@ class Verdicts:
         self.ids = ClassIds()
         self.by_class: dict[Hashable, dict[int, Verdict]] = {}
         self.closed: dict[Hashable, dict[str, Status]] = {}
-        self.new_node: dict[tuple[Hashable, str], bool] = {}
-        self.open_pools: dict[Hashable, tuple[Pool, ...]] = {}
-        self.open_pools_of: object = None  # the pools `open_pools` answers for
+        self.new_node: dict[tuple[Hashable, str], Status] = {}  # per shape and pool: an empty node's answer
         self.needs: dict[Hashable, Need] = {}  # per shape: what a waiting queue's bound reads
+        self.needs_of: object = None  # the pools `needs` (and `new_node`) answer for
 
     def trim(self) -> None:
         if sum(len(known) for known in self.by_class.values()) > MAX_VERDICTS:
@@ -324,34 +323,30 @@ class Framework:
 
     def fits_new_node(self, cycle: Cycle, job: Job, pool: Pool) -> bool:
         """Whether one replica of `job` would fit an empty node of `pool` (every filter, capacity)."""
+        return self._new_node_status(cycle, job, pool).ok
+
+    def _new_node_status(self, cycle: Cycle, job: Job, pool: Pool) -> Status:
+        """An empty node of `pool`'s answer for one replica of `job`, remembered per shape and pool."""
         key = (self.shape(job), pool.name)
         known = self.verdicts.new_node.get(key)
         if known is None:
-            verdict = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new"))
-            known = self.verdicts.new_node[key] = verdict.status.ok
-        return known
-
-    def open_pools(self, cycle: Cycle, job: Job) -> tuple[Pool, ...]:
-        """The pools whose nodes might take a replica of `job`: those where an empty node is not
-        UNRESOLVABLE for it (an answer that holds for every node of the pool, whatever its
-        state: the plugin contract). Remembered per shape for as long as the pools stay the same."""
-        verdicts = self.verdicts
-        if verdicts.open_pools_of is not cycle.pools:
-            verdicts.open_pools, verdicts.needs, verdicts.open_pools_of = {}, {}, cycle.pools
-        shape = self.shape(job)
-        known = verdicts.open_pools.get(shape)
-        if known is None:
-            known = verdicts.open_pools[shape] = tuple(
-                pool for pool in cycle.pools.values()
-                if self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new")).status.code is not Code.UNRESOLVABLE
-            )  # fmt: skip
+            known = self._evaluate(cycle, job, empty_node(pool, f"{pool.name}-new")).status
+            self.verdicts.new_node[key] = known
         return known
 
     def need(self, cycle: Cycle, shape: Hashable, job: Job) -> Need:
-        """What a job of `shape` (`job` is one) needs of free room on the pools it might use."""
-        known = self.verdicts.needs.get(shape) if self.verdicts.open_pools_of is cycle.pools else None
+        """What a job of `shape` (`job` is one) needs of free room, on the pools whose nodes might
+        take it: those where an empty node is not UNRESOLVABLE for it (an answer that holds for
+        every node of the pool, whatever its state: the plugin contract). Remembered per shape
+        for as long as the pools stay the same."""
+        verdicts = self.verdicts
+        if verdicts.needs_of is not cycle.pools:
+            verdicts.needs, verdicts.new_node, verdicts.needs_of = {}, {}, cycle.pools
+        known = verdicts.needs.get(shape)
         if known is None:
-            known = self.verdicts.needs[shape] = Need.of(job, self.open_pools(cycle, job), len(cycle.pools))
+            open_pools = [pool for pool in cycle.pools.values()
+                          if self._new_node_status(cycle, job, pool).code is not Code.UNRESOLVABLE]  # fmt: skip
+            known = verdicts.needs[shape] = Need.of(job, open_pools, len(cycle.pools))
         return known
 
     def filters_pass(self, cycle: Cycle, job: Job, node: Node) -> Status:

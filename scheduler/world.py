@@ -178,7 +178,7 @@ class Scheduler:
         rooms = classes.free_rooms()
         total = classes.total_room
         framework = self.framework
-        needs = framework.verdicts.needs if framework.verdicts.open_pools_of is pools else {}
+        needs = framework.verdicts.needs if framework.verdicts.needs_of is pools else {}
 
         def limit(shape: Hashable, job: Job) -> int:
             need = needs.get(shape)

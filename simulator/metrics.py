@@ -1,4 +1,4 @@
-"""Metrics of a finished replay: the summary (schema version 1) and the per-job rows.
+"""Metrics of a finished replay: the summary (schema version 1); the per-job rows are `simulator.tally.job_row`.
 
 The figures come from the world's `Tally` (totals kept as jobs ended) and its ledger, so a
 replay that forgot its jobs as they ended reports exactly what one that kept them does.
@@ -7,37 +7,16 @@ Dollars are exact fractions in the ledger and rounded to cents here.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
-from simulator.recording import SOLVER_COLUMNS, solver_row
 from simulator.runs import MS
 from simulator.tally import OUTCOMES, cents
 
 SCHEMA_VERSION = 1
-
-
-def quantiles(values: Sequence[float], names: Sequence[str]) -> dict[str, float]:
-    """mean, p50, p95, p99 (those named) of `values`, rounded to milliseconds; zeros when empty."""
-    if not values:
-        return dict.fromkeys(names, 0.0)
-    ordered = sorted(values)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else [ordered[0]] * 99
-    known = {"mean": statistics.fmean(ordered), "p50": statistics.median(ordered), "p95": cuts[94], "p99": cuts[98]}
-    return {name: round(known[name], 3) for name in names}
-
-
-def job_rows(result: SimResult) -> list[dict[str, Any]]:
-    """One row per job (the jobs.csv columns): in the order the jobs ended, then those unfinished
-    in submit order. Only for a world that kept its history."""
-    memory = result.world.memory
-    if memory is None:
-        raise RuntimeError("the replay wrote its rows to files and did not keep them")
-    return memory.rows
 
 
 def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -98,9 +77,4 @@ def _cents(totals: Mapping[str, int], denominator: int) -> dict[str, float]:
     return {key: cents(units / denominator) for key, units in sorted(totals.items())}
 
 
-def solver_rows(reports: Sequence[tuple[int, Any]]) -> list[dict[str, Any]]:
-    """One row per cycle the batch placer solved; wall time is left out (it is not reproducible)."""
-    return [solver_row(t_ms, report) for t_ms, report in reports]
-
-
-__all__ = ["SCHEMA_VERSION", "SOLVER_COLUMNS", "job_rows", "quantiles", "solver_rows", "summary"]
+__all__ = ["SCHEMA_VERSION", "summary"]

@@ -127,7 +127,7 @@ class Stream:
             low, high = low + (bucket << shift), min(high, low + ((bucket + 1) << shift) - 1)
 
     def summary(self, names: Sequence[str]) -> dict[str, float]:
-        """mean, p50, p95, p99 (those named), as `simulator.metrics.quantiles` gives them over a list."""
+        """mean, p50, p95, p99 (those named), rounded to milliseconds (zeros when empty)."""
         count = len(self)
         if not count:
             return dict.fromkeys(names, 0.0)
