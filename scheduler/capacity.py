@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from scheduler import mig
 from scheduler.catalog import MigGeometry
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, GpuState, Grant, MigMode, Node, Pool, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Grant, MigMode, Node, Pool, RequestKind
 
 
 def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
@@ -104,23 +104,9 @@ def _best_start(geometry: MigGeometry, layout: mig.Layout, profile: str) -> tupl
     return best
 
 
-_FREE: tuple[Hashable, ...] = (0,)
-_OWNED: tuple[Hashable, ...] = (1,)
-
-
-def _gpu_signature(gpu: GpuState) -> tuple[Hashable, ...]:
-    if gpu.free:
-        return _FREE
-    if gpu.owner is not None:
-        return _OWNED
-    if gpu.shares:
-        return (2, gpu.used_milli, gpu.used_memory_mib)
-    return (3, tuple((s.instance.start, s.instance.profile, s.job is None) for s in gpu.mig))
-
-
 def signature(node: Node) -> tuple[Hashable, ...]:
     """The node's class key: pool, readiness and the sorted states of its GPUs."""
-    return (node.pool, node.ready, tuple(sorted(map(_gpu_signature, node.gpus))))
+    return (node.pool, node.ready, tuple(sorted([gpu.signature for gpu in node.gpus])))
 
 
 def gpus_used(pool: Pool, node: Node) -> float:

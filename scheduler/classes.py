@@ -147,7 +147,10 @@ class NodeClasses:
                 if room is None:
                     node = self.representative(self.by_pool[pool][key])  # it gained members: it has one
                     room = self._room_of[key] = capacity.node_room(self._pools[pool], node)
-                self._rooms.setdefault(pool, Room()).add(room, joined)
+                pool_room = self._rooms.get(pool)
+                if pool_room is None:
+                    pool_room = self._rooms[pool] = Room()
+                pool_room.add(room, joined)
                 self.total_room.add(room, joined)
         self._joined.clear()
         return self._rooms

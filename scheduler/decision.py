@@ -239,14 +239,18 @@ def _checked(snapshot: ClusterSnapshot, decision: Decision, now_s: float = 0.0) 
         except AllocationError as error:
             found.append(f"job {job.id}: {error}")
     for name in sorted(touched):
-        node = working.nodes.get(name)
-        if node is None:
-            continue
-        geometry = working.pools[node.pool].gpu.mig
-        for index, gpu in enumerate(node.gpus):
-            if gpu.mig and geometry is not None:
-                found.extend(f"{name} GPU {index}: {p}" for p in mig.problems(geometry, gpu.layout))
+        found.extend(_layout_problems(working, name))
     return found, working
+
+
+def _layout_problems(snapshot: ClusterSnapshot, name: str) -> list[str]:
+    """What is wrong with the MIG layouts of node `name` (none when it has none, or is gone)."""
+    node = snapshot.nodes.get(name)
+    geometry = snapshot.pools[node.pool].gpu.mig if node is not None else None
+    if node is None or geometry is None:
+        return []
+    return [f"{name} GPU {index}: {p}" for index, gpu in enumerate(node.gpus) if gpu.mig
+            for p in mig.problems(geometry, gpu.layout)]  # fmt: skip
 
 
 def validate(snapshot: ClusterSnapshot, decision: Decision) -> None:

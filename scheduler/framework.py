@@ -51,6 +51,29 @@ class Verdict:
         return self.grants if node is self.node else capacity.find_grants(pool, node, request)
 
 
+class Shape:
+    """A job's shape: the values of the fields its profile's plugins read, hashed once.
+
+    Shapes key every memo, every cycle (verdicts, the queue's buckets and bounds); a tuple
+    holding a dataclass is hashed field by field at each lookup, this once.
+    """
+
+    __slots__ = ("_hash", "fields")
+
+    def __init__(self, fields: tuple[Hashable, ...]) -> None:
+        self.fields = fields
+        self._hash = hash(fields)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, Shape) and self._hash == other._hash and self.fields == other.fields)
+
+    def __repr__(self) -> str:
+        return f"Shape{self.fields!r}"
+
+
 NOT_READY = Verdict(Status(Code.UNRESOLVABLE, ("node is not ready",), READY))
 
 
@@ -84,6 +107,7 @@ class Framework:
         self.explains = explain
         self.verdicts = Verdicts()
         self._shapes: dict[int, tuple[Job, Hashable]] = {}
+        self._interned: dict[Hashable, Hashable] = {}
         self._runtimes: dict[int, tuple[Job, float]] = {}
         self._sort = profile.sort
         self._admit = profile.admit
@@ -183,7 +207,10 @@ class Framework:
             return known[1]
         if len(self._shapes) > MAX_SHAPES:
             self._shapes.clear()
-        shape = self.shape_of(job)
+        if len(self._interned) > MAX_SHAPES:
+            self._interned.clear()
+        made = self.shape_of(job)
+        shape = self._interned.setdefault(made, made)  # one object per shape: lookups end at `is`
         self._shapes[id(job)] = (job, shape)
         return shape
 
@@ -192,7 +219,7 @@ class Framework:
         (`scheduler.feasibility`), where a memo per job object would only hold the jobs."""
         if self._shape_fields is None:
             return job
-        return tuple(getattr(job, name) for name in self._shape_fields)
+        return Shape(tuple(getattr(job, name) for name in self._shape_fields))
 
     def verdict(self, state: CycleState, job: Job, node_class: NodeClass) -> Verdict:
         """The class's verdict for the job, remembered or computed once."""

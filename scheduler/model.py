@@ -13,7 +13,7 @@ a list of problems for a whole decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -180,6 +180,10 @@ class MigSlot:
     job: str | None = None
 
 
+_FREE: tuple[Hashable, ...] = (0,)
+_OWNED: tuple[Hashable, ...] = (1,)
+
+
 @dataclass(frozen=True, slots=True)
 class GpuState:
     """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`).
@@ -196,21 +200,32 @@ class GpuState:
     busy: bool = field(init=False, compare=False, repr=False)
     used_milli: int = field(init=False, compare=False, repr=False)
     used_memory_mib: int = field(init=False, compare=False, repr=False)
+    #: What node classes tell GPUs apart by (`scheduler.capacity.signature`): free, held whole,
+    #: shared (by use) or split (by layout and which instances are free).
+    signature: tuple[Hashable, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         shares, mig = self.shares, self.mig
         setter = object.__setattr__
         if shares:
+            used_milli, used_memory_mib = sum(share.milli for share in shares), sum(s.memory_mib for s in shares)
             setter(self, "free", False)
             setter(self, "busy", True)
-            setter(self, "used_milli", sum(share.milli for share in shares))
-            setter(self, "used_memory_mib", sum(share.memory_mib for share in shares))
+            setter(self, "used_milli", used_milli)
+            setter(self, "used_memory_mib", used_memory_mib)
+            setter(self, "signature", (2, used_milli, used_memory_mib))
             return
         owned = self.owner is not None
         setter(self, "free", not owned and not mig)
         setter(self, "busy", owned or any(slot.job is not None for slot in mig))
         setter(self, "used_milli", 0)
         setter(self, "used_memory_mib", 0)
+        if owned:
+            setter(self, "signature", _OWNED)
+        elif mig:
+            setter(self, "signature", (3, tuple((s.instance.start, s.instance.profile, s.job is None) for s in mig)))
+        else:
+            setter(self, "signature", _FREE)
 
     @property
     def layout(self) -> Layout:

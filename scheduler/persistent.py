@@ -92,15 +92,20 @@ class LayeredMap(Mapping[K, V], Generic[K, V]):
     def changed_keys(self, other: object) -> set[K] | None:
         """The keys whose values differ from `other`'s (by identity), when both grew from the same
         base (so only their top layers can differ); None when that is not known."""
-        if isinstance(other, LayeredMap) and other._base is self._base:
-            mine, theirs, base = self._top, other._top, self._base
-
-            def value(top: dict[K, object], key: K) -> object:  # _GONE stands for absent
-                found = top.get(key, _MISSING)
-                return base.get(key, _GONE) if found is _MISSING else found
-
-            return {key for key in mine.keys() | theirs.keys() if value(mine, key) is not value(theirs, key)}
-        return None
+        if not isinstance(other, LayeredMap) or other._base is not self._base:
+            return None
+        mine, theirs, base = self._top, other._top, self._base
+        changed: set[K] = set()
+        for key, value in mine.items():  # _GONE stands for absent
+            found = theirs.get(key, _MISSING)
+            if found is _MISSING:
+                found = base.get(key, _GONE)
+            if found is not value:
+                changed.add(key)
+        for key, value in theirs.items():
+            if key not in mine and base.get(key, _GONE) is not value:
+                changed.add(key)
+        return changed
 
     def __len__(self) -> int:
         return self._size

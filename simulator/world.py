@@ -236,6 +236,8 @@ class SimWorld:
 
     def start_idle_clocks(self) -> None:
         """Starts the idle clock of every node emptied since the last call."""
+        if not self._emptied:  # the common case: the engine asks after every event
+            return
         for name in sorted(self._emptied):
             if name in self.snapshot.nodes and name not in self.idle_since:
                 self.mark_idle(name)
