@@ -170,14 +170,17 @@ class Room:
     def count(self, kind: RequestKind, size: int) -> int:
         """How many replicas of `size` (whole GPUs on one node, milli-GPU on one GPU, or MIG
         compute slices) of `kind` this room could take at most."""
-        if kind is RequestKind.MIG:
-            return self.mig_slices // size if size > 0 else 0
         replicas = self._replicas.get((kind, size))
-        if replicas is None:  # many shapes share a size: count once per room
-            if size <= 0:
-                return 0
+        if replicas is not None:  # many shapes share a size, and a room is asked every cycle: count once
+            return replicas
+        if size <= 0:
+            replicas = 0
+        elif kind is RequestKind.MIG:
+            replicas = self.mig_slices // size
+        else:
             histogram = self.whole_by_node if kind is RequestKind.WHOLE else self.share_by_gpu
-            replicas = self._replicas[(kind, size)] = sum(n * (free // size) for free, n in histogram.items())
+            replicas = sum(n * (free // size) for free, n in histogram.items())
+        self._replicas[(kind, size)] = replicas
         return replicas
 
     def add(self, other: Room, times: int = 1) -> None:
