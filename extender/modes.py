@@ -69,14 +69,15 @@ PROMISES: Mapping[NodeMode, Promise] = {
         "which GPUs (`fleetsched.io/gpus` indices: the kubelet picks the devices)",
     ),
     NodeMode.TIME_SLICING: Promise(
-        "access to one of the node's GPUs x R replicas (kube-scheduler and the kubelet count replicas); "
+        "a replica of one of the node's GPUs (kube-scheduler and the kubelet count GPUs x R replicas); "
         "no whole GPU is offered",
-        "the share's milli-GPU and memory, which GPU, co-tenants: no isolation, one fault domain",
+        "the share's milli-GPU and memory, which GPU and how many pods on it, co-tenants: no isolation, "
+        "one fault domain",
     ),
     NodeMode.MPS: Promise(
         "one replica: 1/R of a GPU's memory and threads, capped per process by the MPS daemon; "
         "only shares of at most 1/R fit, no whole GPU is offered",
-        "which GPU; fault isolation (a fatal fault reaches every client of the GPU)",
+        "which GPU and how many pods on it; fault isolation (a fatal fault reaches every client of the GPU)",
     ),
     NodeMode.MIG_SINGLE: Promise(
         "n isolated MIG instances of the node's one profile, asked as `nvidia.com/gpu` with the "
@@ -90,7 +91,8 @@ PROMISES: Mapping[NodeMode, Promise] = {
     NodeMode.HAMI: Promise(
         "the GPUs fleetsched chose, with memory and compute limits (HAMi's device plugin reads the "
         "`hami.io/` annotations written at bind; HAMi-core caps memory and throttles SMs)",
-        "the compute share under contention (a time-averaged limit); pods that switch HAMi-core off",
+        "the compute share under contention (a time-averaged limit); pods that switch HAMi-core off; two "
+        "pods bound to one node at once (fleetsched does not take HAMi's node lock)",
     ),
 }
 
@@ -255,3 +257,21 @@ def mixed_layout(node: str, model: GpuModelSpec, counts: Mapping[str, int], gpus
 
             layout = mig.create(geometry, layout, profile, max(starts, key=lambda start: (room_after(start), -start)))
     return layout
+
+
+LABELLING: Mapping[NodeMode, str] = {
+    NodeMode.WHOLE: "`gpu.sharing-strategy=none` (or no GFD), no `mig.strategy`",
+    NodeMode.TIME_SLICING: "`gpu.sharing-strategy=time-slicing`, `gpu.replicas=R`",
+    NodeMode.MPS: "`gpu.sharing-strategy=mps`, `gpu.replicas=R`",
+    NodeMode.MIG_SINGLE: "`mig.strategy=single`, `gpu.product=<model>-MIG-<profile>`",
+    NodeMode.MIG_MIXED: "`mig.strategy=mixed`, resources `nvidia.com/mig-<profile>`",
+    NodeMode.HAMI: "annotation `hami.io/node-nvidia-register` (HAMi 2.10, hami-core)",
+}
+
+
+def promises_table() -> str:
+    """The README's table of what each mode enforces and what is advisory (checked by a test)."""
+    rows = ["| mode | node labels | enforced | advisory (fleetsched's bookkeeping only) |", "|---|---|---|---|"]
+    rows += [f"| {mode.value} | {LABELLING[mode]} | {PROMISES[mode].enforced} | {PROMISES[mode].advisory} |"
+             for mode in NodeMode]  # fmt: skip
+    return "\n".join(rows) + "\n"

@@ -28,10 +28,11 @@ from typing import Any
 
 from extender import hami
 from extender.modes import NodeMode, Shape, read_mode
+from extender.translate import PodJob
 from extender.wire import WireError, expect_object
 from scheduler.catalog import Catalog, GpuModelSpec
 from scheduler.errors import InputError
-from scheduler.model import Capacity, MigMode, Pool
+from scheduler.model import Capacity, Grant, MigMode, Pool, RequestKind
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,14 @@ def read_node(node: Mapping[str, Any], rules: Sequence[PoolRule], catalog: Catal
         isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
     return NodeInfo(name, pool, ready, labels, shape.mode, devices)
+
+
+def device_annotations(info: NodeInfo, pod: PodJob, grants: Sequence[Grant], now_s: float) -> dict[str, str]:
+    """What the node's device plugin reads to allocate exactly `grants` to `pod` (HAMi's
+    annotations); nothing where the kubelet picks the devices itself."""
+    if info.mode is not NodeMode.HAMI or pod.job.request.kind is RequestKind.MIG:
+        return {}
+    return hami.pod_annotations(info.name, info.hami_devices, grants, pod.job.request, pod.container_gpus, now_s)
 
 
 def _model(labels: Mapping[str, str], rule: PoolRule | None, catalog: Catalog, node: str) -> GpuModelSpec | None:

@@ -32,7 +32,6 @@ otherwise silently ignored); the extender reports them as an Event on the pod.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -122,10 +121,27 @@ def unknown_annotations(annotations: Mapping[str, str]) -> list[str]:
         if key in LABELS:
             found.append(f"annotation {key} is read as a label only; set it under metadata.labels")
             continue
-        close = difflib.get_close_matches(key, sorted(ANNOTATIONS), n=1, cutoff=0.8)
-        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(ANNOTATIONS))}"
+        close = _closest(key.removeprefix(PREFIX), sorted(known.removeprefix(PREFIX) for known in ANNOTATIONS))
+        hint = f"; did you mean {PREFIX}{close}?" if close else f"; known: {', '.join(sorted(ANNOTATIONS))}"
         found.append(f"annotation {key} is not one fleetsched reads{hint}")
     return found
+
+
+def _closest(name: str, names: list[str]) -> str:
+    """The name `name` is most likely a misspelling of: at most 3 edits away, or one extends the other."""
+    best = min(names, key=lambda known: (_edits(name, known), known))
+    near = _edits(name, best) <= 3 or best.startswith(name) or name.startswith(best)
+    return best if near and min(len(name), len(best)) >= 3 else ""
+
+
+def _edits(first: str, second: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    row = list(range(len(second) + 1))
+    for i, a in enumerate(first, 1):
+        previous, row[0] = row[0], i
+        for j, b in enumerate(second, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (a != b))
+    return row[-1]
 
 
 def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> PodJob | None:
