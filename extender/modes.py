@@ -150,8 +150,13 @@ def whole(value: object) -> int:
 def _replicated(name: str, labels: Mapping[str, str], allocatable: Mapping[str, object]) -> Shape | None:
     units = whole(allocatable.get(GPU, 0)) or whole(allocatable.get(GPU_SHARED, 0))
     strategy = labels.get(SHARING, "none")
+    shared = strategy in ("time-slicing", "mps")
+    if shared and REPLICAS not in labels:  # labelled by hand: how many replicas per GPU is unknown
+        log.info("node %s: %s=%s without %s: read as %d GPUs that take shares", name, SHARING, strategy,
+                 REPLICAS, units)
+        return Shape(NodeMode.WHOLE, units, sharing=True) if units else None
     replicas = whole(labels.get(REPLICAS, "1"))
-    if strategy not in ("time-slicing", "mps") or replicas < 2:
+    if not shared or replicas < 2:
         return Shape(NodeMode.WHOLE, units) if units else None
     gpus = units // replicas  # allocatable counts healthy replicas: a GPU whose replicas are not all there is left out
     if units % replicas:

@@ -90,6 +90,12 @@ def test_time_slicing_counts_gpus_from_healthy_replicas_and_reads_renamed_resour
     assert asked is not None and asked.job.request == GpuRequest(gpus=1)
 
 
+def test_a_sharing_strategy_without_replicas_keeps_the_old_reading() -> None:
+    labels = {"nvidia.com/gpu.product": "NVIDIA-A10G", "nvidia.com/gpu.sharing-strategy": "time-slicing"}
+    info = read(labels, {"nvidia.com/gpu": "4"})  # hand-labelled: R unknown, so 4 GPUs that take shares
+    assert info.mode is NodeMode.WHOLE and (info.pool.gpus_per_node, info.pool.sharing) == (4, True)
+
+
 def test_mps_replicas_cap_each_share_at_one_replica() -> None:
     labels = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-SHARED", "nvidia.com/gpu.count": "2",
               "nvidia.com/gpu.replicas": "4", "nvidia.com/gpu.sharing-strategy": "mps", "nvidia.com/mps.capable": "true"}
