@@ -129,6 +129,16 @@ class RestApi:
             pod = self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
             raise AlreadyBound(str((pod.get("spec") or {}).get("nodeName") or "")) from None
 
+    def post_event(self, namespace: str, involved_object: Mapping[str, str], reason: str, message: str) -> None:
+        """Creates a Warning Event about `involved_object` (shown by `kubectl describe`)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"generateName": f"{involved_object.get('name', 'object')}.", "namespace": namespace},
+                 "involvedObject": dict(involved_object), "reason": reason, "message": message[:1024],
+                 "type": "Warning", "source": {"component": "fleetsched-extender"},
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}  # fmt: skip
+        self.rest.request("POST", f"/api/v1/namespaces/{namespace}/events", event, timeout_s=10.0)
+
 
 class Mirror:
     """Keeps a ClusterView current with list and watch, one thread per kind."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import policies
 from extender.config import ExtenderConfig
+from extender.events import AnnotationReporter
 from extender.kubeapi import Mirror, Rest, RestApi
 from extender.server import ExtenderServer, serve_in_thread
 from extender.state import ClusterView
@@ -33,13 +34,15 @@ def start(
     clock = clock or SystemClock()
     rest = rest or Rest.from_config(config.kubeconfig or None)
     view = ClusterView(config.pools, catalog, config.scheduler_name, clock)
+    api = RestApi(rest)
+    view.on_pod_read = AnnotationReporter(api).check
     mirror = Mirror(rest, view)
     try:
         mirror.sync_once()
     except Exception as error:  # the watch threads keep trying with backoff
         log.warning("first list from the API server failed: %s", error)
     mirror.start()
-    extender = GpuExtender.of(view, RestApi(rest), catalog, policies.profile(config.profile),
+    extender = GpuExtender.of(view, api, catalog, policies.profile(config.profile),
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock)
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)

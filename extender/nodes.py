@@ -13,9 +13,10 @@ has (shared/research/kubernetes.md, section 3):
   `node.kubernetes.io/instance-type`, the cloud from cloud-specific labels or else from the one
   cloud whose catalog has that instance; a node without a quote is priced at zero and its pool
   says so in `price_source`.
-- GPUs: `status.allocatable["nvidia.com/gpu"]`, or MIG instances `nvidia.com/mig-<profile>`
-  (mixed strategy) spread over `nvidia.com/gpu.count` physical GPUs as a fixed layout.
-- Sharing: `nvidia.com/gpu.sharing-strategy` other than `none`, or the pool's `sharing`.
+- GPUs and how they are handed out: `extender.modes` reads GPU Feature Discovery's labels
+  (whole GPUs, time-slicing and MPS replicas, MIG single and mixed strategies) and
+  `extender.hami` HAMi's register; each node's pool says what its mode lets fleetsched promise.
+- Sharing (milli-GPU and memory shares): time-slicing, MPS and HAMi nodes, or the pool's `sharing`.
 """
 
 from __future__ import annotations
@@ -25,19 +26,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from extender.translate import GPU, MIG_PREFIX
+from extender import hami
+from extender.modes import NodeMode, Shape, read_mode
+from extender.translate import PodJob
 from extender.wire import WireError, expect_object
-from scheduler import mig
 from scheduler.catalog import Catalog, GpuModelSpec
 from scheduler.errors import InputError
-from scheduler.model import Capacity, MigMode, Pool
+from scheduler.model import Capacity, Grant, MigMode, Pool, RequestKind
 
 log = logging.getLogger(__name__)
 
 PRODUCT_LABELS = ("nvidia.com/gpu.product", "cloud.google.com/gke-accelerator", "karpenter.k8s.aws/instance-gpu-name")
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
-GPU_COUNT = "nvidia.com/gpu.count"
-SHARING = "nvidia.com/gpu.sharing-strategy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,15 @@ class PoolRule:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """What the scheduler needs of a Kubernetes node: its pool, and whether it takes pods."""
+    """What the scheduler needs of a Kubernetes node: its pool, whether it takes pods, how its
+    device plugin hands GPUs out, and (HAMi) the GPUs by the index fleetsched grants them by."""
 
     name: str
     pool: Pool
     ready: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+    mode: NodeMode = NodeMode.WHOLE
+    hami_devices: tuple[hami.HamiDevice, ...] = ()
 
 
 def read_node(node: Mapping[str, Any], rules: Sequence[PoolRule], catalog: Catalog) -> NodeInfo | None:
@@ -81,35 +84,41 @@ def read_node(node: Mapping[str, Any], rules: Sequence[PoolRule], catalog: Catal
     model = _model(labels, rule, catalog, name)
     if model is None:
         return None
-    gpus = _whole(allocatable.get(GPU, 0))
-    migs = {key[len(MIG_PREFIX):]: _whole(value) for key, value in allocatable.items() if key.startswith(MIG_PREFIX)}
-    migs = {profile: count for profile, count in migs.items() if count > 0}
-    if gpus == 0 and not migs:
+    register = (metadata.get("annotations") or {}).get(hami.REGISTER)
+    devices = hami.read_register(name, str(register)) if register is not None else ()
+    if register is not None:
+        shape: Shape | None = Shape(NodeMode.HAMI, len(devices), sharing=True) if devices else None
+    else:
+        shape = read_mode(name, labels, allocatable, model)
+    if shape is None:
         return None
     capacity = rule.capacity if rule is not None and rule.capacity is not None else _capacity(labels)
     usd, source = _price(labels, rule, capacity, catalog)
-    layout: mig.Layout = ()
-    if migs:
-        gpus = _whole(labels.get(GPU_COUNT, 0)) or 1
-        layout = _layout(model, migs, gpus, name)
-    sharing = (rule.sharing if rule is not None else False) or labels.get(SHARING, "none") not in ("none", "")
+    sharing = shape.sharing or (rule is not None and rule.sharing and not shape.layout)
     pool_name = rule.name if rule is not None else "/".join(
-        ("auto", model.name, labels.get(INSTANCE_TYPE, f"{gpus}gpu"), capacity.value)
+        ("auto", model.name, labels.get(INSTANCE_TYPE, f"{shape.gpus}gpu"), capacity.value)
     )
-    if layout:
-        pool_name += "/mig:" + mig.format_layout(layout)
     pool = Pool(
-        name=pool_name, gpu=model, gpus_per_node=gpus, capacity=capacity, usd_per_node_hour=usd, price_source=source,
-        mig_mode=MigMode.FIXED if layout else MigMode.OFF, mig_layout=layout, sharing=sharing,
-        notice_s=rule.notice_s if rule is not None else 0.0,
+        name=pool_name + shape.describe(), gpu=model, gpus_per_node=shape.gpus, capacity=capacity,
+        usd_per_node_hour=usd, price_source=source, mig_mode=MigMode.FIXED if shape.layout else MigMode.OFF,
+        mig_layout=shape.layout, sharing=sharing, device_replicas=shape.device_replicas,
+        replica_limits=shape.replica_limits, notice_s=rule.notice_s if rule is not None else 0.0,
         interruptions_per_node_hour=rule.interruptions_per_node_hour if rule is not None else 0.0,
     )
     spec = expect_object(node.get("spec") or {}, f"Node {name}.spec")
     conditions = status.get("conditions") or []
-    ready = not spec.get("unschedulable", False) and any(
+    ready = shape.ready and not spec.get("unschedulable", False) and any(
         isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
-    return NodeInfo(name, pool, ready, labels)
+    return NodeInfo(name, pool, ready, labels, shape.mode, devices)
+
+
+def device_annotations(info: NodeInfo, pod: PodJob, grants: Sequence[Grant], now_s: float) -> dict[str, str]:
+    """What the node's device plugin reads to allocate exactly `grants` to `pod` (HAMi's
+    annotations); nothing where the kubelet picks the devices itself."""
+    if info.mode is not NodeMode.HAMI or pod.job.request.kind is RequestKind.MIG:
+        return {}
+    return hami.pod_annotations(info.name, info.hami_devices, grants, pod.job.request, pod.container_gpus, now_s)
 
 
 def _model(labels: Mapping[str, str], rule: PoolRule | None, catalog: Catalog, node: str) -> GpuModelSpec | None:
@@ -160,37 +169,3 @@ def _price(
     if quote is None:
         return 0.0, f"unpriced: no catalog quote for {key!r}"
     return quote.usd_per_hour, f"catalog {quote.key} ({quote.source}, {quote.as_of})"
-
-
-def _layout(model: GpuModelSpec, counts: Mapping[str, int], gpus: int, node: str) -> mig.Layout:
-    """One GPU's fixed layout: the node's instances of each profile spread evenly over its GPUs."""
-    geometry = model.mig
-    if geometry is None:
-        log.warning("node %s advertises MIG instances but %s has no MIG table", node, model.name)
-        return ()
-    layout: mig.Layout = ()
-
-    def largest_first(item: tuple[str, int]) -> tuple[int, str]:
-        spec = geometry.profiles.get(item[0])
-        return (-spec.memory_slices if spec is not None else 0, item[0])
-
-    for profile, count in sorted(counts.items(), key=largest_first):
-        for _ in range(-(-count // gpus)):
-            starts = mig.free_starts(geometry, layout, profile) if profile in geometry.profiles else ()
-            if not starts:
-                log.warning("node %s: %s does not fit one GPU's layout %s", node, profile, mig.format_layout(layout))
-                break
-
-            def room_after(start: int, made: str = profile, before: mig.Layout = layout) -> int:
-                """Starts left for the rest: the start leaving most is taken."""
-                after = tuple(sorted((*before, mig.MigInstance(start, made))))
-                return sum(len(options) for options in mig.options(geometry, after).values())
-
-            layout = mig.create(geometry, layout, profile, max(starts, key=lambda start: (room_after(start), -start)))
-    return layout
-
-
-def _whole(value: object) -> int:
-    text = str(value).strip()
-    return int(text) if text.isdigit() else 0
-

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -89,6 +89,7 @@ class ClusterView:
         self.synced_at: float | None = None  # the clock's monotonic seconds at the last list or event
         self.version = 0  # counts changes: a planner need not plan again while it stands
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
+        self.on_pod_read: Callable[[Mapping[str, Any]], None] | None = None  # each new pod object (events)
 
     def replace(self, kind: str, objects: Sequence[Mapping[str, Any]]) -> None:
         """A fresh list of `kind` ("node" or "pod") replaces everything known of it."""
@@ -132,6 +133,13 @@ class ClusterView:
             raw = self._pods.get(uid)
         read = self._read(raw, "pod", {}) if raw is not None else None
         return read if isinstance(read, PodJob) else None
+
+    def node_info(self, name: str) -> NodeInfo | None:
+        """The node as last seen, read; None when unknown, without GPUs, or unreadable."""
+        with self._lock:
+            raw = self._nodes.get(name)
+        read = self._read(raw, "node", {}) if raw is not None else None
+        return read if isinstance(read, NodeInfo) else None
 
     def knows(self, kind: str, key: str) -> bool:
         with self._lock:
@@ -204,6 +212,8 @@ class ClusterView:
         if known is not None and known[0] is raw:
             result = known[1]
         else:
+            if kind == "pod" and self.on_pod_read is not None:
+                self.on_pod_read(raw)
             try:
                 result = read_node(raw, self.rules, self.catalog) if kind == "node" else read_pod(raw, self.catalog)
             except WireError as error:

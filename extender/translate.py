@@ -4,8 +4,9 @@ What a pod asks for:
 
 | where | key | meaning |
 |---|---|---|
-| container `resources` (requests, else limits) | `nvidia.com/gpu` | whole GPUs |
-| container `resources` | `nvidia.com/mig-<profile>` | MIG instances of one profile (mixed strategy) |
+| container `resources` (requests, else limits) | `nvidia.com/gpu` (or `nvidia.com/gpu.shared`) | whole GPUs |
+| container `resources` | `nvidia.com/mig-<profile>` | MIG instances of one profile (mixed strategy; `+` written `.`) |
+| `nvidia.com/gpu`, nodeSelector `nvidia.com/gpu.product` = `<model>-MIG-<profile>` | | MIG instances (single) |
 | annotation | `fleetsched.io/gpu-milli`, `fleetsched.io/gpu-memory-mib` | a share of one GPU: milli-GPU and memory |
 | label | `fleetsched.io/team`, `fleetsched.io/project`, `fleetsched.io/model` | whom the cost is attributed to |
 | label | `fleetsched.io/preemptible` = `"true"` | may run on spot capacity and be evicted |
@@ -22,23 +23,30 @@ Containers' requests add up; an init container runs alone, so the pod needs the 
 its init containers' requests and its containers' sum (Kubernetes' effective request). A
 mistake raises `WireError` naming the field, e.g.
 `Pod.spec.containers[0].resources.requests.nvidia.com/gpu: must be a whole number, got '0.5'`.
+
+`managed_resources` lists every resource read here (every MIG profile of the catalog's GPUs):
+kube-scheduler's `managedResources` for the extender must name exactly those.
+`unknown_annotations` finds `fleetsched.io/` annotations nothing reads (a misspelt key is
+otherwise silently ignored); the extender reports them as an Event on the pod.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from extender.modes import GPU, GPU_SHARED, MIG_PREFIX, profile_of, resource_of
 from extender.wire import WireError, expect_object
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
 from scheduler.model import GpuRequest, Job, Labels, RequestKind
 
-GPU = "nvidia.com/gpu"
-MIG_PREFIX = "nvidia.com/mig-"
+__all__ = ["GPU", "MIG_PREFIX", "HeldBy", "PodJob", "managed_resources", "read_pod", "unknown_annotations"]
+
 PREFIX = "fleetsched.io/"
 SHARE_MILLI = PREFIX + "gpu-milli"
 SHARE_MEMORY = PREFIX + "gpu-memory-mib"
@@ -50,6 +58,11 @@ GANG = PREFIX + "gang"
 GANG_SIZE = PREFIX + "gang-size"
 GPU_MODELS = PREFIX + "gpu-models"
 PRODUCT = "nvidia.com/gpu.product"
+GPUS = PREFIX + "gpus"  # written by the extender at bind
+ANNOTATIONS = frozenset({SHARE_MILLI, SHARE_MEMORY, CHECKPOINT, DURATION, RUNTIME_LIMIT, GANG, GANG_SIZE, GPU_MODELS,
+                         GPUS})  # fmt: skip
+LABELS = frozenset({PREFIX + "team", PREFIX + "project", PREFIX + "model", PREEMPTIBLE, GANG, GANG_SIZE})
+_SINGLE_PROFILE = re.compile(r"-MIG-(.+?)(?:-SHARED)?$", re.IGNORECASE)
 MAX_COUNT = 1024
 MAX_MEMORY_MIB = 1 << 20  # a terabyte of GPU memory
 
@@ -66,6 +79,9 @@ class PodJob:
     gang_size: int = 1
     node_name: str = ""
     start_s: float = 0.0  # when it started running (status.startTime; else when it was created)
+    # The GPUs (`nvidia.com/gpu`) each init container and each container asks, in order: HAMi's
+    # annotations name the devices per container.
+    container_gpus: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +106,44 @@ def pod_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def managed_resources(catalog: Catalog) -> tuple[str, ...]:
+    """The extended resources pods ask fleetsched for: GPUs, and every MIG profile of the catalog's GPUs."""
+    profiles = {profile for model in catalog.models.values() if model.mig is not None for profile in model.mig.profiles}
+    return (GPU, GPU_SHARED, *sorted({resource_of(profile) for profile in profiles}))
+
+
+def unknown_annotations(annotations: Mapping[str, str]) -> list[str]:
+    """A line for every `fleetsched.io/` annotation nothing reads, with the key it may have meant."""
+    found = []
+    for key in sorted(annotations):
+        if not key.startswith(PREFIX) or key in ANNOTATIONS:
+            continue
+        if key in LABELS:
+            found.append(f"annotation {key} is read as a label only; set it under metadata.labels")
+            continue
+        close = _closest(key.removeprefix(PREFIX), sorted(known.removeprefix(PREFIX) for known in ANNOTATIONS))
+        hint = f"; did you mean {PREFIX}{close}?" if close else f"; known: {', '.join(sorted(ANNOTATIONS))}"
+        found.append(f"annotation {key} is not one fleetsched reads{hint}")
+    return found
+
+
+def _closest(name: str, names: list[str]) -> str:
+    """The name `name` is most likely a misspelling of: at most 3 edits away, or one extends the other."""
+    best = min(names, key=lambda known: (_edits(name, known), known))
+    near = _edits(name, best) <= 3 or best.startswith(name) or name.startswith(best)
+    return best if near and min(len(name), len(best)) >= 3 else ""
+
+
+def _edits(first: str, second: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    row = list(range(len(second) + 1))
+    for i, a in enumerate(first, 1):
+        previous, row[0] = row[0], i
+        for j, b in enumerate(second, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (a != b))
+    return row[-1]
+
+
 def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> PodJob | None:
     """The pod as a job, or None when it asks for no GPU (the extender lets it go anywhere)."""
     metadata = expect_object(pod.get("metadata"), f"{where}.metadata")
@@ -99,7 +153,7 @@ def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> Po
     uid = _string(metadata.get("uid"), f"{where}.metadata.uid")
     labels = _strings(metadata.get("labels"), f"{where}.metadata.labels")
     annotations = _strings(metadata.get("annotations"), f"{where}.metadata.annotations")
-    request = _request(spec, annotations, where)
+    request, container_gpus = _request(spec, annotations, where)
     if request is None:
         return None
     models = _models(spec, annotations, catalog, where)
@@ -134,20 +188,30 @@ def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> Po
     status = pod.get("status") or {}
     started = status.get("startTime") if isinstance(status, Mapping) else None
     start_s = _timestamp(started, f"{where}.status.startTime") if started is not None else job.submit_s
-    return PodJob(job, uid, namespace, name, gang, size, node_name, start_s)
+    return PodJob(job, uid, namespace, name, gang, size, node_name, start_s, container_gpus)
 
 
-def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str) -> GpuRequest | None:
+def _request(
+    spec: Mapping[str, Any], annotations: Mapping[str, str], where: str
+) -> tuple[GpuRequest | None, tuple[tuple[int, ...], tuple[int, ...]]]:
     containers = _containers(spec.get("containers"), f"{where}.spec.containers")
     inits = _containers(spec.get("initContainers") or [], f"{where}.spec.initContainers")
     total: dict[str, int] = {}
-    for index, container in enumerate(containers):
-        for key, count in _gpu_resources(container, f"{where}.spec.containers[{index}]").items():
+    regular = [_gpu_resources(c, f"{where}.spec.containers[{i}]") for i, c in enumerate(containers)]
+    initial = [_gpu_resources(c, f"{where}.spec.initContainers[{i}]") for i, c in enumerate(inits)]
+    for asked in regular:
+        for key, count in asked.items():
             total[key] = total.get(key, 0) + count
-    for index, container in enumerate(inits):
-        for key, count in _gpu_resources(container, f"{where}.spec.initContainers[{index}]").items():
+    for asked in initial:
+        for key, count in asked.items():
             total[key] = max(total.get(key, 0), count)
     total = {key: count for key, count in total.items() if count > 0}
+    per_container = (tuple(asked.get(GPU, 0) for asked in initial), tuple(asked.get(GPU, 0) for asked in regular))
+    return _kind(spec, total, annotations, where), per_container
+
+
+def _kind(spec: Mapping[str, Any], total: Mapping[str, int], annotations: Mapping[str, str],
+          where: str) -> GpuRequest | None:  # fmt: skip
     migs = sorted(key for key in total if key.startswith(MIG_PREFIX))
     share = SHARE_MILLI in annotations or SHARE_MEMORY in annotations
     if len(migs) > 1:
@@ -155,7 +219,10 @@ def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str
     if migs and (GPU in total or share):
         raise WireError(f"{where}.spec.containers", f"asks for {migs[0]} and whole or shared GPUs; one kind per pod")
     if migs:
-        return GpuRequest(kind=RequestKind.MIG, gpus=total[migs[0]], mig_profile=migs[0][len(MIG_PREFIX):])
+        return GpuRequest(kind=RequestKind.MIG, gpus=total[migs[0]], mig_profile=profile_of(migs[0][len(MIG_PREFIX):]))
+    single = _single_strategy_profile(spec)
+    if single and GPU in total and not share:  # MIG single strategy: each nvidia.com/gpu is an instance
+        return GpuRequest(kind=RequestKind.MIG, gpus=total[GPU], mig_profile=single)
     if share:
         if total.get(GPU, 1) != 1:
             problem = f"a share is of one GPU; the pod asks for {total[GPU]}"
@@ -171,6 +238,14 @@ def _request(spec: Mapping[str, Any], annotations: Mapping[str, str], where: str
     return None
 
 
+def _single_strategy_profile(spec: Mapping[str, Any]) -> str:
+    """The MIG profile a pod selects by GFD's single-strategy product (`...-MIG-1g.5gb`), or ''."""
+    selector = spec.get("nodeSelector")
+    product = selector.get(PRODUCT) if isinstance(selector, Mapping) else None
+    found = _SINGLE_PROFILE.search(product) if isinstance(product, str) else None
+    return found.group(1) if found is not None and found.group(1).upper() != "INVALID" else ""
+
+
 def _gpu_resources(container: Mapping[str, Any], where: str) -> dict[str, int]:
     resources = container.get("resources") or {}
     resources = expect_object(resources, f"{where}.resources")
@@ -179,11 +254,12 @@ def _gpu_resources(container: Mapping[str, Any], where: str) -> dict[str, int]:
         values = resources.get(part) or {}
         values = expect_object(values, f"{where}.resources.{part}")
         for key, value in values.items():
-            if key == GPU or (isinstance(key, str) and key.startswith(MIG_PREFIX)):
+            if key in (GPU, GPU_SHARED) or (isinstance(key, str) and key.startswith(MIG_PREFIX)):
                 if key == MIG_PREFIX:
                     problem = f"names no MIG profile (like {MIG_PREFIX}1g.10gb)"
                     raise WireError(f"{where}.resources.{part}.{key}", problem)
-                found[key] = _count(value, f"{where}.resources.{part}.{key}", zero=True)
+                # A replica of a shared GPU (renameByDefault) is asked for like a GPU.
+                found[GPU if key == GPU_SHARED else key] = _count(value, f"{where}.resources.{part}.{key}", zero=True)
     return found
 
 

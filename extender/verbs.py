@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
 from extender.translate import HeldBy, PodJob, read_pod
@@ -177,6 +178,9 @@ class GpuExtender:
         if grants is None:
             return f"fleetsched cannot place {where}: the node has no free capacity for it"
         annotations = {GPUS: format_grants(grants)}
+        info = self.planner.cluster.node_info(args.node)
+        if info is not None:  # a device plugin told the chosen GPUs (HAMi) gets its annotations too
+            annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
         try:
             self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node, annotations)
         except AlreadyBound as bound:

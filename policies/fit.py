@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from scheduler import capacity, mig
 from scheduler.decision import OK, Status
-from scheduler.model import FULL_GPU_MILLI, Job, MigMode, Node, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, MigMode, Node, Pool, RequestKind, within_replica
 from scheduler.plugin import Cycle, Plugin
 
 
@@ -39,6 +39,8 @@ class WholeGpuFit(Plugin):
         pool = cycle.pool_of(node)
         if pool.mig_mode is not MigMode.OFF:
             return Status.unresolvable("GPUs are in MIG mode; whole GPUs are not offered")
+        if pool.device_replicas:
+            return Status.unresolvable(f"every GPU is shared {pool.device_replicas} ways; whole GPUs are not offered")
         if request.gpus > len(node.gpus):
             return Status.unresolvable(f"replica needs {request.gpus} GPUs; node has {len(node.gpus)}")
         free = sum(gpu.free for gpu in node.gpus)
@@ -62,8 +64,9 @@ class GpuShareFit(Plugin):
             return Status.unresolvable("GPUs are in MIG mode; shares are not offered")
         if not pool.sharing:
             return Status.unresolvable(f"pool {pool.name} does not share GPUs")
-        if request.memory_mib > pool.gpu.memory_mib:
-            return Status.unresolvable(f"share needs {request.memory_mib} MiB; a GPU has {pool.gpu.memory_mib} MiB")
+        too_large = _share_too_large(pool, request)
+        if too_large:
+            return Status.unresolvable(too_large)
         if capacity.find_grants(pool, node, request) is None:
             open_gpus = [g for g in node.gpus if g.owner is None]
             room = max(
@@ -74,6 +77,16 @@ class GpuShareFit(Plugin):
                 f"no GPU has {request.milli}m and {request.memory_mib} MiB free (best: {room[0]}m, {room[1]} MiB)"
             )
         return OK
+
+
+def _share_too_large(pool: Pool, request: GpuRequest) -> str:
+    """Why a share can never fit a GPU of `pool` ('' when it can)."""
+    if request.memory_mib > pool.gpu.memory_mib:
+        return f"share needs {request.memory_mib} MiB; a GPU has {pool.gpu.memory_mib} MiB"
+    if not within_replica(pool, request):
+        replicas = pool.device_replicas
+        return f"share exceeds an MPS replica ({FULL_GPU_MILLI // replicas}m, {pool.gpu.memory_mib // replicas} MiB)"
+    return ""
 
 
 class MigFit(Plugin):

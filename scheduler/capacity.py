@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from scheduler import mig
 from scheduler.catalog import MigGeometry
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, Grant, MigMode, Node, Pool, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Grant, MigMode, Node, Pool, RequestKind, within_replica
 
 
 def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
@@ -30,9 +30,11 @@ def find_grants(pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...
     if pool.mig_mode is not MigMode.OFF:
         return None
     if request.kind is RequestKind.WHOLE:
+        if pool.device_replicas:
+            return None
         free = [index for index, gpu in enumerate(node.gpus) if gpu.free]
         return tuple(Grant(index) for index in free[: request.gpus]) if len(free) >= request.gpus else None
-    if not pool.sharing:
+    if not pool.sharing or not within_replica(pool, request):
         return None
     best: tuple[int, int, int] | None = None
     for index, gpu in enumerate(node.gpus):

@@ -81,6 +81,12 @@ class Pool:
     mig_mode: MigMode = MigMode.OFF
     mig_layout: Layout = ()
     sharing: bool = False
+    # A device plugin that replicates each GPU (time-slicing, MPS) hands every pod one replica of
+    # a GPU it picks itself: no GPU is ever held whole there, only shares fit. Under MPS each
+    # replica is capped at 1/device_replicas of the GPU's compute and memory, so a larger share
+    # would get less than it asked and does not fit (`replica_limits`).
+    device_replicas: int = 0
+    replica_limits: bool = False
 
     @property
     def usd_per_gpu_hour(self) -> float:
@@ -245,11 +251,15 @@ def _take(gpu: GpuState, pool: Pool, job: str, request: GpuRequest, mig_start: i
     if pool.mig_mode is not MigMode.OFF:
         raise AllocationError(f"pool {pool.name} runs its GPUs in MIG mode; only MIG requests fit")
     if request.kind is RequestKind.WHOLE:
+        if pool.device_replicas:
+            raise AllocationError(f"pool {pool.name} shares every GPU {pool.device_replicas} ways; none is held whole")
         if not gpu.free:
             raise AllocationError(f"GPU already in use by {', '.join(sorted(gpu.jobs()))}")
         return GpuState(owner=job)
     if not pool.sharing:
         raise AllocationError(f"pool {pool.name} does not share GPUs")
+    if not within_replica(pool, request):
+        raise AllocationError(f"a share of {request.describe()} exceeds one of {pool.device_replicas} MPS replicas")
     if gpu.owner is not None:
         raise AllocationError(f"GPU held whole by {gpu.owner}")
     if gpu.used_milli + request.milli > FULL_GPU_MILLI:
@@ -259,6 +269,14 @@ def _take(gpu: GpuState, pool: Pool, job: str, request: GpuRequest, mig_start: i
             f"GPU memory over-allocated: {gpu.used_memory_mib}+{request.memory_mib} > {pool.gpu.memory_mib} MiB"
         )
     return GpuState(shares=(*gpu.shares, Share(job, request.milli, request.memory_mib)))
+
+
+def within_replica(pool: Pool, request: GpuRequest) -> bool:
+    """Whether a share fits one device-plugin replica where replicas are capped (MPS)."""
+    if not pool.replica_limits or not pool.device_replicas:
+        return True
+    replicas = pool.device_replicas
+    return request.milli <= FULL_GPU_MILLI // replicas and request.memory_mib <= pool.gpu.memory_mib // replicas
 
 
 def _take_mig(gpu: GpuState, pool: Pool, job: str, instance: mig.MigInstance) -> GpuState:
