@@ -47,7 +47,7 @@ from scheduler.errors import InputError
 from scheduler.model import Capacity
 from scheduler.tomlfile import TomlDocument
 
-_STRINGS = {"address": "0.0.0.0", "prefix": "/extender", "tls_cert": "", "tls_key": "", "kubeconfig": "",
+_STRINGS = {"address": "127.0.0.1", "prefix": "/extender", "tls_cert": "", "tls_key": "", "kubeconfig": "",
             "scheduler_name": "fleetsched", "profile": "cost-cpsat"}  # fmt: skip
 _NUMBERS = {"planner_interval_s": 1.0, "stale_after_s": 30.0}
 # The server's keys (health listener, caller checks, limits): see `_server_keys`.
