@@ -264,17 +264,13 @@ class ExtenderServer:
         tasks.add(task)
         try:
             await self._exchange(reader, writer, verbs)
+            writer.close()  # what is still buffered is sent, then the connection closed
+            async with asyncio.timeout(self.limits.read_timeout_s):
+                await writer.wait_closed()
         except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as error:
             log.debug("connection from %s ended: %s", writer.get_extra_info("peername"), error)
         except asyncio.CancelledError:
-            pass  # shutting down
-        else:
-            writer.close()  # what is still buffered is sent, then the connection closed
-            try:
-                async with asyncio.timeout(self.limits.read_timeout_s):
-                    await writer.wait_closed()
-            except (TimeoutError, OSError, ssl.SSLError):
-                pass
+            pass  # shutting down: the connection's task ends quietly
         finally:
             tasks.discard(task)
             writer.transport.abort()  # at once, whatever is left: a peer that does not read, or shutdown
