@@ -46,7 +46,7 @@ def _signature(paths: Sequence[str]) -> _Signature:
 class Reloading(Generic[T]):
     """A value built from files, built again when any of them changes; the first build must work."""
 
-    def __init__(self, paths: Sequence[str], build: Callable[[], T], what: str) -> None:
+    def __init__(self, paths: Sequence[str], build: Callable[[], T], what: str, field: str) -> None:
         self._paths = tuple(paths)
         self._build = build
         self._what = what
@@ -55,7 +55,7 @@ class Reloading(Generic[T]):
             self._seen = _signature(self._paths)
             self._value = build()
         except (OSError, ssl.SSLError, ValueError) as error:
-            raise InputError(f"cannot read {what}: {error}", source=self._paths[0]) from None
+            raise InputError(f"cannot read {what} ({', '.join(self._paths)}): {error}", field=field) from None
 
     def current(self) -> T:
         try:
@@ -86,7 +86,7 @@ def server_tls(cert: str, key: str, client_ca: str = "") -> Reloading[ssl.SSLCon
             context.verify_mode = ssl.CERT_OPTIONAL  # see the module docstring: a 401 rather than an alert
         return context
 
-    return Reloading([cert, key, *([client_ca] if client_ca else [])], build, "TLS certificate")
+    return Reloading([cert, key, *([client_ca] if client_ca else [])], build, "TLS certificate", "tls_cert")
 
 
 def token_file(path: str) -> Reloading[bytes]:
@@ -99,7 +99,7 @@ def token_file(path: str) -> Reloading[bytes]:
             raise ValueError("the token file is empty")
         return token
 
-    return Reloading([path], build, "token file")
+    return Reloading([path], build, "token file", "token_file")
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,14 +77,16 @@ def start(
 
 def serve(config: ExtenderConfig) -> None:
     """Serves until SIGTERM or SIGINT."""
-    # A request thread that blocks on its socket waits for the GIL when it wakes; with the
-    # default 5 ms switch interval, a replan holding the GIL delays every read and write of
+    # The server's loop and worker threads wait for the GIL when they wake; with the default
+    # 5 ms switch interval, a replan holding the GIL delays every read, hand-over and write of
     # kube-scheduler's requests by up to that much. 0.5 ms keeps answers quick while planning.
     sys.setswitchinterval(0.0005)
     server, stop = start(config)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
-    log.warning("fleetsched extender serving on %s (profile %s)", server.url, config.profile)
+    health = server.health_address
+    log.warning("fleetsched extender serving on %s (profile %s); health on %s", server.url, config.profile,
+                f"http://{health[0]}:{health[1]}" if health else "the verbs' port only")
     done.wait()
     stop()
