@@ -1,11 +1,20 @@
 """The extender's configuration file, checked key by key before anything starts.
 
 ```toml
-address = "0.0.0.0"            # where the HTTP server listens
+address = "127.0.0.1"          # where the verbs are served; off loopback needs client_ca or token_file
 port = 8888
 prefix = "/extender"           # kube-scheduler's urlPrefix path
-tls_cert = ""                  # both set: HTTPS with this certificate and key
+tls_cert = ""                  # both set: HTTPS with this certificate and key (reloaded when they change)
 tls_key = ""
+health_address = "0.0.0.0"     # a second, plain-HTTP listener with only GET /healthz, /readyz, /metrics
+health_port = 8889             # (for the kubelet's probes on the pod IP); 0: none
+client_ca = ""                 # PEM CA: the verbs need a client certificate it signed (mutual TLS; needs tls_cert)
+token_file = ""                # or a caller sends `Authorization: Bearer <the file's content>` (reloaded)
+workers = 16                   # threads that answer verbs; connections themselves cost no thread
+read_timeout_s = 5.0           # for a request (and a TLS handshake) once begun
+idle_timeout_s = 30.0          # a kept-alive connection closed after this long without a request
+max_body_bytes = 1048576       # a larger body is refused with 413 (full Nodes lists need more)
+backlog = 128                  # connections the kernel queues before they are accepted
 kubeconfig = ""                # empty: the pod's service account (in-cluster)
 scheduler_name = "fleetsched"  # pods with this spec.schedulerName are planned
 profile = "cost-cpsat"         # a bundled profile name or a .toml path
@@ -31,15 +40,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from extender import wire
 from extender.nodes import PoolRule
 from scheduler.catalog import CAPACITY_TYPES, Catalog
 from scheduler.errors import InputError
 from scheduler.model import Capacity
 from scheduler.tomlfile import TomlDocument
 
-_STRINGS = {"address": "0.0.0.0", "prefix": "/extender", "tls_cert": "", "tls_key": "", "kubeconfig": "",
+_STRINGS = {"address": "127.0.0.1", "prefix": "/extender", "tls_cert": "", "tls_key": "", "kubeconfig": "",
             "scheduler_name": "fleetsched", "profile": "cost-cpsat"}  # fmt: skip
 _NUMBERS = {"planner_interval_s": 1.0, "stale_after_s": 30.0}
+# The server's keys (health listener, caller checks, limits): see `_server_keys`.
+_SERVER_STRINGS = {"health_address": "0.0.0.0", "client_ca": "", "token_file": ""}
+_SERVER_SECONDS = {"read_timeout_s": 5.0, "idle_timeout_s": 30.0}
+_SERVER_COUNTS = {"health_port": (8889, 0, 65535), "workers": (16, 1, 1024),
+                  "max_body_bytes": (1024 * 1024, 1024, wire.MAX_BODY_BYTES), "backlog": (128, 1, 65535)}  # fmt: skip
 _POOL_KEYS = {"name", "match", "usd_per_node_hour", "price", "gpu", "capacity", "sharing",
               "interruptions_per_node_hour", "notice_s"}  # fmt: skip
 
@@ -57,12 +72,21 @@ class ExtenderConfig:
     planner_interval_s: float
     stale_after_s: float
     pools: tuple[PoolRule, ...]
+    health_address: str = "0.0.0.0"
+    health_port: int = 8889
+    client_ca: str = ""
+    token_file: str = ""
+    workers: int = 16
+    read_timeout_s: float = 5.0
+    idle_timeout_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    backlog: int = 128
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     document = TomlDocument.read(path)
     data = document.data
-    known = {*_STRINGS, *_NUMBERS, "port", "pool"}
+    known = {*_STRINGS, *_NUMBERS, "port", "pool", *_SERVER_STRINGS, *_SERVER_SECONDS, *_SERVER_COUNTS}
     for key in data:
         if key not in known:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
@@ -82,6 +106,7 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
         document.fail("port", f"must be a port number 0..65535, got {port!r}")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         document.fail("tls_cert" if not values["tls_cert"] else "tls_key", "HTTPS needs both tls_cert and tls_key")
+    values.update(_server_keys(document, values, port))
     raw_pools = data.get("pool", [])
     if not isinstance(raw_pools, list):
         document.fail("pool", "must be [[pool]] tables")
@@ -91,6 +116,46 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
         if names.index(name) != index:
             document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
     return ExtenderConfig(port=port, pools=pools, **values)
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "localhost")
+
+
+def exposure_problem(address: str, client_ca: str, token_file: str) -> str:
+    """Why serving the verbs on `address` with these credentials is unsafe; empty when it is not."""
+    if is_loopback(address) or client_ca or token_file:
+        return ""
+    return (f"serving the verbs on {address!r}, off loopback, lets anyone who reaches it bind pods: "
+            'set client_ca (mutual TLS) or token_file, or address = "127.0.0.1"')
+
+
+def _server_keys(document: TomlDocument, values: Mapping[str, Any], port: int) -> dict[str, Any]:
+    """The server's keys checked: who may call the verbs off loopback, the health listener, the limits."""
+    data, found = document.data, dict[str, Any]()
+    for key, default in _SERVER_STRINGS.items():
+        found[key] = data.get(key, default)
+        if not isinstance(found[key], str):
+            document.fail(key, f"must be a string, got {found[key]!r}")
+    for key, seconds in _SERVER_SECONDS.items():
+        number = data.get(key, seconds)
+        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
+            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
+        found[key] = float(number)
+    for key, (usual, low, high) in _SERVER_COUNTS.items():
+        count = data.get(key, usual)
+        if not isinstance(count, int) or isinstance(count, bool) or not low <= count <= high:
+            document.fail(key, f"must be a whole number {low}..{high}, got {count!r}")
+        found[key] = count
+    if found["client_ca"] and not values["tls_cert"]:
+        document.fail("client_ca", "mutual TLS needs the server's own tls_cert and tls_key")
+    problem = exposure_problem(values["address"], found["client_ca"], found["token_file"])
+    if problem:
+        document.fail("address", problem)
+    addresses = {found["health_address"], values["address"]}
+    if found["health_port"] == port and (len(addresses) == 1 or "0.0.0.0" in addresses):
+        document.fail("health_port", f"{port} is the verbs' port; give the health listener another (0: none)")
+    return found
 
 
 def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> PoolRule:

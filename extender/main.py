@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 import signal
-import ssl
 import sys
 import threading
 from collections.abc import Callable
 
 import policies
-from extender.config import ExtenderConfig
+from extender import access
+from extender.config import ExtenderConfig, exposure_problem
 from extender.events import AnnotationReporter
 from extender.kubeapi import Mirror, Rest, RestApi
-from extender.server import ExtenderServer, serve_in_thread
+from extender.server import ExtenderServer, Limits, serve_in_thread
 from extender.state import ClusterView
 from extender.verbs import GpuExtender
 from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
+from scheduler.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,17 @@ def start(
 
     The mirror lists nodes and pods once before the server answers; if the API server cannot
     be reached then, the server still starts and reports not ready until the mirror catches up.
+    Credentials that do not load, or verbs off loopback without any, stop it before anything starts.
     """
+    problem = exposure_problem(config.address, config.client_ca, config.token_file)
+    if problem:
+        raise InputError(problem, field="address")
+    tls = access.server_tls(config.tls_cert, config.tls_key, config.client_ca) if config.tls_cert else None
+    token = access.token_file(config.token_file) if config.token_file else None
+    guard = access.Access(client_ca=bool(config.client_ca), token=token)
+    limits = Limits(workers=config.workers, read_timeout_s=config.read_timeout_s, idle_timeout_s=config.idle_timeout_s,
+                    max_body_bytes=config.max_body_bytes, backlog=config.backlog)
+    health = (config.health_address, config.health_port) if config.health_port else None
     catalog = default_catalog()
     clock = clock or SystemClock()
     rest = rest or Rest.from_config(config.kubeconfig or None)
@@ -47,31 +58,38 @@ def start(
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
-    tls = None
-    if config.tls_cert:
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(config.tls_cert, config.tls_key)
-    server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, tls=tls)
+
+    def stop_planning() -> None:
+        planner.stop()
+        mirror.stop()
+
+    try:
+        server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, tls=tls, access=guard,
+                                health=health, limits=limits)
+    except OSError:  # the port is taken, say
+        stop_planning()
+        raise
     stop_server = serve_in_thread(server)
 
     def stop() -> None:
         stop_server()
-        planner.stop()
-        mirror.stop()
+        stop_planning()
 
     return server, stop
 
 
 def serve(config: ExtenderConfig) -> None:
     """Serves until SIGTERM or SIGINT."""
-    # A request thread that blocks on its socket waits for the GIL when it wakes; with the
-    # default 5 ms switch interval, a replan holding the GIL delays every read and write of
+    # The server's loop and worker threads wait for the GIL when they wake; with the default
+    # 5 ms switch interval, a replan holding the GIL delays every read, hand-over and write of
     # kube-scheduler's requests by up to that much. 0.5 ms keeps answers quick while planning.
     sys.setswitchinterval(0.0005)
     server, stop = start(config)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
-    log.warning("fleetsched extender serving on %s (profile %s)", server.url, config.profile)
+    health = server.health_address
+    log.warning("fleetsched extender serving on %s (profile %s); health on %s", server.url, config.profile,
+                f"http://{health[0]}:{health[1]}" if health else "the verbs' port only")
     done.wait()
     stop()

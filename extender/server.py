@@ -3,29 +3,45 @@
 `POST {prefix}/filter`, `/prioritize`, `/preempt`, `/bind` take the extender v1 JSON
 (`extender.wire`) and hand it to an `Extender`, which holds the scheduling logic; `GET
 /healthz` says the process serves, `/readyz` whether the extender's view of the cluster is
-fresh (503 with its age when not), `/metrics` exports Prometheus text.
+fresh (503 with its age when not), `/metrics` exports Prometheus text. A second, optional
+health listener (for the kubelet's probes on the pod IP while the verbs stay on loopback)
+serves only those three GETs; a verb there is a 404.
+
+One asyncio loop owns every connection: it accepts (with a real listen backlog), completes TLS
+handshakes, reads requests (`extender.http1`: `read_timeout_s` for a request once begun,
+`idle_timeout_s` between requests on a kept-alive connection, a `max_body_bytes` limit) and
+writes answers, so a slow or silent client costs a coroutine, never a thread. Complete verb
+requests go to a bounded pool of `workers` threads that parse the JSON and call the Extender;
+readiness and metrics have a thread of their own, so probes are not queued behind verbs, and
+/healthz is answered by the loop itself. HTTP/1.1 keep-alive is kept: kube-scheduler reuses
+its connections. Verbs need the credentials `extender.access` checks (401 without, 403 wrong).
 
 Bad input never takes the server down or earns a 500: a body that breaks the protocol gets a
-400 with `{"Error": "<field>: <problem>"}`; a missing or absurd `Content-Length` a 411 or 413;
-an unknown path a 404; a wrong method a 405. What kube-scheduler sends correctly but the
-extender cannot place (an unknown node, a pod asking for nonsense) is answered in the verb's
-own result, as kube-scheduler expects: unknown nodes as unresolvable, a bad pod in `Error`.
-Only a bug inside the extender answers 500, and it is logged with its traceback.
+400 with `{"Error": "<field>: <problem>"}`; a missing `Content-Length` or a chunked body a
+411, a body over the limit a 413, a request too slow a 408; an unknown path a 404; a wrong
+method a 405. What kube-scheduler sends correctly but the extender cannot place (an unknown
+node, a pod asking for nonsense) is answered in the verb's own result, as kube-scheduler
+expects. Only a bug inside the extender answers 500, and it is logged with its traceback.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from extender import wire
+from extender.access import Access, Reloading
+from extender.http1 import MAX_HEAD_BYTES, Answer, Head, RequestError, read_body, read_head
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 
 log = logging.getLogger(__name__)
@@ -33,6 +49,8 @@ log = logging.getLogger(__name__)
 VERBS = ("filter", "prioritize", "preempt", "bind")
 #: Request latency histogram buckets, seconds (Prometheus convention: cumulative `le`).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Open connections per listener; beyond it a new one is closed at once (each may buffer a body).
+MAX_CONNECTIONS = 4096
 
 
 class Extender(Protocol):
@@ -53,6 +71,17 @@ class Extender(Protocol):
     def gauges(self) -> Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]:
         """Gauges to export: name -> {labels: value}, e.g. idle GPUs by pool."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the server gives any one client: threads, time, bytes, pending connections."""
+
+    workers: int = 16
+    read_timeout_s: float = 5.0
+    idle_timeout_s: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    backlog: int = 128
 
 
 class Metrics:
@@ -106,138 +135,245 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ExtenderServer
-    protocol_version = "HTTP/1.1"  # keep-alive: kube-scheduler reuses its connections
-    # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm and the
-    # peer's delayed ACK hold each reply back about 40 ms.
-    disable_nagle_algorithm = True
+def _listen(address: tuple[str, int], backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(backlog)
+    except OSError:
+        listener.close()
+        raise
+    listener.setblocking(False)
+    return listener
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            self._send(HTTPStatus.OK, b"ok\n", "text/plain")
-        elif path == "/readyz":
-            ready, age_s = self.server.extender.readiness()
-            body = f"{'ready' if ready else 'not ready'}: cluster view {age_s:.1f} s old\n".encode()
-            self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain")
-        elif path == "/metrics":
-            text = self.server.metrics.render(self.server.extender.gauges())
-            self._send(HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")
-        elif self._verb(path) is not None:
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST")
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no such path {path!r}")
+class ExtenderServer:
+    """The HTTP server around one Extender; `serve_forever` in a thread, `shutdown` to stop.
 
-    def do_POST(self) -> None:
-        started = time.perf_counter()
-        path = self.path.split("?", 1)[0]
-        verb = self._verb(path)
-        if verb is None:
-            self._drain()
-            self._error(HTTPStatus.NOT_FOUND, f"no such path {path!r}; verbs: {', '.join(VERBS)}")
+    The listening sockets are bound here, so `server_address` (and a port 0's real port) is
+    known before serving starts. `tls` is the server's (reloading) TLS context; `access` the
+    rule for the verbs; `health` the second listener's address, or None for none.
+    """
+
+    def __init__(self, address: tuple[str, int], extender: Extender, *, prefix: str = "",
+                 tls: Reloading[ssl.SSLContext] | None = None, access: Access | None = None,
+                 health: tuple[str, int] | None = None, limits: Limits | None = None) -> None:
+        self.extender = extender
+        self.prefix = prefix.rstrip("/")
+        self.metrics = Metrics()
+        self.tls = tls
+        self.access = access or Access()
+        self.limits = limits or Limits()
+        self._sockets = [_listen(address, self.limits.backlog)]
+        if health is not None:
+            try:
+                self._sockets.append(_listen(health, self.limits.backlog))
+            except OSError:
+                self._sockets[0].close()
+                raise
+        self._workers = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="extender-worker")
+        self._probes = ThreadPoolExecutor(1, thread_name_prefix="extender-probe")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._connections: list[set[asyncio.Task[None]]] = [set(), set()]
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        host, port = self._sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def health_address(self) -> tuple[str, int] | None:
+        if len(self._sockets) < 2:
+            return None
+        host, port = self._sockets[1].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}{self.prefix}"
+
+    def serve_forever(self) -> None:
+        asyncio.run(self._serve())
+
+    def shutdown(self) -> None:
+        """Stops serving (from another thread); open connections are closed."""
+        self._started.wait(10)
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def server_close(self) -> None:
+        for listener in self._sockets:
+            listener.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._probes.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        context = self._front_context()
+        servers = []
+        for index, listener in enumerate(self._sockets):
+            verbs = index == 0
+            servers.append(await asyncio.start_server(
+                functools.partial(self._connection, verbs=verbs), sock=listener, backlog=self.limits.backlog,
+                limit=MAX_HEAD_BYTES,
+                ssl=context if verbs else None,
+                ssl_handshake_timeout=self.limits.read_timeout_s if verbs and context else None,
+            ))
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            for server in servers:
+                server.close()
+            for task in [task for tasks in self._connections for task in tasks]:
+                task.cancel()
+
+    def _front_context(self) -> ssl.SSLContext | None:
+        """The context every handshake starts with; it swaps in the current (reloaded) one.
+
+        OpenSSL calls the server-name callback on every ClientHello, with or without SNI (kube-
+        scheduler sends none to an IP address): there the connection takes the newest context.
+        """
+        if self.tls is None:
+            return None
+        tls = self.tls
+        front = tls.current()
+
+        def newest(connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+            current = tls.current()
+            if connection.context is not current:
+                connection.context = current
+
+        front.sni_callback = newest
+        return front
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool) -> None:
+        task = asyncio.current_task()
+        tasks = self._connections[0 if verbs else 1]
+        if task is None or len(tasks) >= MAX_CONNECTIONS:
+            log.warning("%d connections open: refusing one more", len(tasks))
+            writer.transport.abort()
             return
-        code = self._serve(verb)
-        self.server.metrics.observe(verb, code, time.perf_counter() - started)
+        tasks.add(task)
+        try:
+            await self._exchange(reader, writer, verbs)
+            writer.close()  # what is still buffered is sent, then the connection closed
+            async with asyncio.timeout(self.limits.read_timeout_s):
+                await writer.wait_closed()
+        except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as error:
+            log.debug("connection from %s ended: %s", writer.get_extra_info("peername"), error)
+        except asyncio.CancelledError:
+            pass  # shutting down: the connection's task ends quietly
+        finally:
+            tasks.discard(task)
+            writer.transport.abort()  # at once, whatever is left: a peer that does not read, or shutdown
 
-    def _serve(self, verb: str) -> int:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
-            self.close_connection = True
-            return self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length: a whole number of bytes is required")
-        size = int(length)
-        if size > wire.MAX_BODY_BYTES:
-            self.close_connection = True
-            limit = f"Content-Length: at most {wire.MAX_BODY_BYTES} bytes"
-            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, limit)
-        body = self.rfile.read(size)
-        if len(body) < size:
-            self.close_connection = True
-            return self._error(HTTPStatus.BAD_REQUEST, f"body: {len(body)} of {size} bytes arrived")
-        extender = self.server.extender
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool) -> None:
+        """Requests answered in turn until the peer closes, idles out or an answer closes."""
+        limits = self.limits
+        certified = bool(writer.get_extra_info("peercert"))
+        wait_s = limits.read_timeout_s  # a new connection has a request to send at once
+        while True:
+            head: Head | None = None
+            try:
+                head = await read_head(reader, wait_s, limits.read_timeout_s)
+                if head is None:
+                    return
+                answer = await self._answer(head, reader, writer, verbs, certified)
+            except RequestError as error:
+                answer = Answer.error(error.status, error.message, close=error.close)
+            keep_alive = head is not None and head.keep_alive and not answer.close
+            writer.write(answer.encode(head.version if head else "HTTP/1.1", keep_alive))
+            async with asyncio.timeout(limits.read_timeout_s):  # a peer that does not read
+                await writer.drain()
+            if not keep_alive:
+                return
+            wait_s = limits.idle_timeout_s
+
+    async def _answer(self, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool,
+                      certified: bool) -> Answer:
+        path = head.path
+        verb = self._verb(path) if verbs else None
+        if verb is not None and head.method == "POST":
+            started = time.perf_counter()
+            try:
+                answer = await self._verb_answer(verb, head, reader, writer, certified)
+            except RequestError as error:
+                answer = Answer.error(error.status, error.message, close=error.close)
+            self.metrics.observe(verb, int(answer.status), time.perf_counter() - started)
+            return answer
+        size = head.content_length(self.limits.max_body_bytes, required=False)
+        if size:  # read past a body no one wants: the connection stays usable
+            await read_body(reader, size, self.limits.read_timeout_s)
+        if head.method == "GET" and path == "/healthz":
+            return Answer(HTTPStatus.OK, b"ok\n", "text/plain")
+        if head.method == "GET" and path in ("/readyz", "/metrics"):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._probes, self._probe, path)
+        if verb is not None:
+            return Answer.error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST")
+        return Answer.error(HTTPStatus.NOT_FOUND, f"no such path {path!r}; verbs: {', '.join(VERBS)}")
+
+    async def _verb_answer(self, verb: str, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           certified: bool) -> Answer:
+        refusal = self.access.check(certified, head.headers.get("authorization"))
+        if refusal is not None:  # refused before its body is read: an unknown peer cannot make us buffer it
+            log.info("refused %s from %s: %s", verb, writer.get_extra_info("peername"), refusal.message)
+            challenge = (("WWW-Authenticate", "Bearer"),) if refusal.status == HTTPStatus.UNAUTHORIZED else ()
+            return Answer.error(refusal.status, refusal.message, close=True, extra=challenge)
+        size = head.content_length(self.limits.max_body_bytes)
+        if head.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await read_body(reader, size, self.limits.read_timeout_s)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._workers, self._call, verb, body)
+
+    def _call(self, verb: str, body: bytes) -> Answer:
+        """On a worker thread: the body parsed, the Extender asked, the reply encoded."""
+        extender = self.extender
         try:
             reply: Any
             if verb == "filter":
-                reply = extender.filter(wire.parse_extender_args(body)).to_json()
+                args = wire.parse_extender_args(body)
+                reply = wire.filter_result_json(extender.filter(args), args)
             elif verb == "prioritize":
                 reply = wire.priorities_json(extender.prioritize(wire.parse_extender_args(body)))
             elif verb == "preempt":
                 reply = wire.preemption_result_json(*extender.preempt(wire.parse_preemption_args(body)))
             else:
                 reply = wire.binding_result_json(extender.bind(wire.parse_binding_args(body)))
+            return Answer.json(reply)
         except WireError as error:
-            return self._error(HTTPStatus.BAD_REQUEST, str(error))
+            return Answer.error(HTTPStatus.BAD_REQUEST, str(error))
         except Exception:  # a bug in the extender: logged, answered, and the server goes on
             log.exception("extender failed on %s", verb)
-            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the extender failed on {verb}; see its log")
-        return self._send(HTTPStatus.OK, json.dumps(reply).encode(), "application/json")
+            return Answer.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the extender failed on {verb}; see its log")
+
+    def _probe(self, path: str) -> Answer:
+        try:
+            if path == "/readyz":
+                ready, age_s = self.extender.readiness()
+                body = f"{'ready' if ready else 'not ready'}: cluster view {age_s:.1f} s old\n".encode()
+                return Answer(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain")
+            text = self.metrics.render(self.extender.gauges())
+            return Answer(HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")
+        except Exception:
+            log.exception("extender failed on %s", path)
+            return Answer.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the extender failed on {path}; see its log")
 
     def _verb(self, path: str) -> str | None:
-        prefix = self.server.prefix
+        prefix = self.prefix
         if not path.startswith(prefix + "/"):
             return None
         verb = path[len(prefix) + 1 :]
         return verb if verb in VERBS else None
-
-    def _drain(self) -> None:
-        length = self.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) <= wire.MAX_BODY_BYTES:
-            self.rfile.read(int(length))
-        else:
-            self.close_connection = True
-
-    def _error(self, status: HTTPStatus, message: str) -> int:
-        return self._send(status, json.dumps({"Error": message}).encode(), "application/json")
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> int:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        return int(status)
-
-
-HANDSHAKE_TIMEOUT_S = 10.0
-
-
-class ExtenderServer(ThreadingHTTPServer):
-    """The HTTP server around one Extender; `serve_forever` in a thread, `shutdown` to stop."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], extender: Extender, *, prefix: str = "",
-                 tls: ssl.SSLContext | None = None) -> None:
-        self.extender = extender
-        self.prefix = prefix.rstrip("/")
-        self.metrics = Metrics()
-        self.tls = tls
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The TLS handshake happens here, on the connection's own thread and with a time
-        # limit: done on accept (a wrapped listening socket), one client that connects and
-        # says nothing would hold up every other.
-        if self.tls is not None:
-            request.settimeout(HANDSHAKE_TIMEOUT_S)
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as error:
-                log.info("TLS handshake with %s failed: %s", client_address, error)
-                return
-            request.settimeout(None)
-        super().finish_request(request, client_address)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}{self.prefix}"
 
 
 def serve_in_thread(server: ExtenderServer) -> Callable[[], None]:
@@ -247,7 +383,7 @@ def serve_in_thread(server: ExtenderServer) -> Callable[[], None]:
 
     def stop() -> None:
         server.shutdown()
-        server.server_close()
         thread.join(timeout=5)
+        server.server_close()
 
     return stop

@@ -3,7 +3,14 @@
 kube-scheduler marshals Go structs without json tags, so the keys are the capitalised Go field
 names (`Pod`, `NodeNames`, `FailedNodes`, `Host`, `Score`, `PodUID`...), and fields without
 `omitempty` are always present, `null` when unset. Nested Kubernetes objects (the `Pod`) use
-ordinary Kubernetes JSON. See shared/research/kubernetes.md, section 1.1.
+ordinary Kubernetes JSON. See shared/research/kubernetes.md, section 1.1. Keys are read as Go's
+`encoding/json` reads them into those structs: matched without regard to case (Unicode case
+folding: `nodenames`, `NODENAMES` and `NodeNames` are one field), the last of a repeated key
+winning; kube-scheduler itself always sends the exact names.
+
+With `nodeCacheCapable: false` kube-scheduler sends full `Nodes` and reads only `Nodes` back:
+the filter reply then echoes the node objects that pass (`filter_result_json`), where a reply
+with `"Nodes": null` would read as "no node passes".
 
 Every parser takes the raw body and returns a frozen value or raises `WireError`, which names
 the part of the request that is wrong (`NodeNames[3]: must be a string`); the server answers
@@ -22,7 +29,8 @@ from typing import Any
 #: The extender's score range (k8s.io/kube-scheduler/extender/v1: MinExtenderPriority..Max).
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10
-#: Largest request body read (a filter call naming 100,000 nodes is about 3 MiB).
+#: Largest request body this module parses (a filter call naming 100,000 nodes is about 3 MiB;
+#: full `Nodes` objects take a few KiB each). The server's own `max_body_bytes` is at most this.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_NODES = 100_000
 MAX_NAME = 253  # a DNS subdomain, the longest Kubernetes object name
@@ -48,7 +56,7 @@ def decode(body: bytes) -> Mapping[str, Any]:
         raise WireError("body", f"larger than {MAX_BODY_BYTES} bytes")
     try:
         text = body.decode("utf-8")
-        document = json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object)
     except UnicodeDecodeError as error:
         raise WireError("body", f"not UTF-8 ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
@@ -64,6 +72,39 @@ def decode(body: bytes) -> Mapping[str, Any]:
 
 def _reject_constant(name: str) -> None:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys stand in the order Go's decoder sees them last (see `go_field`)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):  # a key given twice: it counts where it came last
+        document = {}
+        for key, value in pairs:
+            document.pop(key, None)
+            document[key] = value
+    return document
+
+
+def _fold(text: str) -> str:
+    """`text` case-folded character by character (K and the Kelvin sign alike; ß stays ß, as in Go)."""
+    return "".join(folded if len(folded := char.casefold()) == 1 else char for char in text)
+
+
+def go_field(document: Mapping[str, Any], name: str) -> Any:
+    """The value of Go struct field `name` in a decoded object, found as `encoding/json` finds it.
+
+    Every key equal to `name` under case folding sets the field, so the last such key in the
+    object wins, whatever its case; None when there is none.
+    """
+    value = document.get(name)
+    if len(document) <= 1 and (value is not None or name in document):  # the hot path: the exact key alone
+        return value
+    wanted = _fold(name)
+    found = None
+    for key, item in document.items():
+        if key == name or (len(key) == len(name) and (key.lower() if key.isascii() else _fold(key)) == wanted):
+            found = item
+    return found
 
 
 def _name(value: object, where: str) -> str:
@@ -96,24 +137,26 @@ class ExtenderArgs:
     """The body of POST filter and prioritize: the pod and the candidate nodes.
 
     With `nodeCacheCapable: true` kube-scheduler sends `NodeNames`; otherwise full `Nodes`
-    objects, of which only the names are kept (the extender keeps its own view of nodes).
+    objects: the extender decides from its own view of nodes by their names, and keeps the
+    objects (`nodes`, in the order of `node_names`) only to echo those that pass filter.
     """
 
     pod: Mapping[str, Any]
     node_names: tuple[str, ...]
     full_nodes: bool = False
+    nodes: tuple[Mapping[str, Any], ...] = ()
 
 
 def parse_extender_args(body: bytes) -> ExtenderArgs:
     document = decode(body)
-    pod = expect_object(document.get("Pod"), "Pod")
-    names = document.get("NodeNames")
+    pod = expect_object(go_field(document, "Pod"), "Pod")
+    names = go_field(document, "NodeNames")
     if names is not None:
         return ExtenderArgs(pod, _names(names, "NodeNames"))
-    nodes = document.get("Nodes")
+    nodes = go_field(document, "Nodes")
     if nodes is None:
         raise WireError("NodeNames", "missing: a filter or prioritize call names its nodes (NodeNames or Nodes)")
-    items = expect_object(nodes, "Nodes").get("items")
+    items = go_field(expect_object(nodes, "Nodes"), "items")
     if not isinstance(items, list):
         raise WireError("Nodes.items", "must be a list of nodes")
     if len(items) > MAX_NODES:
@@ -121,9 +164,9 @@ def parse_extender_args(body: bytes) -> ExtenderArgs:
     found = []
     for index, item in enumerate(items):
         where = f"Nodes.items[{index}]"
-        metadata = expect_object(expect_object(item, where).get("metadata"), f"{where}.metadata")
-        found.append(_name(metadata.get("name"), f"{where}.metadata.name"))
-    return ExtenderArgs(pod, tuple(found), full_nodes=True)
+        metadata = expect_object(go_field(expect_object(item, where), "metadata"), f"{where}.metadata")
+        found.append(_name(go_field(metadata, "name"), f"{where}.metadata.name"))
+    return ExtenderArgs(pod, tuple(found), full_nodes=True, nodes=tuple(items))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +182,27 @@ class FilterResult:
     unresolvable: Mapping[str, str] = field(default_factory=dict)
     error: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, nodes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """The reply; `nodes` (the passing full node objects) fills `Nodes`, else it is null."""
         return {
-            "Nodes": None,
+            "Nodes": None if nodes is None else {"metadata": {}, "items": list(nodes)},
             "NodeNames": list(self.node_names),
             "FailedNodes": dict(self.failed),
             "FailedAndUnresolvableNodes": dict(self.unresolvable),
             "Error": self.error,
         }
+
+
+def filter_result_json(result: FilterResult, args: ExtenderArgs) -> dict[str, Any]:
+    """The reply to filter for the request `args`: full nodes asked, the passing ones echoed in `Nodes`.
+
+    kube-scheduler without `nodeCacheCapable` reads only `Nodes` back; a name the request did not
+    carry has no object to echo (kube-scheduler would reject it in either form) and is left out.
+    """
+    if not args.full_nodes:
+        return result.to_json()
+    by_name = dict(zip(args.node_names, args.nodes, strict=True))
+    return result.to_json([by_name[name] for name in result.node_names if name in by_name])
 
 
 def priorities_json(scores: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -175,10 +231,10 @@ class BindingArgs:
 def parse_binding_args(body: bytes) -> BindingArgs:
     document = decode(body)
     return BindingArgs(
-        pod_name=_name(document.get("PodName"), "PodName"),
-        pod_namespace=_name(document.get("PodNamespace"), "PodNamespace"),
-        pod_uid=_name(document.get("PodUID"), "PodUID"),
-        node=_name(document.get("Node"), "Node"),
+        pod_name=_name(go_field(document, "PodName"), "PodName"),
+        pod_namespace=_name(go_field(document, "PodNamespace"), "PodNamespace"),
+        pod_uid=_name(go_field(document, "PodUID"), "PodUID"),
+        node=_name(go_field(document, "Node"), "Node"),
     )
 
 
@@ -201,10 +257,10 @@ class PreemptionArgs:
 
 def parse_preemption_args(body: bytes) -> PreemptionArgs:
     document = decode(body)
-    pod = expect_object(document.get("Pod"), "Pod")
-    meta = document.get("NodeNameToMetaVictims")
+    pod = expect_object(go_field(document, "Pod"), "Pod")
+    meta = go_field(document, "NodeNameToMetaVictims")
     key = "NodeNameToMetaVictims" if meta is not None else "NodeNameToVictims"
-    raw = expect_object(document.get(key), key) if document.get(key) is not None else {}
+    raw = expect_object(go_field(document, key), key) if go_field(document, key) is not None else {}
     if len(raw) > MAX_NODES:
         raise WireError(key, f"names {len(raw)} nodes; at most {MAX_NODES}")
     victims: dict[str, tuple[str, ...]] = {}
@@ -213,7 +269,7 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
         where = f"{key}.{node}"
         _name(node, key)
         entry = expect_object(value, where)
-        pods = entry.get("Pods")
+        pods = go_field(entry, "Pods")
         pods = [] if pods is None else pods
         if not isinstance(pods, list):
             raise WireError(f"{where}.Pods", "must be a list")
@@ -221,11 +277,12 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
         for index, pod_entry in enumerate(pods):
             item = expect_object(pod_entry, f"{where}.Pods[{index}]")
             if key == "NodeNameToMetaVictims":
-                uids.append(_name(item.get("UID"), f"{where}.Pods[{index}].UID"))
+                uids.append(_name(go_field(item, "UID"), f"{where}.Pods[{index}].UID"))
             else:
-                metadata = expect_object(item.get("metadata"), f"{where}.Pods[{index}].metadata")
-                uids.append(_name(metadata.get("uid"), f"{where}.Pods[{index}].metadata.uid"))
-        count = entry.get("NumPDBViolations", 0)
+                metadata = expect_object(go_field(item, "metadata"), f"{where}.Pods[{index}].metadata")
+                uids.append(_name(go_field(metadata, "uid"), f"{where}.Pods[{index}].metadata.uid"))
+        count = go_field(entry, "NumPDBViolations")
+        count = 0 if count is None else count
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise WireError(f"{where}.NumPDBViolations", f"must be a whole number >= 0, got {count!r}")
         victims[node] = tuple(uids)

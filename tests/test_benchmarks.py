@@ -48,6 +48,18 @@ def test_bench_extender_reports_latency_against_the_running_server() -> None:
     assert 0 < latency["pair_ms_p50"] <= latency["pair_ms_p99"] and latency["requests_per_s"] > 0
 
 
+def test_bench_extender_load_answers_every_active_connection_and_holds_the_silent_ones() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_extender_load.py"), "--connections", "60", "--silent", "10",
+         "--rounds", "2", "--nodes", "20", "--json"],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
+    )
+    report = json.loads(done.stdout)
+    assert report["paced"]["requests"] == report["burst"]["requests"] == 2 * 50
+    assert report["silent_still_open"] == 10 and report["peak_rss_mib"] >= report["peak_rss_mib_before"] > 0
+    assert all(0 < report[phase]["p50_ms"] <= report[phase]["p99_ms"] for phase in ("paced", "burst"))
+
+
 def test_bench_sim_replays_on_the_cluster_that_fits_and_on_the_overloaded_one() -> None:
     reports = []
     for extra in ([], ["--overloaded"]):

@@ -39,7 +39,8 @@ ALLOWED: dict[str, set[str]] = {
     "policies": {*PURE, "pathlib", "scheduler", "policies"},  # pathlib: the registry finds its bundled profiles
     "traces": {*STANDARD, "pyarrow", "numpy", "hashlib", "scheduler", "traces"},
     "simulator": {*STANDARD, "simpy", "matplotlib", "numpy", "scheduler", "policies", "traces", "simulator"},
-    "extender": {*STANDARD, "kubernetes", "urllib3", "scheduler", "policies", "extender"},
+    # The extender's server: one asyncio loop over its own sockets; hmac for constant-time token checks.
+    "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
 }
 

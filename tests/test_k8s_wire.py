@@ -110,7 +110,54 @@ def test_a_filter_body_with_full_node_objects_keeps_only_their_names() -> None:
     }
     args = parse_extender_args(body({"Pod": make_pod(), "Nodes": nodes, "NodeNames": None}))
     assert args.node_names == ("gpu-a-0", "gpu-b-1")
-    assert args.full_nodes is True
+    assert args.full_nodes is True and args.nodes == tuple(nodes["items"])
+
+
+def test_filter_echoes_the_passing_full_nodes_when_kube_scheduler_sent_full_nodes() -> None:
+    """Without nodeCacheCapable kube-scheduler reads only `Nodes` back: null there would mean no node passes."""
+    items = [{"metadata": {"name": name, "labels": {"zone": name[-1]}}, "status": {"allocatable": {"cpu": "8"}}}
+             for name in ("gpu-a-0", "gpu-b-1", "gpu-c-2")]
+    args = parse_extender_args(body({"Pod": make_pod(), "Nodes": {"metadata": {}, "items": items}, "NodeNames": None}))
+    result = FilterResult(node_names=("gpu-c-2", "gpu-a-0", "elsewhere"), failed={"gpu-b-1": "full"})
+    reply = wire.filter_result_json(result, args)
+    assert reply["Nodes"] == {"metadata": {}, "items": [items[2], items[0]]}  # the objects as sent; unknown names left out
+    assert reply["FailedNodes"] == {"gpu-b-1": "full"} and reply["Error"] == ""
+    by_names = parse_extender_args(body({"Pod": make_pod(), "Nodes": None, "NodeNames": ["gpu-a-0"]}))
+    assert wire.filter_result_json(FilterResult(node_names=("gpu-a-0",)), by_names)["Nodes"] is None
+
+
+CASES = {
+    "lower": ({"pod": {}, "nodenames": ["a"]}, ("a",)),
+    "upper": ({"POD": {}, "NODENAMES": ["a"]}, ("a",)),
+    "camel": ({"pod": {}, "nodeNames": ["a"]}, ("a",)),
+    "long-s": ({"Pod": {}, "NodeName\u017f": ["a"]}, ("a",)),  # Go folds the long s to s
+    "full-nodes": ({"pod": {}, "NODES": {"Items": [{"Metadata": {"NAME": "a"}}]}}, ("a",)),
+    "last-wins": ({"Pod": {}, "NodeNames": ["a"], "nodenames": ["b"]}, ("b",)),
+    "last-wins-exact": ({"Pod": {}, "nodenames": ["b"], "NodeNames": ["a"]}, ("a",)),
+}
+
+
+@pytest.mark.parametrize(("document", "names"), list(CASES.values()), ids=list(CASES))
+def test_keys_are_matched_without_regard_to_case_as_gos_decoder_does(document: dict[str, Any], names: tuple[str, ...]) -> None:
+    assert parse_extender_args(body(document)).node_names == names
+
+
+def test_a_key_repeated_exactly_counts_where_it_came_last() -> None:
+    raw = b'{"Pod": {}, "NodeNames": ["a"], "nodeNames": ["b"], "NodeNames": ["c"]}'
+    assert parse_extender_args(raw).node_names == ("c",)
+
+
+def test_binding_and_preemption_keys_are_matched_without_regard_to_case() -> None:
+    binding = parse_binding_args(body({"podname": "p", "PODNAMESPACE": "ml", "podUid": "u-1", "node": "gpu-a"}))
+    assert binding == BindingArgs(pod_name="p", pod_namespace="ml", pod_uid="u-1", node="gpu-a")
+    victims = {"gpu-a": {"pods": [{"uid": "v1"}], "numPdbViolations": 2}}
+    args = parse_preemption_args(body({"pod": {}, "nodeNameToMetaVictims": victims}))
+    assert args.victims == {"gpu-a": ("v1",)} and args.pdb_violations == {"gpu-a": 2}
+
+
+def test_a_dotless_i_is_not_an_i_for_go_either() -> None:
+    with pytest.raises(WireError, match="PodUID"):
+        parse_binding_args(body({"PodName": "p", "PodNamespace": "ml", "PodU\u0131D": "u-1", "Node": "gpu-a"}))
 
 
 def test_node_names_win_over_full_nodes_and_an_empty_candidate_list_is_allowed() -> None:

@@ -215,7 +215,7 @@ def local_extender(profile: str = "cost-greedy", interval_s: float = 0.5) -> Ext
     """The extender's configuration for a test: loopback, any free port, the given profile."""
     return ExtenderConfig(address="127.0.0.1", port=0, prefix="/extender", tls_cert="", tls_key="", kubeconfig="",
                           scheduler_name="fleetsched", profile=profile, planner_interval_s=interval_s,
-                          stale_after_s=30.0, pools=())
+                          stale_after_s=30.0, pools=(), health_port=0)
 
 
 @contextmanager
@@ -224,7 +224,7 @@ def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval
     port = free_port()
     config = plane.folder / "extender.toml"
     config.write_text(f'address = "127.0.0.1"\nport = {port}\nprefix = "/extender"\nkubeconfig = "{plane.kubeconfig}"\n'
-                      f'profile = "{profile}"\nplanner_interval_s = {interval_s}\n', encoding="utf-8")
+                      f'profile = "{profile}"\nplanner_interval_s = {interval_s}\nhealth_port = 0\n', encoding="utf-8")
     plane._spawn("fleetsched-extender", [sys.executable, "-m", "fleetsched", "extender", "--config", str(config)])
     process = plane.processes["fleetsched-extender"]
     url = f"http://127.0.0.1:{port}/extender"
