@@ -207,6 +207,7 @@ def parse_lock(node: str, value: str) -> tuple[float, tuple[str, str] | None]:
 def _take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str], timing: LockTiming) -> bool:
     """Takes the node's lock for `owner`; True when `owner` held it already (a retried binding)."""
     deadline = time.monotonic() + timing.wait_s
+    alive: dict[tuple[str, str], bool] = {}  # whether a lock's pod exists, asked once per holder
     while True:
         current = api.get_node(node)
         metadata = current.get("metadata") or {}
@@ -218,7 +219,9 @@ def _take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str],
                 return True
             now_s = clock.now_s()
             expired = now_s - taken_s > timing.expiry_s
-            if not expired and not (held_by is not None and all(held_by) and not api.pod_exists(*held_by)):
+            if held_by is not None and all(held_by) and not expired and held_by not in alive:
+                alive[held_by] = api.pod_exists(*held_by)
+            if not expired and alive.get(held_by or ("", ""), True):
                 if time.monotonic() >= deadline:
                     raise NodeLocked(f"node {node} is locked by HAMi ({LOCK}={value}): another pod is between "
                                      f"its binding and its device allocation; gave up after {timing.wait_s:g} s")

@@ -31,6 +31,7 @@ class LockingApi(FakeApi):
         for number, node in enumerate(self.nodes.values()):
             node["metadata"]["resourceVersion"] = str(100 + number)
         self.pods = {"ml/s", "ml/w", "ml/rival"}
+        self.pods_asked: list[str] = []
         self.patches: list[tuple[str, dict[str, str | None], str]] = []
         self.before_patch: Callable[[str], None] = lambda name: None
         self.bind_error: Exception | None = None
@@ -56,6 +57,7 @@ class LockingApi(FakeApi):
         metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
 
     def pod_exists(self, namespace: str, name: str) -> bool:
+        self.pods_asked.append(f"{namespace}/{name}")
         return f"{namespace}/{name}" in self.pods
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
@@ -116,6 +118,7 @@ def test_a_rival_binder_that_wins_the_write_makes_the_binding_wait_then_fail_cle
     assert answer.endswith(f"gave up after {quick.wait_s:g} s")
     assert api.patches == [("hami-1", {hami.LOCK: OWN}, "100")]  # refused: the rival's write came first
     assert api.lock() == rival and "ml/s" not in api.bound  # the rival's lock is not ours to release
+    assert api.pods_asked == ["ml/rival"]  # once per holder, however long the wait
     # The GPUs held for the binding are free again: once the rival's pod is allocated, s binds.
     api.before_patch = lambda name: None
     api.write("hami-1", {hami.LOCK: None})
