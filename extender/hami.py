@@ -15,6 +15,19 @@ annotations with the Binding:
 
 The node is HAMi's when it carries the annotation `hami.io/node-nvidia-register`: a JSON list
 of `{id, index, count, devmem, devcore, type, mode, health}`, one per GPU.
+
+HAMi's device plugin finds "the pod being allocated" on its node through the node lock, the node
+annotation `hami.io/mutex.lock` = `<RFC3339 time>,<namespace>,<pod>` (HAMi
+pkg/util/nodelock/nodelock.go): its scheduler takes it before the Binding, and the plugin
+releases it after Allocate (bind-phase `success`, or `failed` on an error). Without it the
+plugin falls back to the first pending pod on the node in bind-phase `allocating`, and two pods
+bound at once can swap devices and limits. `bind_pod` keeps that protocol: it takes the lock
+with a write guarded by the node's resourceVersion (of two binders, one gets 409 and reads
+again), waits a bounded time while another pod holds a live lock, takes over a lock older than
+HAMi's expiry (5 min, HAMi's default) or one whose pod is gone, binds, and leaves the lock to the
+device plugin. A failed binding releases the lock (only ours), as HAMi's scheduler does; the
+pod's annotations travel with the Binding, so a failed one wrote none and there is no bind-phase
+to mark `failed` (HAMi's scheduler, which patches the pod first, leaves `allocating` there too).
 """
 
 from __future__ import annotations
@@ -22,9 +35,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
+from extender.world import Clock
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Grant, RequestKind
 
 log = logging.getLogger(__name__)
@@ -37,6 +54,7 @@ ALLOCATED = "hami.io/vgpu-devices-allocated"
 BIND_PHASE = "hami.io/bind-phase"
 BIND_TIME = "hami.io/bind-time"
 CORE_MODE = "hami-core"
+LOCK = "hami.io/mutex.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +121,140 @@ def pod_annotations(
     allocation = "".join(entries)
     return {NODE: node, TIME: stamp, TO_ALLOCATE: allocation, ALLOCATED: allocation,
             BIND_PHASE: "allocating", BIND_TIME: stamp}  # fmt: skip
+
+
+class Conflict(Exception):  # noqa: N818 - an answer: the object changed since it was read
+    """The API server refused a write guarded by a resourceVersion that is no longer current (409)."""
+
+
+class NodeLocked(Exception):  # noqa: N818 - the binding's answer to kube-scheduler
+    """The node's HAMi lock could not be taken in time."""
+
+
+class BindingApi(Protocol):
+    """The API calls a binding on a HAMi node makes (`extender.kubeapi.RestApi` has them)."""
+
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+        """Creates the pod's Binding with `annotations` (see `extender.verbs.KubeApi`)."""
+        ...
+
+    def get_node(self, name: str) -> Mapping[str, Any]:
+        """The Node object as the API server has it now."""
+        ...
+
+    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str) -> None:
+        """Sets (None: removes) node annotations if the node is still at `resource_version`;
+        raises Conflict when it is not."""
+        ...
+
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        """Whether the API server has the pod."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LockTiming:
+    """How long a lock lives, and how long a binding waits for one."""
+
+    expiry_s: float = 300.0  # HAMi's NodeLockTimeout default (HAMI_NODELOCK_EXPIRE)
+    wait_s: float = 3.0  # a binding answers within kube-scheduler's httpTimeout (5 s in deploy/)
+    retry_s: float = 0.1
+    release_attempts: int = 5
+
+
+TIMING = LockTiming()
+
+
+def bind_pod(api: BindingApi, clock: Clock, namespace: str, name: str, uid: str, node: str,
+             annotations: Mapping[str, str], timing: LockTiming | None = None) -> None:  # fmt: skip
+    """Creates the pod's Binding; on a HAMi node (`annotations` are HAMi's) under HAMi's node
+    lock: taken first, left for the device plugin on success, released on failure. Raises
+    NodeLocked when the lock stays held by another pod, and the binding's own errors."""
+    if NODE not in annotations:
+        api.bind_pod(namespace, name, uid, node, annotations)
+        return
+    timing = timing or TIMING
+    held_before = _take_lock(api, clock, node, (namespace, name), timing)
+    try:
+        api.bind_pod(namespace, name, uid, node, annotations)
+    except Exception as error:
+        from extender.verbs import AlreadyBound  # verbs imports this module (through nodes)
+
+        if not (held_before and isinstance(error, AlreadyBound) and error.node == node):
+            # Kept only when an earlier call bound the pod here and the plugin has yet to allocate it.
+            release_lock(api, node, (namespace, name), timing)
+        raise
+
+
+def lock_value(now_s: float, owner: tuple[str, str]) -> str:
+    """The lock as HAMi writes it: `<RFC3339 UTC>,<namespace>,<pod>`."""
+    return ",".join((time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_s)), *owner))
+
+
+def parse_lock(node: str, value: str) -> tuple[float, tuple[str, str] | None]:
+    """The lock's time (epoch seconds) and owner; a bare time (HAMi's legacy form) has none."""
+    parts = value.split(",")
+    try:
+        if len(parts) not in (1, 3):
+            raise ValueError(f"{len(parts)} comma-separated fields, not 3")
+        taken_s = datetime.fromisoformat(parts[0]).timestamp()
+    except ValueError as error:
+        raise NodeLocked(f"node {node}: annotation {LOCK}={value!r} is not HAMi's lock ({error}); "
+                         "remove it once no pod is being allocated there") from None  # fmt: skip
+    return taken_s, (parts[1], parts[2]) if len(parts) == 3 else None
+
+
+def _take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str], timing: LockTiming) -> bool:
+    """Takes the node's lock for `owner`; True when `owner` held it already (a retried binding)."""
+    deadline = time.monotonic() + timing.wait_s
+    alive: dict[tuple[str, str], bool] = {}  # whether a lock's pod exists, asked once per holder
+    while True:
+        current = api.get_node(node)
+        metadata = current.get("metadata") or {}
+        version = str(metadata.get("resourceVersion", ""))
+        value = (metadata.get("annotations") or {}).get(LOCK)
+        if value is not None:
+            taken_s, held_by = parse_lock(node, str(value))
+            if held_by == owner:
+                return True
+            now_s = clock.now_s()
+            expired = now_s - taken_s > timing.expiry_s
+            if held_by is not None and all(held_by) and not expired and held_by not in alive:
+                alive[held_by] = api.pod_exists(*held_by)
+            if not expired and alive.get(held_by or ("", ""), True):
+                if time.monotonic() >= deadline:
+                    raise NodeLocked(f"node {node} is locked by HAMi ({LOCK}={value}): another pod is between "
+                                     f"its binding and its device allocation; gave up after {timing.wait_s:g} s")
+                time.sleep(timing.retry_s)
+                continue
+            log.info("node %s: taking over HAMi's lock %s (%s)", node, value, "expired" if expired else "pod gone")
+        try:
+            api.patch_node_annotations(node, {LOCK: lock_value(clock.now_s(), owner)}, version)
+            return False
+        except Conflict:  # the node changed (another binder took the lock, or anything else): read again
+            if time.monotonic() >= deadline:
+                raise NodeLocked(f"node {node}: HAMi's lock {LOCK} kept changing under this binding "
+                                 f"(409 Conflict); gave up after {timing.wait_s:g} s") from None  # fmt: skip
+            time.sleep(timing.retry_s)
+
+
+def release_lock(api: BindingApi, node: str, owner: tuple[str, str], timing: LockTiming | None = None) -> bool:
+    """Removes the node's lock if `owner` holds it; True when it is no longer `owner`'s. Never
+    raises: a lock left behind expires (the failure is logged)."""
+    timing = timing or TIMING
+    for _ in range(timing.release_attempts):
+        try:
+            current = api.get_node(node)
+            metadata = current.get("metadata") or {}
+            value = (metadata.get("annotations") or {}).get(LOCK)
+            if value is None or parse_lock(node, str(value))[1] != owner:
+                return True
+            api.patch_node_annotations(node, {LOCK: None}, str(metadata.get("resourceVersion", "")))
+            return True
+        except Conflict:
+            continue
+        except Exception as error:
+            log.warning("node %s: releasing HAMi's lock for %s/%s failed: %s", node, *owner, error)
+            return False
+    log.warning("node %s: HAMi's lock for %s/%s not released: the node kept changing", node, *owner)
+    return False

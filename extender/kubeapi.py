@@ -6,7 +6,8 @@ official client's config loaders. On it, `Mirror` keeps a `ClusterView` current 
 watch: it starts from a list's resourceVersion, applies watch events, lists again when the
 server answers 410 Gone (the version expired), and backs off exponentially (to 30 s) while the
 server cannot be reached; the view keeps its last state meanwhile and reports its age.
-`RestApi` implements the extender's `KubeApi` (annotate a pod, create its Binding).
+`RestApi` implements the extender's `KubeApi` (annotate a pod, create its Binding; read a node
+and patch its annotations guarded by resourceVersion, for HAMi's node lock).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import urllib3
 from urllib3.util.ssl_ import create_urllib3_context
 
+from extender.hami import Conflict
 from extender.state import ClusterView
 from extender.verbs import AlreadyBound
 
@@ -128,6 +130,31 @@ class RestApi:
                 raise
             pod = self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
             raise AlreadyBound(str((pod.get("spec") or {}).get("nodeName") or "")) from None
+
+    def get_node(self, name: str) -> Mapping[str, Any]:
+        node: Mapping[str, Any] = self.rest.request("GET", f"/api/v1/nodes/{name}", timeout_s=10.0)
+        return node
+
+    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str) -> None:
+        """A JSON merge patch of the node's annotations (None removes one), refused with 409 by
+        the API server unless the node is still at `resource_version`: raised as hami.Conflict."""
+        body = {"metadata": {"resourceVersion": resource_version, "annotations": dict(annotations)}}
+        try:
+            self.rest.request("PATCH", f"/api/v1/nodes/{name}", body, content_type="application/merge-patch+json",
+                              timeout_s=10.0)
+        except ApiError as error:
+            if error.status == 409:
+                raise Conflict(f"node {name} is no longer at resourceVersion {resource_version}") from None
+            raise
+
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}", timeout_s=10.0)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def post_event(self, namespace: str, involved_object: Mapping[str, str], reason: str, message: str) -> None:
         """Creates a Warning Event about `involved_object` (shown by `kubectl describe`)."""

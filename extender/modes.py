@@ -90,9 +90,9 @@ PROMISES: Mapping[NodeMode, Promise] = {
     ),
     NodeMode.HAMI: Promise(
         "the GPUs fleetsched chose, with memory and compute limits (HAMi's device plugin reads the "
-        "`hami.io/` annotations written at bind; HAMi-core caps memory and throttles SMs)",
-        "the compute share under contention (a time-averaged limit); pods that switch HAMi-core off; two "
-        "pods bound to one node at once (fleetsched does not take HAMi's node lock)",
+        "`hami.io/` annotations written at bind, under HAMi's node lock `hami.io/mutex.lock`; HAMi-core "
+        "caps memory and throttles SMs)",
+        "the compute share under contention (a time-averaged limit); pods that switch HAMi-core off",
     ),
 }
 

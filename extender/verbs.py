@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from extender import hami
 from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
@@ -40,8 +41,9 @@ __all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 log = logging.getLogger(__name__)
 
 
-class KubeApi(Protocol):
-    """What the extender asks of the API server (a faithful fake stands in for it in tests)."""
+class KubeApi(hami.BindingApi, Protocol):
+    """What the extender asks of the API server (a faithful fake stands in for it in tests);
+    the node calls of `hami.BindingApi` are made only when binding on a HAMi node."""
 
     def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
         """Creates the pod's Binding, which also sets `annotations` on the pod (one request);
@@ -182,7 +184,8 @@ class GpuExtender:
         if info is not None:  # a device plugin told the chosen GPUs (HAMi) gets its annotations too
             annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
         try:
-            self.api.bind_pod(args.pod_namespace, args.pod_name, args.pod_uid, args.node, annotations)
+            hami.bind_pod(self.api, self.planner.clock, args.pod_namespace, args.pod_name, args.pod_uid, args.node,
+                          annotations)  # on a HAMi node, under HAMi's node lock
         except AlreadyBound as bound:
             if bound.node == args.node:
                 return ""

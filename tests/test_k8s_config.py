@@ -76,7 +76,7 @@ def test_the_manifests_run_a_second_scheduler_with_the_extender_and_least_privil
     assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment"} <= set(kinds)
     (role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
-    assert rules == {(("",), ("nodes",)): {"get", "list", "watch"}, (("",), ("pods",)): {"get", "list", "watch"},
+    assert rules == {(("",), ("nodes",)): {"get", "list", "watch", "patch"}, (("",), ("pods",)): {"get", "list", "watch"},
                      (("",), ("pods/binding",)): {"create"}}
     (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
     scheduler = yaml.safe_load(config_map["data"]["scheduler-config.yaml"])

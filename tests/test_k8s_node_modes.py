@@ -17,9 +17,7 @@ from extender.events import REASON, AnnotationReporter
 from extender.kubeapi import RestApi, wait_until
 from extender.modes import NodeMode, promises_table
 from extender.nodes import NodeInfo, read_node
-from extender.state import GPUS
 from extender.translate import managed_resources, read_pod, unknown_annotations
-from extender.wire import BindingArgs, ExtenderArgs
 from policies.fit import GpuShareFit, WholeGpuFit
 from scheduler import capacity
 from scheduler.decision import Code
@@ -203,22 +201,6 @@ def test_hami_annotations_name_each_containers_devices_init_containers_first() -
     share = GpuRequest(kind=RequestKind.SHARE, milli=333, memory_mib=0)
     assert hami.pod_annotations("n-1", devices, (Grant(0),), share, ((1,), (1,)), 0)[hami.TO_ALLOCATE] == (
         "GPU-aaa,NVIDIA,7992,34:;GPU-aaa,NVIDIA,7992,34:;")  # fmt: skip
-
-
-def test_binding_on_a_hami_node_writes_hamis_annotations_beside_fleetsched_gpus() -> None:
-    share = pod("s", annotations={"fleetsched.io/gpu-milli": "500", "fleetsched.io/gpu-memory-mib": "8000"})
-    nodes = [gfd_node("hami-1", HAMI_LABELS, {"nvidia.com/gpu": "20"}, {hami.REGISTER: REGISTER}),
-             gfd_node("plain-1", {"nvidia.com/gpu.product": "NVIDIA-A10G"}, {"nvidia.com/gpu": "1"})]
-    verbs, _, api = extender(nodes, [share, pod("w")])
-    assert verbs.filter(ExtenderArgs(share, ("hami-1",))).node_names == ("hami-1",)
-    assert verbs.bind(BindingArgs("s", "ml", "uid-s", "hami-1")) == ""
-    written = api.annotations["ml/s"]
-    gpu = int(written[GPUS])
-    assert written[hami.TO_ALLOCATE] == f"{('GPU-aaa', 'GPU-bbb')[gpu]},NVIDIA,8000,50:;"
-    assert written[hami.NODE] == "hami-1" and written[hami.BIND_PHASE] == "allocating"
-    assert verbs.filter(ExtenderArgs(pod("w"), ("plain-1",))).node_names == ("plain-1",)
-    assert verbs.bind(BindingArgs("w", "ml", "uid-w", "plain-1")) == ""
-    assert api.annotations["ml/w"] == {GPUS: "0"}  # NVIDIA's device plugin: nothing to tell it
 
 
 def test_the_readme_states_what_each_mode_enforces() -> None:
