@@ -12,6 +12,7 @@ from collections.abc import Callable
 import policies
 from extender.config import ExtenderConfig
 from extender.kubeapi import Mirror, Rest, RestApi
+from extender.lease import AlwaysLeader, LeaderElector, Leadership, LeaseSettings, identity, lease_namespace
 from extender.server import ExtenderServer, serve_in_thread
 from extender.state import ClusterView
 from extender.verbs import GpuExtender
@@ -28,19 +29,34 @@ def start(
 
     The mirror lists nodes and pods once before the server answers; if the API server cannot
     be reached then, the server still starts and reports not ready until the mirror catches up.
+    With `leader_elect`, the replica plans and binds only while it holds the Lease; each time it
+    takes the lead it first lists everything again (a consistent read: every binding the last
+    leader made is in it).
     """
     catalog = default_catalog()
     clock = clock or SystemClock()
     rest = rest or Rest.from_config(config.kubeconfig or None)
     view = ClusterView(config.pools, catalog, config.scheduler_name, clock)
-    mirror = Mirror(rest, view)
+    # The API server sends a watch bookmark just before it ends a watch (1.20 sends none sooner):
+    # watches well under the staleness limit keep a quiet, healthy view fresh.
+    mirror = Mirror(rest, view, watch_timeout_s=max(1, min(300, int(config.stale_after_s / 3))))
     try:
         mirror.sync_once()
     except Exception as error:  # the watch threads keep trying with backoff
         log.warning("first list from the API server failed: %s", error)
     mirror.start()
+    elector: LeaderElector | None = None
+    leadership: Leadership = AlwaysLeader()
+    if config.leader_elect:
+        settings = LeaseSettings(config.lease_name, lease_namespace(config.lease_namespace), identity(),
+                                 config.lease_duration_s, config.renew_deadline_s, config.retry_period_s)
+        leadership = elector = LeaderElector(rest, settings, clock, on_started=mirror.sync_once)
     extender = GpuExtender.of(view, RestApi(rest), catalog, policies.profile(config.profile),
-                              interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock)
+                              interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
+                              leadership=leadership)
+    electing = threading.Thread(target=elector.run, name="leader-election", daemon=True) if elector else None
+    if electing is not None:
+        electing.start()
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
@@ -52,6 +68,9 @@ def start(
     stop_server = serve_in_thread(server)
 
     def stop() -> None:
+        if elector is not None and electing is not None:
+            elector.stop()  # stops leading at once, then releases the Lease for a successor
+            electing.join(timeout=5.0)
         stop_server()
         planner.stop()
         mirror.stop()

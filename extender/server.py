@@ -46,8 +46,9 @@ class Extender(Protocol):
 
     def bind(self, args: BindingArgs) -> str: ...
 
-    def readiness(self) -> tuple[bool, float]:
-        """Whether the view of the cluster is fresh, and its age in seconds."""
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the extender answers (the leader, with a fresh view), and a line saying so
+        (e.g. "follower (leader: NAME)", "not ready: cluster view 93.0 s old ...")."""
         ...
 
     def gauges(self) -> Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]:
@@ -121,8 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._send(HTTPStatus.OK, b"ok\n", "text/plain")
         elif path == "/readyz":
-            ready, age_s = self.server.extender.readiness()
-            body = f"{'ready' if ready else 'not ready'}: cluster view {age_s:.1f} s old\n".encode()
+            ready, why = self.server.extender.readiness()
+            body = f"{why}\n".encode()
             self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain")
         elif path == "/metrics":
             text = self.server.metrics.render(self.server.extender.gauges())
