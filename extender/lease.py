@@ -94,8 +94,10 @@ class LeaderElector:
         return renewed is not None and self.clock.monotonic_s() - renewed < self.settings.renew_deadline_s
 
     def leader(self) -> str:
+        """The holder last seen; "" when none, or when it was this replica and it leads no more."""
         with self._lock:
-            return str((self._observed or {}).get("holderIdentity") or "")
+            holder = str((self._observed or {}).get("holderIdentity") or "")
+        return "" if holder == self.settings.identity and not self.is_leader() else holder
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this replica holds the lease afterwards."""
