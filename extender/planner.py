@@ -253,6 +253,11 @@ class Planner:
             return None
         return capacity.find_grants(plan.after.pools[state.pool], state, pod.job.request)
 
+    def held(self) -> set[str]:
+        """The pods whose GPUs are held for a binding the mirror does not show yet."""
+        with self._lock:
+            return set(self._held)
+
     def unreserve(self, uid: str) -> None:
         """The binding failed: the pod's GPUs are no longer held for it."""
         with self._lock:

@@ -214,6 +214,8 @@ class GpuExtender:
         pod = self.planner.cluster.pod(args.pod_uid)
         if pod is None:
             return f"fleetsched cannot place {where}: it does not know the pod"
+        if pod.node_name:  # bound already (a gang's pod by the call that bound its gang)
+            return "" if pod.node_name == args.node else f"pod is bound to {pod.node_name} already"
         grants = self.planner.reserve(pod, args.node)
         if grants is None:  # kube-scheduler chose another node and the plan has no room there
             self.planner.plan()
@@ -222,14 +224,18 @@ class GpuExtender:
             return f"fleetsched cannot place {where}: the node has no free capacity for it"
         annotations = {GPUS: format_grants(grants)}
         if pod.gang is not None:
-            plan = self.planner.current()
-            job_id = plan.view.job_of.get(pod.uid) if plan is not None else None
-            if plan is None or job_id is None:
-                self.planner.unreserve(pod.uid)
-                return f"fleetsched cannot place {where}: its gang is not planned whole"
-            members = [member.uid for member in plan.view.pods_of[job_id]]
-            return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
+            return self._bind_member(pod, args, annotations)
         return self._bind_one(args, annotations)
+
+    def _bind_member(self, pod: PodJob, args: BindingArgs, annotations: Mapping[str, str]) -> str:
+        """A gang's pod, its GPUs reserved: bound with its whole gang, once every member has a place."""
+        plan = self.planner.current()
+        job_id = plan.view.job_of.get(pod.uid) if plan is not None else None
+        if plan is None or job_id is None:
+            self.planner.unreserve(pod.uid)
+            return f"fleetsched cannot place pod {pod.namespace}/{pod.name}: its gang is not planned whole"
+        members = [member.uid for member in plan.view.pods_of[job_id]]
+        return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
 
     def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """Creates one pod's Binding with its GPUs reserved already; "" or why not."""

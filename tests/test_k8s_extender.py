@@ -211,7 +211,7 @@ def test_bind_writes_the_planned_gpus_and_is_idempotent() -> None:
     assert ext.bind(args) == ""
     assert api.bound == {"ml/job": "od-1"} and api.annotations["ml/job"] == {GPUS: "0,1"}
     assert ext.bind(args) == ""  # asked again: already there, fine
-    assert ext.bind(BindingArgs("job", "ml", "uid-job", "od-9")).startswith("fleetsched cannot place")
+    assert ext.bind(BindingArgs("job", "ml", "uid-job", "od-9")) == "pod is bound to od-1 already"
 
 
 def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priority() -> None:
