@@ -140,7 +140,8 @@ class Mirror:
     A watch asks for bookmarks and is given `watch_timeout_s`, well under the view's staleness
     limit, so that a quiet, healthy watch still refreshes the view's age: the API server sends a
     bookmark before it ends a watch. A watch that fails or ends is resumed from the last
-    resourceVersion seen; only 410 Gone (the version expired) lists again.
+    resourceVersion seen; only 410 Gone (the version expired) lists again. A watch the server
+    ends cleanly refreshes the view's age too; one that breaks does not.
     """
 
     def __init__(self, rest: Rest, view: ClusterView, *, watch_timeout_s: int = 300, page_size: int = 500) -> None:
@@ -216,6 +217,9 @@ class Mirror:
             if self._stop.is_set():
                 return
             self.versions[kind] = self._apply(kind, event, self.versions[kind])
+        # The API server ended the watch at its timeout with every event delivered: as good as a
+        # bookmark (kube-apiserver 1.20 sends a bookmark only when a watch has a context deadline).
+        self.view.touch(kind)
 
     def _apply(self, kind: str, event: Mapping[str, Any], version: str) -> str:
         kind_of_event = event.get("type")

@@ -73,11 +73,11 @@ def test_a_gang_whose_last_member_cannot_be_placed_leaves_no_member_bound() -> N
     assert api.bound == {}
     assert ext.gangs.recorded() == {"ml/trainer": frozenset({"uid-trainer-0"})}
     assert ext.planner.held() == {"uid-trainer-0"}
-    clock.monotonic += 29.0
+    clock.monotonic += 119.0
     view.touch("node")
     view.touch("pod")
     ext.filter(ExtenderArgs(members[1], ("od-1", "od-2")))
-    assert ext.planner.held() == {"uid-trainer-0"}  # held for 30 s
+    assert ext.planner.held() == {"uid-trainer-0"}  # held for 120 s
     clock.monotonic += 2.0  # past hold_s: the recorded place is given back, and nothing is bound
     view.touch("node")
     view.touch("pod")

@@ -129,23 +129,25 @@ def test_only_410_gone_lists_again_any_other_failure_resumes_the_watch() -> None
     assert set(view.view().snapshot.nodes) == {"n-1", "n-2"}
 
 
-def test_a_bookmark_moves_the_version_on_and_keeps_a_quiet_view_fresh() -> None:
+def test_a_bookmark_or_a_cleanly_ended_watch_keeps_a_quiet_view_fresh_a_broken_one_does_not() -> None:
     clock = FakeClock(NOW)
     view = ClusterView((), CATALOG, "fleetsched", clock)
     view.replace("pod", [])
     bookmark = {"type": "BOOKMARK", "object": {"kind": "Node", "metadata": {"resourceVersion": "55"}}}
+    ages: list[float] = []
 
-    class Later(ScriptedRest):
+    class Quiet(ScriptedRest):
         def stream(self, path: str, timeout_s: float) -> Iterator[Mapping[str, Any]]:
+            ages.append(view.age_s())
             if self.watches:
-                clock.monotonic += 20.0  # a quiet watch: nothing happens for 20 s but the bookmark
+                clock.monotonic += 20.0  # 20 s of a quiet watch (the pods' watch keeps up meanwhile)
                 view.touch("pod")
             yield from super().stream(path, timeout_s)
 
-    api = Later([page("50", "n-1")], [[bookmark], [bookmark]])
+    api = Quiet([page("50", "n-1")], [[bookmark, OSError("reset")], [OSError("reset")], []])
     mirrored(api, view)
-    assert versions(api.watched) == ["50", "55", "55"]
-    assert view.age_s() == 0.0  # 40 s after the list, fresh: the bookmarks said nothing changed
+    assert ages == [0.0, 0.0, 20.0, 0.0]  # the bookmark refreshed, the broken watch did not, the clean end did
+    assert versions(api.watched) == ["50", "55", "55", "55"]
     assert api.lists == ["/api/v1/nodes?limit=2"]
 
 
