@@ -71,11 +71,12 @@ class LeaderElector:
     """Acquires, renews and releases one Lease (see the module docstring); thread-safe."""
 
     def __init__(self, rest: Rest, settings: LeaseSettings, clock: Clock | None = None, *,
-                 on_started: Callable[[], None] = lambda: None) -> None:
+                 on_started: Callable[[], None] = lambda: None, on_leading: Callable[[], None] = lambda: None) -> None:
         self.rest = rest
         self.settings = settings
         self.clock = clock or SystemClock()
         self.on_started = on_started  # runs before a new term answers (a fresh, consistent view)
+        self.on_leading = on_leading  # runs once a new term answers; quick (it delays the renewals)
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{settings.namespace}/leases"
         self._lock = threading.Lock()
         self._observed: Mapping[str, Any] | None = None  # the lease's spec as last read
@@ -123,6 +124,8 @@ class LeaderElector:
             log.warning("leading as %s (term %d)", self.settings.identity, self._term)
         with self._lock:
             self._renewed_at = started
+        if not leading:
+            self.on_leading()
         return self.is_leader()
 
     def _write(self, started: float) -> bool:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import policies
 from extender.config import ExtenderConfig
-from extender.kubeapi import Mirror, Rest, RestApi
-from extender.lease import AlwaysLeader, LeaderElector, Leadership, LeaseSettings, identity, lease_namespace
+from extender.kubeapi import Mirror, Rest, RestApi, requeue
+from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, identity, lease_namespace
 from extender.server import ExtenderServer, serve_in_thread
 from extender.state import ClusterView
 from extender.verbs import GpuExtender
@@ -45,18 +45,11 @@ def start(
     except Exception as error:  # the watch threads keep trying with backoff
         log.warning("first list from the API server failed: %s", error)
     mirror.start()
-    elector: LeaderElector | None = None
-    leadership: Leadership = AlwaysLeader()
-    if config.leader_elect:
-        settings = LeaseSettings(config.lease_name, lease_namespace(config.lease_namespace), identity(),
-                                 config.lease_duration_s, config.renew_deadline_s, config.retry_period_s)
-        leadership = elector = LeaderElector(rest, settings, clock, on_started=mirror.sync_once)
+    ask_again = _requeuer(rest, view, clock)
+    elector = _elector(config, rest, clock, mirror, ask_again) if config.leader_elect else None
     extender = GpuExtender.of(view, RestApi(rest), catalog, policies.profile(config.profile),
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
-                              leadership=leadership)
-    electing = threading.Thread(target=elector.run, name="leader-election", daemon=True) if elector else None
-    if electing is not None:
-        electing.start()
+                              leadership=elector or AlwaysLeader())
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
@@ -66,6 +59,12 @@ def start(
         tls.load_cert_chain(config.tls_cert, config.tls_key)
     server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, tls=tls)
     stop_server = serve_in_thread(server)
+    # Serving first: the pods asked for again on taking the lead find the verbs answering.
+    electing = threading.Thread(target=elector.run, name="leader-election", daemon=True) if elector else None
+    if electing is not None:
+        electing.start()
+    else:
+        ask_again()
 
     def stop() -> None:
         if elector is not None and electing is not None:
@@ -76,6 +75,28 @@ def start(
         mirror.stop()
 
     return server, stop
+
+
+def _requeuer(rest: Rest, view: ClusterView, clock: Clock) -> Callable[[], None]:
+    """What a new leader does first: asks kube-scheduler, in the background, to try again every
+    pod it failed while no leader answered (they would wait up to 90 s in its unschedulable queue)."""
+
+    def ask_again() -> None:
+        def patch() -> None:
+            asked = requeue(rest, view.unbound(), clock.now_s())
+            log.info("asked kube-scheduler to try %d pending pods again", asked)
+
+        threading.Thread(target=patch, name="requeue", daemon=True).start()
+
+    return ask_again
+
+
+def _elector(
+    config: ExtenderConfig, rest: Rest, clock: Clock, mirror: Mirror, on_leading: Callable[[], None]
+) -> LeaderElector:
+    settings = LeaseSettings(config.lease_name, lease_namespace(config.lease_namespace), identity(),
+                             config.lease_duration_s, config.renew_deadline_s, config.retry_period_s)
+    return LeaderElector(rest, settings, clock, on_started=mirror.sync_once, on_leading=on_leading)
 
 
 def serve(config: ExtenderConfig) -> None:

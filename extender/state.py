@@ -135,6 +135,18 @@ class ClusterView:
             self._pods[uid] = {**pod, "metadata": metadata, "spec": spec}
             self.version += 1
 
+    def unbound(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every pod of this scheduler that waits for a node, in name order."""
+        with self._lock:
+            pods = list(self._pods.values())
+        waiting = []
+        for raw in pods:
+            metadata, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+            phase = (raw.get("status") or {}).get("phase", "Pending")
+            if not spec.get("nodeName") and phase not in DONE and spec.get("schedulerName") == self.scheduler_name:
+                waiting.append((str(metadata.get("namespace", "")), str(metadata.get("name", ""))))
+        return sorted(waiting)
+
     def pod(self, uid: str) -> PodJob | None:
         """The pod as last seen, read; None when unknown, not a GPU pod, or unreadable."""
         with self._lock:
