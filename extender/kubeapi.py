@@ -151,6 +151,8 @@ def requeue(rest: Rest, pods: Sequence[tuple[str, str]], clock_s: float) -> int:
             asked += 1
         except (ApiError, urllib3.exceptions.HTTPError, OSError) as error:
             log.info("could not ask for pod %s/%s again: %s", namespace, name, error)
+    if asked:
+        log.info("asked kube-scheduler to try %d pending pods again", asked)
     return asked
 
 

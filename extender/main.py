@@ -50,6 +50,7 @@ def start(
     extender = GpuExtender.of(view, RestApi(rest), catalog, policies.profile(config.profile),
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
                               leadership=elector or AlwaysLeader())
+    extender.requeue = lambda pods: _in_background(requeue, rest, pods, clock.now_s())
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)
     planning.start()
@@ -82,13 +83,13 @@ def _requeuer(rest: Rest, view: ClusterView, clock: Clock) -> Callable[[], None]
     pod it failed while no leader answered (they would wait up to 90 s in its unschedulable queue)."""
 
     def ask_again() -> None:
-        def patch() -> None:
-            asked = requeue(rest, view.unbound(), clock.now_s())
-            log.info("asked kube-scheduler to try %d pending pods again", asked)
-
-        threading.Thread(target=patch, name="requeue", daemon=True).start()
+        _in_background(requeue, rest, view.unbound(), clock.now_s())
 
     return ask_again
+
+
+def _in_background(call: Callable[..., object], *args: object) -> None:
+    threading.Thread(target=call, args=args, name="requeue", daemon=True).start()
 
 
 def _elector(

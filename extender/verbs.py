@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -45,6 +45,8 @@ from scheduler.world import Scheduler
 __all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 
 log = logging.getLogger(__name__)
+
+GANG_CALL_S = 10.0
 
 
 class KubeApi(Protocol):
@@ -89,6 +91,9 @@ class GpuExtender:
         self.gangs = GangBinder(self._bind_one, planner.unreserve, planner.clock, wait_s=gang_wait_s)
         self._term = self.leadership.term
         self._term_lock = threading.Lock()
+        # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
+        self.requeue: Callable[[Sequence[tuple[str, str]]], None] | None = None
+        self._called: dict[str, float] = {}  # gang job id -> when its other pods were last asked for
 
     @classmethod
     def of(
@@ -172,8 +177,28 @@ class GpuExtender:
             # Only the planned node passes. The others need no reason: kube-scheduler reads the
             # reasons only when no node passes (for the pod's events and for preemption), and
             # 999 of them cost both sides more than the rest of the reply.
+            if pod.gang is not None:
+                self._call_gang(plan, pod)
             return FilterResult((target[0],))
         return self._explain(plan, pod.uid, args, unknown)
+
+    def _call_gang(self, plan: Plan, pod: PodJob) -> None:
+        """A gang's pod has its place: the other pods of its gang, turned away while it was
+        incomplete, are asked for again now (else they wait up to 90 s in kube-scheduler's
+        unschedulable queue while this pod's place waits for them). Once per gang in 10 s."""
+        job_id = plan.view.job_of.get(pod.uid)
+        if self.requeue is None or job_id is None:
+            return
+        recorded = self.gangs.recorded().get(f"{pod.namespace}/{pod.gang}", frozenset())
+        others = [(p.namespace, p.name) for p in plan.view.pods_of.get(job_id, ()) if p.uid not in recorded | {pod.uid}]
+        now = self.planner.clock.monotonic_s()
+        with self._term_lock:
+            if not others or now - self._called.get(job_id, -GANG_CALL_S) < GANG_CALL_S:
+                return
+            self._called[job_id] = now
+            for gang in [g for g, at in self._called.items() if now - at >= GANG_CALL_S]:
+                del self._called[gang]
+        self.requeue(others)
 
     def _explain(self, plan: Plan, uid: str, args: ExtenderArgs, unknown: Mapping[str, str]) -> FilterResult:
         job_id = plan.view.job_of.get(uid, "")

@@ -133,9 +133,10 @@ def test_a_gang_binds_whole_or_not_at_all(cluster: tuple[ControlPlane, GpuExtend
     add_pod(rest, "trainer-0", {"nvidia.com/gpu": "4"}, labels=gang, annotations=size)
     assert not wait_until(lambda: bool(node_of(rest, "trainer-0")), 4.0, 0.2), "half a gang was bound"
     add_pod(rest, "trainer-1", {"nvidia.com/gpu": "4"}, labels=gang, annotations=size)
-    # kube-scheduler retries trainer-0, turned away while its gang was incomplete, within 90 s;
-    # trainer-1's place waits for it, and the two are bound together.
-    assert bound(plane, "trainer-1", 120.0) == "a100-od-1"
+    # trainer-0 was turned away while its gang was incomplete: the extender asks kube-scheduler
+    # to try it again (else it waits up to 90 s); trainer-1's place waits for it, and the two
+    # are bound together.
+    assert bound(plane, "trainer-1", 30.0) == "a100-od-1"
     assert bound(plane, "trainer-0", 10.0) == "a100-od-1"
 
 
