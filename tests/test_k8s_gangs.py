@@ -100,3 +100,22 @@ def test_a_gang_member_the_plan_does_not_place_whole_is_never_bound() -> None:
     assert ext.filter(ExtenderArgs(lone, ("od-1",))).node_names == ()
     assert bind(ext, 0, "od-1").startswith("fleetsched cannot place pod ml/trainer-0")
     assert api.bound == {} and isinstance(api, FakeApi)
+
+
+def test_a_member_given_its_place_asks_for_the_rest_of_its_gang_again_once_in_a_while() -> None:
+    clock = FakeClock(NOW)
+    members = [member(i, 3) for i in range(3)]
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND), node("od-2", labels=ON_DEMAND)], members, clock=clock)
+    asked: list[list[tuple[str, str]]] = []
+    ext.requeue = lambda pods: asked.append(list(pods))
+    ext.gangs.wait_s = 0.05
+    nodes = planned(ext, members[:1], ("od-1", "od-2"))
+    assert asked == [[("ml", "trainer-1"), ("ml", "trainer-2")]]  # turned away before: asked for again
+    planned(ext, members[1:2], ("od-1", "od-2"))
+    assert len(asked) == 1  # not again within 10 s
+    bind(ext, 0, nodes[0])  # trainer-0's place is recorded: it needs no call
+    clock.monotonic += 10.0
+    view.touch("node")
+    view.touch("pod")
+    planned(ext, members[2:], ("od-1", "od-2"))
+    assert asked[1:] == [[("ml", "trainer-1")]]

@@ -187,3 +187,16 @@ def test_the_lease_namespace_comes_from_the_configuration_the_pod_or_kube_system
     assert lease_namespace("") == "kube-system"  # no service account either
     account.write_text("team-a\n", encoding="utf-8")
     assert lease_namespace("") == "team-a"
+
+
+def test_a_new_term_calls_on_leading_once_it_answers_and_not_on_renewals() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    calls: list[bool] = []
+    elector = LeaderElector(server, SETTINGS, clock, on_leading=lambda: calls.append(elector.is_leader()))
+    elector.try_acquire_or_renew()
+    clock.monotonic += 2.0
+    elector.try_acquire_or_renew()
+    assert calls == [True]
+    clock.monotonic += 10.0  # not renewed in time: the term ended; the next renewal starts another
+    elector.try_acquire_or_renew()
+    assert calls == [True, True] and elector.term == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import urllib3
 
-from extender.kubeapi import ApiError, Mirror, Rest
+from extender.kubeapi import ApiError, Mirror, Rest, requeue
 from extender.main import start
 from extender.state import ClusterView
 from extender.wire import BindingArgs, ExtenderArgs
@@ -197,3 +197,27 @@ def test_the_server_speaks_https_with_the_configured_certificate(tmp_path: Path)
         silent.close()
     finally:
         stop()
+
+
+class PatchRecorder(Rest):
+    def __init__(self) -> None:
+        super().__init__("https://unused.invalid", verify=False)
+        self.patches: list[tuple[str, Any, str]] = []
+
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "", **_: Any) -> Any:
+        if path.endswith("/gone"):
+            raise ApiError(404, "pods \"gone\" not found")
+        self.patches.append((path, body, content_type))
+        return {}
+
+
+def test_pods_waiting_for_a_node_are_asked_for_again_with_an_annotation_of_the_extenders_own() -> None:
+    view = ClusterView((), CATALOG, "fleetsched")
+    view.replace("pod", [pod("b", 1), pod("a", 1), pod("bound", 1, node_name="od-1"),
+                         pod("theirs", 1, scheduler="default-scheduler"), {**pod("done", 1), "status": {"phase": "Failed"}}])
+    assert view.unbound() == [("ml", "a"), ("ml", "b")]
+    rest = PatchRecorder()
+    assert requeue(rest, [*view.unbound(), ("ml", "gone")], 1234.5) == 2
+    body = {"metadata": {"annotations": {"scheduling.fleetsched.io/requeued-at": "1234.500"}}}
+    assert rest.patches == [("/api/v1/namespaces/ml/pods/a", body, "application/merge-patch+json"),
+                            ("/api/v1/namespaces/ml/pods/b", body, "application/merge-patch+json")]
