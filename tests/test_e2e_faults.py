@@ -10,6 +10,7 @@ overlap). Each test has a control plane of its own: a fault never leaks into the
 from __future__ import annotations
 
 import http.client
+import logging
 import sys
 import threading
 import time
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from extender.kubeapi import wait_until
 from extender.state import GPUS, parse_grants
 from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, free_port
+
+log = logging.getLogger(__name__)
 
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge",
         "karpenter.sh/capacity-type": "on-demand"}
@@ -150,6 +153,7 @@ def test_the_api_server_stopped_mid_burst_loses_and_doubles_nothing() -> None:
                                      + plane.logs("fleetsched-extender") + plane.logs("kube-scheduler-fleetsched"))
         assert_each_gpu_granted_once(bound)
         assert extender.ready()
+        log.info("API server outage: all %d pods bound %.1f s after the restart", BURST, time.monotonic() - restarted)
 
 
 def test_the_extender_killed_mid_burst_and_started_again_loses_and_doubles_nothing() -> None:
@@ -169,6 +173,7 @@ def test_the_extender_killed_mid_burst_and_started_again_loses_and_doubles_nothi
         assert len(bound) == BURST, (f"{len(bound)} of {BURST} bound 60 s after the restart\n"
                                      + plane.logs("fleetsched-extender") + plane.logs("kube-scheduler-fleetsched"))
         assert_each_gpu_granted_once(bound)
+        log.info("extender killed: all %d pods bound %.1f s after the restart", BURST, time.monotonic() - restarted)
 
 
 def test_of_two_replicas_only_the_leader_binds_and_a_killed_leader_hands_over_within_the_lease() -> None:
@@ -191,6 +196,7 @@ def test_of_two_replicas_only_the_leader_binds_and_a_killed_leader_hands_over_wi
         assert wait_until(second.ready, LEASE["lease_duration_s"] + 3.0, 0.1), plane.logs("extender-b")
         handed_over_s = time.monotonic() - killed
         assert handed_over_s <= LEASE["lease_duration_s"] + LEASE["retry_period_s"] + 1.0, handed_over_s
+        log.info("leader killed: the follower led %.1f s later", handed_over_s)
         create_pods(plane, range(BURST // 2, BURST))
         bound = all_bound(plane, BURST, 60)
         assert len(bound) == BURST, plane.logs("extender-b") + plane.logs("kube-scheduler-fleetsched-b")
