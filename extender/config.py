@@ -20,6 +20,12 @@ scheduler_name = "fleetsched"  # pods with this spec.schedulerName are planned
 profile = "cost-cpsat"         # a bundled profile name or a .toml path
 planner_interval_s = 1.0
 stale_after_s = 30.0           # /readyz turns 503 when the cluster view is older
+leader_elect = true            # replicas share a coordination.k8s.io Lease; only its holder plans and binds
+lease_name = "fleetsched-extender"
+lease_namespace = ""           # empty: $POD_NAMESPACE, else the service account's, else kube-system
+lease_duration_s = 15.0        # as client-go's leaderelection: duration > renew deadline > retry period
+renew_deadline_s = 10.0
+retry_period_s = 2.0
 
 [[pool]]                       # optional; nodes no pool matches are read from standard labels
 name = "h100-spot"
@@ -81,12 +87,20 @@ class ExtenderConfig:
     idle_timeout_s: float = 30.0
     max_body_bytes: int = 1024 * 1024
     backlog: int = 128
+    # leader election (extender.lease)
+    leader_elect: bool = True
+    lease_name: str = "fleetsched-extender"
+    lease_namespace: str = ""
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     document = TomlDocument.read(path)
     data = document.data
-    known = {*_STRINGS, *_NUMBERS, "port", "pool", *_SERVER_STRINGS, *_SERVER_SECONDS, *_SERVER_COUNTS}
+    known = {*_STRINGS, *_NUMBERS, "port", "pool", *_SERVER_STRINGS, *_SERVER_SECONDS, *_SERVER_COUNTS,
+             *_LEASE_STRINGS, *_LEASE_NUMBERS, "leader_elect"}
     for key in data:
         if key not in known:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
@@ -115,7 +129,35 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     for index, name in enumerate(names):
         if names.index(name) != index:
             document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
-    return ExtenderConfig(port=port, pools=pools, **values)
+    return ExtenderConfig(port=port, pools=pools, **values, **_lease(document))
+
+
+# The leader election keys, checked as client-go checks its LeaderElectionConfig.
+_LEASE_STRINGS = {"lease_name": "fleetsched-extender", "lease_namespace": ""}
+_LEASE_NUMBERS = {"lease_duration_s": 15.0, "renew_deadline_s": 10.0, "retry_period_s": 2.0}
+
+
+def _lease(document: TomlDocument) -> dict[str, Any]:
+    data = document.data
+    values: dict[str, Any] = {"leader_elect": data.get("leader_elect", True)}
+    if not isinstance(values["leader_elect"], bool):
+        document.fail("leader_elect", f"must be true or false, got {values['leader_elect']!r}")
+    for key, default in _LEASE_STRINGS.items():
+        values[key] = data.get(key, default)
+        if not isinstance(values[key], str):
+            document.fail(key, f"must be a string, got {values[key]!r}")
+    if not values["lease_name"]:
+        document.fail("lease_name", "must name the Lease")
+    for key, seconds in _LEASE_NUMBERS.items():
+        number = data.get(key, seconds)
+        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
+            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
+        values[key] = float(number)
+    if values["renew_deadline_s"] >= values["lease_duration_s"]:
+        document.fail("renew_deadline_s", f"must be below lease_duration_s ({values['lease_duration_s']:g})")
+    if values["retry_period_s"] * 1.2 >= values["renew_deadline_s"]:
+        document.fail("retry_period_s", f"must be below renew_deadline_s / 1.2 ({values['renew_deadline_s'] / 1.2:g})")
+    return values
 
 
 def is_loopback(address: str) -> bool:

@@ -2,12 +2,13 @@
 
 One small transport (httpx's one-method idea): `Rest.request(method, path, body)` over
 urllib3 with the credentials of a kubeconfig or of the pod's service account, resolved by the
-official client's config loaders. On it, `Mirror` keeps a `ClusterView` current with list and
-watch: it starts from a list's resourceVersion, applies watch events, lists again when the
-server answers 410 Gone (the version expired), and backs off exponentially (to 30 s) while the
-server cannot be reached; the view keeps its last state meanwhile and reports its age.
+official client's config loaders. On it, `Mirror` keeps a `ClusterView` current with paginated
+lists and watches with bookmarks: it starts from a list's resourceVersion, applies watch events,
+resumes a broken watch from the last version seen, lists again only when the server answers
+410 Gone (the version expired), and backs off exponentially (to 8 s) while the server cannot
+be reached; the view keeps its last state meanwhile and reports its age.
 `RestApi` implements the extender's `KubeApi` (annotate a pod, create its Binding; read a node
-and patch its annotations guarded by resourceVersion, for HAMi's node lock).
+and patch its annotations guarded by resourceVersion, for HAMi's node lock; post an Event).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from urllib3.util.ssl_ import create_urllib3_context
@@ -30,7 +32,9 @@ from extender.verbs import AlreadyBound
 log = logging.getLogger(__name__)
 
 PATHS = {"node": "/api/v1/nodes", "pod": "/api/v1/pods"}
-MAX_BACKOFF_S = 30.0
+# Outside the fleetsched.io/ annotations a user sets: only the extender writes it.
+REQUEUED = "scheduling.fleetsched.io/requeued-at"
+MAX_BACKOFF_S = 8.0  # an API server back from a restart is seen within seconds
 
 
 class ApiError(Exception):
@@ -167,15 +171,48 @@ class RestApi:
         self.rest.request("POST", f"/api/v1/namespaces/{namespace}/events", event, timeout_s=10.0)
 
 
-class Mirror:
-    """Keeps a ClusterView current with list and watch, one thread per kind."""
+def requeue(rest: Rest, pods: Sequence[tuple[str, str]], clock_s: float) -> int:
+    """Asks kube-scheduler to try `pods` again now; returns how many it asked for.
 
-    def __init__(self, rest: Rest, view: ClusterView, *, watch_timeout_s: int = 300) -> None:
+    A pod kube-scheduler failed (the extender was unreachable, or not the leader, or its gang
+    was incomplete) waits in its unschedulable queue until some cluster event moves it, or for
+    up to 90 s (kube-scheduler 1.20: 60 s, checked every 30 s). An update of the pod itself
+    moves it at once: the extender writes the time into an annotation of its own.
+    """
+    asked = 0
+    patch = {"metadata": {"annotations": {REQUEUED: f"{clock_s:.3f}"}}}
+    for namespace, name in pods:
+        try:
+            rest.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", patch,
+                         content_type="application/merge-patch+json", timeout_s=5.0)
+            asked += 1
+        except (ApiError, urllib3.exceptions.HTTPError, OSError) as error:
+            log.info("could not ask for pod %s/%s again: %s", namespace, name, error)
+    if asked:
+        log.info("asked kube-scheduler to try %d pending pods again", asked)
+    return asked
+
+
+class Mirror:
+    """Keeps a ClusterView current with list and watch, one thread per kind.
+
+    Lists come in pages of `page_size` (a continue token that expired, 410, starts the list
+    again); every stored object loses its `managedFields` (most of a pod's bytes, never read).
+    A watch asks for bookmarks and is given `watch_timeout_s`, well under the view's staleness
+    limit, so that a quiet, healthy watch still refreshes the view's age: the API server sends a
+    bookmark before it ends a watch. A watch that fails or ends is resumed from the last
+    resourceVersion seen; only 410 Gone (the version expired) lists again. A watch the server
+    ends cleanly refreshes the view's age too; one that breaks does not.
+    """
+
+    def __init__(self, rest: Rest, view: ClusterView, *, watch_timeout_s: int = 300, page_size: int = 500) -> None:
         self.rest = rest
         self.view = view
         self.watch_timeout_s = watch_timeout_s
+        self.page_size = page_size
         self._stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.versions: dict[str, str] = {}  # kind -> the resourceVersion a watch goes on from
 
     def start(self) -> None:
         for kind in PATHS:
@@ -187,41 +224,63 @@ class Mirror:
         self._stop.set()
 
     def sync_once(self) -> None:
-        """Lists every kind once (a first sync before serving)."""
+        """Lists every kind once (a first sync before serving, or a consistent read on taking the lead)."""
         for kind in PATHS:
-            self._list(kind)
+            self.versions[kind] = self._list(kind)
 
     def _list(self, kind: str) -> str:
-        listed = self.rest.request("GET", PATHS[kind])
-        self.view.replace(kind, listed.get("items") or [])
-        return str((listed.get("metadata") or {}).get("resourceVersion", ""))
+        """Every object of `kind`, page by page; the list's resourceVersion."""
+        items: list[Mapping[str, Any]] = []
+        token = ""
+        while True:
+            query = f"?limit={self.page_size}" + (f"&continue={quote(token, safe='')}" if token else "")
+            try:
+                page = self.rest.request("GET", PATHS[kind] + query)
+            except ApiError as error:
+                if error.status != 410 or not token:
+                    raise
+                items, token = [], ""  # the continue token expired: a consistent list starts again
+                continue
+            items.extend(slim(item) for item in page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = str(metadata.get("continue") or "")
+            if not token:
+                self.view.replace(kind, items)
+                return str(metadata.get("resourceVersion", ""))
 
     def _run(self, kind: str) -> None:
         backoff = 0.5
-        version = ""
         while not self._stop.is_set():
             try:
-                if not version:
-                    version = self._list(kind)
-                path = f"{PATHS[kind]}?watch=1&resourceVersion={version}&timeoutSeconds={self.watch_timeout_s}"
-                for event in self.rest.stream(path, self.watch_timeout_s):
-                    if self._stop.is_set():
-                        return
-                    version = self._apply(kind, event, version)
+                if not self.versions.get(kind):
+                    self.versions[kind] = self._list(kind)
+                self._watch(kind)
                 backoff = 0.5
             except ApiError as error:
                 if error.status == 410:
-                    version = ""  # our version expired: list again
+                    log.info("watching %ss: %s; listing again", kind, error)
+                    self.versions[kind] = ""  # our version expired: list again, at once
                     continue
-                log.warning("watching %ss: %s; again in %.1f s", kind, error, backoff)
-                version = ""
-                self._stop.wait(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                backoff = self._wait(kind, error, backoff)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-                log.warning("watching %ss: %s; again in %.1f s", kind, error, backoff)
-                version = ""
-                self._stop.wait(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                backoff = self._wait(kind, error, backoff)
+
+    def _wait(self, kind: str, error: Exception, backoff: float) -> float:
+        """A failed list or watch: the view keeps what it has; the watch resumes later from its version."""
+        log.warning("watching %ss: %s; again in %.1f s", kind, error, backoff)
+        self._stop.wait(backoff)
+        return min(MAX_BACKOFF_S, backoff * 2)
+
+    def _watch(self, kind: str) -> None:
+        path = (f"{PATHS[kind]}?watch=1&allowWatchBookmarks=true&resourceVersion={self.versions[kind]}"
+                f"&timeoutSeconds={self.watch_timeout_s}")
+        for event in self.rest.stream(path, self.watch_timeout_s):
+            if self._stop.is_set():
+                return
+            self.versions[kind] = self._apply(kind, event, self.versions[kind])
+        # The API server ended the watch at its timeout with every event delivered: as good as a
+        # bookmark (kube-apiserver 1.20 sends a bookmark only when a watch has a context deadline).
+        self.view.touch(kind)
 
     def _apply(self, kind: str, event: Mapping[str, Any], version: str) -> str:
         kind_of_event = event.get("type")
@@ -229,8 +288,18 @@ class Mirror:
         if kind_of_event == "ERROR":
             raise ApiError(int(obj.get("code", 500)), str(obj.get("message", "watch error")))
         if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
-            self.view.apply(kind, str(kind_of_event), obj)
-        return str((obj.get("metadata") or {}).get("resourceVersion", version))
+            self.view.apply(kind, str(kind_of_event), slim(obj))
+        elif kind_of_event == "BOOKMARK":
+            self.view.touch(kind)  # nothing changed, and the API server says so: the view is current
+        return str((obj.get("metadata") or {}).get("resourceVersion") or version)
+
+
+def slim(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object without `metadata.managedFields` (server-side apply's bookkeeping, never read here)."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping) or "managedFields" not in metadata:
+        return obj
+    return {**obj, "metadata": {key: value for key, value in metadata.items() if key != "managedFields"}}
 
 
 def wait_until(predicate: Any, timeout_s: float, step_s: float = 0.05) -> bool:

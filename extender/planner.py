@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from extender.state import ClusterView, View
@@ -151,6 +151,14 @@ class Planner:
         self._held: dict[str, tuple[str, tuple[Grant, ...], Job]] = {}  # pod UID -> node, GPUs, its job
         self._version = -1  # the mirror's version the plan was made from
         self._stop = threading.Event()
+        self.active: Callable[[], bool] = lambda: True  # passes run in the background only while true (the leader)
+
+    def reset(self) -> None:
+        """Forgets the plan and the held GPUs (a new term as leader starts from the mirror alone)."""
+        with self._lock:
+            self._plan = None
+            self._held.clear()
+            self._version = -1
 
     def plan(self) -> Plan:
         """Plans now, from the mirror as it stands, and keeps the result."""
@@ -245,6 +253,11 @@ class Planner:
             return None
         return capacity.find_grants(plan.after.pools[state.pool], state, pod.job.request)
 
+    def held(self) -> set[str]:
+        """The pods whose GPUs are held for a binding the mirror does not show yet."""
+        with self._lock:
+            return set(self._held)
+
     def unreserve(self, uid: str) -> None:
         """The binding failed: the pod's GPUs are no longer held for it."""
         with self._lock:
@@ -261,6 +274,8 @@ class Planner:
         """Plans every `interval_s` until `stop()`, unless nothing changed since the last pass
         (the plan is then as good as new); a failure is logged and the loop goes on."""
         while not self._stop.wait(self.interval_s):
+            if not self.active():
+                continue
             try:
                 with self._lock:
                     plan = self._plan

@@ -3,7 +3,7 @@
 `POST {prefix}/filter`, `/prioritize`, `/preempt`, `/bind` take the extender v1 JSON
 (`extender.wire`) and hand it to an `Extender`, which holds the scheduling logic; `GET
 /healthz` says the process serves, `/readyz` whether the extender's view of the cluster is
-fresh (503 with its age when not), `/metrics` exports Prometheus text. A second, optional
+fresh and it leads (503 with the reason when not), `/metrics` exports Prometheus text. A second, optional
 health listener (for the kubelet's probes on the pod IP while the verbs stay on loopback)
 serves only those three GETs; a verb there is a 404.
 
@@ -64,8 +64,9 @@ class Extender(Protocol):
 
     def bind(self, args: BindingArgs) -> str: ...
 
-    def readiness(self) -> tuple[bool, float]:
-        """Whether the view of the cluster is fresh, and its age in seconds."""
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the extender answers (the leader, with a fresh view), and a line saying so
+        (e.g. "follower (leader: NAME)", "not ready: cluster view 93.0 s old ...")."""
         ...
 
     def gauges(self) -> Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]:
@@ -359,8 +360,8 @@ class ExtenderServer:
     def _probe(self, path: str) -> Answer:
         try:
             if path == "/readyz":
-                ready, age_s = self.extender.readiness()
-                body = f"{'ready' if ready else 'not ready'}: cluster view {age_s:.1f} s old\n".encode()
+                ready, why = self.extender.readiness()
+                body = f"{why}\n".encode()
                 return Answer(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain")
             text = self.metrics.render(self.extender.gauges())
             return Answer(HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")

@@ -86,7 +86,9 @@ class ClusterView:
         self._lock = threading.Lock()
         self._nodes: dict[str, Mapping[str, Any]] = {}
         self._pods: dict[str, Mapping[str, Any]] = {}
-        self.synced_at: float | None = None  # the clock's monotonic seconds at the last list or event
+        # kind -> the clock's monotonic seconds when the API server last spoke for it (a list,
+        # an event, a bookmark): the view is as old as its least recently confirmed kind.
+        self.synced_at: dict[str, float] = {}
         self.version = 0  # counts changes: a planner need not plan again while it stands
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
         self.on_pod_read: Callable[[Mapping[str, Any]], None] | None = None  # each new pod object (events)
@@ -98,11 +100,17 @@ class ClusterView:
             store.clear()
             for obj in objects:
                 store[self._key(kind, obj)] = obj
-            self.synced_at = self.clock.monotonic_s()
+            self.synced_at[kind] = self.clock.monotonic_s()
             self.version += 1
 
-    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
-        """A watch event: ADDED, MODIFIED or DELETED."""
+    def touch(self, kind: str) -> None:
+        """The API server confirmed that nothing of `kind` changed (a watch bookmark)."""
+        with self._lock:
+            self.synced_at[kind] = self.clock.monotonic_s()
+
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any], *, fresh: bool = True) -> None:
+        """A watch event: ADDED, MODIFIED or DELETED. `fresh=False` for an object learnt elsewhere
+        (a pod in a filter request): it says nothing of the API server, so the view's age stands."""
         with self._lock:
             store = self._store(kind)
             key = self._key(kind, obj)
@@ -112,7 +120,8 @@ class ClusterView:
                 # A pod is never unbound: an older copy (the ADDED event of a pod this process
                 # bound before its watch caught up) must not undo the binding.
                 store[key] = obj
-            self.synced_at = self.clock.monotonic_s()
+            if fresh:
+                self.synced_at[kind] = self.clock.monotonic_s()
             self.version += 1
 
     def bound(self, uid: str, node: str, annotations: Mapping[str, str]) -> None:
@@ -126,6 +135,18 @@ class ClusterView:
             spec = {**(pod.get("spec") or {}), "nodeName": node}
             self._pods[uid] = {**pod, "metadata": metadata, "spec": spec}
             self.version += 1
+
+    def unbound(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every pod of this scheduler that waits for a node, in name order."""
+        with self._lock:
+            pods = list(self._pods.values())
+        waiting = []
+        for raw in pods:
+            metadata, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+            phase = (raw.get("status") or {}).get("phase", "Pending")
+            if not spec.get("nodeName") and phase not in DONE and spec.get("schedulerName") == self.scheduler_name:
+                waiting.append((str(metadata.get("namespace", "")), str(metadata.get("name", ""))))
+        return sorted(waiting)
 
     def pod(self, uid: str) -> PodJob | None:
         """The pod as last seen, read; None when unknown, not a GPU pod, or unreadable."""
@@ -146,7 +167,11 @@ class ClusterView:
             return key in self._store(kind)
 
     def age_s(self) -> float:
-        return float("inf") if self.synced_at is None else self.clock.monotonic_s() - self.synced_at
+        """Seconds since the API server last spoke for the kind it spoke for least recently."""
+        with self._lock:
+            if len(self.synced_at) < 2:  # nodes and pods: either never listed
+                return float("inf")
+            return self.clock.monotonic_s() - min(self.synced_at.values())
 
     def _store(self, kind: str) -> dict[str, Mapping[str, Any]]:
         return self._nodes if kind == "node" else self._pods

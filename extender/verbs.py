@@ -8,7 +8,13 @@ score. A gang's pods fail every node, with the reason kube-scheduler shows in th
 until the whole gang exists and fits; then each gets its planned node.
 
 Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
-creates the Binding; asked again for a pod already on that node, it succeeds (idempotent).
+creates the Binding; asked again for a pod already on that node, it succeeds (idempotent). A
+gang's pods bind whole (`extender.gangs`): none is bound until every one has a granted place.
+
+Only the leader (`extender.lease`) answers, and only from a fresh view: a follower, or a leader
+whose view is older than `stale_after_s` (the API server or its watch gone quiet), refuses to
+promise anything (filter and bind answer an error, prioritize scores nothing, preempt keeps no
+candidate) and reports why on `/readyz`. A new term as leader starts from a fresh plan.
 Preempt keeps, of kube-scheduler's candidate nodes, the one the profile's postfilter would
 evict on (`LeastWorkLost` when the profile names none: the least work lost, GPU-worth times the
 progress since the last checkpoint), never one with a victim of equal or higher priority.
@@ -17,17 +23,19 @@ progress since the last checkpoint), never one with a victim of equal or higher 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from extender import hami
+from extender.gangs import GangBinder
 from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
 from extender.translate import HeldBy, PodJob, read_pod
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
-from extender.world import Clock
+from extender.world import AlwaysLeader, Clock, Leadership
 from policies.preemption import LeastWorkLost
 from scheduler.catalog import Catalog
 from scheduler.decision import Code, Status
@@ -39,6 +47,8 @@ from scheduler.world import Scheduler
 __all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
 
 log = logging.getLogger(__name__)
+
+GANG_CALL_S = 10.0
 
 
 class KubeApi(hami.BindingApi, Protocol):
@@ -70,6 +80,8 @@ class GpuExtender:
         *,
         stale_after_s: float = 30.0,
         preemption: Sequence[PostFilterPlugin] = (),
+        leadership: Leadership | None = None,
+        gang_wait_s: float = 3.0,
     ) -> None:
         self.planner = planner
         self.api = api
@@ -77,6 +89,14 @@ class GpuExtender:
         self.stale_after_s = stale_after_s
         chosen = tuple(preemption) or (LeastWorkLost(),)
         self.preemption = Framework(replace(planner.scheduler.profile, postfilter=chosen))
+        self.leadership: Leadership = leadership or AlwaysLeader()
+        planner.active = self.leadership.is_leader  # a follower's planner stays idle
+        self.gangs = GangBinder(self._bind_one, planner.unreserve, planner.clock, wait_s=gang_wait_s)
+        self._term = self.leadership.term
+        self._term_lock = threading.Lock()
+        # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
+        self.requeue: Callable[[Sequence[tuple[str, str]]], None] | None = None
+        self._called: dict[str, float] = {}  # gang job id -> when its other pods were last asked for
 
     @classmethod
     def of(
@@ -89,12 +109,33 @@ class GpuExtender:
         interval_s: float = 1.0,
         stale_after_s: float = 30.0,
         clock: Clock | None = None,
+        leadership: Leadership | None = None,
     ) -> GpuExtender:
         """The verbs over a planner for `profile`, as the command runs them: kube-scheduler
         preempts, and the preempt verb asks the profile's postfilter which of its candidates to
         keep, so the plans leave it out (a plan never counts on evicting a pod)."""
         planner = Planner(view, Scheduler(replace(profile, postfilter=()), explain=True), interval_s, clock)
-        return cls(planner, api, catalog, stale_after_s=stale_after_s, preemption=profile.postfilter)
+        return cls(planner, api, catalog, stale_after_s=stale_after_s, preemption=profile.postfilter,
+                   leadership=leadership)
+
+    def refusal(self) -> str:
+        """Why this replica must not promise anything now; "" when it may."""
+        if not self.leadership.is_leader():
+            return f"follower (leader: {self.leadership.leader() or 'unknown'})"
+        age = self.planner.cluster.age_s()
+        if age > self.stale_after_s:
+            return f"not ready: cluster view {age:.1f} s old (stale after {self.stale_after_s:g} s)"
+        return ""
+
+    def _may_answer(self) -> str:
+        """`refusal()`; when there is none, a new term as leader first forgets the old plan."""
+        refused = self.refusal()
+        if not refused:
+            with self._term_lock:
+                if self._term != self.leadership.term:
+                    self._term = self.leadership.term
+                    self.planner.reset()
+        return refused
 
     def _plan_for(self, pod: PodJob, raw: Mapping[str, object]) -> Plan:
         plan = self.planner.current()
@@ -103,8 +144,8 @@ class GpuExtender:
             # A pod the last plan has not seen (kube-scheduler's informer can be ahead of our
             # watch): take it from the request; place it alone on what the plan leaves, or,
             # for a gang's pod or one that fits nowhere, plan everything again.
-            if not self.planner.cluster.knows("pod", uid):
-                self.planner.cluster.apply("pod", "ADDED", raw)
+            if not self.planner.cluster.knows("pod", uid):  # not news from the API server: the view's age stands
+                self.planner.cluster.apply("pod", "ADDED", raw, fresh=False)
             if plan is None or self.planner.place_one(pod) is None:
                 plan = self.planner.plan()
             else:
@@ -118,6 +159,10 @@ class GpuExtender:
             return FilterResult(error=str(error))
         if pod is None:
             return FilterResult(args.node_names)  # no GPU asked: not ours to decide
+        refused = self._may_answer()
+        if refused:
+            return FilterResult(error=f"fleetsched promises nothing now: {refused}")
+        self.gangs.sweep()
         plan = self._plan_for(pod, args.pod)
         known = plan.view.snapshot.nodes
         unknown = {name: "not a GPU node fleetsched knows" for name in args.node_names if name not in known}
@@ -135,8 +180,28 @@ class GpuExtender:
             # Only the planned node passes. The others need no reason: kube-scheduler reads the
             # reasons only when no node passes (for the pod's events and for preemption), and
             # 999 of them cost both sides more than the rest of the reply.
+            if pod.gang is not None:
+                self._call_gang(plan, pod)
             return FilterResult((target[0],))
         return self._explain(plan, pod.uid, args, unknown)
+
+    def _call_gang(self, plan: Plan, pod: PodJob) -> None:
+        """A gang's pod has its place: the other pods of its gang, turned away while it was
+        incomplete, are asked for again now (else they wait up to 90 s in kube-scheduler's
+        unschedulable queue while this pod's place waits for them). Once per gang in 10 s."""
+        job_id = plan.view.job_of.get(pod.uid)
+        if self.requeue is None or job_id is None:
+            return
+        recorded = self.gangs.recorded().get(f"{pod.namespace}/{pod.gang}", frozenset())
+        others = [(p.namespace, p.name) for p in plan.view.pods_of.get(job_id, ()) if p.uid not in recorded | {pod.uid}]
+        now = self.planner.clock.monotonic_s()
+        with self._term_lock:
+            if not others or now - self._called.get(job_id, -GANG_CALL_S) < GANG_CALL_S:
+                return
+            self._called[job_id] = now
+            for gang in [g for g, at in self._called.items() if now - at >= GANG_CALL_S]:
+                del self._called[gang]
+        self.requeue(others)
 
     def _explain(self, plan: Plan, uid: str, args: ExtenderArgs, unknown: Mapping[str, str]) -> FilterResult:
         job_id = plan.view.job_of.get(uid, "")
@@ -161,18 +226,24 @@ class GpuExtender:
             pod = read_pod(args.pod, self.catalog)
         except WireError:
             return dict.fromkeys(args.node_names, 0.0)
-        plan = self.planner.current()
+        plan = self.planner.current() if not self.refusal() else None
         target = plan.nodes.get(pod.uid) if plan is not None and pod is not None else None
         # Nodes left out of the reply score nothing: only the planned node needs a line.
         return {target[0]: 10.0} if target is not None and target[0] in args.node_names else {}
 
     def bind(self, args: BindingArgs) -> str:
         where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
+        refused = self._may_answer()
+        if refused:
+            return f"fleetsched binds nothing now: {refused}"
+        self.gangs.sweep()
         if self.planner.current() is None:
             self.planner.plan()
         pod = self.planner.cluster.pod(args.pod_uid)
         if pod is None:
             return f"fleetsched cannot place {where}: it does not know the pod"
+        if pod.node_name:  # bound already (a gang's pod by the call that bound its gang)
+            return "" if pod.node_name == args.node else f"pod is bound to {pod.node_name} already"
         grants = self.planner.reserve(pod, args.node)
         if grants is None:  # kube-scheduler chose another node and the plan has no room there
             self.planner.plan()
@@ -183,6 +254,23 @@ class GpuExtender:
         info = self.planner.cluster.node_info(args.node)
         if info is not None:  # a device plugin told the chosen GPUs (HAMi) gets its annotations too
             annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
+        if pod.gang is not None:
+            return self._bind_member(pod, args, annotations)
+        return self._bind_one(args, annotations)
+
+    def _bind_member(self, pod: PodJob, args: BindingArgs, annotations: Mapping[str, str]) -> str:
+        """A gang's pod, its GPUs reserved: bound with its whole gang, once every member has a place."""
+        plan = self.planner.current()
+        job_id = plan.view.job_of.get(pod.uid) if plan is not None else None
+        if plan is None or job_id is None:
+            self.planner.unreserve(pod.uid)
+            return f"fleetsched cannot place pod {pod.namespace}/{pod.name}: its gang is not planned whole"
+        members = [member.uid for member in plan.view.pods_of[job_id]]
+        return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
+
+    def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str]) -> str:
+        """Creates one pod's Binding with its GPUs reserved already; "" or why not."""
+        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         try:
             hami.bind_pod(self.api, self.planner.clock, args.pod_namespace, args.pod_name, args.pod_uid, args.node,
                           annotations)  # on a HAMi node, under HAMi's node lock
@@ -209,6 +297,8 @@ class GpuExtender:
             return {}, {}
         if pod is None:  # not a GPU pod: kube-scheduler's candidates stand
             return args.victims, args.pdb_violations
+        if self._may_answer():
+            return {}, {}
         plan = self.planner.current() or self.planner.plan()
         snapshot = plan.view.snapshot
         held = {HeldBy.parse(job_id).uid: job_id for job_id in snapshot.running}
@@ -233,9 +323,10 @@ class GpuExtender:
         kept = {node: args.victims[node] for node in sorted(nodes)}
         return kept, {node: args.pdb_violations.get(node, 0) for node in kept}
 
-    def readiness(self) -> tuple[bool, float]:
-        age = self.planner.cluster.age_s()
-        return age <= self.stale_after_s, age
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this replica answers (the leader, with a fresh view), and a line saying so."""
+        refused = self.refusal()
+        return not refused, refused or f"ready: cluster view {self.planner.cluster.age_s():.1f} s old"
 
     def gauges(self) -> Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]:
         plan = self.planner.current()

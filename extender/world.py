@@ -11,7 +11,8 @@ Every decision the extender makes is `scheduler.world.run_cycle` over one of two
 
 `Clock` is the one source of time: epoch seconds for cycles and the age of running pods (their
 start times come from the API server on that scale), monotonic seconds for the age of the
-mirror and of the plan. Tests hand the extender a clock of their own.
+mirror and of the plan. Tests hand the extender a clock of their own. `Leadership` says whether
+this replica may plan and bind (`extender.lease` elects one among replicas).
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ class SystemClock:
 
     def monotonic_s(self) -> float:
         return time.monotonic()
+
+
+class Leadership(Protocol):
+    """Whether this replica may plan and bind now."""
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> str:
+        """The holder of the lease as last seen ("" when unknown or none)."""
+        ...
+
+    @property
+    def term(self) -> int:
+        """Counts the times this replica took the lead: a new term starts from a fresh plan."""
+        ...
+
+
+class AlwaysLeader:
+    """`leader_elect = false`: the one replica always leads."""
+
+    term = 1
+
+    def is_leader(self) -> bool:
+        return True
+
+    def leader(self) -> str:
+        return ""
 
 
 class ExtenderWorld:

@@ -46,7 +46,26 @@ BAD = {
     "pool-capacity": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ncapacity = "cheap"\n', 4, "must be one of on-demand"),
     "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\n[[pool]]\nname = "p"\nmatch = { a = "c" }\n', 5,
                    "named twice"),
+    # helper lease: leader election
+    "leader-elect": ('leader_elect = "yes"\n', 1, "leader_elect: must be true or false"),
+    "lease-name": ('lease_name = ""\n', 1, "lease_name: must name the Lease"),
+    "lease-namespace": ("lease_namespace = 3\n", 1, "lease_namespace: must be a string"),
+    "lease-duration": ("lease_duration_s = -1\n", 1, "lease_duration_s: must be a number of seconds above 0"),
+    "renew-deadline": ("lease_duration_s = 10\nrenew_deadline_s = 10\n", 2,
+                       "renew_deadline_s: must be below lease_duration_s (10)"),
+    "retry-period": ("retry_period_s = 9\n", 1, "retry_period_s: must be below renew_deadline_s / 1.2"),
 }
+
+
+def test_the_leader_election_keys_load_with_client_go_defaults(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, ""), CATALOG)
+    assert (default.leader_elect, default.lease_name, default.lease_namespace) == (True, "fleetsched-extender", "")
+    assert (default.lease_duration_s, default.renew_deadline_s, default.retry_period_s) == (15.0, 10.0, 2.0)
+    text = 'leader_elect = false\nlease_name = "x"\nlease_namespace = "ops"\nlease_duration_s = 4\n' \
+           "renew_deadline_s = 3\nretry_period_s = 0.5\n"
+    config = load_config(write(tmp_path, text), CATALOG)
+    assert (config.leader_elect, config.lease_name, config.lease_namespace) == (False, "x", "ops")
+    assert (config.lease_duration_s, config.renew_deadline_s, config.retry_period_s) == (4.0, 3.0, 0.5)
 
 
 @pytest.mark.parametrize(("text", "line", "message"), list(BAD.values()), ids=list(BAD))

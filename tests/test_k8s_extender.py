@@ -211,7 +211,7 @@ def test_bind_writes_the_planned_gpus_and_is_idempotent() -> None:
     assert ext.bind(args) == ""
     assert api.bound == {"ml/job": "od-1"} and api.annotations["ml/job"] == {GPUS: "0,1"}
     assert ext.bind(args) == ""  # asked again: already there, fine
-    assert ext.bind(BindingArgs("job", "ml", "uid-job", "od-9")).startswith("fleetsched cannot place")
+    assert ext.bind(BindingArgs("job", "ml", "uid-job", "od-9")) == "pod is bound to od-1 already"
 
 
 def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priority() -> None:
@@ -237,9 +237,9 @@ def test_preempt_keeps_the_node_whose_victims_lose_least_and_never_higher_priori
 def test_readiness_follows_the_age_of_the_view_and_gauges_report_the_plan() -> None:
     clock = FakeClock(NOW)
     ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [pod("a", 1)], clock=clock)
-    assert ext.readiness() == (True, 0.0)
+    assert ext.readiness() == (True, "ready: cluster view 0.0 s old")
     clock.monotonic += 31.0  # the default stale_after_s is 30
-    assert ext.readiness() == (False, 31.0)
+    assert ext.readiness() == (False, "not ready: cluster view 31.0 s old (stale after 30 s)")
     ext.planner.plan()
     clock.monotonic += 2.5
     gauges = ext.gauges()

@@ -1,4 +1,4 @@
-"""The mirror's list and watch (resource versions, relist on 410) and the server over TLS."""
+"""The mirror's list and watch (pages, bookmarks, resume, relist only on 410), staleness, and the server over TLS."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from extender.kubeapi import ApiError, Mirror, Rest, wait_until
+import urllib3
+
+from extender.kubeapi import ApiError, Mirror, Rest, requeue
 from extender.main import start
 from extender.state import ClusterView
+from extender.wire import BindingArgs, ExtenderArgs
 from scheduler.catalog import default_catalog
 from tests.e2e.controlplane import local_extender
+from tests.test_k8s_extender import NOW, ON_DEMAND, FakeClock, extender, pod
+from tests.test_k8s_extender import node as node_of
 
 CATALOG = default_catalog()
 
@@ -26,50 +31,152 @@ def node(name: str, version: str) -> dict[str, Any]:
             "status": {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-class ScriptedApi(Rest):
-    """Lists and watches nodes as scripted: the first watch is answered 410 Gone."""
+Step = Mapping[str, Any] | Exception
 
-    def __init__(self, done: threading.Event) -> None:
+
+class ScriptedRest(Rest):
+    """The API server as scripted: each list request takes the next page (or error) of `pages`,
+    each watch the next script of `watches` (events, then perhaps an error). When the watches
+    run out it says so (`done`) and holds the last watch open until the test ends."""
+
+    def __init__(self, pages: list[Step], watches: list[list[Step]]) -> None:
         super().__init__("https://unused.invalid", verify=False)
-        self.done = done
+        self.pages = pages
+        self.watches = watches
         self.lists: list[str] = []
-        self.watches: list[str] = []
+        self.watched: list[str] = []
+        self.done = threading.Event()
+        self.ended = threading.Event()
 
     def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
         self.lists.append(path)
-        version = str(10 * len(self.lists))
-        return {"metadata": {"resourceVersion": version}, "items": [node(f"listed-{len(self.lists)}", version)]}
+        step = self.pages.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
 
     def stream(self, path: str, timeout_s: float) -> Iterator[Mapping[str, Any]]:
-        self.watches.append(path)
-        if len(self.watches) == 1:
-            raise ApiError(410, "too old resource version: 10 (15)")
-        yield {"type": "ADDED", "object": node("watched", "25")}
-        yield {"type": "MODIFIED", "object": node("watched", "26")}
-        self.done.set()
+        self.watched.append(path)
+        if not self.watches:
+            self.done.set()
+            self.ended.wait(10)
+            return
+        for step in self.watches.pop(0):
+            if isinstance(step, Exception):
+                raise step
+            yield step
 
 
-def test_a_watch_answered_410_lists_again_and_watches_from_the_new_version() -> None:
-    done = threading.Event()
-    api = ScriptedApi(done)
-    view = ClusterView((), CATALOG, "fleetsched")
-    mirror = Mirror(api, view)
+def page(version: str, *names: str, token: str = "") -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": version, "continue": token}, "items": [node(name, version) for name in names]}
+
+
+def mirrored(api: ScriptedRest, view: ClusterView | None = None) -> tuple[ClusterView, Mirror]:
+    """Runs the node watch of a Mirror over `api` until the script is played out."""
+    view = view or ClusterView((), CATALOG, "fleetsched")
+    mirror = Mirror(api, view, page_size=2)
     thread = threading.Thread(target=mirror._run, args=("node",), daemon=True)
     thread.start()
-    assert done.wait(10)
+    assert api.done.wait(10), "the mirror stopped before the script ended"
     mirror.stop()
-    assert api.lists == ["/api/v1/nodes", "/api/v1/nodes"]  # listed, then listed again after 410
-    assert "resourceVersion=10&" in api.watches[0] and "resourceVersion=20&" in api.watches[1]
-    assert wait_until(lambda: set(view.view().snapshot.nodes) == {"listed-2", "watched"}, 5)
-    if len(api.watches) > 2:  # the stream ended: the next watch goes on from the last event seen
-        assert "resourceVersion=26&" in api.watches[2]
+    api.ended.set()
+    return view, mirror
+
+
+def versions(paths: list[str]) -> list[str]:
+    return [path.split("resourceVersion=")[1].split("&")[0] for path in paths]
+
+
+def test_a_list_comes_in_pages_and_keeps_no_managed_fields() -> None:
+    first = page("7", "n-1", "n-2", token="next/1")
+    first["items"][0]["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+    watched = node("n-4", "9")
+    watched["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    api = ScriptedRest([first, page("7", "n-3")], [[{"type": "ADDED", "object": watched}]])
+    view, _ = mirrored(api)
+    assert api.lists == ["/api/v1/nodes?limit=2", "/api/v1/nodes?limit=2&continue=next%2F1"]
+    assert set(view.view().snapshot.nodes) == {"n-1", "n-2", "n-3", "n-4"}
+    stored = view._store("node")
+    assert all("managedFields" not in raw["metadata"] for raw in stored.values())
+    assert stored["n-1"]["metadata"]["name"] == "n-1" and "allowWatchBookmarks=true" in api.watched[0]
+    assert versions(api.watched) == ["7", "9"]  # the list's version, then the last event's
+
+
+def test_an_expired_continue_token_starts_the_list_again() -> None:
+    api = ScriptedRest([page("7", "n-1", "n-2", token="t"), ApiError(410, "continue token expired"),
+                        page("8", "n-1", token="u"), page("8", "n-3")], [])
+    view, _ = mirrored(api)
+    assert api.lists == ["/api/v1/nodes?limit=2", "/api/v1/nodes?limit=2&continue=t",
+                         "/api/v1/nodes?limit=2", "/api/v1/nodes?limit=2&continue=u"]
+    assert set(view.view().snapshot.nodes) == {"n-1", "n-3"}  # the second list alone: n-2 is gone
+    assert versions(api.watched) == ["8"]
+
+
+def test_only_410_gone_lists_again_any_other_failure_resumes_the_watch() -> None:
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old resource version"}}
+    api = ScriptedRest(
+        [page("10", "n-1"), page("40", "n-1", "n-2")],
+        [
+            [{"type": "ADDED", "object": node("n-2", "12")}, OSError("connection reset")],
+            [ApiError(500, "etcdserver: request timed out")],
+            [{"type": "MODIFIED", "object": node("n-2", "13")}, urllib3.exceptions.ProtocolError("broken")],
+            [gone],
+        ],
+    )
+    view, _ = mirrored(api)
+    assert api.lists == ["/api/v1/nodes?limit=2", "/api/v1/nodes?limit=2"]  # once at start, once after 410
+    assert versions(api.watched) == ["10", "12", "12", "13", "40"]
+    assert set(view.view().snapshot.nodes) == {"n-1", "n-2"}
+
+
+def test_a_bookmark_or_a_cleanly_ended_watch_keeps_a_quiet_view_fresh_a_broken_one_does_not() -> None:
+    clock = FakeClock(NOW)
+    view = ClusterView((), CATALOG, "fleetsched", clock)
+    view.replace("pod", [])
+    bookmark = {"type": "BOOKMARK", "object": {"kind": "Node", "metadata": {"resourceVersion": "55"}}}
+    ages: list[float] = []
+
+    class Quiet(ScriptedRest):
+        def stream(self, path: str, timeout_s: float) -> Iterator[Mapping[str, Any]]:
+            ages.append(view.age_s())
+            if self.watches:
+                clock.monotonic += 20.0  # 20 s of a quiet watch (the pods' watch keeps up meanwhile)
+                view.touch("pod")
+            yield from super().stream(path, timeout_s)
+
+    api = Quiet([page("50", "n-1")], [[bookmark, OSError("reset")], [OSError("reset")], []])
+    mirrored(api, view)
+    assert ages == [0.0, 0.0, 20.0, 0.0]  # the bookmark refreshed, the broken watch did not, the clean end did
+    assert versions(api.watched) == ["50", "55", "55", "55"]
+    assert api.lists == ["/api/v1/nodes?limit=2"]
+
+
+def test_past_stale_after_s_readiness_and_the_verbs_fail_closed() -> None:
+    clock = FakeClock(NOW)
+    waiting = pod("a", 1)
+    ext, view, api = extender([node_of("od-1", labels=ON_DEMAND)], [waiting], clock=clock)
+    assert ext.readiness()[0] and ext.filter(ExtenderArgs(waiting, ("od-1",))).node_names == ("od-1",)
+    clock.monotonic += 29.0
+    # A filter for a pod the mirror has not seen is no news from the API server: the age stands.
+    assert ext.filter(ExtenderArgs(pod("b", 1), ("od-1",))).node_names == ("od-1",)
+    assert view.age_s() == 29.0
+    clock.monotonic += 2.0
+    ready, why = ext.readiness()
+    assert not ready and why == "not ready: cluster view 31.0 s old (stale after 30 s)"
+    refused = ext.filter(ExtenderArgs(pod("c", 1), ("od-1",)))
+    assert refused.node_names == () and refused.error.startswith("fleetsched promises nothing now: not ready")
+    assert ext.bind(BindingArgs("a", "ml", "uid-a", "od-1")).startswith("fleetsched binds nothing now")
+    assert ext.prioritize(ExtenderArgs(waiting, ("od-1",))) == {} and api.bound == {}
+    view.touch("node")
+    view.touch("pod")  # the watches speak again
+    assert ext.readiness()[0] and ext.bind(BindingArgs("a", "ml", "uid-a", "od-1")) == ""
 
 
 def test_the_server_speaks_https_with_the_configured_certificate(tmp_path: Path) -> None:
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    config = replace(local_extender(), tls_cert=str(cert), tls_key=str(key))
+    config = replace(local_extender(), tls_cert=str(cert), tls_key=str(key), leader_elect=False)
     server, stop = start(config, Rest("http://127.0.0.1:9", verify=False))  # no API server: not ready, but serving
     try:
         host, port = server.server_address[:2]
@@ -90,3 +197,27 @@ def test_the_server_speaks_https_with_the_configured_certificate(tmp_path: Path)
         silent.close()
     finally:
         stop()
+
+
+class PatchRecorder(Rest):
+    def __init__(self) -> None:
+        super().__init__("https://unused.invalid", verify=False)
+        self.patches: list[tuple[str, Any, str]] = []
+
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "", **_: Any) -> Any:
+        if path.endswith("/gone"):
+            raise ApiError(404, "pods \"gone\" not found")
+        self.patches.append((path, body, content_type))
+        return {}
+
+
+def test_pods_waiting_for_a_node_are_asked_for_again_with_an_annotation_of_the_extenders_own() -> None:
+    view = ClusterView((), CATALOG, "fleetsched")
+    view.replace("pod", [pod("b", 1), pod("a", 1), pod("bound", 1, node_name="od-1"),
+                         pod("theirs", 1, scheduler="default-scheduler"), {**pod("done", 1), "status": {"phase": "Failed"}}])
+    assert view.unbound() == [("ml", "a"), ("ml", "b")]
+    rest = PatchRecorder()
+    assert requeue(rest, [*view.unbound(), ("ml", "gone")], 1234.5) == 2
+    body = {"metadata": {"annotations": {"scheduling.fleetsched.io/requeued-at": "1234.500"}}}
+    assert rest.patches == [("/api/v1/namespaces/ml/pods/a", body, "application/merge-patch+json"),
+                            ("/api/v1/namespaces/ml/pods/b", body, "application/merge-patch+json")]

@@ -27,7 +27,7 @@ class FakeExtender:
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
         self.fail = False
-        self.ready = (True, 1.5)
+        self.ready = (True, "ready: cluster view 1.5 s old")
 
     def filter(self, args: ExtenderArgs) -> FilterResult:
         self._record("filter", args)
@@ -46,7 +46,7 @@ class FakeExtender:
         self._record("bind", args)
         return "" if args.node.startswith("gpu") else f"node {args.node} is not a GPU node"
 
-    def readiness(self) -> tuple[bool, float]:
+    def readiness(self) -> tuple[bool, str]:
         return self.ready
 
     def gauges(self) -> Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]:
@@ -120,8 +120,10 @@ def test_health_readiness_and_metrics(served: tuple[ExtenderServer, FakeExtender
     server, extender = served
     assert request(server, "GET", "/healthz") == (200, b"ok\n")
     assert request(server, "GET", "/readyz") == (200, b"ready: cluster view 1.5 s old\n")
-    extender.ready = (False, 93.0)
+    extender.ready = (False, "not ready: cluster view 93.0 s old")
     assert request(server, "GET", "/readyz") == (503, b"not ready: cluster view 93.0 s old\n")
+    extender.ready = (False, "follower (leader: fleetsched-1)")
+    assert request(server, "GET", "/readyz") == (503, b"follower (leader: fleetsched-1)\n")
     post(server, "filter", {"Pod": POD, "NodeNames": ["gpu-a"]})
     request(server, "POST", "/extender/filter", b"{", {"Content-Type": "application/json"})
     status, body = request(server, "GET", "/metrics")

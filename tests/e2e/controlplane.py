@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class ControlPlane:
     folder: Path
     api_port: int
     processes: dict[str, subprocess.Popen[bytes]]
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
 
     @property
     def rest(self) -> Rest:
@@ -60,9 +62,10 @@ class ControlPlane:
         path = self.folder / f"{name}.log"
         return path.read_text(encoding="utf-8", errors="replace")[-4000:] if path.exists() else ""
 
-    def start_scheduler(self, extender_url: str | None, scheduler_name: str = "fleetsched") -> None:
-        """A kube-scheduler for pods naming `scheduler_name`, calling the extender when a URL is given."""
-        config = self.folder / f"scheduler-{scheduler_name}.yaml"
+    def start_scheduler(self, extender_url: str | None, scheduler_name: str = "fleetsched", instance: str = "") -> None:
+        """A kube-scheduler for pods naming `scheduler_name`, calling the extender when a URL is given
+        (`instance` names a second one for the same pods: replicas, each with its own extender)."""
+        config = self.folder / f"scheduler-{scheduler_name}{instance}.yaml"
         text = (
             "apiVersion: kubescheduler.config.k8s.io/v1beta1\n"
             "kind: KubeSchedulerConfiguration\n"
@@ -77,8 +80,9 @@ class ControlPlane:
             config.write_text(text, encoding="utf-8")
         else:
             config.write_text(text + self._extender(extender_url), encoding="utf-8")
-        self._spawn(f"kube-scheduler-{scheduler_name}", [str(self.folder / "bin" / "kube-scheduler"), "--config", str(config),
-                                                          "--secure-port", "0", "--port", "0", "-v", "1"])
+        self._spawn(f"kube-scheduler-{scheduler_name}{instance}",
+                    [str(self.folder / "bin" / "kube-scheduler"), "--config", str(config),
+                     "--secure-port", "0", "--port", "0", "-v", "1"])
 
     @staticmethod
     def _extender(extender_url: str) -> str:
@@ -92,9 +96,37 @@ class ControlPlane:
             "  - name: nvidia.com/mig-3g.20gb\n    ignoredByScheduler: false\n"
         )
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        log = (self.folder / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    def _spawn(self, name: str, command: list[str], env: Mapping[str, str] | None = None) -> None:
+        log = (self.folder / f"{name}.log").open("ab")  # a restarted process's log goes on after the first's
+        environment = {**os.environ, **env} if env is not None else None
+        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        self.commands[name] = (command, dict(env) if env is not None else None)
+
+    def kill(self, name: str, *, graceful: bool = True) -> None:
+        """Stops one process (SIGTERM, or SIGKILL when not `graceful`) and waits for it."""
+        process = self.processes[name]
+        if graceful:
+            process.terminate()
+        else:
+            process.kill()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, name: str) -> None:
+        """Starts a stopped process again with its first command line (the API server: its port,
+        certificates and etcd as before)."""
+        command, env = self.commands[name]
+        self._spawn(name, command, env)
+
+    def serving(self) -> bool:
+        """Whether the API server answers."""
+        try:
+            return self.rest.request("GET", "/api/v1/namespaces/default", timeout_s=2) is not None
+        except Exception:
+            return False
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -140,14 +172,7 @@ def control_plane() -> Iterator[ControlPlane]:
                 "--service-cluster-ip-range", "10.0.0.0/24", "--insecure-port", "0",
             ])
             rest = plane.rest
-
-            def serving() -> bool:
-                try:
-                    return rest.request("GET", "/api/v1/namespaces/default", timeout_s=2) is not None
-                except (ApiError, OSError, Exception):
-                    return False
-
-            if not wait_until(serving, 90, 0.5):
+            if not wait_until(plane.serving, 90, 0.5):
                 raise RuntimeError("kube-apiserver did not start:\n" + plane.logs("kube-apiserver"))
             for namespace in ("default", "ml"):
                 if namespace != "default":
