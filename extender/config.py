@@ -57,12 +57,19 @@ class ExtenderConfig:
     planner_interval_s: float
     stale_after_s: float
     pools: tuple[PoolRule, ...]
+    # deploy: the keys agreed in issue 14 that deploy/ sets (the health listener of helper
+    # "server", the election of helper "lease"); their owners' blocks replace this one.
+    health_address: str = "0.0.0.0"
+    health_port: int = 8889
+    leader_elect: bool = True
+    lease_name: str = "fleetsched-extender"
+    lease_namespace: str = ""
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     document = TomlDocument.read(path)
     data = document.data
-    known = {*_STRINGS, *_NUMBERS, "port", "pool"}
+    known = {*_STRINGS, *_NUMBERS, "port", "pool", *_AGREED}
     for key in data:
         if key not in known:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
@@ -90,7 +97,26 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     for index, name in enumerate(names):
         if names.index(name) != index:
             document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
-    return ExtenderConfig(port=port, pools=pools, **values)
+    return ExtenderConfig(port=port, pools=pools, **values, **_agreed(document))
+
+
+# deploy: issue 14's agreed keys, each with its default and what it must be.
+_AGREED: dict[str, tuple[object, str]] = {
+    "health_address": ("0.0.0.0", "a string"), "health_port": (8889, "a port number 0..65535 (0: none)"),
+    "leader_elect": (True, "true or false"), "lease_name": ("fleetsched-extender", "a string"),
+    "lease_namespace": ("", "a string"),
+}
+
+
+def _agreed(document: TomlDocument) -> dict[str, Any]:
+    values = {}
+    for key, (default, kind) in _AGREED.items():
+        value = document.data.get(key, default)
+        out_of_range = isinstance(value, int) and key == "health_port" and not 0 <= value <= 65535
+        if type(value) is not type(default) or out_of_range:
+            document.fail(key, f"must be {kind}, got {value!r}")
+        values[key] = value
+    return values
 
 
 def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> PoolRule:
