@@ -294,10 +294,12 @@ def shape_problems(version: str, config: Mapping[str, Any]) -> list[str]:
     if config.get("apiVersion") != f"kubescheduler.config.k8s.io/{version}" or config.get("kind") != "KubeSchedulerConfiguration":
         problems.append(f"apiVersion/kind: must be kubescheduler.config.k8s.io/{version} KubeSchedulerConfiguration")
     for field in sorted(INSECURE & set(config)):
-        if not str(config[field]).endswith(":0"):
-            # 1.20-1.22 would open a plain-HTTP port; 1.23+ refuse any other value (kubernetes#106866)
-            problems.append(f"{field}: 1.23+ accept only an empty address or port 0" if version == "v1beta2"
-                            else f"{field}: must be port 0 (no plain-HTTP port)")
+        address = str(config[field])
+        if version == "v1beta2" and address and not address.endswith(":0"):
+            problems.append(f"{field}: 1.23+ accept only an empty address or port 0")  # kubernetes#106866
+        elif version == "v1beta1" and not re.fullmatch(r"127\.0\.0\.1:[1-9]\d*", address):
+            # 1.20 refuses port 0 and reads an empty address as 0.0.0.0:10251: loopback is all it allows
+            problems.append(f"{field}: must be on loopback (1.20 always serves plain HTTP)")
     if not 0 <= config.get("percentageOfNodesToScore", 0) <= 100:
         problems.append("percentageOfNodesToScore: must be 0..100")
     election = config.get("leaderElection", {})

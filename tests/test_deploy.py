@@ -259,7 +259,9 @@ def test_the_deployment_runs_a_config_the_config_map_holds() -> None:
      "extenders[0].weight: must be above 0"),
     ("v1", {"extenders": [{"urlPrefix": "http://x", "weight": 1, "managedResources": [{"name": "nvidia.com/mig-1g.10gb+me"}]}]},
      "extenders[0].managedResources: nvidia.com/mig-1g.10gb+me is not an extended resource name"),
-], ids=["removed-field", "insecure-port", "percentage", "weight", "resource-name"])
+    ("v1beta1", {"healthzBindAddress": "127.0.0.1:0"}, "healthzBindAddress: must be on loopback (1.20 always serves plain HTTP)"),
+    ("v1beta1", {"metricsBindAddress": "0.0.0.0:10251"}, "metricsBindAddress: must be on loopback (1.20 always serves plain HTTP)"),
+], ids=["removed-field", "insecure-port", "percentage", "weight", "resource-name", "port-0", "pod-ip"])
 def test_each_shape_check_catches_its_case(version: str, change: dict[str, Any], problem: str) -> None:
     scheduler = {**checks.scheduler_configs(documents())[version], **change}
     assert problem in checks.shape_problems(version, scheduler)
