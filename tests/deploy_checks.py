@@ -238,7 +238,7 @@ def api_requests_in_source(source: str) -> set[tuple[str, str, str]]:
                 path = _literal(node.args[1])
                 if path is not None and (parsed := _resource(path)):
                     seen.add(id(node.args[1]))
-                    found.add((parsed[0], parsed[1], VERB_OF[(method, parsed[2])]))
+                    found.add((parsed[0], parsed[1], VERB_OF.get((method, parsed[2]), method.lower())))
             elif node.func.attr == "stream" and (path := _literal(node.args[0])) and (parsed := _resource(path)):
                 seen.add(id(node.args[0]))
                 found.add((parsed[0], parsed[1], "watch"))
