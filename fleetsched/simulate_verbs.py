@@ -21,7 +21,6 @@ from scheduler.feasibility import Group, Survey
 from simulator.compare import render_comparison, write_comparison
 from simulator.engine import SimOptions
 from simulator.outputs import render_summary
-from simulator.plots import cost_vs_queue, jct_cdf
 from simulator.rundir import RunDirectory
 
 Output = tuple[int, str]
@@ -136,6 +135,10 @@ def run_compare(args: argparse.Namespace) -> Output:
         rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,
                                  workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr))
         write_comparison(rows, run.path)
+        # Imported here, not at the top: matplotlib wants a writable cache folder when imported,
+        # and every other verb (`fleetsched extender` under a read-only root) must start without one.
+        from simulator.plots import cost_vs_queue, jct_cdf
+
         cost_vs_queue(rows, run.path / "cost_vs_queue.png")
         jct_cdf(jcts, run.path / "jct_cdf.png")
         run.commit()

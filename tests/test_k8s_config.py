@@ -1,14 +1,12 @@
-"""The extender's configuration, its command, and the deploy manifests an operator applies."""
+"""The extender's configuration and its command (the manifests: tests/test_deploy.py)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import urllib3
-import yaml
 
 from extender.config import load_config
 from extender.kubeapi import Mirror, Rest
@@ -83,38 +81,6 @@ def test_the_command_checks_a_configuration(tmp_path: Path, capsys: pytest.Captu
     assert "ok (3 pools, profile cost-cpsat, port 8888)" in capsys.readouterr().out
     assert main(["extender", "--config", str(write(tmp_path, 'profile = "nope"\n')), "--check"]) == 2
     assert "no bundled profile 'nope'" in capsys.readouterr().err
-
-
-def documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-
-
-def test_the_manifests_run_a_second_scheduler_with_the_extender_and_least_privilege() -> None:
-    docs = documents(ROOT / "deploy/manifests/fleetsched.yaml")
-    kinds = [doc["kind"] for doc in docs]
-    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment"} <= set(kinds)
-    (role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
-    assert rules == {(("",), ("nodes",)): {"get", "list", "watch", "patch"}, (("",), ("pods",)): {"get", "list", "watch"},
-                     (("",), ("pods/binding",)): {"create"}}
-    (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
-    scheduler = yaml.safe_load(config_map["data"]["scheduler-config.yaml"])
-    assert scheduler["apiVersion"] == "kubescheduler.config.k8s.io/v1"
-    (extender,) = scheduler["extenders"]
-    assert extender["nodeCacheCapable"] is True and extender["bindVerb"] == "bind" and scheduler["percentageOfNodesToScore"] == 100
-    assert scheduler["profiles"] == [{"schedulerName": "fleetsched"}]
-    toml = Path(__file__).parent / "_extender_from_configmap.toml"
-    try:
-        toml.write_text(config_map["data"]["extender.toml"], encoding="utf-8")
-        assert load_config(toml, CATALOG).prefix == "/extender"
-    finally:
-        toml.unlink()
-    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
-    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
-    assert set(containers) == {"kube-scheduler", "extender"}
-    assert containers["extender"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    legacy = documents(ROOT / "deploy/manifests/scheduler-config-v1beta1.yaml")[0]
-    assert legacy["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1" and legacy["extenders"][0]["nodeCacheCapable"]
 
 
 def test_an_unreachable_api_server_leaves_the_last_view_and_reports_its_age() -> None:

@@ -139,7 +139,8 @@ class ControlPlane:
 
 
 @contextmanager
-def control_plane() -> Iterator[ControlPlane]:
+def control_plane(authorization_mode: str = "AlwaysAllow") -> Iterator[ControlPlane]:
+    """The control plane; "RBAC" makes every request but the admin's pass the roles (deploy's test)."""
     found = binaries()
     with tempfile.TemporaryDirectory(prefix="fleetsched-e2e-") as raw:
         folder = Path(raw)
@@ -165,7 +166,7 @@ def control_plane() -> Iterator[ControlPlane]:
             plane._spawn("kube-apiserver", [
                 str(folder / "bin" / "kube-apiserver"), "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
                 "--secure-port", str(api_port), "--bind-address", "127.0.0.1", "--cert-dir", str(folder / "certs"),
-                "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", "AlwaysAllow",
+                "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", authorization_mode,
                 "--service-account-issuer", "https://kubernetes.default.svc",
                 "--service-account-key-file", str(folder / "sa.pub"),
                 "--service-account-signing-key-file", str(folder / "sa.key"),
