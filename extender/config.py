@@ -23,6 +23,7 @@ stale_after_s = 30.0           # /readyz turns 503 when the cluster view is olde
 leader_elect = true            # replicas share a coordination.k8s.io Lease; only its holder plans and binds
 lease_name = "fleetsched-extender"
 lease_namespace = ""           # empty: $POD_NAMESPACE, else the service account's, else kube-system
+follow_lease = ""              # kube-scheduler's Lease (deploy/ names it): campaign while this pod holds it
 lease_duration_s = 15.0        # as client-go's leaderelection: duration > renew deadline > retry period
 renew_deadline_s = 10.0
 retry_period_s = 2.0
@@ -94,6 +95,7 @@ class ExtenderConfig:
     lease_duration_s: float = 15.0
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
+    follow_lease: str = ""  # kube-scheduler's Lease: campaign only while this pod holds it
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
@@ -133,7 +135,7 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
 
 
 # The leader election keys, checked as client-go checks its LeaderElectionConfig.
-_LEASE_STRINGS = {"lease_name": "fleetsched-extender", "lease_namespace": ""}
+_LEASE_STRINGS = {"lease_name": "fleetsched-extender", "lease_namespace": "", "follow_lease": ""}
 _LEASE_NUMBERS = {"lease_duration_s": 15.0, "renew_deadline_s": 10.0, "retry_period_s": 2.0}
 
 

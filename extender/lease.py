@@ -11,6 +11,12 @@ The leader counts as leader only while its last successful renewal is younger th
 `renew_deadline_s` (below `lease_duration_s`): a leader cut off from the API server stops
 planning and binding by itself, before any other replica may take the Lease. On stopping, the
 leader releases the Lease (empty holder) so that a successor need not wait out the duration.
+
+Beside kube-scheduler in one pod (deploy/), the extender is called only by its own pod's
+kube-scheduler, which runs an election of its own. With `follow` naming kube-scheduler's Lease,
+a replica campaigns only while that Lease is held by its own pod (kube-scheduler's identity is
+the host name, the pod's name, then `_` and a UUID) and steps down when it moves: else the
+leading kube-scheduler could be calling an extender that follows, and nothing would schedule.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class LeaseSettings:
     lease_duration_s: float = 15.0
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
+    follow: str = ""  # a Lease in the same namespace this replica's own pod must hold before it campaigns
 
 
 def lease_namespace(configured: str) -> str:
@@ -105,7 +112,7 @@ class LeaderElector:
         started = self.clock.monotonic_s()
         leading = self.is_leader()
         try:
-            written = self._write(started)
+            written = self._followed_is_ours() and self._write(started)
         except Exception as error:  # any failure is "not renewed"
             log.warning("lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
             written = False
@@ -127,6 +134,27 @@ class LeaderElector:
         if not leading:
             self.on_leading()
         return self.is_leader()
+
+    def _followed_is_ours(self) -> bool:
+        """Whether this replica may campaign: no Lease to follow, or this pod holds it. When it
+        does not, a leader steps down at once (and releases its Lease for the right replica)."""
+        if not self.settings.follow:
+            return True
+        try:
+            lease = self.rest.request("GET", f"{self.path}/{self.settings.follow}",
+                                      timeout_s=self.settings.renew_deadline_s)
+            holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            holder = ""
+        me = self.settings.identity
+        if holder == me or holder.startswith(f"{me}_"):
+            return True
+        if self.is_leader():
+            log.warning("stepping down: lease %s is held by %r, not this pod", self.settings.follow, holder)
+            self.release()
+        return False
 
     def _write(self, started: float) -> bool:
         """Reads the lease and writes this replica into it when it may; False when it may not."""

@@ -115,7 +115,8 @@ def _elector(
     config: ExtenderConfig, rest: Rest, clock: Clock, mirror: Mirror, on_leading: Callable[[], None]
 ) -> LeaderElector:
     settings = LeaseSettings(config.lease_name, lease_namespace(config.lease_namespace), identity(),
-                             config.lease_duration_s, config.renew_deadline_s, config.retry_period_s)
+                             config.lease_duration_s, config.renew_deadline_s, config.retry_period_s,
+                             config.follow_lease)
     return LeaderElector(rest, settings, clock, on_started=mirror.sync_once, on_leading=on_leading)
 
 

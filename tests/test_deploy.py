@@ -140,6 +140,7 @@ EXTENDER_RIGHTS = {
     ("fleetsched", "coordination.k8s.io", "leases", "create", ""),
     ("fleetsched", "coordination.k8s.io", "leases", "get", "fleetsched-extender"),
     ("fleetsched", "coordination.k8s.io", "leases", "update", "fleetsched-extender"),
+    ("fleetsched", "coordination.k8s.io", "leases", "get", "fleetsched-scheduler"),  # follow_lease
 }
 
 
@@ -148,7 +149,7 @@ def test_the_extender_has_its_own_account_with_exactly_the_rights_it_uses(tmp_pa
     rights, built_in = checks.granted(docs, "fleetsched", "fleetsched-extender")
     assert rights == EXTENDER_RIGHTS and built_in == set()
     config = extender_config(docs, tmp_path)
-    assert {name for *_, name in rights if name} == {config.lease_name}
+    assert {name for *_, name in rights if name} == {config.lease_name, config.follow_lease}
     secret = the("Secret", docs)
     assert secret["type"] == "kubernetes.io/service-account-token"
     assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "fleetsched-extender"

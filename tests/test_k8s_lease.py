@@ -200,3 +200,21 @@ def test_a_new_term_calls_on_leading_once_it_answers_and_not_on_renewals() -> No
     clock.monotonic += 10.0  # not renewed in time: the term ended; the next renewal starts another
     elector.try_acquire_or_renew()
     assert calls == [True, True] and elector.term == 2
+
+
+def test_a_replica_following_kube_schedulers_lease_campaigns_only_while_its_own_pod_leads() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    following = {**_fields(SETTINGS), "follow": "fleetsched-scheduler"}
+    a = LeaderElector(server, LeaseSettings(**following), clock)
+    b = LeaderElector(server, LeaseSettings(**{**following, "identity": "b"}), clock)
+    assert not a.try_acquire_or_renew() and not b.try_acquire_or_renew()  # no kube-scheduler leads yet
+    assert "fleetsched-extender" not in server.leases
+    server.leases["fleetsched-scheduler"] = {"metadata": {"name": "fleetsched-scheduler", "resourceVersion": "1"},
+                                             "spec": {"holderIdentity": "b_0f6c2a1e-uuid"}}
+    assert not a.try_acquire_or_renew() and b.try_acquire_or_renew()  # b's pod holds kube-scheduler's lease
+    server.leases["fleetsched-scheduler"]["spec"]["holderIdentity"] = "a_77d1-uuid"  # kube-scheduler moved to a's pod
+    assert not b.try_acquire_or_renew() and not b.is_leader()  # b steps down at once...
+    assert server.spec()["holderIdentity"] == ""  # ...and releases its lease: a need not wait 15 s
+    assert a.try_acquire_or_renew() and a.is_leader() and server.spec()["holderIdentity"] == "a"
+    server.leases["fleetsched-scheduler"]["spec"]["holderIdentity"] = "ab_1234"  # a prefix is no match
+    assert not a.try_acquire_or_renew() and not a.is_leader()
