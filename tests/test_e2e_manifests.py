@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -149,9 +150,11 @@ def scheduler_command(plane: ControlPlane, created: list[dict[str, Any]], versio
 
 
 @contextmanager
-def extender_as_its_account(plane: ControlPlane, created: list[dict[str, Any]]) -> Iterator[int]:
+def extender_as_its_account(plane: ControlPlane, created: list[dict[str, Any]]) -> Iterator[tuple[int, int]]:
     """`fleetsched extender` on the ConfigMap's extender.toml with its account's token, as the pod
-    runs it; free ports instead of 8888 and 8889. Yields the verbs' port once it answers /readyz."""
+    runs it; free ports instead of 8888 and 8889. Yields the verbs' and health ports once it
+    serves (it answers /readyz only once it leads: once kube-scheduler on this host, as in its
+    pod, holds kube-scheduler's Lease, which it follows). POD_NAME is the host name, as in a pod."""
     text = checks.mounted_file(created, "extender", "--config")
     port, health_port = free_port(), free_port()
     kubeconfig = account_kubeconfig(plane, "fleetsched-extender")
@@ -160,19 +163,19 @@ def extender_as_its_account(plane: ControlPlane, created: list[dict[str, Any]]) 
         assert count == 1, key
     path = plane.folder / "extender.toml"
     path.write_text(text, encoding="utf-8")
-    env = {**os.environ, "POD_NAME": "fleetsched-e2e-0", "POD_NAMESPACE": "fleetsched"}
+    env = {**os.environ, "POD_NAME": socket.gethostname(), "POD_NAMESPACE": "fleetsched"}
     log = (plane.folder / "extender-as-account.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "fleetsched", "extender", "--config", str(path)],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     plane.processes["extender-as-account"] = process
 
-    def ready() -> bool:
+    def serving() -> bool:
         assert process.poll() is None, plane.logs("extender-as-account")
-        return any(get("127.0.0.1", each, "/readyz") == 200 for each in (health_port, port))
+        return get("127.0.0.1", health_port, "/healthz") == 200
 
     try:
-        assert wait_until(ready, 60, 0.3), plane.logs("extender-as-account")
-        yield port
+        assert wait_until(serving, 60, 0.3), plane.logs("extender-as-account")
+        yield port, health_port
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -203,9 +206,9 @@ def healthz(port: int) -> tuple[int, str]:
         connection.close()
 
 
-def lease_holder(rest: Rest) -> str:
+def lease_holder(rest: Rest, name: str = "fleetsched-scheduler") -> str:
     try:
-        lease = rest.request("GET", "/apis/coordination.k8s.io/v1/namespaces/fleetsched/leases/fleetsched-scheduler")
+        lease = rest.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/fleetsched/leases/{name}")
     except ApiError:
         return ""
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
@@ -214,7 +217,8 @@ def lease_holder(rest: Rest) -> str:
 def test_kube_scheduler_1_20_on_the_v1beta1_config_and_the_extender_each_as_its_own_account_bind_a_gpu_pod(
     plane: ControlPlane, created: list[dict[str, Any]]
 ) -> None:
-    with extender_as_its_account(plane, created) as extender_port:
+    with extender_as_its_account(plane, created) as (extender_port, health_port):
+        assert get("127.0.0.1", health_port, "/readyz") == 503  # no kube-scheduler leads: it does not campaign
         command, port = scheduler_command(plane, created, "v1beta1", extender_port)
         plane._spawn("kube-scheduler-manifests", command)
         process = plane.processes["kube-scheduler-manifests"]
@@ -229,6 +233,11 @@ def test_kube_scheduler_1_20_on_the_v1beta1_config_and_the_extender_each_as_its_
                     return False
 
             assert wait_until(answered, 30, 0.5), plane.logs("kube-scheduler-manifests")
+            # kube-scheduler of this "pod" leads: the extender beside it takes the lead too.
+            assert lease_holder(plane.rest).startswith(f"{socket.gethostname()}_")
+            assert wait_until(lambda: get("127.0.0.1", health_port, "/readyz") == 200, 30, 0.3), (
+                plane.logs("extender-as-account"))
+            assert lease_holder(plane.rest, "fleetsched-extender") == socket.gethostname()
             add_node(plane.rest, "gpu-node-1", H100, {"nvidia.com/gpu": "8"})
             add_pod(plane.rest, "gpu-pod-1", {"nvidia.com/gpu": "2"})
             assert wait_until(lambda: node_of(plane.rest, "gpu-pod-1") == "gpu-node-1", 60, 0.5), (
