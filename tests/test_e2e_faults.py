@@ -74,7 +74,7 @@ class Extender:
 
 def start_extender(plane: ControlPlane, name: str, settings: Mapping[str, object] = LEASE) -> Extender:
     port = free_port()
-    lines = ['address = "127.0.0.1"', f"port = {port}", f'kubeconfig = "{plane.kubeconfig}"',
+    lines = ['address = "127.0.0.1"', f"port = {port}", "health_port = 0", f'kubeconfig = "{plane.kubeconfig}"',
              'profile = "cost-greedy"', "planner_interval_s = 0.5", *(f"{key} = {value}" for key, value in settings.items())]
     config = plane.folder / f"{name}.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
