@@ -21,10 +21,10 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from scheduler.errors import InputError
 
@@ -110,21 +110,46 @@ class Refusal:
     message: str
 
 
-class Access:
-    """The rule for the verbs: a verified client certificate or the right bearer token, when either is configured."""
+def certificate_names(certificate: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The common names and DNS names of a verified peer certificate (`getpeercert()`'s form);
+    None when the peer sent none."""
+    if not certificate:
+        return None
+    subject: Any = certificate.get("subject", ())
+    names = {value for part in subject for key, value in part if key == "commonName"}
+    names |= {value for kind, value in certificate.get("subjectAltName", ()) if kind == "DNS"}
+    return frozenset(names)
 
-    def __init__(self, *, client_ca: bool = False, token: Reloading[bytes] | None = None) -> None:
+
+class Access:
+    """The rule for the verbs: a verified client certificate (named `client_name`, when set) or
+    the right bearer token, when either is configured.
+
+    Any certificate `client_ca` signed is a caller unless `client_name` says whose: with a CA
+    that signs other clients too (the cluster's own, whose kubelets hold client certificates),
+    set it to kube-scheduler's certificate's common name.
+    """
+
+    def __init__(
+        self, *, client_ca: bool = False, token: Reloading[bytes] | None = None, client_name: str = ""
+    ) -> None:
         self.client_ca = client_ca
         self.token = token
+        self.client_name = client_name
 
     @property
     def open(self) -> bool:
         return not self.client_ca and self.token is None
 
-    def check(self, peer_certificate: bool, authorization: str | None) -> Refusal | None:
-        """None when the caller may use the verbs; else the refusal to answer."""
-        if self.open or (self.client_ca and peer_certificate):
+    def check(self, peer_names: frozenset[str] | None, authorization: str | None) -> Refusal | None:
+        """None when the caller may use the verbs; else the refusal to answer. `peer_names`: the
+        names of the client certificate the handshake verified (None: it sent none)."""
+        if self.open:
             return None
+        if self.client_ca and peer_names is not None:
+            refused = self._certificate(peer_names)
+            if refused is None or self.token is None or authorization is None:
+                return refused
         if self.token is None or authorization is None:
             wanted = "a client certificate signed by client_ca" if self.token is None else "a bearer token"
             if self.client_ca and self.token is not None:
@@ -137,3 +162,10 @@ class Access:
         if not hmac.compare_digest(presented.strip().encode("utf-8", "replace"), self.token.current()):
             return Refusal(HTTPStatus.FORBIDDEN, "Authorization: the token is not the one configured")
         return None
+
+    def _certificate(self, peer_names: frozenset[str]) -> Refusal | None:
+        """A verified certificate: accepted unless `client_name` names another."""
+        if not self.client_name or self.client_name in peer_names:
+            return None
+        shown = ", ".join(sorted(peer_names)) or "no name"
+        return Refusal(HTTPStatus.FORBIDDEN, f"client certificate: {shown} is not {self.client_name!r}")

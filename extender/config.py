@@ -9,7 +9,8 @@ tls_key = ""
 health_address = "0.0.0.0"     # a second, plain-HTTP listener with only GET /healthz, /readyz, /metrics
 health_port = 8889             # (for the kubelet's probes on the pod IP); 0: none
 client_ca = ""                 # PEM CA: the verbs need a client certificate it signed (mutual TLS; needs tls_cert)
-token_file = ""                # or a caller sends `Authorization: Bearer <the file's content>` (reloaded)
+client_name = ""               # and, when set, whose: the certificate's common name or a DNS name (a shared CA)
+token_file = ""                # or a caller sends `Authorization: Bearer <the file's content>` (reloaded; TLS needed)
 workers = 16                   # threads that answer verbs; connections themselves cost no thread
 read_timeout_s = 5.0           # for a request (and a TLS handshake) once begun
 idle_timeout_s = 30.0          # a kept-alive connection closed after this long without a request
@@ -58,7 +59,7 @@ _STRINGS = {"address": "127.0.0.1", "prefix": "/extender", "tls_cert": "", "tls_
             "scheduler_name": "fleetsched", "profile": "cost-cpsat"}  # fmt: skip
 _NUMBERS = {"planner_interval_s": 1.0, "stale_after_s": 30.0}
 # The server's keys (health listener, caller checks, limits): see `_server_keys`.
-_SERVER_STRINGS = {"health_address": "0.0.0.0", "client_ca": "", "token_file": ""}
+_SERVER_STRINGS = {"health_address": "0.0.0.0", "client_ca": "", "client_name": "", "token_file": ""}
 _SERVER_SECONDS = {"read_timeout_s": 5.0, "idle_timeout_s": 30.0}
 _SERVER_COUNTS = {"health_port": (8889, 0, 65535), "workers": (16, 1, 1024),
                   "max_body_bytes": (1024 * 1024, 1024, wire.MAX_BODY_BYTES), "backlog": (128, 1, 65535)}  # fmt: skip
@@ -82,6 +83,7 @@ class ExtenderConfig:
     health_address: str = "0.0.0.0"
     health_port: int = 8889
     client_ca: str = ""
+    client_name: str = ""
     token_file: str = ""
     workers: int = 16
     read_timeout_s: float = 5.0
@@ -193,6 +195,11 @@ def _server_keys(document: TomlDocument, values: Mapping[str, Any], port: int) -
         found[key] = count
     if found["client_ca"] and not values["tls_cert"]:
         document.fail("client_ca", "mutual TLS needs the server's own tls_cert and tls_key")
+    if found["client_name"] and not found["client_ca"]:
+        document.fail("client_name", "names whose client certificate may call: it needs client_ca")
+    if found["token_file"] and not values["tls_cert"] and not is_loopback(values["address"]):
+        document.fail("token_file", "a bearer token off loopback would cross the network in clear: "
+                                    "set tls_cert and tls_key")
     problem = exposure_problem(values["address"], found["client_ca"], found["token_file"])
     if problem:
         document.fail("address", problem)

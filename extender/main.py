@@ -41,7 +41,7 @@ def start(
         raise InputError(problem, field="address")
     tls = access.server_tls(config.tls_cert, config.tls_key, config.client_ca) if config.tls_cert else None
     token = access.token_file(config.token_file) if config.token_file else None
-    guard = access.Access(client_ca=bool(config.client_ca), token=token)
+    guard = access.Access(client_ca=bool(config.client_ca), token=token, client_name=config.client_name)
     limits = Limits(workers=config.workers, read_timeout_s=config.read_timeout_s, idle_timeout_s=config.idle_timeout_s,
                     max_body_bytes=config.max_body_bytes, backlog=config.backlog)
     health = (config.health_address, config.health_port) if config.health_port else None

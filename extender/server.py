@@ -40,7 +40,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from extender import wire
-from extender.access import Access, Reloading
+from extender.access import Access, Reloading, certificate_names
 from extender.http1 import MAX_HEAD_BYTES, Answer, Head, RequestError, read_body, read_head
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 
@@ -51,6 +51,11 @@ VERBS = ("filter", "prioritize", "preempt", "bind")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Open connections per listener; beyond it a new one is closed at once (each may buffer a body).
 MAX_CONNECTIONS = 4096
+#: The health listener (on the pod IP, unauthenticated) serves the kubelet and a scraper or two.
+MAX_HEALTH_CONNECTIONS = 64
+#: The most a request outside the verbs may carry (it is read and dropped): a peer that may not
+#: call the verbs cannot make the server buffer more than this per connection.
+MAX_OTHER_BODY_BYTES = 4096
 
 
 class Extender(Protocol):
@@ -258,7 +263,7 @@ class ExtenderServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool) -> None:
         task = asyncio.current_task()
         tasks = self._connections[0 if verbs else 1]
-        if task is None or len(tasks) >= MAX_CONNECTIONS:
+        if task is None or len(tasks) >= (MAX_CONNECTIONS if verbs else MAX_HEALTH_CONNECTIONS):
             log.warning("%d connections open: refusing one more", len(tasks))
             writer.transport.abort()
             return
@@ -279,7 +284,7 @@ class ExtenderServer:
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool) -> None:
         """Requests answered in turn until the peer closes, idles out or an answer closes."""
         limits = self.limits
-        certified = bool(writer.get_extra_info("peercert"))
+        certified = certificate_names(writer.get_extra_info("peercert"))
         wait_s = limits.read_timeout_s  # a new connection has a request to send at once
         while True:
             head: Head | None = None
@@ -299,7 +304,7 @@ class ExtenderServer:
             wait_s = limits.idle_timeout_s
 
     async def _answer(self, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, verbs: bool,
-                      certified: bool) -> Answer:
+                      certified: frozenset[str] | None) -> Answer:
         path = head.path
         verb = self._verb(path) if verbs else None
         if verb is not None and head.method == "POST":
@@ -310,7 +315,7 @@ class ExtenderServer:
                 answer = Answer.error(error.status, error.message, close=error.close)
             self.metrics.observe(verb, int(answer.status), time.perf_counter() - started)
             return answer
-        size = head.content_length(self.limits.max_body_bytes, required=False)
+        size = head.content_length(min(self.limits.max_body_bytes, MAX_OTHER_BODY_BYTES), required=False)
         if size:  # read past a body no one wants: the connection stays usable
             await read_body(reader, size, self.limits.read_timeout_s)
         if head.method == "GET" and path == "/healthz":
@@ -323,7 +328,7 @@ class ExtenderServer:
         return Answer.error(HTTPStatus.NOT_FOUND, f"no such path {path!r}; verbs: {', '.join(VERBS)}")
 
     async def _verb_answer(self, verb: str, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           certified: bool) -> Answer:
+                           certified: frozenset[str] | None) -> Answer:
         refusal = self.access.check(certified, head.headers.get("authorization"))
         if refusal is not None:  # refused before its body is read: an unknown peer cannot make us buffer it
             log.info("refused %s from %s: %s", verb, writer.get_extra_info("peername"), refusal.message)

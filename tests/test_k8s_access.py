@@ -34,7 +34,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
     folder = tmp_path_factory.mktemp("pki")
     ca, rogue = authority(folder, "ca"), authority(folder, "rogue-ca")
     return {"ca": ca, "rogue-ca": rogue, "server": issue(folder, ca, "server"), "server-2": issue(folder, ca, "server-2"),
-            "client": issue(folder, ca, "client", client=True),
+            "client": issue(folder, ca, "client", client=True), "client-2": issue(folder, ca, "client-2", client=True),
             "rogue-client": issue(folder, rogue, "rogue-client", client=True)}
 
 
@@ -206,12 +206,32 @@ def test_either_credential_lets_a_caller_in_when_both_are_configured(tmp_path: P
     path = tmp_path / "token"
     path.write_text("t", encoding="utf-8")
     both = Access(client_ca=True, token=access.token_file(str(path)))
-    assert both.check(True, None) is None and both.check(False, "Bearer t") is None
-    refusal = both.check(False, None)
+    assert both.check(frozenset({"client"}), None) is None and both.check(None, "Bearer t") is None
+    refusal = both.check(None, None)
     assert refusal is not None and refusal.status == 401 and "client certificate" in refusal.message
-    wrong = both.check(False, "Bearer u")
+    wrong = both.check(None, "Bearer u")
     assert wrong is not None and wrong.status == 403
-    assert Access().check(False, None) is None  # nothing configured: loopback, anyone local
+    assert Access().check(None, None) is None  # nothing configured: loopback, anyone local
+
+
+def test_with_client_name_only_that_certificate_of_the_ca_may_call(pki: dict[str, Issued]) -> None:
+    named = Access(client_ca=True, client_name="kube-scheduler")
+    assert named.check(frozenset({"kube-scheduler"}), None) is None
+    other = named.check(frozenset({"system:node:gpu-1"}), None)  # a kubelet's certificate from a shared CA
+    assert other is not None and other.status == 403 and "'kube-scheduler'" in other.message
+    extender = FakeExtender()
+    tls = access.server_tls(str(pki["server"].cert), str(pki["server"].key), str(pki["ca"].cert))
+    server = ExtenderServer(("127.0.0.1", 0), extender, prefix="/extender", tls=tls,
+                            access=Access(client_ca=True, client_name="client"))
+    for running in serving(server):
+        status, body, _ = call(running, "POST", "/extender/bind", body=BINDING,
+                               context=client_context(pki["ca"], pki["client-2"]))
+        assert status == 403 and b"client-2 is not 'client'" in body and extender.calls == []
+        status, _, _ = call(running, "POST", "/extender/bind", body=BINDING, context=client_context(pki["ca"], pki["client"]))
+        assert status == 200 and [verb for verb, _ in extender.calls] == ["bind"]
+    assert access.certificate_names({"subject": ((("commonName", "a"),),), "subjectAltName": (("DNS", "b"), ("IP", "c"))}) \
+        == frozenset({"a", "b"})
+    assert access.certificate_names({}) is None
 
 
 def test_credentials_that_do_not_load_stop_the_start(tmp_path: Path) -> None:
@@ -241,6 +261,7 @@ def test_the_server_keys_default_to_loopback_and_the_agreed_limits(tmp_path: Pat
     assert (config.workers, config.read_timeout_s, config.idle_timeout_s) == (16, 5.0, 30.0)
     assert (config.max_body_bytes, config.backlog) == (1048576, 128)
     config = load_config(write(tmp_path, 'address = "0.0.0.0"\ntoken_file = "/run/token"\nworkers = 4\n'
+                                         'tls_cert = "tls.crt"\ntls_key = "tls.key"\n'
                                          "health_port = 0\nread_timeout_s = 2\n"), default_catalog())  # fmt: skip
     assert (config.address, config.token_file, config.workers, config.health_port) == ("0.0.0.0", "/run/token", 4, 0)
     assert config.read_timeout_s == 2.0
@@ -258,6 +279,9 @@ BAD: dict[str, tuple[str, str]] = {
     "read-timeout": ("read_timeout_s = 0\n", "read_timeout_s: must be a number of seconds above 0"),
     "idle-timeout": ("idle_timeout_s = true\n", "idle_timeout_s: must be a number of seconds above 0"),
     "token-file": ("token_file = 3\n", "token_file: must be a string, got 3"),
+    "token-in-clear": ('address = "0.0.0.0"\ntoken_file = "/run/token"\n',
+                       "extender.toml:2: token_file: a bearer token off loopback would cross the network in clear"),
+    "client-name-without-ca": ('client_name = "kube-scheduler"\n', "extender.toml:1: client_name: names whose client"),
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extender.server import ExtenderServer, Limits, serve_in_thread
+from extender.server import MAX_HEALTH_CONNECTIONS, ExtenderServer, Limits, serve_in_thread
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs
 
 POD = {"metadata": {"name": "train-0", "namespace": "ml", "uid": "u-1"}, "spec": {"containers": []}}
@@ -407,3 +407,30 @@ def test_full_nodes_are_echoed_in_the_filter_reply() -> None:
     assert status == 200
     assert reply["Nodes"] == {"metadata": {}, "items": [nodes[0], nodes[2]]}
     assert reply["FailedAndUnresolvableNodes"] == {"cpu-b": "no GPU"}
+
+
+def test_the_unauthenticated_health_listener_bounds_what_a_peer_can_make_it_hold() -> None:
+    with serving(FakeExtender(), health=("127.0.0.1", 0)) as server:
+        assert server.health_address is not None
+        host, port = server.health_address
+        big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        with socket.create_connection((host, port), timeout=10) as connection:
+            connection.sendall(big)  # announced, never sent: refused on its length, nothing buffered
+            assert connection.recv(65536).startswith(b"HTTP/1.1 413")
+        held = [socket.create_connection((host, port), timeout=10) for _ in range(MAX_HEALTH_CONNECTIONS)]
+        try:
+            time.sleep(0.3)  # every one accepted and counted
+            with socket.create_connection((host, port), timeout=10) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    answered = extra.recv(65536)
+                except ConnectionResetError:  # the server aborts it: a reset is a close too
+                    answered = b""
+                assert answered == b""  # closed at once, unanswered: one over the limit
+        finally:
+            for connection in held:
+                connection.close()
+        time.sleep(0.3)
+        with socket.create_connection((host, port), timeout=10) as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert again.recv(65536).startswith(b"HTTP/1.1 200")
