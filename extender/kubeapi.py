@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 import threading
 import time
@@ -31,6 +32,9 @@ from extender.verbs import AlreadyBound
 
 log = logging.getLogger(__name__)
 
+#: Where a pod's service account token is mounted (what the in-cluster configuration reads).
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
 PATHS = {"node": "/api/v1/nodes", "pod": "/api/v1/pods"}
 # Outside the fleetsched.io/ annotations a user sets: only the extender writes it.
 REQUEUED = "scheduling.fleetsched.io/requeued-at"
@@ -46,14 +50,23 @@ class ApiError(Exception):
 
 
 class Rest:
-    """JSON requests to one API server with one set of credentials."""
+    """JSON requests to one API server with one set of credentials.
+
+    A `token_file` (in-cluster: the service account's) is read again every `token_reread_s`,
+    as client-go does: the kubelet rotates projected tokens, an operator a token Secret, and a
+    long-running extender must not keep presenting the one it started with.
+    """
 
     def __init__(self, host: str, *, token: str = "", ca_file: str | None = None, verify: bool = True,
-                 cert_file: str | None = None, key_file: str | None = None) -> None:
+                 cert_file: str | None = None, key_file: str | None = None, token_file: str | None = None,
+                 token_reread_s: float = 60.0) -> None:
         self.host = host.rstrip("/")
         self.headers = {"Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
+        self.token_file = token_file
+        self.token_reread_s = token_reread_s
+        self._token_read_at = time.monotonic() if token else -math.inf
         # One TLS context for every connection: given only file names, urllib3 would read and
         # parse the CA bundle and client key again for each new connection (binds open many).
         context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
@@ -83,11 +96,26 @@ class Rest:
         token = str(keys.get("authorization", "") or keys.get("BearerToken", "")).removeprefix("Bearer ").strip()
         return cls(configuration.host, token=token, ca_file=configuration.ssl_ca_cert,
                    verify=bool(configuration.verify_ssl), cert_file=configuration.cert_file,
-                   key_file=configuration.key_file)
+                   key_file=configuration.key_file, token_file=None if kubeconfig else SERVICE_ACCOUNT_TOKEN)
+
+    def _current_headers(self) -> dict[str, str]:
+        """The headers of the next request, the token read again from its file when due (a file
+        that cannot be read keeps the last token: the API server says whether it still holds)."""
+        if self.token_file is not None and time.monotonic() - self._token_read_at >= self.token_reread_s:
+            self._token_read_at = time.monotonic()
+            try:
+                with open(self.token_file, encoding="utf-8") as file:
+                    token = file.read().strip()
+            except OSError as error:
+                log.warning("reading the API token %s: %s", self.token_file, error)
+                token = ""
+            if token:
+                self.headers = {**self.headers, "Authorization": f"Bearer {token}"}
+        return dict(self.headers)
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 timeout_s: float = 30.0) -> Any:
-        headers = dict(self.headers)
+        headers = self._current_headers()
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -100,7 +128,7 @@ class Rest:
 
     def stream(self, path: str, timeout_s: float) -> Iterator[Mapping[str, Any]]:
         """A watch: one JSON event per line until the server ends the stream."""
-        response = self.pool.request("GET", self.host + path, headers=self.headers, preload_content=False,
+        response = self.pool.request("GET", self.host + path, headers=self._current_headers(), preload_content=False,
                                      timeout=urllib3.Timeout(connect=10.0, read=timeout_s + 10), retries=False)
         try:
             if response.status >= 300:

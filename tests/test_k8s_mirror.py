@@ -221,3 +221,27 @@ def test_pods_waiting_for_a_node_are_asked_for_again_with_an_annotation_of_the_e
     body = {"metadata": {"annotations": {"scheduling.fleetsched.io/requeued-at": "1234.500"}}}
     assert rest.patches == [("/api/v1/namespaces/ml/pods/a", body, "application/merge-patch+json"),
                             ("/api/v1/namespaces/ml/pods/b", body, "application/merge-patch+json")]
+
+
+def test_the_api_token_is_read_again_from_its_file_when_due(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n", encoding="utf-8")
+    rest = Rest("https://unused.invalid", verify=False, token_file=str(token), token_reread_s=0.0)
+    sent: list[str] = []
+
+    class Pool:
+        def request(self, method: str, url: str, **options: Any) -> Any:
+            sent.append(options["headers"]["Authorization"])
+            return type("Response", (), {"status": 200, "data": b"{}"})()
+
+    rest.pool = Pool()  # type: ignore[assignment]
+    rest.request("GET", "/api/v1/nodes")
+    token.write_text("rotated", encoding="utf-8")  # the kubelet rotated it
+    rest.request("GET", "/api/v1/nodes")
+    token.unlink()  # unreadable for a moment: the last token is kept
+    rest.request("GET", "/api/v1/nodes")
+    assert sent == ["Bearer first", "Bearer rotated", "Bearer rotated"]
+    rest.token_reread_s = 3600.0
+    token.write_text("third", encoding="utf-8")
+    rest.request("GET", "/api/v1/nodes")
+    assert sent[-1] == "Bearer rotated"  # not due yet
