@@ -101,6 +101,15 @@ class LeaderElector:
             renewed = self._renewed_at
         return renewed is not None and self.clock.monotonic_s() - renewed < self.settings.renew_deadline_s
 
+    def time_left_s(self) -> float:
+        """Seconds until this replica stops counting as leader (its last renewal plus
+        `renew_deadline_s`, less now); 0 when it does not lead."""
+        with self._lock:
+            renewed = self._renewed_at
+        if renewed is None:
+            return 0.0
+        return max(0.0, renewed + self.settings.renew_deadline_s - self.clock.monotonic_s())
+
     def leader(self) -> str:
         """The holder last seen; "" when none, or when it was this replica and it leads no more."""
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 import policies
 from extender.kubeapi import ApiError, Rest
-from extender.lease import LeaderElector, LeaseSettings, lease_namespace
+from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, lease_namespace
 from extender.state import ClusterView
 from extender.verbs import GpuExtender
 from extender.wire import BindingArgs, ExtenderArgs
@@ -218,3 +219,22 @@ def test_a_replica_following_kube_schedulers_lease_campaigns_only_while_its_own_
     assert a.try_acquire_or_renew() and a.is_leader() and server.spec()["holderIdentity"] == "a"
     server.leases["fleetsched-scheduler"]["spec"]["holderIdentity"] = "ab_1234"  # a prefix is no match
     assert not a.try_acquire_or_renew() and not a.is_leader()
+
+
+def test_time_left_counts_down_from_the_last_renewal_to_the_renew_deadline_and_is_zero_for_a_follower() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    a, b = electors(server, clock)
+    assert a.time_left_s() == 0.0  # never led
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0
+    assert not b.try_acquire_or_renew() and b.time_left_s() == 0.0
+    clock.monotonic += 3.5
+    assert a.time_left_s() == 6.5 and a.is_leader()
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0  # a renewal restarts the count
+    clock.monotonic += 10.0
+    assert a.time_left_s() == 0.0 and not a.is_leader()  # zero exactly when it stops counting as leader
+    clock.monotonic += 5.0
+    assert a.time_left_s() == 0.0  # never negative
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0
+    a.release()
+    assert a.time_left_s() == 0.0
+    assert AlwaysLeader().time_left_s() == math.inf
