@@ -87,7 +87,7 @@ class LeaderElector:
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{settings.namespace}/leases"
         self._lock = threading.Lock()
         self._observed: Mapping[str, Any] | None = None  # the lease's spec as last read
-        self._observed_at = 0.0  # when (monotonic) it was last seen to change
+        self._observed_at = 0.0  # when (monotonic) a read first returned it changed
         self._renewed_at: float | None = None  # when our last successful write began; None: not leading
         self._term = 0
         self._stop = threading.Event()
@@ -175,15 +175,18 @@ class LeaderElector:
             if error.status != 404:
                 raise
             return self._create(started)
+        # The record was seen when the answer came, not when the request began: the holder may
+        # have renewed while a slow GET was under way, and its lease runs from that renewal.
+        seen_at = self.clock.monotonic_s()
         spec: Mapping[str, Any] = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         with self._lock:
             if spec != self._observed:
-                self._observed, self._observed_at = spec, started
+                self._observed, self._observed_at = spec, seen_at
             if holder != me:
                 self._renewed_at = None  # someone else holds it: we stop at once, whatever we thought
             duration_s = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration_s)
-            if holder and holder != me and self._observed_at + duration_s > started:
+            if holder and holder != me and self._observed_at + duration_s > seen_at:
                 return False
         now = micro_time(self.clock.now_s())
         transitions = int(spec.get("leaseTransitions") or 0)

@@ -30,11 +30,14 @@ class LeaseServer(Rest):
         self.writes: list[tuple[str, str]] = []  # (method, holder) of every accepted write
         self.down = False
         self.before_write: Callable[[], object] = lambda: None  # runs between a replica's read and its write
+        self.during_read: Callable[[], object] = lambda: None  # runs inside the next GET, before it reads
 
     def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
         if self.down:
             raise OSError("connection refused")
         if method == "GET":
+            hook, self.during_read = self.during_read, lambda: None
+            hook()
             name = path.rsplit("/", 1)[1]
             if name not in self.leases:
                 raise ApiError(404, f"leases {name!r} not found")
@@ -238,3 +241,31 @@ def test_time_left_counts_down_from_the_last_renewal_to_the_renew_deadline_and_i
     a.release()
     assert a.time_left_s() == 0.0
     assert AlwaysLeader().time_left_s() == math.inf
+
+
+def test_a_follower_dates_what_it_read_from_the_answer_not_from_a_slow_request() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    a, b = electors(server, clock)
+    start = clock.monotonic
+    assert a.try_acquire_or_renew()
+    clock.monotonic += 1.0
+
+    def slow_read() -> None:  # b's GET takes 8 s; a renews 7 s into it, and b's answer carries that renewal
+        clock.monotonic += 7.0
+        clock.wall_s += 7.0
+        assert a.try_acquire_or_renew()
+        clock.monotonic += 1.0
+
+    server.during_read = slow_read
+    assert not b.try_acquire_or_renew()
+    # a is cut off after that renewal (at 8 s): it leads until 18 s. b saw the record at 9 s, so
+    # it may take the lease at 24 s; dated from its request (1 s), it would have taken it at 16 s.
+    for at_s in (15.5, 16.0, 17.9):
+        clock.monotonic = start + at_s
+        assert a.is_leader() and not b.try_acquire_or_renew(), at_s
+    clock.monotonic = start + 18.0
+    assert not a.is_leader()
+    clock.monotonic = start + 23.9
+    assert not b.try_acquire_or_renew()
+    clock.monotonic = start + 24.0
+    assert b.try_acquire_or_renew() and not a.is_leader() and server.spec()["holderIdentity"] == "b"
