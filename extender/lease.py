@@ -11,6 +11,9 @@ The leader counts as leader only while its last successful renewal is younger th
 `renew_deadline_s` (below `lease_duration_s`): a leader cut off from the API server stops
 planning and binding by itself, before any other replica may take the Lease. On stopping, the
 leader releases the Lease (empty holder) so that a successor need not wait out the duration.
+A replica that takes the Lease reads the cluster afresh, renews once more and leads from that
+renewal (a large cluster's list can outlast `renew_deadline_s`); if the read or that renewal
+fails it releases the Lease rather than hold it without leading.
 
 Beside kube-scheduler in one pod (deploy/), the extender is called only by its own pod's
 kube-scheduler, which runs an election of its own. With `follow` naming kube-scheduler's Lease,
@@ -120,28 +123,45 @@ class LeaderElector:
         """One attempt; True when this replica holds the lease afterwards."""
         started = self.clock.monotonic_s()
         leading = self.is_leader()
-        try:
-            written = self._followed_is_ours() and self._write(started)
-        except Exception as error:  # any failure is "not renewed"
-            log.warning("lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
-            written = False
-        if not written:
+        if not self._attempt(started):
             if leading and not self.is_leader():
                 log.warning("lost the lead: not renewed within %.1f s", self.settings.renew_deadline_s)
             return self.is_leader()
         if not leading:
-            try:
-                self.on_started()
-            except Exception:
-                log.exception("taking the lead failed; trying again")
-                return False
-            with self._lock:
-                self._term += 1
-            log.warning("leading as %s (term %d)", self.settings.identity, self._term)
+            return self._begin_term()
         with self._lock:
-            self._renewed_at = started
-        if not leading:
-            self.on_leading()
+            self._renewed_at = started  # when the write began: the holder errs on the short side
+        return self.is_leader()
+
+    def _attempt(self, started: float) -> bool:
+        """Reads and, when this replica may, writes the lease; any failure is "not written"."""
+        try:
+            return self._followed_is_ours() and self._write(started)
+        except Exception as error:
+            log.warning("lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
+            return False
+
+    def _begin_term(self) -> bool:
+        """The lease was just written: reads the cluster afresh (`on_started`), then renews once
+        more and dates the term from that renewal, for the read may outlast `renew_deadline_s`.
+        When either fails, gives the lease up: held by a replica that does not lead, it would
+        keep every other replica from leading."""
+        try:
+            self.on_started()
+        except Exception:
+            log.exception("taking the lead failed; giving the lease up")
+            self._give_up()
+            return False
+        renewed = self.clock.monotonic_s()
+        if not self._attempt(renewed):
+            log.warning("could not renew the lease after reading the cluster; giving it up")
+            self._give_up()
+            return False
+        with self._lock:
+            self._term += 1
+            self._renewed_at = renewed
+        log.warning("leading as %s (term %d)", self.settings.identity, self._term)
+        self.on_leading()
         return self.is_leader()
 
     def _followed_is_ours(self) -> bool:
@@ -234,8 +254,16 @@ class LeaderElector:
         """Stops leading at once and empties the lease's holder, so that a successor starts now."""
         with self._lock:
             leading, self._renewed_at = self._renewed_at is not None, None
-        if not leading:
-            return
+        if leading:
+            self._empty_holder()
+
+    def _give_up(self) -> None:
+        """Stops leading (if it did) and empties the lease's holder if it is still this replica."""
+        with self._lock:
+            self._renewed_at = None
+        self._empty_holder()
+
+    def _empty_holder(self) -> None:
         try:
             lease = self.rest.request("GET", f"{self.path}/{self.settings.name}", timeout_s=2.0)
             spec = lease.get("spec") or {}
