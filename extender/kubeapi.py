@@ -230,7 +230,9 @@ class Mirror:
     limit, so that a quiet, healthy watch still refreshes the view's age: the API server sends a
     bookmark before it ends a watch. A watch that fails or ends is resumed from the last
     resourceVersion seen; only 410 Gone (the version expired) lists again. A watch the server
-    ends cleanly refreshes the view's age too; one that breaks does not.
+    ends cleanly refreshes the view's age too; one that breaks does not. A list made meanwhile by
+    another thread (`sync_once` on taking the lead) ends the watch at its next event, which the
+    view drops (it may be older than the list), and the watch starts again from that list.
     """
 
     def __init__(self, rest: Rest, view: ClusterView, *, watch_timeout_s: int = 300, page_size: int = 500) -> None:
@@ -241,6 +243,7 @@ class Mirror:
         self._stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.versions: dict[str, str] = {}  # kind -> the resourceVersion a watch goes on from
+        self.listings: dict[str, int] = {}  # kind -> the view's listing count its watch goes on from
 
     def start(self) -> None:
         for kind in PATHS:
@@ -273,7 +276,7 @@ class Mirror:
             metadata = page.get("metadata") or {}
             token = str(metadata.get("continue") or "")
             if not token:
-                self.view.replace(kind, items)
+                self.view.replace(kind, items, str(metadata.get("resourceVersion", "")))
                 return str(metadata.get("resourceVersion", ""))
 
     def _run(self, kind: str) -> None:
@@ -300,23 +303,32 @@ class Mirror:
         return min(MAX_BACKOFF_S, backoff * 2)
 
     def _watch(self, kind: str) -> None:
+        listing, listed_version = self.view.listing(kind)
+        if listing != self.listings.get(kind):  # listed since (by sync_once, say): watch from that list
+            self.listings[kind], self.versions[kind] = listing, listed_version
         path = (f"{PATHS[kind]}?watch=1&allowWatchBookmarks=true&resourceVersion={self.versions[kind]}"
                 f"&timeoutSeconds={self.watch_timeout_s}")
         for event in self.rest.stream(path, self.watch_timeout_s):
             if self._stop.is_set():
                 return
-            self.versions[kind] = self._apply(kind, event, self.versions[kind])
+            version = self._apply(kind, event, self.versions[kind], listing)
+            if version is None:
+                log.info("watching %ss: listed again meanwhile; watching from that list's version", kind)
+                return
+            self.versions[kind] = version
         # The API server ended the watch at its timeout with every event delivered: as good as a
         # bookmark (kube-apiserver 1.20 sends a bookmark only when a watch has a context deadline).
         self.view.touch(kind)
 
-    def _apply(self, kind: str, event: Mapping[str, Any], version: str) -> str:
+    def _apply(self, kind: str, event: Mapping[str, Any], version: str, listing: int) -> str | None:
+        """The version the watch goes on from after `event`; None when a newer list dropped it."""
         kind_of_event = event.get("type")
         obj = event.get("object") or {}
         if kind_of_event == "ERROR":
             raise ApiError(int(obj.get("code", 500)), str(obj.get("message", "watch error")))
         if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
-            self.view.apply(kind, str(kind_of_event), slim(obj))
+            if not self.view.apply(kind, str(kind_of_event), slim(obj), listing=listing):
+                return None
         elif kind_of_event == "BOOKMARK":
             self.view.touch(kind)  # nothing changed, and the API server says so: the view is current
         return str((obj.get("metadata") or {}).get("resourceVersion") or version)

@@ -11,6 +11,9 @@ The leader counts as leader only while its last successful renewal is younger th
 `renew_deadline_s` (below `lease_duration_s`): a leader cut off from the API server stops
 planning and binding by itself, before any other replica may take the Lease. On stopping, the
 leader releases the Lease (empty holder) so that a successor need not wait out the duration.
+A replica that takes the Lease reads the cluster afresh, renews once more and leads from that
+renewal (a large cluster's list can outlast `renew_deadline_s`); if the read or that renewal
+fails it releases the Lease rather than hold it without leading.
 
 Beside kube-scheduler in one pod (deploy/), the extender is called only by its own pod's
 kube-scheduler, which runs an election of its own. With `follow` naming kube-scheduler's Lease,
@@ -87,7 +90,7 @@ class LeaderElector:
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{settings.namespace}/leases"
         self._lock = threading.Lock()
         self._observed: Mapping[str, Any] | None = None  # the lease's spec as last read
-        self._observed_at = 0.0  # when (monotonic) it was last seen to change
+        self._observed_at = 0.0  # when (monotonic) a read first returned it changed
         self._renewed_at: float | None = None  # when our last successful write began; None: not leading
         self._term = 0
         self._stop = threading.Event()
@@ -101,6 +104,15 @@ class LeaderElector:
             renewed = self._renewed_at
         return renewed is not None and self.clock.monotonic_s() - renewed < self.settings.renew_deadline_s
 
+    def time_left_s(self) -> float:
+        """Seconds until this replica stops counting as leader (its last renewal plus
+        `renew_deadline_s`, less now); 0 when it does not lead."""
+        with self._lock:
+            renewed = self._renewed_at
+        if renewed is None:
+            return 0.0
+        return max(0.0, renewed + self.settings.renew_deadline_s - self.clock.monotonic_s())
+
     def leader(self) -> str:
         """The holder last seen; "" when none, or when it was this replica and it leads no more."""
         with self._lock:
@@ -111,28 +123,45 @@ class LeaderElector:
         """One attempt; True when this replica holds the lease afterwards."""
         started = self.clock.monotonic_s()
         leading = self.is_leader()
-        try:
-            written = self._followed_is_ours() and self._write(started)
-        except Exception as error:  # any failure is "not renewed"
-            log.warning("lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
-            written = False
-        if not written:
+        if not self._attempt(started):
             if leading and not self.is_leader():
                 log.warning("lost the lead: not renewed within %.1f s", self.settings.renew_deadline_s)
             return self.is_leader()
         if not leading:
-            try:
-                self.on_started()
-            except Exception:
-                log.exception("taking the lead failed; trying again")
-                return False
-            with self._lock:
-                self._term += 1
-            log.warning("leading as %s (term %d)", self.settings.identity, self._term)
+            return self._begin_term()
         with self._lock:
-            self._renewed_at = started
-        if not leading:
-            self.on_leading()
+            self._renewed_at = started  # when the write began: the holder errs on the short side
+        return self.is_leader()
+
+    def _attempt(self, started: float) -> bool:
+        """Reads and, when this replica may, writes the lease; any failure is "not written"."""
+        try:
+            return self._followed_is_ours() and self._write(started)
+        except Exception as error:
+            log.warning("lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
+            return False
+
+    def _begin_term(self) -> bool:
+        """The lease was just written: reads the cluster afresh (`on_started`), then renews once
+        more and dates the term from that renewal, for the read may outlast `renew_deadline_s`.
+        When either fails, gives the lease up: held by a replica that does not lead, it would
+        keep every other replica from leading."""
+        try:
+            self.on_started()
+        except Exception:
+            log.exception("taking the lead failed; giving the lease up")
+            self._give_up()
+            return False
+        renewed = self.clock.monotonic_s()
+        if not self._attempt(renewed):
+            log.warning("could not renew the lease after reading the cluster; giving it up")
+            self._give_up()
+            return False
+        with self._lock:
+            self._term += 1
+            self._renewed_at = renewed
+        log.warning("leading as %s (term %d)", self.settings.identity, self._term)
+        self.on_leading()
         return self.is_leader()
 
     def _followed_is_ours(self) -> bool:
@@ -166,15 +195,18 @@ class LeaderElector:
             if error.status != 404:
                 raise
             return self._create(started)
+        # The record was seen when the answer came, not when the request began: the holder may
+        # have renewed while a slow GET was under way, and its lease runs from that renewal.
+        seen_at = self.clock.monotonic_s()
         spec: Mapping[str, Any] = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         with self._lock:
             if spec != self._observed:
-                self._observed, self._observed_at = spec, started
+                self._observed, self._observed_at = spec, seen_at
             if holder != me:
                 self._renewed_at = None  # someone else holds it: we stop at once, whatever we thought
             duration_s = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration_s)
-            if holder and holder != me and self._observed_at + duration_s > started:
+            if holder and holder != me and self._observed_at + duration_s > seen_at:
                 return False
         now = micro_time(self.clock.now_s())
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -222,8 +254,16 @@ class LeaderElector:
         """Stops leading at once and empties the lease's holder, so that a successor starts now."""
         with self._lock:
             leading, self._renewed_at = self._renewed_at is not None, None
-        if not leading:
-            return
+        if leading:
+            self._empty_holder()
+
+    def _give_up(self) -> None:
+        """Stops leading (if it did) and empties the lease's holder if it is still this replica."""
+        with self._lock:
+            self._renewed_at = None
+        self._empty_holder()
+
+    def _empty_holder(self) -> None:
         try:
             lease = self.rest.request("GET", f"{self.path}/{self.settings.name}", timeout_s=2.0)
             spec = lease.get("spec") or {}

@@ -90,11 +90,14 @@ class ClusterView:
         # an event, a bookmark): the view is as old as its least recently confirmed kind.
         self.synced_at: dict[str, float] = {}
         self.version = 0  # counts changes: a planner need not plan again while it stands
+        # kind -> how many lists have replaced it, and the last one's resourceVersion: a watch
+        # begun before the last list applies none of its events after it (see `apply`).
+        self._listings: dict[str, tuple[int, str]] = {}
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
         self.on_pod_read: Callable[[Mapping[str, Any]], None] | None = None  # each new pod object (events)
 
-    def replace(self, kind: str, objects: Sequence[Mapping[str, Any]]) -> None:
-        """A fresh list of `kind` ("node" or "pod") replaces everything known of it."""
+    def replace(self, kind: str, objects: Sequence[Mapping[str, Any]], version: str = "") -> None:
+        """A fresh list of `kind` ("node" or "pod"), at resourceVersion `version`, replaces everything known of it."""
         with self._lock:
             store = self._store(kind)
             store.clear()
@@ -102,16 +105,31 @@ class ClusterView:
                 store[self._key(kind, obj)] = obj
             self.synced_at[kind] = self.clock.monotonic_s()
             self.version += 1
+            self._listings[kind] = (self._listings.get(kind, (0, ""))[0] + 1, version)
+
+    def listing(self, kind: str) -> tuple[int, str]:
+        """How many lists have replaced `kind` so far, and the resourceVersion of the last ("" if none)."""
+        with self._lock:
+            return self._listings.get(kind, (0, ""))
 
     def touch(self, kind: str) -> None:
         """The API server confirmed that nothing of `kind` changed (a watch bookmark)."""
         with self._lock:
             self.synced_at[kind] = self.clock.monotonic_s()
 
-    def apply(self, kind: str, event: str, obj: Mapping[str, Any], *, fresh: bool = True) -> None:
+    def apply(
+        self, kind: str, event: str, obj: Mapping[str, Any], *, fresh: bool = True, listing: int | None = None
+    ) -> bool:
         """A watch event: ADDED, MODIFIED or DELETED. `fresh=False` for an object learnt elsewhere
-        (a pod in a filter request): it says nothing of the API server, so the view's age stands."""
+        (a pod in a filter request): it says nothing of the API server, so the view's age stands.
+
+        `listing` is the count of `listing()` when the watch began. A list since (a new leader's
+        relist, from another thread) may be newer than the watch's events: applied after it,
+        they would undo it (a deleted object back for a while). Such an event is dropped and
+        False returned: the watch must start again from that list's resourceVersion."""
         with self._lock:
+            if listing is not None and listing != self._listings.get(kind, (0, ""))[0]:
+                return False
             store = self._store(kind)
             key = self._key(kind, obj)
             if event == "DELETED":
@@ -123,6 +141,7 @@ class ClusterView:
             if fresh:
                 self.synced_at[kind] = self.clock.monotonic_s()
             self.version += 1
+        return True
 
     def bound(self, uid: str, node: str, annotations: Mapping[str, str]) -> None:
         """Records a binding this process made, ahead of the watch event that will confirm it."""

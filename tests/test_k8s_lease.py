@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 import policies
 from extender.kubeapi import ApiError, Rest
-from extender.lease import LeaderElector, LeaseSettings, lease_namespace
+from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, lease_namespace
 from extender.state import ClusterView
 from extender.verbs import GpuExtender
 from extender.wire import BindingArgs, ExtenderArgs
@@ -29,11 +30,14 @@ class LeaseServer(Rest):
         self.writes: list[tuple[str, str]] = []  # (method, holder) of every accepted write
         self.down = False
         self.before_write: Callable[[], object] = lambda: None  # runs between a replica's read and its write
+        self.during_read: Callable[[], object] = lambda: None  # runs inside the next GET, before it reads
 
     def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
         if self.down:
             raise OSError("connection refused")
         if method == "GET":
+            hook, self.during_read = self.during_read, lambda: None
+            hook()
             name = path.rsplit("/", 1)[1]
             if name not in self.leases:
                 raise ApiError(404, f"leases {name!r} not found")
@@ -71,14 +75,14 @@ def test_the_first_replica_creates_the_lease_and_renews_it_the_other_follows() -
     server, clock = LeaseServer(), FakeClock(NOW)
     a, b = electors(server, clock)
     assert a.try_acquire_or_renew() and a.is_leader() and a.term == 1
-    assert server.writes == [("POST", "a")]
+    assert server.writes == [("POST", "a"), ("PUT", "a")]  # created, then renewed once the cluster was read
     assert server.spec()["leaseDurationSeconds"] == 15 and server.spec()["leaseTransitions"] == 0
     assert not b.try_acquire_or_renew() and not b.is_leader() and b.leader() == "a"
     acquired = server.spec()["acquireTime"]
     clock.monotonic += 2.0
     clock.wall_s += 2.0
     assert a.try_acquire_or_renew() and a.term == 1  # a renewal, not a new term
-    assert server.writes == [("POST", "a"), ("PUT", "a")]
+    assert server.writes == [("POST", "a"), ("PUT", "a"), ("PUT", "a")]
     assert server.spec()["acquireTime"] == acquired and server.spec()["renewTime"] != acquired
     assert server.spec()["leaseTransitions"] == 0
 
@@ -91,7 +95,7 @@ def test_a_leader_that_cannot_renew_stops_at_the_renew_deadline_before_another_m
     server.down = True
     clock.monotonic += 9.9
     assert a.try_acquire_or_renew() and a.is_leader()  # the renewal failed, but the deadline is not past
-    assert server.writes == [("POST", "a")]
+    assert server.writes == [("POST", "a"), ("PUT", "a")]
     clock.monotonic += 0.1
     assert not a.is_leader()  # 10 s without a renewal: a stops at once, with no write needed
     server.down = False
@@ -111,7 +115,7 @@ def test_a_record_that_keeps_changing_is_never_taken_over() -> None:
         clock.wall_s += 2.0
         assert a.try_acquire_or_renew()
         assert not b.try_acquire_or_renew()
-    assert [holder for _, holder in server.writes] == ["a"] * 21
+    assert [holder for _, holder in server.writes] == ["a"] * 22  # a term's two writes, then 20 renewals
 
 
 def test_of_two_replicas_writing_at_once_the_api_server_takes_one() -> None:
@@ -126,7 +130,7 @@ def test_of_two_replicas_writing_at_once_the_api_server_takes_one() -> None:
     server.before_write = b.try_acquire_or_renew
     assert not a.try_acquire_or_renew() and not a.is_leader()  # a's write carried an old resourceVersion: 409
     assert b.is_leader() and server.spec()["holderIdentity"] == "b"
-    assert server.writes == [("POST", "a"), ("PUT", "b")]
+    assert server.writes == [("POST", "a"), ("PUT", "a"), ("PUT", "b"), ("PUT", "b")]
 
 
 def test_a_released_lease_is_taken_at_once_and_starts_a_new_term() -> None:
@@ -218,3 +222,115 @@ def test_a_replica_following_kube_schedulers_lease_campaigns_only_while_its_own_
     assert a.try_acquire_or_renew() and a.is_leader() and server.spec()["holderIdentity"] == "a"
     server.leases["fleetsched-scheduler"]["spec"]["holderIdentity"] = "ab_1234"  # a prefix is no match
     assert not a.try_acquire_or_renew() and not a.is_leader()
+
+
+def test_time_left_counts_down_from_the_last_renewal_to_the_renew_deadline_and_is_zero_for_a_follower() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    a, b = electors(server, clock)
+    assert a.time_left_s() == 0.0  # never led
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0
+    assert not b.try_acquire_or_renew() and b.time_left_s() == 0.0
+    clock.monotonic += 3.5
+    assert a.time_left_s() == 6.5 and a.is_leader()
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0  # a renewal restarts the count
+    clock.monotonic += 10.0
+    assert a.time_left_s() == 0.0 and not a.is_leader()  # zero exactly when it stops counting as leader
+    clock.monotonic += 5.0
+    assert a.time_left_s() == 0.0  # never negative
+    assert a.try_acquire_or_renew() and a.time_left_s() == 10.0
+    a.release()
+    assert a.time_left_s() == 0.0
+    assert AlwaysLeader().time_left_s() == math.inf
+
+
+def test_a_follower_dates_what_it_read_from_the_answer_not_from_a_slow_request() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    a, b = electors(server, clock)
+    start = clock.monotonic
+    assert a.try_acquire_or_renew()
+    clock.monotonic += 1.0
+
+    def slow_read() -> None:  # b's GET takes 8 s; a renews 7 s into it, and b's answer carries that renewal
+        clock.monotonic += 7.0
+        clock.wall_s += 7.0
+        assert a.try_acquire_or_renew()
+        clock.monotonic += 1.0
+
+    server.during_read = slow_read
+    assert not b.try_acquire_or_renew()
+    # a is cut off after that renewal (at 8 s): it leads until 18 s. b saw the record at 9 s, so
+    # it may take the lease at 24 s; dated from its request (1 s), it would have taken it at 16 s.
+    for at_s in (15.5, 16.0, 17.9):
+        clock.monotonic = start + at_s
+        assert a.is_leader() and not b.try_acquire_or_renew(), at_s
+    clock.monotonic = start + 18.0
+    assert not a.is_leader()
+    clock.monotonic = start + 23.9
+    assert not b.try_acquire_or_renew()
+    clock.monotonic = start + 24.0
+    assert b.try_acquire_or_renew() and not a.is_leader() and server.spec()["holderIdentity"] == "b"
+
+
+def test_a_relist_slower_than_the_renew_deadline_still_starts_a_term_dated_from_the_renewal_after_it() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    relists: list[float] = []
+
+    def slow_relist() -> None:  # a paginated list of a large cluster: 12 s, past the 10 s renew deadline
+        relists.append(clock.monotonic)
+        clock.monotonic += 12.0
+
+    a = LeaderElector(server, SETTINGS, clock, on_started=slow_relist)
+    b = LeaderElector(server, LeaseSettings(**{**_fields(SETTINGS), "identity": "b"}), clock)
+    assert a.try_acquire_or_renew() and a.is_leader() and a.term == 1
+    assert a.time_left_s() == 10.0  # the term runs from the renewal after the list, not from the create
+    assert server.writes == [("POST", "a"), ("PUT", "a")]
+    for _ in range(5):
+        clock.monotonic += 2.0
+        assert a.try_acquire_or_renew() and a.term == 1 and not b.try_acquire_or_renew()
+    assert len(relists) == 1  # one list, one term: not a list and a new term at every retry
+
+
+def test_a_relist_that_fails_gives_the_lease_up_for_another_replica() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+
+    def failing_relist() -> None:
+        raise OSError("connection reset while listing pods")
+
+    a = LeaderElector(server, SETTINGS, clock, on_started=failing_relist)
+    b = LeaderElector(server, LeaseSettings(**{**_fields(SETTINGS), "identity": "b"}), clock)
+    assert not a.try_acquire_or_renew() and not a.is_leader() and a.term == 0 and a.time_left_s() == 0.0
+    assert server.spec()["holderIdentity"] == ""  # not held by a replica that does not lead
+    assert b.try_acquire_or_renew() and b.is_leader()  # at once: no waiting out the 15 s
+    assert not a.try_acquire_or_renew() and a.leader() == "b"
+
+
+def test_a_replica_that_cannot_renew_after_its_relist_does_not_lead() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    b = LeaderElector(server, LeaseSettings(**{**_fields(SETTINGS), "identity": "b"}), clock)
+
+    def relist_outlasting_the_lease() -> None:  # 16 s: the lease expired meanwhile and b took it
+        assert not b.try_acquire_or_renew()
+        clock.monotonic += 16.0
+        assert b.try_acquire_or_renew()
+
+    a = LeaderElector(server, SETTINGS, clock, on_started=relist_outlasting_the_lease)
+    assert not a.try_acquire_or_renew() and not a.is_leader() and a.term == 0
+    assert b.is_leader() and server.spec()["holderIdentity"] == "b"  # a's giving up left b's lease alone
+    assert [holder for _, holder in server.writes] == ["a", "b", "b"]
+
+
+def test_a_replica_cut_off_during_its_relist_does_not_lead() -> None:
+    server, clock = LeaseServer(), FakeClock(NOW)
+    lists: list[bool] = []
+
+    def relist() -> None:
+        lists.append(server.down)
+        server.down = len(lists) == 1  # the first time, the API server goes away once the list is read
+
+    a = LeaderElector(server, SETTINGS, clock, on_started=relist)
+    assert not a.try_acquire_or_renew() and not a.is_leader() and a.term == 0
+    assert server.writes == [("POST", "a")]  # no renewal, and the release could not be written either
+    server.down = False
+    clock.monotonic += 2.0
+    assert a.try_acquire_or_renew() and a.is_leader() and a.term == 1  # its own lease: renewed, listed, leading
+    assert lists == [False, False]

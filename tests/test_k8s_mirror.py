@@ -7,7 +7,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ def node(name: str, version: str) -> dict[str, Any]:
             "status": {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-Step = Mapping[str, Any] | Exception
+Step = Mapping[str, Any] | Exception | Callable[[], object]  # a callable runs between two events
 
 
 class ScriptedRest(Rest):
@@ -53,6 +53,7 @@ class ScriptedRest(Rest):
         step = self.pages.pop(0)
         if isinstance(step, Exception):
             raise step
+        assert not callable(step), "a list page is data"
         return step
 
     def stream(self, path: str, timeout_s: float) -> Iterator[Mapping[str, Any]]:
@@ -64,6 +65,9 @@ class ScriptedRest(Rest):
         for step in self.watches.pop(0):
             if isinstance(step, Exception):
                 raise step
+            if callable(step):
+                step()
+                continue
             yield step
 
 
@@ -71,10 +75,11 @@ def page(version: str, *names: str, token: str = "") -> dict[str, Any]:
     return {"metadata": {"resourceVersion": version, "continue": token}, "items": [node(name, version) for name in names]}
 
 
-def mirrored(api: ScriptedRest, view: ClusterView | None = None) -> tuple[ClusterView, Mirror]:
+def mirrored(api: ScriptedRest, view: ClusterView | None = None, mirror: Mirror | None = None
+             ) -> tuple[ClusterView, Mirror]:
     """Runs the node watch of a Mirror over `api` until the script is played out."""
-    view = view or ClusterView((), CATALOG, "fleetsched")
-    mirror = Mirror(api, view, page_size=2)
+    view = view or (mirror.view if mirror else ClusterView((), CATALOG, "fleetsched"))
+    mirror = mirror or Mirror(api, view, page_size=2)
     thread = threading.Thread(target=mirror._run, args=("node",), daemon=True)
     thread.start()
     assert api.done.wait(10), "the mirror stopped before the script ended"
@@ -127,6 +132,61 @@ def test_only_410_gone_lists_again_any_other_failure_resumes_the_watch() -> None
     assert api.lists == ["/api/v1/nodes?limit=2", "/api/v1/nodes?limit=2"]  # once at start, once after 410
     assert versions(api.watched) == ["10", "12", "12", "13", "40"]
     assert set(view.view().snapshot.nodes) == {"n-1", "n-2"}
+
+
+
+class Recorded(ClusterView):
+    """A view that records the node names it holds after every list and watch event."""
+
+    def __init__(self) -> None:
+        super().__init__((), CATALOG, "fleetsched")
+        self.history: list[set[str]] = []
+
+    def replace(self, kind: str, objects: Any, *version: str) -> None:
+        super().replace(kind, objects, *version)
+        self.history.append(set(self._nodes))
+
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any], **options: Any) -> bool:
+        applied = super().apply(kind, event, obj, **options)
+        self.history.append(set(self._nodes))
+        return applied
+
+
+def test_events_older_than_a_relist_from_another_thread_do_not_bring_back_what_it_deleted() -> None:
+    view = Recorded()
+    mirror = Mirror(ScriptedRest([], []), view, page_size=2)
+    # The watch from 10 lags: n-2 was modified at 11 and deleted at 12, and a new leader's relist
+    # (at 12, without n-2) lands before the watch delivers those events.
+    api = ScriptedRest(
+        [page("10", "n-1", "n-2"), page("12", "n-1"), page("12")],  # the nodes, then the relist: nodes, pods
+        [[mirror.sync_once, {"type": "MODIFIED", "object": node("n-2", "11")},
+          {"type": "DELETED", "object": node("n-2", "12")}],
+         [{"type": "ADDED", "object": node("n-3", "13")}]],
+    )
+    mirror.rest = api
+    mirrored(api, mirror=mirror)
+    relisted = view.history.index({"n-1"})
+    assert all("n-2" not in names for names in view.history[relisted:])  # never back, not even for a moment
+    assert view.history[-1] == {"n-1", "n-3"}
+    assert versions(api.watched) == ["10", "12", "13"]  # the lagging watch ended; the next went on from the relist
+
+
+def test_events_newer_than_a_relist_that_it_overwrote_come_again_from_the_watch_after_it() -> None:
+    view = Recorded()
+    mirror = Mirror(ScriptedRest([], []), view, page_size=2)
+    # The watch is ahead of the relist: n-3 was added at 13, after the list's version 12.
+    api = ScriptedRest(
+        [page("10", "n-1"), page("12", "n-1"), page("12")],
+        [[{"type": "ADDED", "object": node("n-3", "13")}, mirror.sync_once,
+          {"type": "MODIFIED", "object": node("n-1", "14")}],
+         [{"type": "ADDED", "object": node("n-3", "13")}, {"type": "MODIFIED", "object": node("n-1", "14")}]],
+    )
+    mirror.rest = api
+    mirrored(api, mirror=mirror)
+    assert view.history[-1] == {"n-1", "n-3"}  # the list had dropped n-3; the watch from 12 brought it back
+    assert view._store("node")["n-1"]["metadata"]["resourceVersion"] == "14"
+    # From 12, the API server replays 13 and 14 (as scripted); from 14, as the watch left off, it would not.
+    assert versions(api.watched) == ["10", "12", "14"]
 
 
 def test_a_bookmark_or_a_cleanly_ended_watch_keeps_a_quiet_view_fresh_a_broken_one_does_not() -> None:
