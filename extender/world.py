@@ -17,6 +17,7 @@ this replica may plan and bind (`extender.lease` elects one among replicas).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection
 from dataclasses import replace
@@ -64,6 +65,11 @@ class Leadership(Protocol):
         """The holder of the lease as last seen ("" when unknown or none)."""
         ...
 
+    def time_left_s(self) -> float:
+        """Seconds until this replica stops counting as leader unless it renews; 0 when not leading.
+        A write made in this replica's name (a Binding) must end within it."""
+        ...
+
     @property
     def term(self) -> int:
         """Counts the times this replica took the lead: a new term starts from a fresh plan."""
@@ -80,6 +86,9 @@ class AlwaysLeader:
 
     def leader(self) -> str:
         return ""
+
+    def time_left_s(self) -> float:
+        return math.inf
 
 
 class ExtenderWorld:
