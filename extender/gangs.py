@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from extender.wire import BindingArgs
@@ -33,15 +34,21 @@ class Member:
     recorded_at: float  # the clock's monotonic seconds
 
 
+# What binding a whole gang answers: each member's outcome ("" or why not), and the members whose
+# places stay recorded because none of the gang's Bindings was made (tried again as a whole).
+GangOutcome = tuple[Mapping[str, str], Collection[str]]
+
+
 class GangBinder:
     """Binds a gang's members only once every one has a place (see the module docstring)."""
 
-    def __init__(self, bind_one: Callable[[BindingArgs, Mapping[str, str]], str], release: Callable[[str], None],
-                 clock: Clock, *, wait_s: float = 3.0, hold_s: float = 120.0) -> None:
-        self.bind_one = bind_one  # creates one Binding; "" or why not
+    def __init__(self, bind_gang: Callable[[Sequence[Member]], GangOutcome], release: Callable[[str], None],
+                 clock: Clock, *, wait_s: float = 3.0, call_s: float = 4.5, hold_s: float = 120.0) -> None:
+        self.bind_gang = bind_gang  # creates every member's Binding (`GangOutcome`)
         self.release = release  # gives a member's reserved GPUs back
         self.clock = clock
         self.wait_s = wait_s
+        self.call_s = call_s  # how long kube-scheduler's bind call may take (its httpTimeout is 5 s)
         self.hold_s = hold_s
         self._changed = threading.Condition()
         self._gangs: dict[str, dict[str, Member]] = {}  # gang -> pod UID -> its recorded place
@@ -51,8 +58,10 @@ class GangBinder:
 
     def bind(self, gang: str, members: Collection[str], args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """Records `args.pod_uid`'s place in `gang`, whose unbound pods are `members`; binds
-        every member when all have places, else waits up to `wait_s` for the call that does."""
+        every member when all have places, else waits up to `wait_s` for the call that does (up
+        to `call_s` while that call is creating this member's Binding)."""
         uid = args.pod_uid
+        called_at = time.monotonic()
         with self._changed:
             if uid not in self._binding:  # else another call is creating its Binding now: wait for that
                 recorded = self._gangs.setdefault(gang, {})
@@ -61,16 +70,24 @@ class GangBinder:
                     ready = self._gangs.pop(gang)
                     self._binding.update(ready)
                     return self._bind_all(gang, uid, ready)
-            if self._wait(uid):
+            if self._wait(uid, called_at):
                 return self._answers.pop(uid)
+            if uid in self._binding:
+                return f"gang {gang}: this pod's Binding is still being created; asked again, it is bound"
             have = len(set(members) & set(self._gangs.get(gang, {})))
             return f"gang {gang}: {have} of {len(members)} pods have a place; none is bound until all do"
 
-    def _wait(self, uid: str) -> bool:
-        """Waits (holding the condition) up to `wait_s` for another call to answer for `uid`."""
+    def _wait(self, uid: str, called_at: float) -> bool:
+        """Waits (holding the condition) up to `wait_s`, and while `uid`'s Binding is being
+        created up to `call_s` after the call came, for another call to answer for `uid`."""
         self._waiting.add(uid)
         try:
-            return self._changed.wait_for(lambda: uid in self._answers, timeout=self.wait_s)
+            if self._changed.wait_for(lambda: uid in self._answers, timeout=self.wait_s):
+                return True
+            left_s = self.call_s - (time.monotonic() - called_at)
+            return uid in self._binding and self._changed.wait_for(
+                lambda: uid in self._answers or uid not in self._binding, timeout=max(0.0, left_s)
+            ) and uid in self._answers
         finally:
             self._waiting.discard(uid)
 
@@ -79,16 +96,26 @@ class GangBinder:
         self._changed.release()
         try:
             log.info("gang %s: all %d pods have a place; binding them", gang, len(ready))
-            answers = {member: self.bind_one(place.args, place.annotations)
-                       for member, place in sorted(ready.items(), key=lambda item: item[1].args.pod_name)}
+            answers, kept = self.bind_gang(sorted(ready.values(), key=lambda place: place.args.pod_name))
         finally:
             self._changed.acquire()
-        for member, answer in answers.items():
+        if kept:  # no Binding was made: the places stay recorded and the gang is tried again whole
+            self._gangs.setdefault(gang, {}).update({member: ready[member] for member in kept})
+        for member in ready:
             self._binding.discard(member)
             if member != uid and member in self._waiting:
-                self._answers[member] = answer
+                self._answers[member] = answers[member]
         self._changed.notify_all()
         return answers[uid]
+
+    def clear(self, why: str) -> None:
+        """Forgets every recorded place (a new term: the planner forgot their GPUs) and answers
+        the calls waiting with `why`; Bindings being created now are answered by their call."""
+        with self._changed:
+            self._gangs.clear()
+            for uid in self._waiting - self._binding:
+                self._answers[uid] = why
+            self._changed.notify_all()
 
     def sweep(self) -> None:
         """Gives back the places recorded longer ago than `hold_s` for gangs that never became whole."""

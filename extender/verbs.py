@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from extender import hami
-from extender.gangs import GangBinder
+from extender.gangs import GangBinder, GangOutcome, Member
 from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
@@ -44,20 +45,22 @@ from scheduler.plugin import Cycle, PostFilterPlugin
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
 
-__all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
+__all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner", "Stopped"]
 
 log = logging.getLogger(__name__)
 
 GANG_CALL_S = 10.0
+REQUEST_S = 4.0  # the longest one API request of a bind may take: kube-scheduler's httpTimeout is 5 s
 
 
 class KubeApi(hami.BindingApi, Protocol):
     """What the extender asks of the API server (a faithful fake stands in for it in tests);
     the node calls of `hami.BindingApi` are made only when binding on a HAMi node."""
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
-        """Creates the pod's Binding, which also sets `annotations` on the pod (one request);
-        raises AlreadyBound(node) when the pod is bound already."""
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
+        """Creates the pod's Binding, which also sets `annotations` on the pod (one request, given
+        up after `timeout_s`); raises AlreadyBound(node) when the pod is bound already."""
         ...
 
 
@@ -67,6 +70,10 @@ class AlreadyBound(Exception):  # noqa: N818 - an answer, not a failure
     def __init__(self, node: str) -> None:
         self.node = node
         super().__init__(f"already bound to {node}")
+
+
+class Stopped(Exception):  # noqa: N818 - the binding's answer to kube-scheduler
+    """This replica may make no more requests for a binding: it leads no more, or leads anew."""
 
 
 class GpuExtender:
@@ -91,7 +98,8 @@ class GpuExtender:
         self.preemption = Framework(replace(planner.scheduler.profile, postfilter=chosen))
         self.leadership: Leadership = leadership or AlwaysLeader()
         planner.active = self.leadership.is_leader  # a follower's planner stays idle
-        self.gangs = GangBinder(self._bind_one, planner.unreserve, planner.clock, wait_s=gang_wait_s)
+        self.gangs = GangBinder(self._bind_gang, planner.unreserve, planner.clock, wait_s=gang_wait_s)
+        self.limit_binds(8)
         self._term = self.leadership.term
         self._term_lock = threading.Lock()
         # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
@@ -118,6 +126,13 @@ class GpuExtender:
         return cls(planner, api, catalog, stale_after_s=stale_after_s, preemption=profile.postfilter,
                    leadership=leadership)
 
+    def limit_binds(self, slots: int) -> None:
+        """At most `slots` binds in progress at once (waiting for their gang, for HAMi's lock, for
+        the API server); past them a bind answers an error at once, so that filter, served by the
+        same workers, always has some. Set before serving."""
+        self.bind_slots = slots
+        self._binds = threading.BoundedSemaphore(slots)
+
     def refusal(self) -> str:
         """Why this replica must not promise anything now; "" when it may."""
         if not self.leadership.is_leader():
@@ -135,6 +150,8 @@ class GpuExtender:
                 if self._term != self.leadership.term:
                     self._term = self.leadership.term
                     self.planner.reset()
+                    # The gangs' recorded places are GPUs the new plan may give away.
+                    self.gangs.clear("fleetsched began a new term as leader: the gang's places are planned again")
         return refused
 
     def _plan_for(self, pod: PodJob, raw: Mapping[str, object]) -> Plan:
@@ -232,10 +249,18 @@ class GpuExtender:
         return {target[0]: 10.0} if target is not None and target[0] in args.node_names else {}
 
     def bind(self, args: BindingArgs) -> str:
-        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         refused = self._may_answer()
         if refused:
             return f"fleetsched binds nothing now: {refused}"
+        if not self._binds.acquire(blocking=False):
+            return f"fleetsched is busy: {self.bind_slots} binds are in progress; kube-scheduler retries this pod"
+        try:
+            return self._bind(args)
+        finally:
+            self._binds.release()
+
+    def _bind(self, args: BindingArgs) -> str:
+        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         self.gangs.sweep()
         if self.planner.current() is None:
             self.planner.plan()
@@ -256,7 +281,7 @@ class GpuExtender:
             annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
         if pod.gang is not None:
             return self._bind_member(pod, args, annotations)
-        return self._bind_one(args, annotations)
+        return self._bind_one(args, annotations, self._budget(self.leadership.term))
 
     def _bind_member(self, pod: PodJob, args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """A gang's pod, its GPUs reserved: bound with its whole gang, once every member has a place."""
@@ -268,12 +293,27 @@ class GpuExtender:
         members = [member.uid for member in plan.view.pods_of[job_id]]
         return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
 
-    def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str]) -> str:
-        """Creates one pod's Binding with its GPUs reserved already; "" or why not."""
+    def _budget(self, term: int) -> hami.Budget:
+        """Seconds the next request of a binding begun in `term` may take: the time this replica
+        still leads, at most REQUEST_S; raises Stopped when it leads no more (or leads anew)."""
+
+        def next_request_s() -> float:
+            left_s = self.leadership.time_left_s() if self.leadership.is_leader() else 0.0
+            if left_s <= 0.0 or self.leadership.term != term:
+                raise Stopped(f"this replica no longer leads its term {term} "
+                              f"(leader: {self.leadership.leader() or 'unknown'})")  # fmt: skip
+            return min(left_s, REQUEST_S)
+
+        return next_request_s
+
+    def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str], budget: hami.Budget,
+                  held: bool | None = None, wait_s: float | None = None) -> str:  # fmt: skip
+        """Creates one pod's Binding with its GPUs reserved already; "" or why not. `held`,
+        `wait_s`: HAMi's node lock as `hami.bind_pod` takes them."""
         where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         try:
-            hami.bind_pod(self.api, self.planner.clock, args.pod_namespace, args.pod_name, args.pod_uid, args.node,
-                          annotations)  # on a HAMi node, under HAMi's node lock
+            hami.bind_pod(self.api, self.planner.clock, args, annotations, budget=budget, held=held,
+                          wait_s=wait_s)  # on a HAMi node, under HAMi's node lock
         except AlreadyBound as bound:
             if bound.node == args.node:
                 return ""
@@ -286,6 +326,37 @@ class GpuExtender:
         # Until the watch brings the bound pod back, the view holds it where it went.
         self.planner.cluster.bound(args.pod_uid, args.node, annotations)
         return ""
+
+    def _bind_gang(self, places: Sequence[Member]) -> GangOutcome:
+        """Binds a whole gang (`extender.gangs`): HAMi's lock of every HAMi node it uses first,
+        for the first member there; none taken in time, no Binding is made. Then the first member
+        on each node, then the others, each after HAMi's device plugin has let go of the lock of
+        the one before on its node (it names one pod), within kube-scheduler's call."""
+        budget = self._budget(self.leadership.term)
+        deadline = time.monotonic() + self.gangs.call_s
+        first: dict[str, Member] = {}
+        for place in places:
+            first.setdefault(place.args.node, place)
+        held: dict[str, bool] = {}  # HAMi node -> whether its first member held the lock before
+        try:
+            for node, place in first.items():
+                if hami.NODE in place.annotations:
+                    owner = (place.args.pod_namespace, place.args.pod_name)
+                    held[node] = hami.take_lock(self.api, self.planner.clock, node, owner, budget=budget,
+                                                wait_s=min(hami.TIMING.wait_s, max(0.0, deadline - time.monotonic())))
+        except Exception as error:
+            for node in held:
+                hami.release_lock(self.api, node, (first[node].args.pod_namespace, first[node].args.pod_name))
+            log.warning("gang of %s: no member bound: %s", places[0].args.pod_name, error)
+            why = f"binding failed before any of its gang was bound: {error}"
+            return {place.args.pod_uid: why for place in places}, [place.args.pod_uid for place in places]
+        answers: dict[str, str] = {}
+        for place in [*first.values(), *(place for place in places if place not in first.values())]:
+            leads = first[place.args.node] is place
+            answers[place.args.pod_uid] = self._bind_one(
+                place.args, place.annotations, budget, held.get(place.args.node) if leads else None,
+                None if leads else max(0.0, deadline - time.monotonic()))
+        return answers, ()
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:
         """Of kube-scheduler's candidate nodes, the one the profile's postfilter would evict on,
