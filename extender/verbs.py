@@ -290,7 +290,10 @@ class GpuExtender:
         if plan is None or job_id is None:
             self.planner.unreserve(pod.uid)
             return f"fleetsched cannot place pod {pod.namespace}/{pod.name}: its gang is not planned whole"
-        members = [member.uid for member in plan.view.pods_of[job_id]]
+        # Its unbound pods: the plan can predate a Binding of the gang's (a partial bind, retried).
+        seen = [self.planner.cluster.pod(member.uid) for member in plan.view.pods_of[job_id]]
+        members = [member.uid for member, now in zip(plan.view.pods_of[job_id], seen, strict=True)
+                   if now is None or not now.node_name]  # fmt: skip
         return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
 
     def _budget(self, term: int) -> hami.Budget:
