@@ -2,15 +2,26 @@
 
 kube-scheduler binds one pod at a time, each in a binding cycle of its own. Had each member's
 bind created its Binding at once, a gang whose last member then found no place (kube-scheduler
-chose another node, the node went, the API server refused) would be left partly bound: GPUs
-held by pods that cannot start. So `GangBinder.bind` only records a member's place (its GPUs
-stay reserved in the planner) and answers when the whole gang has places: the call that
-completes the gang creates every member's Binding, and the calls waiting on it answer with
-their member's outcome. A call that waits longer than `wait_s` answers an error (kube-scheduler
-retries the pod later) while its member's place stays recorded for `hold_s`; places recorded
-longer ago than that are given back (`sweep`), and the gang is bound by none. `hold_s` (120 s)
-outlasts kube-scheduler's wait before it retries an unschedulable pod (60 s, checked every
-30 s): a member turned away while its gang was incomplete comes back within it.
+chose another node, the node went) would be left partly bound: GPUs held by pods that cannot
+start. So `GangBinder.bind` only records a member's place (its GPUs stay reserved in the
+planner) and answers when the whole gang has places: the call that completes the gang creates
+every member's Binding (`bind_gang`, `extender.verbs`), and the calls waiting on it answer with
+their member's outcome, waiting on past `wait_s` (up to `call_s`, within kube-scheduler's 5 s)
+while their member's Binding is being created. A call that waits longer answers an error
+(kube-scheduler retries the pod) while its member's place stays recorded for `hold_s`; places
+recorded longer ago than that are given back (`sweep`), and the gang is bound by none. `hold_s`
+(120 s) outlasts kube-scheduler's wait before it retries an unschedulable pod (60 s, checked
+every 30 s): a member turned away while its gang was incomplete comes back within it. A new
+term as leader forgets every recorded place (`clear`): the planner forgot their GPUs.
+
+What this guarantees, and what it does not: no member is bound until every member has a
+granted place, and, on HAMi nodes, until HAMi's lock of every node the gang uses is taken (none
+taken in time: no Binding, the places stay recorded and the gang is tried again whole). The
+Bindings are then made one by one, this replica's lead checked before each. A Binding refused
+after others were made (the API server or an admission webhook says no, the lead is lost, or a
+second member on one HAMi node finds the device plugin has not yet allocated the first within
+the call) leaves those others bound: they keep their places, and kube-scheduler retries the
+refused member, which then binds alone (its gang's unbound pods are all it waits for).
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ bound at once can swap devices and limits. `bind_pod` keeps that protocol: it ta
 with a write guarded by the node's resourceVersion (of two binders, one gets 409 and reads
 again), waits a bounded time while another pod holds a live lock, takes over a lock older than
 HAMi's expiry (5 min, HAMi's default) or one whose pod is gone, binds, and leaves the lock to the
-device plugin. A failed binding releases the lock (only ours), as HAMi's scheduler does; the
+device plugin. The lock names one pod, so two pods on one node are bound in turn, the second
+once the plugin has allocated the first (a gang takes its nodes' locks first: `take_lock`).
+A failed binding releases the lock (only ours), as HAMi's scheduler does; the
 pod's annotations travel with the Binding, so a failed one wrote none and there is no bind-phase
 to mark `failed` (HAMi's scheduler, which patches the pod first, leaves `allocating` there too).
 """

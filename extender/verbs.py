@@ -10,6 +10,11 @@ until the whole gang exists and fits; then each gets its planned node.
 Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
 creates the Binding; asked again for a pod already on that node, it succeeds (idempotent). A
 gang's pods bind whole (`extender.gangs`): none is bound until every one has a granted place.
+Before every request a bind makes, it checks that this replica still leads in the term the bind
+began in, and gives the request at most the time it still leads and `REQUEST_S` (4 s, under
+kube-scheduler's 5 s httpTimeout); a request under way when the lead runs out may still be
+applied by the API server. At most `bind_slots` binds run at once (`limit_binds`, half the
+server's workers): the others answer an error at once, so filter always has workers.
 
 Only the leader (`extender.lease`) answers, and only from a fresh view: a follower, or a leader
 whose view is older than `stale_after_s` (the API server or its watch gone quiet), refuses to
