@@ -66,6 +66,7 @@ class GangBinder:
         self._waiting: set[str] = set()  # UIDs whose bind call waits for the rest of its gang
         self._answers: dict[str, str] = {}  # UID -> the outcome of its Binding, for the call waiting on it
         self._binding: set[str] = set()  # UIDs whose Binding a call is creating now
+        self._term = 0  # counts `clear`s: places kept from before one are not recorded again
 
     def bind(self, gang: str, members: Collection[str], args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """Records `args.pod_uid`'s place in `gang`, whose unbound pods are `members`; binds
@@ -104,13 +105,14 @@ class GangBinder:
 
     def _bind_all(self, gang: str, uid: str, ready: Mapping[str, Member]) -> str:
         """Creates every member's Binding, outside the lock; answers the calls waiting on them."""
+        term = self._term
         self._changed.release()
         try:
             log.info("gang %s: all %d pods have a place; binding them", gang, len(ready))
             answers, kept = self.bind_gang(sorted(ready.values(), key=lambda place: place.args.pod_name))
         finally:
             self._changed.acquire()
-        if kept:  # no Binding was made: the places stay recorded and the gang is tried again whole
+        if kept and term == self._term:  # no Binding was made: the places stay recorded, tried again whole
             self._gangs.setdefault(gang, {}).update({member: ready[member] for member in kept})
         for member in ready:
             self._binding.discard(member)
@@ -123,6 +125,7 @@ class GangBinder:
         """Forgets every recorded place (a new term: the planner forgot their GPUs) and answers
         the calls waiting with `why`; Bindings being created now are answered by their call."""
         with self._changed:
+            self._term += 1
             self._gangs.clear()
             for uid in self._waiting - self._binding:
                 self._answers[uid] = why

@@ -236,3 +236,21 @@ def test_every_request_of_a_hami_binding_is_capped_and_checks_the_lead() -> None
     assert bind_both(ext, nodes) == {0: stopped, 1: stopped}
     assert api.bound == {} and api.lock() is None  # no Binding; the lock taken for it is given back
     assert api.node_timeouts == [1.5, hami.RELEASE_TIMEOUT_S]  # the lock read within the lead; its release always
+
+
+def test_places_kept_by_a_gang_whose_locks_a_new_term_interrupted_are_forgotten() -> None:
+    ext, api, nodes = hami_gang(("hami-1", "hami-2"), gpus=2)
+    lead = FakeLeadership()
+    ext.leadership = lead
+
+    def new_term() -> None:  # after the first lock: the lead is lost and taken again, and a filter comes
+        api.after_lock = lambda: None
+        lead.term = 2
+        ext.filter(ExtenderArgs(member(0, 2), tuple(nodes)))
+
+    api.after_lock = new_term
+    answers = bind_both(ext, nodes)
+    stopped = "binding failed before any of its gang was bound: this replica no longer leads its term 1"
+    assert answers[0].startswith(stopped) and answers[1] == answers[0]
+    assert ext.gangs.recorded() == {} and ext.planner.held() == set()  # not recorded again for the new term
+    assert api.bound == {} and api.lock("hami-1") is None and api.lock("hami-2") is None
