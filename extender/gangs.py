@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from extender import hami
 from extender.wire import BindingArgs
 from extender.world import Clock
 
@@ -48,6 +49,9 @@ class Member:
 # What binding a whole gang answers: each member's outcome ("" or why not), and the members whose
 # places stay recorded because none of the gang's Bindings was made (tried again as a whole).
 GangOutcome = tuple[Mapping[str, str], Collection[str]]
+# Creates one pod's Binding (`extender.verbs.GpuExtender._bind_one`): its HAMi lock already held
+# (True: held before) or not (None), and how long it may wait for the lock; "" or why not.
+BindOne = Callable[[BindingArgs, Mapping[str, str], hami.Budget, bool | None, float | None], str]
 
 
 class GangBinder:
@@ -152,3 +156,34 @@ class GangBinder:
         """Gang -> the UIDs with a recorded place (for tests and metrics)."""
         with self._changed:
             return {gang: frozenset(members) for gang, members in self._gangs.items()}
+
+
+def bind_in_turn(places: Sequence[Member], api: hami.BindingApi, clock: Clock, budget: hami.Budget,
+                 bind_one: BindOne, deadline: float) -> GangOutcome:  # fmt: skip
+    """Binds a whole gang: HAMi's lock of every HAMi node it uses first, for the first member
+    there; none taken in time (by `deadline`, monotonic), no Binding is made. Then the first
+    member on each node, then the others, each once HAMi's device plugin has let go of the lock
+    of the one before on its node (it names one pod), waiting until `deadline` at most."""
+    first: dict[str, Member] = {}
+    for place in places:
+        first.setdefault(place.args.node, place)
+    held: dict[str, bool] = {}  # HAMi node -> whether its first member held the lock before
+    try:
+        for node, place in first.items():
+            if hami.NODE in place.annotations:
+                owner = (place.args.pod_namespace, place.args.pod_name)
+                held[node] = hami.take_lock(api, clock, node, owner, budget=budget,
+                                            wait_s=min(hami.TIMING.wait_s, max(0.0, deadline - time.monotonic())))
+    except Exception as error:
+        for node in held:
+            hami.release_lock(api, node, (first[node].args.pod_namespace, first[node].args.pod_name))
+        log.warning("gang of %s: no member bound: %s", places[0].args.pod_name, error)
+        why = f"binding failed before any of its gang was bound: {error}"
+        return {place.args.pod_uid: why for place in places}, [place.args.pod_uid for place in places]
+    answers: dict[str, str] = {}
+    for place in [*first.values(), *(place for place in places if place not in first.values())]:
+        leads = first[place.args.node] is place
+        answers[place.args.pod_uid] = bind_one(place.args, place.annotations, budget,
+                                               held.get(place.args.node) if leads else None,
+                                               None if leads else max(0.0, deadline - time.monotonic()))
+    return answers, ()

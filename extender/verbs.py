@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from extender import hami
-from extender.gangs import GangBinder, GangOutcome, Member
+from extender.gangs import GangBinder, GangOutcome, Member, bind_in_turn
 from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
@@ -336,35 +336,9 @@ class GpuExtender:
         return ""
 
     def _bind_gang(self, places: Sequence[Member]) -> GangOutcome:
-        """Binds a whole gang (`extender.gangs`): HAMi's lock of every HAMi node it uses first,
-        for the first member there; none taken in time, no Binding is made. Then the first member
-        on each node, then the others, each after HAMi's device plugin has let go of the lock of
-        the one before on its node (it names one pod), within kube-scheduler's call."""
-        budget = self._budget(self.leadership.term)
-        deadline = time.monotonic() + self.gangs.call_s
-        first: dict[str, Member] = {}
-        for place in places:
-            first.setdefault(place.args.node, place)
-        held: dict[str, bool] = {}  # HAMi node -> whether its first member held the lock before
-        try:
-            for node, place in first.items():
-                if hami.NODE in place.annotations:
-                    owner = (place.args.pod_namespace, place.args.pod_name)
-                    held[node] = hami.take_lock(self.api, self.planner.clock, node, owner, budget=budget,
-                                                wait_s=min(hami.TIMING.wait_s, max(0.0, deadline - time.monotonic())))
-        except Exception as error:
-            for node in held:
-                hami.release_lock(self.api, node, (first[node].args.pod_namespace, first[node].args.pod_name))
-            log.warning("gang of %s: no member bound: %s", places[0].args.pod_name, error)
-            why = f"binding failed before any of its gang was bound: {error}"
-            return {place.args.pod_uid: why for place in places}, [place.args.pod_uid for place in places]
-        answers: dict[str, str] = {}
-        for place in [*first.values(), *(place for place in places if place not in first.values())]:
-            leads = first[place.args.node] is place
-            answers[place.args.pod_uid] = self._bind_one(
-                place.args, place.annotations, budget, held.get(place.args.node) if leads else None,
-                None if leads else max(0.0, deadline - time.monotonic()))
-        return answers, ()
+        """A whole gang's Bindings (`extender.gangs.bind_in_turn`), within one term's lead."""
+        return bind_in_turn(places, self.api, self.planner.clock, self._budget(self.leadership.term), self._bind_one,
+                            time.monotonic() + self.gangs.call_s)  # fmt: skip
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:
         """Of kube-scheduler's candidate nodes, the one the profile's postfilter would evict on,
