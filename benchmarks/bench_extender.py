@@ -54,7 +54,7 @@ def pod(name: str) -> dict[str, Any]:
 
 
 class NoApi:
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Any) -> None: ...
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Any, **_: float) -> None: ...
 
 
 def latency(nodes: int, requests: int) -> dict[str, Any]:

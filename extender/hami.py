@@ -25,7 +25,9 @@ bound at once can swap devices and limits. `bind_pod` keeps that protocol: it ta
 with a write guarded by the node's resourceVersion (of two binders, one gets 409 and reads
 again), waits a bounded time while another pod holds a live lock, takes over a lock older than
 HAMi's expiry (5 min, HAMi's default) or one whose pod is gone, binds, and leaves the lock to the
-device plugin. A failed binding releases the lock (only ours), as HAMi's scheduler does; the
+device plugin. The lock names one pod, so two pods on one node are bound in turn, the second
+once the plugin has allocated the first (a gang takes its nodes' locks first: `take_lock`).
+A failed binding releases the lock (only ours), as HAMi's scheduler does; the
 pod's annotations travel with the Binding, so a failed one wrote none and there is no bind-phase
 to mark `failed` (HAMi's scheduler, which patches the pod first, leaves `allocating` there too).
 """
@@ -36,11 +38,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from extender.wire import BindingArgs
 from extender.world import Clock
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Grant, RequestKind
 
@@ -132,24 +135,41 @@ class NodeLocked(Exception):  # noqa: N818 - the binding's answer to kube-schedu
 
 
 class BindingApi(Protocol):
-    """The API calls a binding on a HAMi node makes (`extender.kubeapi.RestApi` has them)."""
+    """The API calls a binding on a HAMi node makes (`extender.kubeapi.RestApi` has them); each
+    gives up after `timeout_s`."""
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
         """Creates the pod's Binding with `annotations` (see `extender.verbs.KubeApi`)."""
         ...
 
-    def get_node(self, name: str) -> Mapping[str, Any]:
+    def get_node(self, name: str, *, timeout_s: float) -> Mapping[str, Any]:
         """The Node object as the API server has it now."""
         ...
 
-    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str) -> None:
+    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str, *,
+                               timeout_s: float) -> None:  # fmt: skip
         """Sets (None: removes) node annotations if the node is still at `resource_version`;
         raises Conflict when it is not."""
         ...
 
-    def pod_exists(self, namespace: str, name: str) -> bool:
+    def pod_exists(self, namespace: str, name: str, *, timeout_s: float) -> bool:
         """Whether the API server has the pod."""
         ...
+
+
+# Seconds the next request may take, asked before each one; it raises (`extender.verbs.Stopped`)
+# when none may be made any more (this replica no longer leads).
+Budget = Callable[[], float]
+RELEASE_TIMEOUT_S = 5.0  # releasing our own lock is safe for any replica: not bound by leadership
+
+
+def fixed(seconds: float) -> Budget:
+    """A budget of `seconds` for every request."""
+    return lambda: seconds
+
+
+TEN_SECONDS = fixed(10.0)  # a caller with no deadline of its own (tests, tools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,24 +185,27 @@ class LockTiming:
 TIMING = LockTiming()
 
 
-def bind_pod(api: BindingApi, clock: Clock, namespace: str, name: str, uid: str, node: str,
-             annotations: Mapping[str, str], timing: LockTiming | None = None) -> None:  # fmt: skip
+def bind_pod(api: BindingApi, clock: Clock, args: BindingArgs, annotations: Mapping[str, str], *,
+             budget: Budget = TEN_SECONDS, held: bool | None = None, wait_s: float | None = None) -> None:  # fmt: skip
     """Creates the pod's Binding; on a HAMi node (`annotations` are HAMi's) under HAMi's node
-    lock: taken first, left for the device plugin on success, released on failure. Raises
-    NodeLocked when the lock stays held by another pod, and the binding's own errors."""
+    lock: taken first (unless `held` says the caller took it: True when the pod held it before),
+    left for the device plugin on success, released on failure. Raises NodeLocked when the lock
+    stays held by another pod for `wait_s` (default `TIMING.wait_s`), and the binding's own
+    errors. `budget` gives each request's timeout, and may stop the binding before one."""
+    namespace, name, uid, node = args.pod_namespace, args.pod_name, args.pod_uid, args.node
     if NODE not in annotations:
-        api.bind_pod(namespace, name, uid, node, annotations)
+        api.bind_pod(namespace, name, uid, node, annotations, timeout_s=budget())
         return
-    timing = timing or TIMING
-    held_before = _take_lock(api, clock, node, (namespace, name), timing)
+    if held is None:
+        held = take_lock(api, clock, node, (namespace, name), budget=budget, wait_s=wait_s)
     try:
-        api.bind_pod(namespace, name, uid, node, annotations)
+        api.bind_pod(namespace, name, uid, node, annotations, timeout_s=budget())
     except Exception as error:
         from extender.verbs import AlreadyBound  # verbs imports this module (through nodes)
 
-        if not (held_before and isinstance(error, AlreadyBound) and error.node == node):
+        if not (held and isinstance(error, AlreadyBound) and error.node == node):
             # Kept only when an earlier call bound the pod here and the plugin has yet to allocate it.
-            release_lock(api, node, (namespace, name), timing)
+            release_lock(api, node, (namespace, name))
         raise
 
 
@@ -204,12 +227,16 @@ def parse_lock(node: str, value: str) -> tuple[float, tuple[str, str] | None]:
     return taken_s, (parts[1], parts[2]) if len(parts) == 3 else None
 
 
-def _take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str], timing: LockTiming) -> bool:
-    """Takes the node's lock for `owner`; True when `owner` held it already (a retried binding)."""
-    deadline = time.monotonic() + timing.wait_s
+def take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str], timing: LockTiming | None = None, *,
+              budget: Budget = TEN_SECONDS, wait_s: float | None = None) -> bool:  # fmt: skip
+    """Takes the node's lock for `owner`, waiting up to `wait_s` (default `timing.wait_s`) while
+    another live pod holds it; True when `owner` held it already (a retried binding)."""
+    timing = timing or TIMING
+    wait_s = timing.wait_s if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
     alive: dict[tuple[str, str], bool] = {}  # whether a lock's pod exists, asked once per holder
     while True:
-        current = api.get_node(node)
+        current = api.get_node(node, timeout_s=budget())
         metadata = current.get("metadata") or {}
         version = str(metadata.get("resourceVersion", ""))
         value = (metadata.get("annotations") or {}).get(LOCK)
@@ -220,21 +247,21 @@ def _take_lock(api: BindingApi, clock: Clock, node: str, owner: tuple[str, str],
             now_s = clock.now_s()
             expired = now_s - taken_s > timing.expiry_s
             if held_by is not None and all(held_by) and not expired and held_by not in alive:
-                alive[held_by] = api.pod_exists(*held_by)
+                alive[held_by] = api.pod_exists(*held_by, timeout_s=budget())
             if not expired and alive.get(held_by or ("", ""), True):
                 if time.monotonic() >= deadline:
                     raise NodeLocked(f"node {node} is locked by HAMi ({LOCK}={value}): another pod is between "
-                                     f"its binding and its device allocation; gave up after {timing.wait_s:g} s")
+                                     f"its binding and its device allocation; gave up after {wait_s:g} s")
                 time.sleep(timing.retry_s)
                 continue
             log.info("node %s: taking over HAMi's lock %s (%s)", node, value, "expired" if expired else "pod gone")
         try:
-            api.patch_node_annotations(node, {LOCK: lock_value(clock.now_s(), owner)}, version)
+            api.patch_node_annotations(node, {LOCK: lock_value(clock.now_s(), owner)}, version, timeout_s=budget())
             return False
         except Conflict:  # the node changed (another binder took the lock, or anything else): read again
             if time.monotonic() >= deadline:
                 raise NodeLocked(f"node {node}: HAMi's lock {LOCK} kept changing under this binding "
-                                 f"(409 Conflict); gave up after {timing.wait_s:g} s") from None  # fmt: skip
+                                 f"(409 Conflict); gave up after {wait_s:g} s") from None  # fmt: skip
             time.sleep(timing.retry_s)
 
 
@@ -244,12 +271,13 @@ def release_lock(api: BindingApi, node: str, owner: tuple[str, str], timing: Loc
     timing = timing or TIMING
     for _ in range(timing.release_attempts):
         try:
-            current = api.get_node(node)
+            current = api.get_node(node, timeout_s=RELEASE_TIMEOUT_S)
             metadata = current.get("metadata") or {}
             value = (metadata.get("annotations") or {}).get(LOCK)
             if value is None or parse_lock(node, str(value))[1] != owner:
                 return True
-            api.patch_node_annotations(node, {LOCK: None}, str(metadata.get("resourceVersion", "")))
+            api.patch_node_annotations(node, {LOCK: None}, str(metadata.get("resourceVersion", "")),
+                                       timeout_s=RELEASE_TIMEOUT_S)
             return True
         except Conflict:
             continue

@@ -150,38 +150,41 @@ class RestApi:
     def __init__(self, rest: Rest) -> None:
         self.rest = rest
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float = 5.0) -> None:  # fmt: skip
         # The API server copies a Binding's annotations onto the pod: one request, atomic.
         binding = {"apiVersion": "v1", "kind": "Binding",
                    "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": dict(annotations)},
                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            self.rest.request("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", binding)
+            self.rest.request("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/binding", binding,
+                              timeout_s=timeout_s)
         except ApiError as error:
             if error.status != 409:
                 raise
-            pod = self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+            pod = self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}", timeout_s=timeout_s)
             raise AlreadyBound(str((pod.get("spec") or {}).get("nodeName") or "")) from None
 
-    def get_node(self, name: str) -> Mapping[str, Any]:
-        node: Mapping[str, Any] = self.rest.request("GET", f"/api/v1/nodes/{name}", timeout_s=10.0)
+    def get_node(self, name: str, *, timeout_s: float = 10.0) -> Mapping[str, Any]:
+        node: Mapping[str, Any] = self.rest.request("GET", f"/api/v1/nodes/{name}", timeout_s=timeout_s)
         return node
 
-    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str) -> None:
+    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str, *,
+                               timeout_s: float = 10.0) -> None:  # fmt: skip
         """A JSON merge patch of the node's annotations (None removes one), refused with 409 by
         the API server unless the node is still at `resource_version`: raised as hami.Conflict."""
         body = {"metadata": {"resourceVersion": resource_version, "annotations": dict(annotations)}}
         try:
             self.rest.request("PATCH", f"/api/v1/nodes/{name}", body, content_type="application/merge-patch+json",
-                              timeout_s=10.0)
+                              timeout_s=timeout_s)
         except ApiError as error:
             if error.status == 409:
                 raise Conflict(f"node {name} is no longer at resourceVersion {resource_version}") from None
             raise
 
-    def pod_exists(self, namespace: str, name: str) -> bool:
+    def pod_exists(self, namespace: str, name: str, *, timeout_s: float = 10.0) -> bool:
         try:
-            self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}", timeout_s=10.0)
+            self.rest.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}", timeout_s=timeout_s)
         except ApiError as error:
             if error.status == 404:
                 return False

@@ -64,6 +64,7 @@ def start(
     extender = GpuExtender.of(view, api, catalog, policies.profile(config.profile),
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
                               leadership=elector or AlwaysLeader())
+    extender.limit_binds(max(1, config.workers // 2))  # the other half of the workers always serve filter
     extender.requeue = lambda pods: _in_background(requeue, rest, pods, clock.now_s())
     planner = extender.planner
     planning = threading.Thread(target=planner.run, name="planner", daemon=True)

@@ -10,6 +10,11 @@ until the whole gang exists and fits; then each gets its planned node.
 Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
 creates the Binding; asked again for a pod already on that node, it succeeds (idempotent). A
 gang's pods bind whole (`extender.gangs`): none is bound until every one has a granted place.
+Before every request a bind makes, it checks that this replica still leads in the term the bind
+began in, and gives the request at most the time it still leads and `REQUEST_S` (4 s, under
+kube-scheduler's 5 s httpTimeout); a request under way when the lead runs out may still be
+applied by the API server. At most `bind_slots` binds run at once (`limit_binds`, half the
+server's workers): the others answer an error at once, so filter always has workers.
 
 Only the leader (`extender.lease`) answers, and only from a fresh view: a follower, or a leader
 whose view is older than `stale_after_s` (the API server or its watch gone quiet), refuses to
@@ -24,12 +29,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from extender import hami
-from extender.gangs import GangBinder
+from extender.gangs import GangBinder, GangOutcome, Member, bind_in_turn
 from extender.nodes import device_annotations
 from extender.planner import Plan, Planner
 from extender.state import GPUS, ClusterView, format_grants
@@ -44,20 +50,22 @@ from scheduler.plugin import Cycle, PostFilterPlugin
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
 
-__all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner"]
+__all__ = ["AlreadyBound", "GpuExtender", "KubeApi", "Plan", "Planner", "Stopped"]
 
 log = logging.getLogger(__name__)
 
 GANG_CALL_S = 10.0
+REQUEST_S = 4.0  # the longest one API request of a bind may take: kube-scheduler's httpTimeout is 5 s
 
 
 class KubeApi(hami.BindingApi, Protocol):
     """What the extender asks of the API server (a faithful fake stands in for it in tests);
     the node calls of `hami.BindingApi` are made only when binding on a HAMi node."""
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
-        """Creates the pod's Binding, which also sets `annotations` on the pod (one request);
-        raises AlreadyBound(node) when the pod is bound already."""
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
+        """Creates the pod's Binding, which also sets `annotations` on the pod (one request, given
+        up after `timeout_s`); raises AlreadyBound(node) when the pod is bound already."""
         ...
 
 
@@ -67,6 +75,10 @@ class AlreadyBound(Exception):  # noqa: N818 - an answer, not a failure
     def __init__(self, node: str) -> None:
         self.node = node
         super().__init__(f"already bound to {node}")
+
+
+class Stopped(Exception):  # noqa: N818 - the binding's answer to kube-scheduler
+    """This replica may make no more requests for a binding: it leads no more, or leads anew."""
 
 
 class GpuExtender:
@@ -91,7 +103,8 @@ class GpuExtender:
         self.preemption = Framework(replace(planner.scheduler.profile, postfilter=chosen))
         self.leadership: Leadership = leadership or AlwaysLeader()
         planner.active = self.leadership.is_leader  # a follower's planner stays idle
-        self.gangs = GangBinder(self._bind_one, planner.unreserve, planner.clock, wait_s=gang_wait_s)
+        self.gangs = GangBinder(self._bind_gang, planner.unreserve, planner.clock, wait_s=gang_wait_s)
+        self.limit_binds(8)
         self._term = self.leadership.term
         self._term_lock = threading.Lock()
         # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
@@ -118,6 +131,13 @@ class GpuExtender:
         return cls(planner, api, catalog, stale_after_s=stale_after_s, preemption=profile.postfilter,
                    leadership=leadership)
 
+    def limit_binds(self, slots: int) -> None:
+        """At most `slots` binds in progress at once (waiting for their gang, for HAMi's lock, for
+        the API server); past them a bind answers an error at once, so that filter, served by the
+        same workers, always has some. Set before serving."""
+        self.bind_slots = slots
+        self._binds = threading.BoundedSemaphore(slots)
+
     def refusal(self) -> str:
         """Why this replica must not promise anything now; "" when it may."""
         if not self.leadership.is_leader():
@@ -135,6 +155,8 @@ class GpuExtender:
                 if self._term != self.leadership.term:
                     self._term = self.leadership.term
                     self.planner.reset()
+                    # The gangs' recorded places are GPUs the new plan may give away.
+                    self.gangs.clear("fleetsched began a new term as leader: the gang's places are planned again")
         return refused
 
     def _plan_for(self, pod: PodJob, raw: Mapping[str, object]) -> Plan:
@@ -232,10 +254,18 @@ class GpuExtender:
         return {target[0]: 10.0} if target is not None and target[0] in args.node_names else {}
 
     def bind(self, args: BindingArgs) -> str:
-        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         refused = self._may_answer()
         if refused:
             return f"fleetsched binds nothing now: {refused}"
+        if not self._binds.acquire(blocking=False):
+            return f"fleetsched is busy: {self.bind_slots} binds are in progress; kube-scheduler retries this pod"
+        try:
+            return self._bind(args)
+        finally:
+            self._binds.release()
+
+    def _bind(self, args: BindingArgs) -> str:
+        where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         self.gangs.sweep()
         if self.planner.current() is None:
             self.planner.plan()
@@ -256,7 +286,7 @@ class GpuExtender:
             annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
         if pod.gang is not None:
             return self._bind_member(pod, args, annotations)
-        return self._bind_one(args, annotations)
+        return self._bind_one(args, annotations, self._budget(self.leadership.term))
 
     def _bind_member(self, pod: PodJob, args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """A gang's pod, its GPUs reserved: bound with its whole gang, once every member has a place."""
@@ -265,15 +295,33 @@ class GpuExtender:
         if plan is None or job_id is None:
             self.planner.unreserve(pod.uid)
             return f"fleetsched cannot place pod {pod.namespace}/{pod.name}: its gang is not planned whole"
-        members = [member.uid for member in plan.view.pods_of[job_id]]
+        # Its unbound pods: the plan can predate a Binding of the gang's (a partial bind, retried).
+        seen = [self.planner.cluster.pod(member.uid) for member in plan.view.pods_of[job_id]]
+        members = [member.uid for member, now in zip(plan.view.pods_of[job_id], seen, strict=True)
+                   if now is None or not now.node_name]  # fmt: skip
         return self.gangs.bind(f"{pod.namespace}/{pod.gang}", members, args, annotations)
 
-    def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str]) -> str:
-        """Creates one pod's Binding with its GPUs reserved already; "" or why not."""
+    def _budget(self, term: int) -> hami.Budget:
+        """Seconds the next request of a binding begun in `term` may take: the time this replica
+        still leads, at most REQUEST_S; raises Stopped when it leads no more (or leads anew)."""
+
+        def next_request_s() -> float:
+            left_s = self.leadership.time_left_s() if self.leadership.is_leader() else 0.0
+            if left_s <= 0.0 or self.leadership.term != term:
+                raise Stopped(f"this replica no longer leads its term {term} "
+                              f"(leader: {self.leadership.leader() or 'unknown'})")  # fmt: skip
+            return min(left_s, REQUEST_S)
+
+        return next_request_s
+
+    def _bind_one(self, args: BindingArgs, annotations: Mapping[str, str], budget: hami.Budget,
+                  held: bool | None = None, wait_s: float | None = None) -> str:  # fmt: skip
+        """Creates one pod's Binding with its GPUs reserved already; "" or why not. `held`,
+        `wait_s`: HAMi's node lock as `hami.bind_pod` takes them."""
         where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
         try:
-            hami.bind_pod(self.api, self.planner.clock, args.pod_namespace, args.pod_name, args.pod_uid, args.node,
-                          annotations)  # on a HAMi node, under HAMi's node lock
+            hami.bind_pod(self.api, self.planner.clock, args, annotations, budget=budget, held=held,
+                          wait_s=wait_s)  # on a HAMi node, under HAMi's node lock
         except AlreadyBound as bound:
             if bound.node == args.node:
                 return ""
@@ -286,6 +334,11 @@ class GpuExtender:
         # Until the watch brings the bound pod back, the view holds it where it went.
         self.planner.cluster.bound(args.pod_uid, args.node, annotations)
         return ""
+
+    def _bind_gang(self, places: Sequence[Member]) -> GangOutcome:
+        """A whole gang's Bindings (`extender.gangs.bind_in_turn`), within one term's lead."""
+        return bind_in_turn(places, self.api, self.planner.clock, self._budget(self.leadership.term), self._bind_one,
+                            time.monotonic() + self.gangs.call_s)  # fmt: skip
 
     def preempt(self, args: PreemptionArgs) -> tuple[Mapping[str, Sequence[str]], Mapping[str, int]]:
         """Of kube-scheduler's candidate nodes, the one the profile's postfilter would evict on,

@@ -10,6 +10,7 @@ import pytest
 
 from extender import hami
 from extender.kubeapi import ApiError, RestApi
+from extender.wire import BindingArgs
 from extender.world import SystemClock
 from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, node_of
 
@@ -43,9 +44,9 @@ def test_a_binding_on_a_hami_node_leaves_the_lock_and_a_refused_one_releases_it(
     uid = str(pod["metadata"]["uid"])
     annotations = {hami.NODE: "hami-1", hami.TO_ALLOCATE: "GPU-aaa,NVIDIA,8000,50:;", hami.BIND_PHASE: "allocating"}
     with pytest.raises(ApiError, match="HTTP 404"):  # the pod is gone: the API server refuses the Binding
-        hami.bind_pod(api, SystemClock(), "ml", "gone-pod", "uid-gone", "hami-1", annotations)
+        hami.bind_pod(api, SystemClock(), BindingArgs("gone-pod", "ml", "uid-gone", "hami-1"), annotations)
     assert lock_of(api) is None and node_of(plane.rest, "hami-pod") == ""
-    hami.bind_pod(api, SystemClock(), "ml", "hami-pod", uid, "hami-1", annotations)
+    hami.bind_pod(api, SystemClock(), BindingArgs("hami-pod", "ml", uid, "hami-1"), annotations)
     lock = lock_of(api)
     assert lock is not None and lock.endswith(",ml,hami-pod") and node_of(plane.rest, "hami-pod") == "hami-1"
     bound = plane.rest.request("GET", "/api/v1/namespaces/ml/pods/hami-pod")["metadata"]["annotations"]

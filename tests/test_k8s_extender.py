@@ -57,8 +57,11 @@ class FakeApi:
         self.view = view
         self.annotations: dict[str, dict[str, str]] = {}
         self.bound: dict[str, str] = {}
+        self.timeouts: list[float] = []  # each Binding request's timeout_s
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
+        self.timeouts.append(timeout_s)
         key = f"{namespace}/{name}"
         if key in self.bound:
             raise AlreadyBound(self.bound[key])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from extender.state import GPUS, parse_grants
+from extender.state import GPUS, ClusterView, parse_grants
 from extender.verbs import GpuExtender
 from extender.wire import BindingArgs, ExtenderArgs
 from tests.test_k8s_extender import NOW, ON_DEMAND, FakeApi, FakeClock, extender, node, pod
+from tests.test_k8s_gang_bind import FakeLeadership, led
+from tests.test_k8s_gang_bind import member as small
 
 GANG = {"fleetsched.io/gang": "trainer"}
 
@@ -119,3 +123,87 @@ def test_a_member_given_its_place_asks_for_the_rest_of_its_gang_again_once_in_a_
     view.touch("pod")
     planned(ext, members[2:], ("od-1", "od-2"))
     assert asked[1:] == [[("ml", "trainer-1")]]
+
+
+class SlowApi(FakeApi):
+    """The API server taking `delay_s` for each Binding."""
+
+    def __init__(self, view: ClusterView, delay_s: float) -> None:
+        super().__init__(view)
+        self.delay_s = delay_s
+
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
+        time.sleep(self.delay_s)
+        super().bind_pod(namespace, name, uid, node, annotations, timeout_s=timeout_s)
+
+
+def slow_gang(delay_s: float, call_s: float) -> tuple[GpuExtender, SlowApi, dict[int, str]]:
+    """trainer-0's bind waits (0.1 s, `call_s` while its Binding is made) while trainer-1's binds
+    the gang, each Binding taking `delay_s`; each one's answer."""
+    members = [member(0), member(1)]
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], members)
+    api = SlowApi(view, delay_s)
+    ext.api = api
+    ext.gangs.wait_s = 0.1
+    ext.gangs.call_s = call_s
+    assert planned(ext, members, ("od-1",)) == ["od-1", "od-1"]
+    answers: dict[int, str] = {}
+    waiting = threading.Thread(target=lambda: answers.__setitem__(0, bind(ext, 0, "od-1")))
+    waiting.start()
+    while not ext.gangs.recorded():
+        threading.Event().wait(0.01)
+    answers[1] = bind(ext, 1, "od-1")
+    waiting.join(5)
+    return ext, api, answers
+
+
+def test_a_member_whose_binding_is_being_created_waits_for_it_within_the_call() -> None:
+    _, api, answers = slow_gang(0.3, call_s=3.0)  # the gang takes 0.6 s to bind, past the 0.1 s wait
+    assert answers == {0: "", 1: ""}  # trainer-0 is told its Binding succeeded, not that it has no place
+    assert api.bound == {"ml/trainer-0": "od-1", "ml/trainer-1": "od-1"}
+
+
+def test_a_member_whose_binding_outlasts_the_call_is_not_told_it_has_no_place() -> None:
+    ext, api, answers = slow_gang(0.4, call_s=0.2)  # the call ends before trainer-0's Binding is made
+    assert answers == {0: "gang ml/trainer: this pod's Binding is still being created; asked again, it is bound",
+                       1: ""}  # fmt: skip
+    assert api.bound == {"ml/trainer-0": "od-1", "ml/trainer-1": "od-1"}
+    assert bind(ext, 0, "od-1") == ""  # kube-scheduler's retry finds it bound
+
+
+def test_a_new_term_forgets_recorded_places_and_answers_their_waiting_calls() -> None:
+    lead = FakeLeadership()
+    ext, api = led(lead, [small(0), small(1)])
+    answer: list[str] = []
+    waiting = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
+    waiting.start()
+    while not ext.gangs.recorded():
+        threading.Event().wait(0.01)
+    lead.term = 2  # lost the lead and took it again: the planner forgets its held GPUs
+    assert ext.filter(ExtenderArgs(small(1), ("od-1",))).node_names == ("od-1",)
+    waiting.join(5)
+    assert answer == ["fleetsched began a new term as leader: the gang's places are planned again"]
+    assert ext.gangs.recorded() == {} and ext.planner.held() == set()
+    ext.gangs.wait_s = 0.05
+    # trainer-1 no longer completes the gang: trainer-0's place from the last term is gone, nothing is bound
+    assert bind(ext, 1, "od-1") == "gang ml/trainer: 1 of 2 pods have a place; none is bound until all do"
+    assert api.bound == {}
+
+
+def test_binds_past_the_limit_answer_at_once_so_filter_keeps_its_workers() -> None:
+    ext, api = led(FakeLeadership(), [small(0), small(1)])
+    ext.limit_binds(1)
+    ext.gangs.wait_s = 0.5
+    answer: list[str] = []
+    waiting = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
+    waiting.start()
+    while not ext.gangs.recorded():
+        threading.Event().wait(0.01)
+    started = time.monotonic()
+    assert bind(ext, 1, "od-1") == "fleetsched is busy: 1 binds are in progress; kube-scheduler retries this pod"
+    assert time.monotonic() - started < 0.2 and api.bound == {}
+    assert ext.filter(ExtenderArgs(small(1), ("od-1",))).node_names == ("od-1",)  # filter is not held up
+    waiting.join(5)
+    assert answer == ["gang ml/trainer: 1 of 2 pods have a place; none is bound until all do"]
+    assert bind(ext, 1, "od-1") == "" and api.bound == {"ml/trainer-0": "od-1", "ml/trainer-1": "od-1"}

@@ -36,12 +36,13 @@ class LockingApi(FakeApi):
         self.before_patch: Callable[[str], None] = lambda name: None
         self.bind_error: Exception | None = None
 
-    def get_node(self, name: str) -> Mapping[str, Any]:
+    def get_node(self, name: str, *, timeout_s: float) -> Mapping[str, Any]:
         if name not in self.nodes:
             raise ApiError(404, f"nodes {name!r} not found")
         return copy.deepcopy(self.nodes[name])
 
-    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str) -> None:
+    def patch_node_annotations(self, name: str, annotations: Mapping[str, str | None], resource_version: str, *,
+                               timeout_s: float) -> None:  # fmt: skip
         self.before_patch(name)
         self.patches.append((name, dict(annotations), resource_version))
         metadata = self.nodes[name]["metadata"]
@@ -56,14 +57,15 @@ class LockingApi(FakeApi):
         metadata["annotations"] = {key: value for key, value in merged.items() if value is not None}
         metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
 
-    def pod_exists(self, namespace: str, name: str) -> bool:
+    def pod_exists(self, namespace: str, name: str, *, timeout_s: float) -> bool:
         self.pods_asked.append(f"{namespace}/{name}")
         return f"{namespace}/{name}" in self.pods
 
-    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+    def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                 timeout_s: float) -> None:  # fmt: skip
         if self.bind_error is not None:
             raise self.bind_error
-        super().bind_pod(namespace, name, uid, node, annotations)
+        super().bind_pod(namespace, name, uid, node, annotations, timeout_s=timeout_s)
 
     def lock(self, node: str = "hami-1") -> str | None:
         value = self.nodes[node]["metadata"].get("annotations", {}).get(hami.LOCK)
@@ -205,11 +207,12 @@ def test_bind_pod_leaves_nodes_alone_without_hamis_annotations() -> None:
         def __init__(self) -> None:
             self.bound: list[str] = []
 
-        def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]) -> None:
+        def bind_pod(self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str], *,
+                     timeout_s: float) -> None:  # fmt: skip
             self.bound.append(f"{namespace}/{name}@{node}")
 
     api = BindOnly()
-    hami.bind_pod(api, FakeClock(NOW), "ml", "w", "uid-w", "plain-1", {"fleetsched.io/gpus": "0"})  # type: ignore[arg-type]
+    hami.bind_pod(api, FakeClock(NOW), BindingArgs("w", "ml", "uid-w", "plain-1"), {"fleetsched.io/gpus": "0"})  # type: ignore[arg-type]
     assert api.bound == ["ml/w@plain-1"]
 
 
