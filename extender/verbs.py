@@ -7,14 +7,13 @@ so the pod lands where the batch placement put it; prioritize gives the planned 
 score. A gang's pods fail every node, with the reason kube-scheduler shows in the pod's events,
 until the whole gang exists and fits; then each gets its planned node.
 
-Bind writes the GPUs the plan granted into the pod's `fleetsched.io/gpus` annotation and
-creates the Binding; asked again for a pod already on that node, it succeeds (idempotent). A
-gang's pods bind whole (`extender.gangs`): none is bound until every one has a granted place.
-Before every request a bind makes, it checks that this replica still leads in the term the bind
-began in, and gives the request at most the time it still leads and `REQUEST_S` (4 s, under
-kube-scheduler's 5 s httpTimeout); a request under way when the lead runs out may still be
-applied by the API server. At most `bind_slots` binds run at once (`limit_binds`, half the
-server's workers): the others answer an error at once, so filter always has workers.
+Bind writes the GPUs granted into the pod's `fleetsched.io/gpus` annotation and creates the
+Binding (asked again for a pod on that node already, it succeeds). A gang binds whole
+(`extender.gangs`). Before each request a bind makes, it checks this replica still leads in the
+bind's term, and gives the request at most the time it still leads and `REQUEST_S` (4 s, under
+kube-scheduler's 5 s httpTimeout); a request under way when the lead runs out may still land.
+At most `bind_slots` binds that may wait (a gang's member, a pod on a HAMi node) run at once
+(`limit_binds`): the others answer an error at once, so filter always has workers.
 
 Only the leader (`extender.lease`) answers, and only from a fresh view: a follower, or a leader
 whose view is older than `stale_after_s` (the API server or its watch gone quiet), refuses to
@@ -132,9 +131,9 @@ class GpuExtender:
                    leadership=leadership)
 
     def limit_binds(self, slots: int) -> None:
-        """At most `slots` binds in progress at once (waiting for their gang, for HAMi's lock, for
-        the API server); past them a bind answers an error at once, so that filter, served by the
-        same workers, always has some. Set before serving."""
+        """At most `slots` binds that may wait (for their gang, for HAMi's lock) in progress at
+        once; past them such a bind answers an error at once, so that filter, served by the same
+        workers, always has some. Set before serving."""
         self.bind_slots = slots
         self._binds = threading.BoundedSemaphore(slots)
 
@@ -257,12 +256,7 @@ class GpuExtender:
         refused = self._may_answer()
         if refused:
             return f"fleetsched binds nothing now: {refused}"
-        if not self._binds.acquire(blocking=False):
-            return f"fleetsched is busy: {self.bind_slots} binds are in progress; kube-scheduler retries this pod"
-        try:
-            return self._bind(args)
-        finally:
-            self._binds.release()
+        return self._bind(args)
 
     def _bind(self, args: BindingArgs) -> str:
         where = f"pod {args.pod_namespace}/{args.pod_name} on {args.node}"
@@ -284,9 +278,19 @@ class GpuExtender:
         info = self.planner.cluster.node_info(args.node)
         if info is not None:  # a device plugin told the chosen GPUs (HAMi) gets its annotations too
             annotations.update(device_annotations(info, pod, grants, self.planner.clock.now_s()))
-        if pod.gang is not None:
-            return self._bind_member(pod, args, annotations)
-        return self._bind_one(args, annotations, self._budget(self.leadership.term))
+        # Only a bind that may wait takes a slot (a gang's member, for its gang; a HAMi node's, for
+        # the lock): a plain one is a single request, and refusing it would only slow a burst.
+        waits = pod.gang is not None or hami.NODE in annotations
+        if waits and not self._binds.acquire(blocking=False):
+            self.planner.unreserve(pod.uid)
+            return f"fleetsched is busy: {self.bind_slots} binds are waiting; kube-scheduler retries this pod"
+        try:
+            if pod.gang is not None:
+                return self._bind_member(pod, args, annotations)
+            return self._bind_one(args, annotations, self._budget(self.leadership.term))
+        finally:
+            if waits:
+                self._binds.release()
 
     def _bind_member(self, pod: PodJob, args: BindingArgs, annotations: Mapping[str, str]) -> str:
         """A gang's pod, its GPUs reserved: bound with its whole gang, once every member has a place."""

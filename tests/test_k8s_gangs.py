@@ -192,7 +192,7 @@ def test_a_new_term_forgets_recorded_places_and_answers_their_waiting_calls() ->
 
 
 def test_binds_past_the_limit_answer_at_once_so_filter_keeps_its_workers() -> None:
-    ext, api = led(FakeLeadership(), [small(0), small(1)])
+    ext, api = led(FakeLeadership(), [small(0), small(1), pod("plain", 1)])
     ext.limit_binds(1)
     ext.gangs.wait_s = 0.5
     answer: list[str] = []
@@ -201,9 +201,13 @@ def test_binds_past_the_limit_answer_at_once_so_filter_keeps_its_workers() -> No
     while not ext.gangs.recorded():
         threading.Event().wait(0.01)
     started = time.monotonic()
-    assert bind(ext, 1, "od-1") == "fleetsched is busy: 1 binds are in progress; kube-scheduler retries this pod"
+    assert bind(ext, 1, "od-1") == "fleetsched is busy: 1 binds are waiting; kube-scheduler retries this pod"
     assert time.monotonic() - started < 0.2 and api.bound == {}
+    assert ext.planner.held() == {"uid-trainer-0"}  # the refused member's GPUs are not kept for it
     assert ext.filter(ExtenderArgs(small(1), ("od-1",))).node_names == ("od-1",)  # filter is not held up
+    assert ext.bind(BindingArgs("plain", "ml", "uid-plain", "od-1")) == ""  # a plain bind never waits: no slot
+    assert api.bound == {"ml/plain": "od-1"}
     waiting.join(5)
     assert answer == ["gang ml/trainer: 1 of 2 pods have a place; none is bound until all do"]
-    assert bind(ext, 1, "od-1") == "" and api.bound == {"ml/trainer-0": "od-1", "ml/trainer-1": "od-1"}
+    assert bind(ext, 1, "od-1") == "" and api.bound == {"ml/plain": "od-1", "ml/trainer-0": "od-1",
+                                                         "ml/trainer-1": "od-1"}
