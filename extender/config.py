@@ -108,17 +108,7 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     for key in data:
         if key not in known:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    for key, default in _STRINGS.items():
-        value = data.get(key, default)
-        if not isinstance(value, str):
-            document.fail(key, f"must be a string, got {value!r}")
-        values[key] = value
-    for key, seconds in _NUMBERS.items():
-        number = data.get(key, seconds)
-        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
-            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
-        values[key] = float(number)
+    values = {**_strings(document, _STRINGS), **_seconds(document, _NUMBERS)}
     port = data.get("port", 8888)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         document.fail("port", f"must be a port number 0..65535, got {port!r}")
@@ -136,27 +126,39 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     return ExtenderConfig(port=port, pools=pools, **values, **_lease(document))
 
 
+def _strings(document: TomlDocument, defaults: Mapping[str, str]) -> dict[str, Any]:
+    """Each of `defaults`' keys: the file's string, or the default."""
+    found = {key: document.data.get(key, default) for key, default in defaults.items()}
+    for key, value in found.items():
+        if not isinstance(value, str):
+            document.fail(key, f"must be a string, got {value!r}")
+    return found
+
+
+def _seconds(document: TomlDocument, defaults: Mapping[str, float]) -> dict[str, Any]:
+    """Each of `defaults`' keys: the file's number of seconds (above 0), or the default."""
+    found: dict[str, Any] = {}
+    for key, default in defaults.items():
+        number = document.data.get(key, default)
+        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
+            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
+        found[key] = float(number)
+    return found
+
+
 # The leader election keys, checked as client-go checks its LeaderElectionConfig.
 _LEASE_STRINGS = {"lease_name": "fleetsched-extender", "lease_namespace": "", "follow_lease": ""}
 _LEASE_NUMBERS = {"lease_duration_s": 15.0, "renew_deadline_s": 10.0, "retry_period_s": 2.0}
 
 
 def _lease(document: TomlDocument) -> dict[str, Any]:
-    data = document.data
-    values: dict[str, Any] = {"leader_elect": data.get("leader_elect", True)}
+    values: dict[str, Any] = {"leader_elect": document.data.get("leader_elect", True)}
     if not isinstance(values["leader_elect"], bool):
         document.fail("leader_elect", f"must be true or false, got {values['leader_elect']!r}")
-    for key, default in _LEASE_STRINGS.items():
-        values[key] = data.get(key, default)
-        if not isinstance(values[key], str):
-            document.fail(key, f"must be a string, got {values[key]!r}")
+    values.update(_strings(document, _LEASE_STRINGS))
     if not values["lease_name"]:
         document.fail("lease_name", "must name the Lease")
-    for key, seconds in _LEASE_NUMBERS.items():
-        number = data.get(key, seconds)
-        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
-            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
-        values[key] = float(number)
+    values.update(_seconds(document, _LEASE_NUMBERS))
     if values["renew_deadline_s"] >= values["lease_duration_s"]:
         document.fail("renew_deadline_s", f"must be below lease_duration_s ({values['lease_duration_s']:g})")
     if values["retry_period_s"] * 1.2 >= values["renew_deadline_s"]:
@@ -178,18 +180,9 @@ def exposure_problem(address: str, client_ca: str, token_file: str) -> str:
 
 def _server_keys(document: TomlDocument, values: Mapping[str, Any], port: int) -> dict[str, Any]:
     """The server's keys checked: who may call the verbs off loopback, the health listener, the limits."""
-    data, found = document.data, dict[str, Any]()
-    for key, default in _SERVER_STRINGS.items():
-        found[key] = data.get(key, default)
-        if not isinstance(found[key], str):
-            document.fail(key, f"must be a string, got {found[key]!r}")
-    for key, seconds in _SERVER_SECONDS.items():
-        number = data.get(key, seconds)
-        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
-            document.fail(key, f"must be a number of seconds above 0, got {number!r}")
-        found[key] = float(number)
+    found = {**_strings(document, _SERVER_STRINGS), **_seconds(document, _SERVER_SECONDS)}
     for key, (usual, low, high) in _SERVER_COUNTS.items():
-        count = data.get(key, usual)
+        count = document.data.get(key, usual)
         if not isinstance(count, int) or isinstance(count, bool) or not low <= count <= high:
             document.fail(key, f"must be a whole number {low}..{high}, got {count!r}")
         found[key] = count

@@ -30,6 +30,16 @@ def bind(ext: GpuExtender, index: int, node_name: str) -> str:
     return ext.bind(BindingArgs(f"trainer-{index}", "ml", f"uid-trainer-{index}", node_name))
 
 
+def first_member_waits(ext: GpuExtender) -> tuple[threading.Thread, list[str]]:
+    """trainer-0's bind on od-1 in a thread of its own, once its place is recorded: the thread, and its answer to come."""
+    answer: list[str] = []
+    waiting = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
+    waiting.start()
+    while not ext.gangs.recorded():
+        threading.Event().wait(0.01)
+    return waiting, answer
+
+
 def test_a_member_waits_for_the_whole_gang_and_the_last_binds_them_all() -> None:
     members = [member(0), member(1)]
     ext, _, api = extender([node("od-1", labels=ON_DEMAND)], members)
@@ -88,11 +98,7 @@ def test_a_gang_whose_last_member_cannot_be_placed_leaves_no_member_bound() -> N
     assert planned(ext, members, ("od-1", "od-2")) == ["od-1", "od-1"]
     assert ext.gangs.recorded() == {} and ext.planner.held() == set() and api.bound == {}
     ext.gangs.wait_s = 5.0
-    answer: list[str] = []
-    first = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
-    first.start()
-    while not ext.gangs.recorded():
-        threading.Event().wait(0.01)
+    first, answer = first_member_waits(ext)
     assert bind(ext, 1, "od-1") == ""  # this time the whole gang has places: both are bound
     first.join(5)
     assert answer == [""] and api.bound == {"ml/trainer-0": "od-1", "ml/trainer-1": "od-1"}
@@ -175,11 +181,7 @@ def test_a_member_whose_binding_outlasts_the_call_is_not_told_it_has_no_place() 
 def test_a_new_term_forgets_recorded_places_and_answers_their_waiting_calls() -> None:
     lead = FakeLeadership()
     ext, api = led(lead, [small(0), small(1)])
-    answer: list[str] = []
-    waiting = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
-    waiting.start()
-    while not ext.gangs.recorded():
-        threading.Event().wait(0.01)
+    waiting, answer = first_member_waits(ext)
     lead.term = 2  # lost the lead and took it again: the planner forgets its held GPUs
     assert ext.filter(ExtenderArgs(small(1), ("od-1",))).node_names == ("od-1",)
     waiting.join(5)
@@ -195,11 +197,7 @@ def test_binds_past_the_limit_answer_at_once_so_filter_keeps_its_workers() -> No
     ext, api = led(FakeLeadership(), [small(0), small(1), pod("plain", 1)])
     ext.limit_binds(1)
     ext.gangs.wait_s = 0.5
-    answer: list[str] = []
-    waiting = threading.Thread(target=lambda: answer.append(bind(ext, 0, "od-1")))
-    waiting.start()
-    while not ext.gangs.recorded():
-        threading.Event().wait(0.01)
+    waiting, answer = first_member_waits(ext)
     started = time.monotonic()
     assert bind(ext, 1, "od-1") == "fleetsched is busy: 1 binds are waiting; kube-scheduler retries this pod"
     assert time.monotonic() - started < 0.2 and api.bound == {}

@@ -272,9 +272,4 @@ def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval
     try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        plane.kill("fleetsched-extender")
