@@ -19,6 +19,7 @@ backlog = 128                  # connections the kernel queues before they are a
 kubeconfig = ""                # empty: the pod's service account (in-cluster)
 scheduler_name = "fleetsched"  # pods with this spec.schedulerName are planned
 profile = "cost-cpsat"         # a bundled profile name or a .toml path
+governance = ""                # a governance file (TOML; scheduler.governance_file): budgets, quotas, approvals
 planner_interval_s = 1.0
 stale_after_s = 30.0           # /readyz turns 503 when the cluster view is older
 leader_elect = true            # replicas share a coordination.k8s.io Lease; only its holder plans and binds
@@ -56,7 +57,7 @@ from scheduler.model import Capacity
 from scheduler.tomlfile import TomlDocument
 
 _STRINGS = {"address": "127.0.0.1", "prefix": "/extender", "tls_cert": "", "tls_key": "", "kubeconfig": "",
-            "scheduler_name": "fleetsched", "profile": "cost-cpsat"}  # fmt: skip
+            "scheduler_name": "fleetsched", "profile": "cost-cpsat", "governance": ""}  # fmt: skip
 _NUMBERS = {"planner_interval_s": 1.0, "stale_after_s": 30.0}
 # The server's keys (health listener, caller checks, limits): see `_server_keys`.
 _SERVER_STRINGS = {"health_address": "0.0.0.0", "client_ca": "", "client_name": "", "token_file": ""}
@@ -98,6 +99,7 @@ class ExtenderConfig:
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
     follow_lease: str = ""  # kube-scheduler's Lease: campaign only while this pod holds it
+    governance: str = ""  # a governance file; relative to the configuration's folder ("": no guardrails)
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
@@ -123,6 +125,8 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     for index, name in enumerate(names):
         if names.index(name) != index:
             document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
+    if values["governance"]:  # a path in the file is read from the file's folder, as an operator expects
+        values["governance"] = str(Path(path).parent / values["governance"])
     return ExtenderConfig(port=port, pools=pools, **values, **_lease(document))
 
 

@@ -7,11 +7,17 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
+
+from scheduler.governance import Governance
+from scheduler.governance_file import load_governance
 
 import policies
 from extender import access
 from extender.config import ExtenderConfig, exposure_problem
-from extender.events import AnnotationReporter
+from extender.events import AnnotationReporter, EventPoster
+from extender.governance_api import GovernanceStore
+from extender.guardrails import Guardrails, attach
 from extender.kubeapi import Mirror, Rest, RestApi, requeue
 from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, identity, lease_namespace
 from extender.server import ExtenderServer, Limits, serve_in_thread
@@ -34,17 +40,14 @@ def start(
     Credentials that do not load, or verbs off loopback without any, stop it before anything starts.
     With `leader_elect`, the replica plans and binds only while it holds the Lease; each time it
     takes the lead it first lists everything again (a consistent read: every binding the last
-    leader made is in it).
+    leader made is in it). With a governance file, the guardrails (`extender.guardrails`) read
+    the spend book back at start and on taking the lead, and the leader writes it on stopping.
     """
     problem = exposure_problem(config.address, config.client_ca, config.token_file)
     if problem:
         raise InputError(problem, field="address")
-    tls = access.server_tls(config.tls_cert, config.tls_key, config.client_ca) if config.tls_cert else None
-    token = access.token_file(config.token_file) if config.token_file else None
-    guard = access.Access(client_ca=bool(config.client_ca), token=token, client_name=config.client_name)
-    limits = Limits(workers=config.workers, read_timeout_s=config.read_timeout_s, idle_timeout_s=config.idle_timeout_s,
-                    max_body_bytes=config.max_body_bytes, backlog=config.backlog)
-    health = (config.health_address, config.health_port) if config.health_port else None
+    rules = load_governance(config.governance) if config.governance else None  # a mistake stops it here
+    serving = _serving(config)
     catalog = default_catalog()
     clock = clock or SystemClock()
     rest = rest or Rest.from_config(config.kubeconfig or None)
@@ -60,23 +63,22 @@ def start(
         log.warning("first list from the API server failed: %s", error)
     mirror.start()
     ask_again = _requeuer(rest, view, clock)
-    elector = _elector(config, rest, clock, mirror, ask_again) if config.leader_elect else None
+    guardrails = _guardrails(rules, config, rest, api, clock) if rules is not None else None
+    elector = _elector(config, rest, clock, _reader(mirror, guardrails), ask_again) if config.leader_elect else None
     extender = GpuExtender.of(view, api, catalog, policies.profile(config.profile),
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
                               leadership=elector or AlwaysLeader())
     extender.limit_binds(max(1, config.workers // 2))  # the other half of the workers always serve filter
     extender.requeue = lambda pods: _in_background(requeue, rest, pods, clock.now_s())
-    planner = extender.planner
-    planning = threading.Thread(target=planner.run, name="planner", daemon=True)
-    planning.start()
+    upkeep = _background(extender, guardrails)
 
     def stop_planning() -> None:
-        planner.stop()
+        upkeep.set()
+        extender.planner.stop()
         mirror.stop()
 
     try:
-        server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, tls=tls, access=guard,
-                                health=health, limits=limits)
+        server = ExtenderServer((config.address, config.port), extender, prefix=config.prefix, **serving)
     except OSError:  # the port is taken, say
         stop_planning()
         raise
@@ -89,6 +91,8 @@ def start(
         ask_again()
 
     def stop() -> None:
+        if guardrails is not None and extender.leadership.is_leader():
+            _save_spend(guardrails)  # before the lead passes: a successor reads what this one spent
         if elector is not None and electing is not None:
             elector.stop()  # stops leading at once, then releases the Lease for a successor
             electing.join(timeout=5.0)
@@ -96,6 +100,59 @@ def start(
         stop_planning()
 
     return server, stop
+
+
+def _guardrails(rules: Governance, config: ExtenderConfig, rest: Rest, api: RestApi, clock: Clock) -> Guardrails:
+    """The guardrails of the governance file, their state read back from the API server."""
+    guardrails = Guardrails(rules, clock, GovernanceStore(rest, lease_namespace(config.lease_namespace)),
+                            EventPoster(api))  # fmt: skip
+    try:
+        guardrails.load()
+    except Exception as error:  # the API server is not there yet: the lead (or the first tick) reads it
+        log.warning("reading the spend book: %s", error)
+    return guardrails
+
+
+def _serving(config: ExtenderConfig) -> dict[str, Any]:
+    """The server's TLS, caller checks, health listener and limits (credentials that do not load raise here)."""
+    tls = access.server_tls(config.tls_cert, config.tls_key, config.client_ca) if config.tls_cert else None
+    token = access.token_file(config.token_file) if config.token_file else None
+    guard = access.Access(client_ca=bool(config.client_ca), token=token, client_name=config.client_name)
+    limits = Limits(workers=config.workers, read_timeout_s=config.read_timeout_s, idle_timeout_s=config.idle_timeout_s,
+                    max_body_bytes=config.max_body_bytes, backlog=config.backlog)
+    health = (config.health_address, config.health_port) if config.health_port else None
+    return {"tls": tls, "access": guard, "health": health, "limits": limits}
+
+
+def _reader(mirror: Mirror, guardrails: Guardrails | None) -> Callable[[], None]:
+    """What a new term does before it answers: reads everything afresh, the cluster and the
+    spend book its last leader wrote."""
+
+    def read() -> None:
+        mirror.sync_once()
+        if guardrails is not None:
+            guardrails.load()
+
+    return read
+
+
+def _background(extender: GpuExtender, guardrails: Guardrails | None) -> threading.Event:
+    """The planner's passes started; the guardrails put in the extender's way and their upkeep
+    started; set the event returned to stop the upkeep."""
+    threading.Thread(target=extender.planner.run, name="planner", daemon=True).start()
+    stop = threading.Event()
+    if guardrails is not None:
+        attach(extender, guardrails)
+        threading.Thread(target=guardrails.run, args=(extender.planner, extender.leadership.is_leader, stop,
+                                                      extender.requeue), name="guardrails", daemon=True).start()
+    return stop
+
+
+def _save_spend(guardrails: Guardrails) -> None:
+    try:
+        guardrails.save(force=True)
+    except Exception as error:
+        log.warning("writing the spend book on stopping: %s (up to %.0f s of spend lost)", error, guardrails.persist_s)
 
 
 def _requeuer(rest: Rest, view: ClusterView, clock: Clock) -> Callable[[], None]:
@@ -113,12 +170,12 @@ def _in_background(call: Callable[..., object], *args: object) -> None:
 
 
 def _elector(
-    config: ExtenderConfig, rest: Rest, clock: Clock, mirror: Mirror, on_leading: Callable[[], None]
+    config: ExtenderConfig, rest: Rest, clock: Clock, on_started: Callable[[], None], on_leading: Callable[[], None]
 ) -> LeaderElector:
     settings = LeaseSettings(config.lease_name, lease_namespace(config.lease_namespace), identity(),
                              config.lease_duration_s, config.renew_deadline_s, config.retry_period_s,
                              config.follow_lease)
-    return LeaderElector(rest, settings, clock, on_started=mirror.sync_once, on_leading=on_leading)
+    return LeaderElector(rest, settings, clock, on_started=on_started, on_leading=on_leading)
 
 
 def serve(config: ExtenderConfig) -> None:

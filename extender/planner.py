@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from extender.state import ClusterView, View
@@ -152,6 +152,10 @@ class Planner:
         self._version = -1  # the mirror's version the plan was made from
         self._stop = threading.Event()
         self.active: Callable[[], bool] = lambda: True  # passes run in the background only while true (the leader)
+        # Governance on (`extender.guardrails`): the snapshot a pass is shown, with the guardrails'
+        # view of this instant on it; and what is done with each new plan (Events on held pods).
+        self.govern: Callable[[ClusterSnapshot, Sequence[Job]], ClusterSnapshot] | None = None
+        self.on_plan: Callable[[Plan], None] | None = None
 
     def reset(self) -> None:
         """Forgets the plan and the held GPUs (a new term as leader starts from the mirror alone)."""
@@ -166,6 +170,8 @@ class Planner:
             world = ExtenderWorld(self)
             run_cycle(world, self.scheduler)
             assert world.plan is not None
+            if self.on_plan is not None:
+                self.on_plan(world.plan)
             return world.plan
 
     def adopt(self, view: View, decision: Decision, version: int) -> Plan:

@@ -17,11 +17,12 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from extender.nodes import NodeInfo, PoolRule, read_node
-from extender.translate import PREFIX, HeldBy, PodJob, read_pod
+from extender.translate import PREFIX, HeldBy, PodJob, TeamRule, read_pod
 from extender.wire import WireError
 from extender.world import Clock, SystemClock
 from scheduler import capacity
@@ -95,6 +96,14 @@ class ClusterView:
         self._listings: dict[str, tuple[int, str]] = {}
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
         self.on_pod_read: Callable[[Mapping[str, Any]], None] | None = None  # each new pod object (events)
+        self.teams: TeamRule | None = None  # governance on: where a pod's team comes from (set before reading)
+
+    def use_teams(self, rule: TeamRule) -> None:
+        """Governance on: pods' teams come from `rule` (pods read before are read again)."""
+        with self._lock:
+            self.teams = rule
+            self._read_cache.clear()
+            self.version += 1
 
     def replace(self, kind: str, objects: Sequence[Mapping[str, Any]], version: str = "") -> None:
         """A fresh list of `kind` ("node" or "pod"), at resourceVersion `version`, replaces everything known of it."""
@@ -173,6 +182,22 @@ class ClusterView:
             raw = self._pods.get(uid)
         read = self._read(raw, "pod", {}) if raw is not None else None
         return read if isinstance(read, PodJob) else None
+
+    def ended_s(self, uid: str) -> float | None:
+        """When the pod stopped holding its GPUs (Succeeded or Failed: its containers' last
+        finishedAt, else now; gone from the API server: now); None while it is not done."""
+        with self._lock:
+            raw = self._pods.get(uid)
+        if raw is None:
+            return self.clock.now_s()
+        status = raw.get("status") or {}
+        if status.get("phase") not in DONE:
+            return None
+        finished = [str(((c.get("state") or {}).get("terminated") or {}).get("finishedAt") or "")
+                    for c in status.get("containerStatuses") or [] if isinstance(c, Mapping)]  # fmt: skip
+        times = [_unix_s(text) for text in finished if text]
+        known = [t for t in times if t is not None]
+        return max(known) if known else self.clock.now_s()
 
     def node_info(self, name: str) -> NodeInfo | None:
         """The node as last seen, read; None when unknown, without GPUs, or unreadable."""
@@ -259,7 +284,8 @@ class ClusterView:
             if kind == "pod" and self.on_pod_read is not None:
                 self.on_pod_read(raw)
             try:
-                result = read_node(raw, self.rules, self.catalog) if kind == "node" else read_pod(raw, self.catalog)
+                result = (read_node(raw, self.rules, self.catalog) if kind == "node"
+                          else read_pod(raw, self.catalog, teams=self.teams))
             except WireError as error:
                 result = str(error)
             if len(self._read_cache) > READ_CACHE:
@@ -324,6 +350,14 @@ def _with_gangs(
         pods_of[job.id] = tuple(members)
     job_of = {pod.uid: job_id for job_id, members in pods_of.items() for pod in members}
     return View(snapshot, tuple(jobs), pods_of, job_of, waiting, problems)
+
+
+def _unix_s(text: str) -> float | None:
+    """An RFC 3339 time of the API server in Unix seconds; None when it is not one."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _node_name(pod: Mapping[str, Any] | None) -> str:

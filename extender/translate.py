@@ -9,6 +9,7 @@ What a pod asks for:
 | `nvidia.com/gpu`, nodeSelector `nvidia.com/gpu.product` = `<model>-MIG-<profile>` | | MIG instances (single) |
 | annotation | `fleetsched.io/gpu-milli`, `fleetsched.io/gpu-memory-mib` | a share of one GPU: milli-GPU and memory |
 | label | `fleetsched.io/team`, `fleetsched.io/project`, `fleetsched.io/model` | whom the cost is attributed to |
+| namespace or a label | (a governance file's `team_from`, `team_label`: `TeamRule`) | the team, when governance is on |
 | label | `fleetsched.io/preemptible` = `"true"` | may run on spot capacity and be evicted |
 | annotation | `fleetsched.io/checkpoint-interval-s` | seconds between checkpoints (0: none) |
 | annotation | `fleetsched.io/expected-duration-s` | expected run time, for spot risk (0: unknown) |
@@ -45,7 +46,7 @@ from scheduler.catalog import Catalog
 from scheduler.errors import InputError
 from scheduler.model import GpuRequest, Job, Labels, RequestKind
 
-__all__ = ["GPU", "MIG_PREFIX", "HeldBy", "PodJob", "managed_resources", "read_pod", "unknown_annotations"]
+__all__ = ["GPU", "MIG_PREFIX", "HeldBy", "PodJob", "TeamRule", "managed_resources", "read_pod", "unknown_annotations"]
 
 PREFIX = "fleetsched.io/"
 SHARE_MILLI = PREFIX + "gpu-milli"
@@ -82,6 +83,18 @@ class PodJob:
     # The GPUs (`nvidia.com/gpu`) each init container and each container asks, in order: HAMi's
     # annotations name the devices per container.
     container_gpus: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRule:
+    """Where a pod's team comes from when governance is on: its namespace (`source` "namespace")
+    or the pod label `label` (`source` "label"; no label: no team)."""
+
+    source: str = "namespace"
+    label: str = PREFIX + "team"
+
+    def team(self, namespace: str, labels: Mapping[str, str]) -> str:
+        return namespace if self.source == "namespace" else labels.get(self.label, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +157,11 @@ def _edits(first: str, second: str) -> int:
     return row[-1]
 
 
-def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> PodJob | None:
-    """The pod as a job, or None when it asks for no GPU (the extender lets it go anywhere)."""
+def read_pod(
+    pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod", teams: TeamRule | None = None
+) -> PodJob | None:
+    """The pod as a job, or None when it asks for no GPU (the extender lets it go anywhere).
+    With `teams` (governance on) the job's team is the one the rule names."""
     metadata = expect_object(pod.get("metadata"), f"{where}.metadata")
     spec = expect_object(pod.get("spec"), f"{where}.spec")
     name = _string(metadata.get("name"), f"{where}.metadata.name")
@@ -177,7 +193,7 @@ def read_pod(pod: Mapping[str, Any], catalog: Catalog, where: str = "Pod") -> Po
         checkpoint_interval_s=_seconds(annotations.get(CHECKPOINT, "0"), f"{where}.metadata.annotations.{CHECKPOINT}"),
         runtime_limit_s=_runtime_limit(spec, annotations, where),
         labels=Labels(
-            team=labels.get(PREFIX + "team", ""),
+            team=teams.team(namespace, labels) if teams is not None else labels.get(PREFIX + "team", ""),
             project=labels.get(PREFIX + "project", ""),
             model=labels.get(PREFIX + "model", ""),
         ),

@@ -109,6 +109,9 @@ class GpuExtender:
         # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
         self.requeue: Callable[[Sequence[tuple[str, str]]], None] | None = None
         self._called: dict[str, float] = {}  # gang job id -> when its other pods were last asked for
+        # Governance on (`extender.guardrails.attach`): told of each Binding made; more gauges.
+        self.on_bound: Callable[[BindingArgs], None] | None = None
+        self.more_gauges: Callable[[Plan], Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]] | None = None
 
     @classmethod
     def of(
@@ -175,7 +178,7 @@ class GpuExtender:
 
     def filter(self, args: ExtenderArgs) -> FilterResult:
         try:
-            pod = read_pod(args.pod, self.catalog)
+            pod = read_pod(args.pod, self.catalog, teams=self.planner.cluster.teams)
         except WireError as error:
             return FilterResult(error=str(error))
         if pod is None:
@@ -244,7 +247,7 @@ class GpuExtender:
 
     def prioritize(self, args: ExtenderArgs) -> Mapping[str, float]:
         try:
-            pod = read_pod(args.pod, self.catalog)
+            pod = read_pod(args.pod, self.catalog, teams=self.planner.cluster.teams)
         except WireError:
             return dict.fromkeys(args.node_names, 0.0)
         plan = self.planner.current() if not self.refusal() else None
@@ -337,6 +340,8 @@ class GpuExtender:
             return f"binding failed: {error}"
         # Until the watch brings the bound pod back, the view holds it where it went.
         self.planner.cluster.bound(args.pod_uid, args.node, annotations)
+        if self.on_bound is not None:
+            self.on_bound(args)
         return ""
 
     def _bind_gang(self, places: Sequence[Member]) -> GangOutcome:
@@ -349,7 +354,7 @@ class GpuExtender:
         with kube-scheduler's victims there. A node with a victim the mirror does not know, or
         whose victims are not all of lower priority, is no candidate."""
         try:
-            pod = read_pod(args.pod, self.catalog)
+            pod = read_pod(args.pod, self.catalog, teams=self.planner.cluster.teams)
         except WireError:
             return {}, {}
         if pod is None:  # not a GPU pod: kube-scheduler's candidates stand
@@ -395,6 +400,7 @@ class GpuExtender:
             key = (("pool", node.pool),)
             idle[key] = idle.get(key, 0.0) + sum(gpu.free for gpu in node.gpus)
         return {
+            **(self.more_gauges(plan) if self.more_gauges is not None else {}),
             "fleetsched_plan_age_seconds": {(): round(self.planner.clock.monotonic_s() - plan.made_at, 3)},
             "fleetsched_pending_pods": {(): float(sum(map(len, plan.view.pods_of.values())) + len(plan.view.waiting))},
             "fleetsched_committed_usd_per_hour": {(): round(plan.committed_usd_per_hour, 4)},

@@ -103,7 +103,10 @@ class ExtenderWorld:
     def observe(self) -> Observation:
         planner = self.planner
         self.version = planner.cluster.version
-        self.view = view = planner.cluster.view()
+        view = planner.cluster.view()
+        if planner.govern is not None:
+            view = replace(view, snapshot=planner.govern(view.snapshot, view.pending))
+        self.view = view
         return Observation(planner.clock.now_s(), view.snapshot, planner.scheduler.queue(view.pending))
 
     def enact(self, decision: Decision) -> None:
@@ -123,6 +126,8 @@ class PodWorld:
 
     def observe(self) -> Observation:
         offered = self.plan.after if self.names is None else restricted(self.plan.after, self.names)
+        if self.planner.govern is not None:  # the guardrails as they stand now (binds since the pass reserved)
+            offered = self.planner.govern(offered, self.plan.view.pending)
         return Observation(self.planner.clock.now_s(), offered, self.planner.scheduler.queue([self.pod.job]))
 
     def enact(self, decision: Decision) -> None:

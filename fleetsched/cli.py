@@ -7,10 +7,13 @@ User mistakes print one line on stderr (`fleetsched: FILE:LINE: FIELD: problem`)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import policies
@@ -78,8 +81,25 @@ def _parser() -> argparse.ArgumentParser:
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")
     extender.add_argument("--check", action="store_true", help="check the configuration and exit")
+    extender.add_argument("--governance", help="governance file (TOML): budgets, quotas, approvals (overrides the "
+                                               "configuration's governance key)")
     extender.set_defaults(run=_extender)
+    _add_approve(verbs)
     return parser
+
+
+def _add_approve(verbs: Any) -> None:
+    approve = verbs.add_parser("approve", help="approve (or --reject) a pod or gang an approval rule holds")
+    approve.add_argument("target", metavar="POD|GANG", help="the pod's name (with --gang: the gang's)")
+    approve.add_argument("--gang", action="store_true", help="name a gang (label fleetsched.io/gang), not a pod")
+    approve.add_argument("--namespace", default="default", help="the pod's or gang's namespace (default: default)")
+    approve.add_argument("--reject", action="store_true", help="reject it: the pod is refused for good")
+    approve.add_argument("--reason", default="", help="why, for the record")
+    approve.add_argument("--approver", default="", help="who decides (default: the login name)")
+    approve.add_argument("--kubeconfig", default="", help="kubeconfig (default: $KUBECONFIG, else ~/.kube/config)")
+    approve.add_argument("--extender-namespace", default="fleetsched",
+                         help="the extender's namespace, where approvals live (default: fleetsched)")
+    approve.set_defaults(run=_approve)
 
 
 def _mig_layouts(args: argparse.Namespace) -> Output:
@@ -122,16 +142,39 @@ def _mig_check(args: argparse.Namespace) -> Output:
 
 
 def _extender(args: argparse.Namespace) -> Output:
+    from scheduler.governance_file import load_governance
+
     from extender.config import load_config
     from extender.main import serve
 
     config = load_config(args.config, default_catalog())
+    if args.governance:
+        config = dataclasses.replace(config, governance=args.governance)
     policies.profile(config.profile)  # a bad profile stops here, not in the planner
+    rules = load_governance(config.governance) if config.governance else None  # and a bad governance file
     if args.check:
-        return 0, f"{args.config}: ok ({len(config.pools)} pools, profile {config.profile}, port {config.port})"
+        governed = f", governance {config.governance} ({len(rules.budgets)} budgets)" if rules is not None else ""
+        return 0, (f"{args.config}: ok ({len(config.pools)} pools, profile {config.profile}, port {config.port}"
+                   f"{governed})")
     logging.getLogger().setLevel(logging.INFO)
     serve(config)
     return 0, ""
+
+
+def _approve(args: argparse.Namespace) -> Output:
+    from extender.kubeapi import Rest
+    from fleetsched.approve import approve
+
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(
+        Path.home() / ".kube" / "config")
+    try:
+        rest = Rest.from_config(kubeconfig)
+    except Exception as error:  # the kubernetes client's loaders raise many kinds
+        raise InputError(f"cannot load the kubeconfig: {error}", source=kubeconfig) from None
+    target = f"{args.namespace}/{args.target}"
+    line = approve(rest, args.extender_namespace, target, gang=args.gang, approved=not args.reject,
+                   reason=args.reason, approver=args.approver or os.environ.get("USER", ""))
+    return 0, line
 
 
 def _plan(args: argparse.Namespace) -> Output:

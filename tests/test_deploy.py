@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from extender.config import ExtenderConfig, load_config
+from extender.governance_api import GROUP, SPEND_CONFIGMAP, VERSION
 from extender.modes import resource_of
 from extender.translate import managed_resources
 from scheduler.catalog import default_catalog
@@ -141,6 +142,11 @@ EXTENDER_RIGHTS = {
     ("fleetsched", "coordination.k8s.io", "leases", "get", "fleetsched-extender"),
     ("fleetsched", "coordination.k8s.io", "leases", "update", "fleetsched-extender"),
     ("fleetsched", "coordination.k8s.io", "leases", "get", "fleetsched-scheduler"),  # follow_lease
+    # guardrails (extender.governance_api): the spend book's ConfigMap, and the approvals people gave
+    ("fleetsched", "", "configmaps", "create", ""),
+    ("fleetsched", "", "configmaps", "get", "fleetsched-spend"),
+    ("fleetsched", "", "configmaps", "update", "fleetsched-spend"),
+    ("fleetsched", "fleetsched.io", "approvals", "list", ""),
 }
 
 
@@ -149,7 +155,7 @@ def test_the_extender_has_its_own_account_with_exactly_the_rights_it_uses(tmp_pa
     rights, built_in = checks.granted(docs, "fleetsched", "fleetsched-extender")
     assert rights == EXTENDER_RIGHTS and built_in == set()
     config = extender_config(docs, tmp_path)
-    assert {name for *_, name in rights if name} == {config.lease_name, config.follow_lease}
+    assert {name for *_, name in rights if name} == {config.lease_name, config.follow_lease, SPEND_CONFIGMAP}
     secret = the("Secret", docs)
     assert secret["type"] == "kubernetes.io/service-account-token"
     assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "fleetsched-extender"
@@ -159,7 +165,8 @@ def test_the_extender_has_its_own_account_with_exactly_the_rights_it_uses(tmp_pa
 def test_every_api_request_in_the_extenders_code_is_granted() -> None:
     requests = checks.api_requests_in(sorted((ROOT / "extender").glob("*.py")))
     # The scan must see the requests it is there to see, or it would pass on nothing.
-    assert {("", "nodes", ""), ("", "pods", ""), ("", "pods/binding", "create"), ("", "pods", "get")} <= requests
+    assert {("", "nodes", ""), ("", "pods", ""), ("", "pods/binding", "create"), ("", "pods", "get"),
+            ("", "configmaps", "create"), ("fleetsched.io", "approvals", "list")} <= requests
     granted = {(group, resource, verb) for _, group, resource, verb, _ in EXTENDER_RIGHTS}
     for group, resource, verb in requests:
         assert any(g == group and r == resource and verb in ("", v) for g, r, v in granted), (group, resource, verb)
@@ -175,6 +182,29 @@ def test_the_api_scan_reads_paths_and_methods() -> None:
     assert checks.api_requests_in_source(source) == {
         ("", "pods", "patch"), ("coordination.k8s.io", "leases", "create"), ("", "nodes", "watch"),
         ("events.k8s.io", "events", "")}
+
+
+def test_approvers_may_only_create_and_read_approvals_in_the_extenders_namespace() -> None:
+    docs = documents()
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "fleetsched-approver"]
+    assert role["metadata"]["namespace"] == "fleetsched"
+    assert role["rules"] == [{"apiGroups": [GROUP], "resources": ["approvals"], "verbs": ["create", "get", "list"]}]
+    assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "fleetsched-approver"]
+    # The extender only reads them: it cannot approve what it schedules.
+    rights, _ = checks.granted(docs, "fleetsched", "fleetsched-extender")
+    assert {verb for _, group, resource, verb, _ in rights if resource == "approvals"} == {"list"}
+
+
+def test_the_approval_resource_is_namespaced_in_the_group_and_version_the_extender_reads() -> None:
+    crd = the("CustomResourceDefinition")
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == f"approvals.{GROUP}" and spec["group"] == GROUP
+    assert spec["scope"] == "Namespaced" and spec["names"]["kind"] == "Approval"
+    (version,) = spec["versions"]
+    assert version["name"] == VERSION and version["served"] and version["storage"]
+    fields = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert set(fields["properties"]) == {"pod", "gang", "decision", "reason", "approver"}
+    assert fields["properties"]["decision"]["enum"] == ["approve", "reject"]
 
 
 def test_kube_scheduler_keeps_its_built_in_roles_and_a_lease_of_its_own() -> None:
