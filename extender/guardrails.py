@@ -31,16 +31,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from scheduler.governance import Governance, GovernanceView, estimated_runtime_s, job_usd_per_hour, period_bounds
-from scheduler.spend import SpendBook
-
 from extender.events import EventPoster, pod_reference
 from extender.governance_api import Approval, read_spend_state, spend_state
 from extender.translate import HeldBy, PodJob, TeamRule
 from extender.world import Clock
 from scheduler import fairshare
 from scheduler.decision import Code
+from scheduler.errors import InputError
+from scheduler.governance import (
+    Governance,
+    GovernanceView,
+    Period,
+    bound_usd,
+    estimated_runtime_s,
+    job_usd_per_hour,
+    period_bounds,
+)
 from scheduler.model import ClusterSnapshot, Job, Pool
+from scheduler.spend import SpendBook
 
 if TYPE_CHECKING:
     from extender.planner import Plan, Planner
@@ -92,17 +100,23 @@ class Guardrails:
 
     # -- what the planner is shown -------------------------------------------------------------
 
-    def view(self, snapshot: ClusterSnapshot, pending: Sequence[Job]) -> GovernanceView:
+    def view(self, snapshot: ClusterSnapshot, pending: Sequence[Job], planned: Sequence[Job] = ()) -> GovernanceView:
+        """The view of this instant. `planned`: jobs a plan placed that have not bound yet (no
+        reservation): their estimates count as committed, as the pass that admitted them counted them."""
         now_s = self.clock.now_s()
         with self._lock:
             committed = {budget.name: self.book.committed(budget.name, period_bounds(budget.period, now_s)[2])
                          for budget in self.rules.budgets}  # fmt: skip
             approved, rejected = self.approved, self.rejected
-        return fairshare.make_view(self.rules, now_s, snapshot, pending, committed, approved, rejected)
+        for job in planned:
+            estimate = bound_usd(job, snapshot.pools, self.rules.default_runtime_s)
+            for budget in self.rules.budgets_of(self.rules.team_of(job)):
+                committed[budget.name] += estimate
+        return fairshare.make_view(self.rules, snapshot, now_s, committed, pending, approved, rejected)
 
-    def govern(self, snapshot: ClusterSnapshot, pending: Sequence[Job]) -> ClusterSnapshot:
+    def govern(self, snapshot: ClusterSnapshot, pending: Sequence[Job], planned: Sequence[Job] = ()) -> ClusterSnapshot:
         """`snapshot` with the governance view of this instant on it."""
-        return replace(snapshot, governance=self.view(snapshot, pending))
+        return replace(snapshot, governance=self.view(snapshot, pending, planned))
 
     # -- the spend book ------------------------------------------------------------------------
 
@@ -113,13 +127,13 @@ class Guardrails:
         job = replace(pod.job, replicas=1)
         usd_per_hour = job_usd_per_hour(job, pool)
         estimate = usd_per_hour * estimated_runtime_s(job, self.rules.default_runtime_s) / SECONDS_PER_HOUR
-        budgets = self.rules.budgets_of(self.rules.team_of(job))
+        team = self.rules.team_of(job)
+        budgets = [(b.name, period_bounds(b.period, now_s)[2]) for b in self.rules.budgets_of(team)]
         with self._lock:
             if key in self._started:
                 return  # asked to bind again: reserved already
             self._started[key] = (now_s, usd_per_hour)
-            self.book.reserve(key, [b.name for b in budgets], [period_bounds(b.period, now_s)[2] for b in budgets],
-                              estimate)  # fmt: skip
+            self.book.reserve(key, team, team_period(now_s), budgets, estimate)
             self._dirty = True
         log.info("pod %s/%s bound: %.2f USD reserved (%.4f USD/h)", pod.namespace, pod.name, estimate, usd_per_hour)
 
@@ -154,7 +168,7 @@ class Guardrails:
         try:
             book_json, started = read_spend_state(text)
             book = SpendBook.from_json(book_json)
-        except ValueError as error:  # a hand-edited ConfigMap: keep what we have, say so, overwrite it
+        except (ValueError, InputError) as error:  # a hand-edited ConfigMap: keep what we have, say so, overwrite it
             log.error("the stored spend book cannot be read (%s); starting from this replica's", error)
             self._dirty = self.loaded = True
             return
@@ -267,6 +281,7 @@ class Guardrails:
         if view is None:
             return {}
         found: Gauges = {name: {} for name in ("fleetsched_budget_usd", "fleetsched_budget_committed_usd",
+                                               "fleetsched_team_spend_usd",
                                                "fleetsched_held_jobs", "fleetsched_denied_jobs",
                                                "fleetsched_fair_share_gpus", "fleetsched_used_gpus")}  # fmt: skip
         for budget in self.rules.budgets:
@@ -274,7 +289,13 @@ class Guardrails:
             labels = (("budget", budget.name), ("period", view.period(budget)[2]), ("team", teams))
             found["fleetsched_budget_usd"][labels] = round(budget.usd, 6)
             found["fleetsched_budget_committed_usd"][labels] = round(view.committed_usd.get(budget.name, 0.0), 6)
+        month = team_period(view.now_unix_s)
+        with self._lock:
+            book = self.book
+            spend = {team: book.team_spent.get((team, month), 0.0) + book.team_reserved.get((team, month), 0.0)
+                     for team in self.rules.teams()}  # fmt: skip
         for team in self.rules.teams():
+            found["fleetsched_team_spend_usd"][(("period", month), ("team", team))] = round(spend[team], 6)
             for plugin in sorted(GUARDRAILS):
                 for name in ("fleetsched_held_jobs", "fleetsched_denied_jobs"):
                     found[name][(("reason", plugin), ("team", team))] = 0.0
@@ -290,6 +311,11 @@ class Guardrails:
             for (queue, flavor), gpus in values.items():
                 found[gauge][(("flavor", flavor), ("queue", queue))] = round(gpus, 6)
         return found
+
+
+def team_period(unix_s: float) -> str:
+    """The period a team's own spend is booked in (its budgets have theirs): the calendar month."""
+    return period_bounds(Period.MONTH, unix_s)[2]
 
 
 def held_jobs(plan: Plan) -> list[str]:

@@ -154,8 +154,9 @@ class Planner:
         self.active: Callable[[], bool] = lambda: True  # passes run in the background only while true (the leader)
         # Governance on (`extender.guardrails`): the snapshot a pass is shown, with the guardrails'
         # view of this instant on it; and what is done with each new plan (Events on held pods).
-        self.govern: Callable[[ClusterSnapshot, Sequence[Job]], ClusterSnapshot] | None = None
-        self.on_plan: Callable[[Plan], None] | None = None
+        # A pod placed alone is shown, beside the pending jobs, the plan's jobs not bound yet.
+        self.govern: Callable[[ClusterSnapshot, Sequence[Job], Sequence[Job]], ClusterSnapshot] | None = None
+        self.on_plan: Callable[[Plan], object] | None = None
 
     def reset(self) -> None:
         """Forgets the plan and the held GPUs (a new term as leader starts from the mirror alone)."""

@@ -104,6 +104,8 @@ class GpuExtender:
         planner.active = self.leadership.is_leader  # a follower's planner stays idle
         self.gangs = GangBinder(self._bind_gang, planner.unreserve, planner.clock, wait_s=gang_wait_s)
         self.limit_binds(8)
+        self._admitting = frozenset(str(getattr(plugin, "name", type(plugin).__name__))
+                                    for plugin in planner.scheduler.profile.admit)  # fmt: skip
         self._term = self.leadership.term
         self._term_lock = threading.Lock()
         # Asks kube-scheduler to try pods again (`extender.kubeapi.requeue`, in the background); None: never.
@@ -194,8 +196,10 @@ class GpuExtender:
         if waiting is not None:
             failed = {name: str(waiting) for name in args.node_names if name in known}
             return FilterResult((), failed, unknown)
+        pending = plan.decision.pending.get(plan.view.job_of.get(pod.uid, ""))
+        admitted = pending is None or pending.status.plugin not in self._admitting  # a guardrail: not alone either
         target = plan.nodes.get(pod.uid)
-        if (target is None or target[0] not in args.node_names) and pod.gang is None:
+        if (target is None or target[0] not in args.node_names) and pod.gang is None and admitted:
             # The plan has no place for the pod (a binding the plan had not counted took it), or
             # kube-scheduler's own filters turned the planned node down (its cache can count a
             # pod our mirror has not seen yet): the pod goes alone onto a node it offered.
@@ -234,12 +238,14 @@ class GpuExtender:
             pending = self.planner.explain(plan.jobs[job_id])
         reason = str(pending.status) if pending is not None else "no node fits in the current plan"
         closed = {v.pool for v in (pending.verdicts if pending else ()) if v.status.code is Code.UNRESOLVABLE}
+        # Denied at admission (a guardrail): no node will ever do, and no preemption would help.
+        denied = pending is not None and not pending.verdicts and pending.status.code is Code.UNRESOLVABLE
         snapshot = plan.view.snapshot
         failed: dict[str, str] = {}
         unresolvable = dict(unknown)
         for name in args.node_names:
             if name in snapshot.nodes:
-                if snapshot.nodes[name].pool in closed:
+                if denied or snapshot.nodes[name].pool in closed:
                     unresolvable[name] = reason
                 else:
                     failed[name] = reason

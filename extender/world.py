@@ -105,7 +105,7 @@ class ExtenderWorld:
         self.version = planner.cluster.version
         view = planner.cluster.view()
         if planner.govern is not None:
-            view = replace(view, snapshot=planner.govern(view.snapshot, view.pending))
+            view = replace(view, snapshot=planner.govern(view.snapshot, view.pending, ()))
         self.view = view
         return Observation(planner.clock.now_s(), view.snapshot, planner.scheduler.queue(view.pending))
 
@@ -127,7 +127,10 @@ class PodWorld:
     def observe(self) -> Observation:
         offered = self.plan.after if self.names is None else restricted(self.plan.after, self.names)
         if self.planner.govern is not None:  # the guardrails as they stand now (binds since the pass reserved)
-            offered = self.planner.govern(offered, self.plan.view.pending)
+            plan = self.plan
+            unbound = [plan.jobs[job_id] for job_id in sorted(set(plan.planned.values()) - plan.fixed)
+                       if job_id in plan.jobs]  # fmt: skip
+            offered = self.planner.govern(offered, plan.view.pending, unbound)
         return Observation(self.planner.clock.now_s(), offered, self.planner.scheduler.queue([self.pod.job]))
 
     def enact(self, decision: Decision) -> None:
