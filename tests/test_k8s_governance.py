@@ -169,7 +169,8 @@ def test_the_book_is_written_when_it_changed_at_most_every_persist_s_and_read_ba
     assert guard.save() is True and store.writes == 2
     assert store.text is not None
     book_json, started = read_spend_state(store.text)
-    assert started == {"ml/first@uid-first": (NOW, pytest.approx(GPU_HOUR_USD))}
+    assert list(started) == ["ml/first@uid-first"] and started["ml/first@uid-first"][0] == NOW
+    assert started["ml/first@uid-first"][1] == pytest.approx(GPU_HOUR_USD)
     again = Guardrails(guard.rules, clock, store)
     again.load()
     assert again.book.to_json() == guard.book.to_json() == SpendBook.from_json(book_json).to_json()
