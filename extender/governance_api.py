@@ -76,8 +76,8 @@ def approval_object(namespace: str, target: str, gang: bool, approved: bool, rea
     pod_namespace, _, name = target.partition("/")
     if not _NAME.match(pod_namespace) or not _NAME.match(name):
         raise ValueError(f"{target!r} is not NAMESPACE/NAME in lower case letters, digits, '-' and '.'")
-    spec = {"gang" if gang else "pod": target, "decision": DECISIONS[0] if approved else DECISIONS[1],
-            "reason": reason, "approver": approver}  # fmt: skip
+    spec = {"gang" if gang else "pod": target, "decision": DECISIONS[0] if approved else DECISIONS[1]}
+    spec.update({key: value for key, value in (("reason", reason), ("approver", approver)) if value})
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Approval",
             "metadata": {"name": approval_name(target, gang), "namespace": namespace}, "spec": spec}  # fmt: skip
 

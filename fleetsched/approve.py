@@ -8,6 +8,8 @@ until an administrator deletes it.
 
 from __future__ import annotations
 
+import json
+
 from extender.governance_api import GROUP, UNREACHABLE, VERSION, RestLike, approval_object, read_approval
 from extender.kubeapi import ApiError
 from scheduler.errors import FleetschedError, InputError
@@ -48,4 +50,14 @@ def _refusal(rest: RestLike, error: ApiError, name: str, namespace: str) -> str:
                 "(apply deploy/manifests/governance.yaml; --extender-namespace names where the extender runs)")
     if error.status in (401, 403):
         return f"not allowed to create approvals in {namespace}: bind the fleetsched-approver role ({error})"
-    return f"the API server refused the approval: {error}"
+    return f"the API server refused the approval: {_message(error)}"
+
+
+def _message(error: ApiError) -> str:
+    """The API server's own message in a refusal (its Status object), else the refusal as it came."""
+    _, _, body = str(error).partition(": ")
+    try:
+        said = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        said = None
+    return f"HTTP {error.status}: {said}" if isinstance(said, str) else str(error)

@@ -91,6 +91,7 @@ def test_an_approval_names_its_pod_or_gang_and_one_without_a_clear_decision_is_i
     assert made["spec"] == {"pod": "ml/train-1", "decision": "approve", "reason": "eval run", "approver": "alice"}
     read = read_approval(made)
     assert read is not None and (read.job_id, read.approved, read.approver) == ("ml/train-1", True, "alice")
+    assert approval_object("fleetsched", "ml/a", False, True, "", "")["spec"] == {"pod": "ml/a", "decision": "approve"}
     gang = read_approval(approval_object("fleetsched", "ml/llama", True, False, "", "bob"))
     assert gang is not None and (gang.name, gang.job_id, gang.approved) == ("gang.ml.llama", "ml/gang:llama", False)
     for spec in ({"pod": "ml/a", "gang": "ml/b", "decision": "approve"}, {"pod": "ml/a", "decision": "yes"},
@@ -116,7 +117,9 @@ def test_approve_writes_one_approval_and_says_so() -> None:
     (ApiError(404, "not found"), "the API server has no approvals.fleetsched.io in namespace fleetsched"),
     (ApiError(403, "forbidden"), "not allowed to create approvals in fleetsched: bind the fleetsched-approver role"),
     (ConnectionRefusedError("refused"), "cannot reach the API server: refused"),
-], ids=["exists", "no-crd", "forbidden", "unreachable"])
+    (ApiError(422, '{"kind": "Status", "message": "Approval.fleetsched.io \\"pod.ml.big\\" is invalid"}'),
+     'the API server refused the approval: HTTP 422: Approval.fleetsched.io "pod.ml.big" is invalid'),
+], ids=["exists", "no-crd", "forbidden", "unreachable", "invalid"])
 def test_each_refusal_of_approve_is_one_line(error: Exception, message: str) -> None:
     existing = approval_object("fleetsched", "ml/big", False, False, "", "bob")
     rest = FakeRest({("POST", APPROVALS): error, ("GET", f"{APPROVALS}/pod.ml.big"): existing})

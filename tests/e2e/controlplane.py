@@ -245,12 +245,15 @@ def local_extender(profile: str = "cost-greedy", interval_s: float = 0.5) -> Ext
 
 
 @contextmanager
-def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval_s: float = 1.0) -> Iterator[str]:
-    """`fleetsched extender` in a process of its own, as an operator runs it; yields its URL."""
+def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval_s: float = 1.0,
+                     more: str = "") -> Iterator[str]:
+    """`fleetsched extender` in a process of its own, as an operator runs it; yields its URL.
+    `more`: further lines of its configuration file."""
     port = free_port()
     config = plane.folder / "extender.toml"
     config.write_text(f'address = "127.0.0.1"\nport = {port}\nprefix = "/extender"\nkubeconfig = "{plane.kubeconfig}"\n'
-                      f'profile = "{profile}"\nplanner_interval_s = {interval_s}\nhealth_port = 0\n', encoding="utf-8")
+                      f'profile = "{profile}"\nplanner_interval_s = {interval_s}\nhealth_port = 0\n{more}',
+                      encoding="utf-8")
     plane._spawn("fleetsched-extender", [sys.executable, "-m", "fleetsched", "extender", "--config", str(config)])
     process = plane.processes["fleetsched-extender"]
     url = f"http://127.0.0.1:{port}/extender"
