@@ -215,3 +215,38 @@ def test_metrics_show_budget_spend_held_jobs_and_fair_share_by_team(tmp_path: Pa
     assert gauges["fleetsched_fair_share_gpus"][(("flavor", "H100-80GB"), ("queue", "ml"))] > 0
     text = Metrics().render(gauges)
     assert f'fleetsched_budget_committed_usd{{budget="ml-month",period="2026-11",team="ml"}} {round(GPU_HOUR_USD, 6)}' in text
+
+
+def test_a_pod_past_its_queues_gpu_limit_is_held_by_quota_with_its_own_event(tmp_path: Path) -> None:
+    quota = ('[[flavor]]\nname = "h100"\ngpu_models = ["H100-80GB"]\n[[queue]]\nname = "ml"\n'
+             'quota.h100 = { guaranteed_gpus = 1, limit_gpus = 2 }\n')
+    one, two = pod("one", 1), pod("two", 2)
+    ext, _, _, _, events, _ = governed(tmp_path, [one, two], quota)
+    assert ext.filter(ExtenderArgs(one, ("od-1",))).node_names == ("od-1",)
+    assert bind(ext, "one") == ""
+    ext.planner.plan()
+    reply = ext.filter(ExtenderArgs(two, ("od-1",)))
+    assert reply.failed == {"od-1": "QuotaLimit: queue ml uses 1 of its 2 h100 GPUs"}
+    assert ("uid-two", "QuotaLimit") in {(e[1]["uid"], e[2]) for e in events.posted}
+    assert ext.gauges()["fleetsched_held_jobs"][(("reason", "QuotaLimit"), ("team", "ml"))] == 1.0
+    assert ext.gauges()["fleetsched_used_gpus"][(("flavor", "h100"), ("queue", "ml"))] == 1.0
+
+
+def test_a_gang_is_approved_by_its_gang_name_and_each_member_reserves_its_share(tmp_path: Path) -> None:
+    members = [pod(f"g-{i}", 3, labels={"fleetsched.io/gang": "g"}, annotations={"fleetsched.io/gang-size": "2", **HOUR})
+               for i in range(2)]  # fmt: skip
+    ext, _, guard, store, events, _ = governed(tmp_path, members, GOVERNANCE.replace("usd = 10", "usd = 1000"))
+    assert ext.filter(ExtenderArgs(members[0], ("od-1",))).failed == {"od-1": "ApprovalGate: waiting for approval (big)"}
+    assert {e[1]["name"] for e in events.posted if e[2] == "ApprovalGate"} == {"g-0", "g-1"}
+    store.items = [Approval("gang.ml.g", "ml/gang:g", True)]
+    guard.tick(ext.planner, None)
+    plan = ext.planner.current()
+    assert plan is not None and {uid: node for uid, (node, _) in plan.nodes.items()} == {"uid-g-0": "od-1", "uid-g-1": "od-1"}
+    ext.gangs.wait_s = 0.2
+    for member in members:
+        assert ext.filter(ExtenderArgs(member, ("od-1",))).node_names == ("od-1",)
+    assert "none is bound until all do" in ext.bind(BindingArgs("g-0", "ml", "uid-g-0", "od-1"))
+    assert guard.book.committed("ml-month", "2026-11") == 0.0  # nothing bound, nothing reserved
+    assert ext.bind(BindingArgs("g-1", "ml", "uid-g-1", "od-1")) == ""  # the last member binds them all
+    assert sorted(guard.book.open) == ["ml/g-0@uid-g-0", "ml/g-1@uid-g-1"]
+    assert guard.book.committed("ml-month", "2026-11") == pytest.approx(6 * GPU_HOUR_USD)
