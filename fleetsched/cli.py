@@ -143,10 +143,9 @@ def _mig_check(args: argparse.Namespace) -> Output:
 
 
 def _extender(args: argparse.Namespace) -> Output:
-    from scheduler.governance_file import load_governance
-
     from extender.config import load_config
     from extender.main import serve
+    from scheduler.governance_file import load_governance
 
     config = load_config(args.config, default_catalog())
     if args.governance:
