@@ -107,3 +107,24 @@ def test_plan_shows_a_job_held_for_approval(tmp_path: Path, capsys: pytest.Captu
     text = capsys.readouterr().out
     assert "waiting for approval (gangs)" in text
     assert "placed 1 of 2 jobs" in text
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ('[[flavor]]\nname = "a100"\ngpu_models = ["A100-80GB"]\n',
+         ":25: flavor[0] (a100).gpu_models: names no pool of the cluster (its GPU models: H100-80GB)"),
+        ('[[flavor]]\nname = "od"\npools = ["h100-ondemand"]\n',
+         ":25: flavor[0] (od).pools: no pool 'h100-ondemand' in the cluster; it has h100-od, h100-spot, h100-reserved"),
+    ],
+    ids=["model", "pool"],
+)
+def test_a_flavour_that_names_no_pool_of_the_cluster_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, expected: str
+) -> None:
+    path = Path(rules(tmp_path))
+    path.write_text(path.read_text() + table, encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(["simulate", "--trace", TRACE, "--cluster", CLUSTER, "--governance", str(path), "--out", str(out)])
+    assert code == 2 and capsys.readouterr().err == f"fleetsched: {path}{expected}\n"
+    assert not out.exists()
