@@ -250,3 +250,15 @@ def test_a_gang_is_approved_by_its_gang_name_and_each_member_reserves_its_share(
     assert ext.bind(BindingArgs("g-1", "ml", "uid-g-1", "od-1")) == ""  # the last member binds them all
     assert sorted(guard.book.open) == ["ml/g-0@uid-g-0", "ml/g-1@uid-g-1"]
     assert guard.book.committed("ml-month", "2026-11") == pytest.approx(6 * GPU_HOUR_USD)
+
+
+def test_a_pod_placed_alone_counts_the_plans_jobs_not_bound_yet(tmp_path: Path) -> None:
+    # kube-scheduler can ask about a pod before the mirror shows it: the pod is placed alone on
+    # what the plan leaves, and the plan's first pod, admitted but not bound, has taken the budget.
+    first, late = pod("first", annotations=HOUR), pod("late", annotations=HOUR)
+    ext, _, guard, _, _, _ = governed(tmp_path, [first])
+    assert ext.filter(ExtenderArgs(first, ("od-1",))).node_names == ("od-1",)
+    assert guard.book.open == {}  # not bound: nothing reserved yet
+    reply = ext.filter(ExtenderArgs(late, ("od-1",)))
+    assert reply.node_names == ()
+    assert reply.failed["od-1"].startswith(f"BudgetGuard: budget ml-month: ${GPU_HOUR_USD:,.2f} of $10.00 committed")
