@@ -9,9 +9,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.governance import Governance
-from scheduler.governance_file import load_governance
-
 import policies
 from extender import access
 from extender.config import ExtenderConfig, exposure_problem
@@ -26,6 +23,8 @@ from extender.verbs import GpuExtender
 from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
+from scheduler.governance import Governance
+from scheduler.governance_file import load_governance
 
 log = logging.getLogger(__name__)
 
