@@ -41,11 +41,11 @@ from scheduler.errors import InputError
 from scheduler.governance import (
     Governance,
     GovernanceView,
-    Period,
     bound_usd,
     estimated_runtime_s,
     job_usd_per_hour,
     period_bounds,
+    team_period,
 )
 from scheduler.model import ClusterSnapshot, Job, Pool
 from scheduler.spend import SpendBook
@@ -311,11 +311,6 @@ class Guardrails:
             for (queue, flavor), gpus in values.items():
                 found[gauge][(("flavor", flavor), ("queue", queue))] = round(gpus, 6)
         return found
-
-
-def team_period(unix_s: float) -> str:
-    """The period a team's own spend is booked in (its budgets have theirs): the calendar month."""
-    return period_bounds(Period.MONTH, unix_s)[2]
 
 
 def held_jobs(plan: Plan) -> list[str]:

@@ -260,6 +260,12 @@ def period_bounds(period: Period, unix_s: float) -> tuple[float, float, str]:
     return start * SECONDS_PER_DAY, end * SECONDS_PER_DAY, label
 
 
+def team_period(unix_s: float) -> str:
+    """The period a team's own spend and holds are counted in, in both worlds: the calendar
+    month (UTC). Its budgets count in theirs."""
+    return period_bounds(Period.MONTH, unix_s)[2]
+
+
 def utc_text(unix_s: float) -> str:
     """A moment as people read it in a reason: "2026-12-01 00:00 UTC"."""
     days, seconds = divmod(math.floor(unix_s), int(SECONDS_PER_DAY))

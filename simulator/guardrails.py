@@ -8,7 +8,8 @@ jobs a guardrail holds, and from when). It builds the `GovernanceView` each cycl
 the summary's `governance` section (`document`).
 
 Time: simulated second `t` is Unix time `rules.epoch_s + t`; periods are the rules' UTC
-calendar periods. A team's spend is charged to the period its run started in.
+calendar periods (a team's own spend and holds: the month). Spend is charged to the period its
+run started in.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from scheduler.decision import Code, Decision
 from scheduler.fairshare import make_view
-from scheduler.governance import Governance, Period, estimate_usd, job_gpus, period_bounds
+from scheduler.governance import Governance, estimate_usd, job_gpus, period_bounds, team_period
 from scheduler.model import ClusterSnapshot, Job, Pool
 from scheduler.spend import SpendBook
 from simulator.runs import MS, ms
@@ -82,10 +83,8 @@ class Guardrails:
     def unix_s(self, now_ms: int) -> float:
         return self.rules.epoch_s + now_ms / MS
 
-    def team_period(self, team: str, now_ms: int) -> str:
-        """The period a team's spend and holds are counted in: its first budget's, else the month."""
-        budgets = self.rules.budgets_of(team)
-        return period_bounds(budgets[0].period if budgets else Period.MONTH, self.unix_s(now_ms))[2]
+    def team_period(self, now_ms: int) -> str:
+        return team_period(self.unix_s(now_ms))
 
     def record(self, team: str) -> TeamRecord:
         return self.teams.setdefault(team or "(none)", TeamRecord())
@@ -133,7 +132,7 @@ class Guardrails:
         budgets = [(budget.name, period_bounds(budget.period, unix_s)[2]) for budget in self.rules.budgets_of(team)]
         self.periods_seen.update(budgets)
         usd = estimate_usd(job, pool, self.rules.default_runtime_s)
-        self.book.reserve(job.id, team or "(none)", self.team_period(team, now_ms), budgets, usd)
+        self.book.reserve(job.id, team or "(none)", self.team_period(now_ms), budgets, usd)
         self._start_units[job.id] = units
 
     def stopped(self, job: Job, now_ms: int, units: int, denominator: int) -> None:
@@ -169,7 +168,7 @@ class Guardrails:
 
     def _hold(self, job_id: str, guard: str, now_ms: int) -> None:
         team = self.rules.team_of(self.job_of(job_id))
-        hold = self.holds[job_id] = Hold(guard, team, now_ms, self.team_period(team, now_ms))
+        hold = self.holds[job_id] = Hold(guard, team, now_ms, self.team_period(now_ms))
         record = self.record(team)
         key = (hold.period, guard)
         record.jobs_held[key] = record.jobs_held.get(key, 0) + 1
@@ -177,7 +176,7 @@ class Guardrails:
     def denied(self, job: Job, now_ms: int) -> None:
         """A job a guardrail denied: counted in its team's period."""
         team = self.rules.team_of(job)
-        period = self.team_period(team, now_ms)
+        period = self.team_period(now_ms)
         record = self.record(team)
         record.denied[period] = record.denied.get(period, 0) + 1
 

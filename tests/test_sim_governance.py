@@ -87,9 +87,10 @@ def test_the_hand_computed_day(tmp_path: Path) -> None:
     assert day1 == {"budget_usd": 170.0, "warn_usd": 136.0, "spent_usd": 120.0, "reserved_usd": 0.0, "state": "ok"}
     assert day2["spent_usd"] == 80.0
     a, b = document["teams"]["a"], document["teams"]["b"]
-    assert a["periods"]["2026-11-30"] == {"spent_usd": 120.0, "reserved_usd": 0.0, "jobs_held": {"BudgetGuard": 2},
-                                          "hours_held": {"BudgetGuard": 23.0}, "jobs_denied": 0}  # fmt: skip
-    assert a["periods"]["2026-12-01"]["spent_usd"] == 80.0
+    # A team's own figures count by calendar month: day 1 is November's, day 2 December's.
+    assert a["periods"]["2026-11"] == {"spent_usd": 120.0, "reserved_usd": 0.0, "jobs_held": {"BudgetGuard": 2},
+                                       "hours_held": {"BudgetGuard": 23.0}, "jobs_denied": 0}  # fmt: skip
+    assert a["periods"]["2026-12"]["spent_usd"] == 80.0
     assert b["periods"] == {"2026-11": {"spent_usd": 16.0, "reserved_usd": 0.0, "jobs_held": {"ApprovalGate": 1},
                                         "hours_held": {"ApprovalGate": 0.5}, "jobs_denied": 0}}  # fmt: skip
     assert b["approvals"] == {"requested": 1, "approved": 1, "rejected": 0, "mean_wait_s": 1800.0, "max_wait_s": 1800.0}
@@ -105,7 +106,7 @@ def test_a_budget_that_denies_ends_the_job_with_the_reason(tmp_path: Path) -> No
     document = summary(result)
     assert document["jobs"]["completed"] == 2
     assert document["governance"]["jobs_denied"] == 2
-    assert document["governance"]["teams"]["a"]["periods"]["2026-11-30"]["jobs_denied"] == 2
+    assert document["governance"]["teams"]["a"]["periods"]["2026-11"]["jobs_denied"] == 2
 
 
 def test_an_ungoverned_profile_only_reports_the_budget(tmp_path: Path) -> None:
