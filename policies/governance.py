@@ -1,6 +1,6 @@
 """Guardrails: budgets, quota limits and approvals at admission; fair-share order and reclaim.
 
-Each reads only `cycle.snapshot.governance` (a `scheduler.governance.GovernanceView`, None
+Each reads only `cycle.governance` (the snapshot's `scheduler.governance.GovernanceView`, None
 when the world runs ungoverned: then every guardrail lets everything through), the job and
 the cluster. Admission answers OK, WAIT (held: the reason says until when or by what) or
 UNRESOLVABLE (denied: a world drops the job with the reason). Admissions in one cycle add up
@@ -49,7 +49,7 @@ class BudgetGuard(Plugin):
     name = "BudgetGuard"
 
     def admit(self, cycle: Cycle, job: Job) -> Status:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None:
             return OK
         budgets = view.rules.budgets_of(view.rules.team_of(job))
@@ -95,7 +95,7 @@ class BudgetSpotOnly(Plugin):
     job_fields = frozenset({"labels"})
 
     def filter(self, cycle: Cycle, job: Job, node: Node) -> Status:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None or view.rules.team_of(job) not in view.spot_only or is_spot(cycle.pool_of(node)):
             return OK
         return Status.unresolvable(f"team {view.rules.team_of(job)} has spent its budget: spot capacity only")
@@ -108,7 +108,7 @@ class QuotaLimit(Plugin):
     name = "QuotaLimit"
 
     def admit(self, cycle: Cycle, job: Job) -> Status:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None:
             return OK
         rules = view.rules
@@ -147,7 +147,7 @@ class ApprovalGate(Plugin):
     name = "ApprovalGate"
 
     def admit(self, cycle: Cycle, job: Job) -> Status:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None or job.id in view.approved:
             return OK
         rules = view.rules.approval_rules(job, cycle.pools)
@@ -167,7 +167,7 @@ class FairShareOrder(Plugin):
     static = False
 
     def sort_key(self, cycle: Cycle, job: Job) -> tuple[float, ...]:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None:
             return (-job.priority, 0.0)
         queue = view.rules.queue_name(view.rules.team_of(job))
@@ -192,7 +192,7 @@ class FairShareReclaim(Plugin):
     evicts_equal_priority = True
 
     def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> Sequence[Preemption]:
-        view = cycle.snapshot.governance
+        view = cycle.governance
         if view is None:
             return []
         used = usage(view.rules, cycle.snapshot)  # this cycle's placements included

@@ -170,12 +170,15 @@ class Framework:
             return list(jobs), {}
         admitted: list[Job] = []
         waiting: dict[str, Status] = {}
-        for job in jobs:
-            status = self._first_failure((plugin, plugin.admit(cycle, job)) for plugin in self._admit)
-            if status.ok:
-                admitted.append(job)
+        success = Code.SUCCESS
+        for job in jobs:  # a plain loop: every job waiting is asked, every cycle
+            for plugin in self._admit:
+                status = plugin.admit(cycle, job)
+                if status.code is not success:
+                    waiting[job.id] = status.by(_name(plugin))
+                    break
             else:
-                waiting[job.id] = status
+                admitted.append(job)
         return admitted, waiting
 
     def order(self, cycle: Cycle, jobs: Sequence[Job]) -> list[Job]:

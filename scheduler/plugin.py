@@ -69,17 +69,19 @@ class Cycle:
     """What a plugin sees of one scheduling cycle (kube-scheduler's CycleState).
 
     `snapshot` is the cluster as the cycle has changed it so far (placements made earlier in
-    the cycle included); `pools` never change within a cycle. A placer's `CycleState`
+    the cycle included); `pools` never change within a cycle, nor does `governance` (the
+    snapshot's guardrail view, `scheduler.governance`: what the guardrails read, every job). A placer's `CycleState`
     (`scheduler.cycle`) owns that snapshot; a plugin only reads it.
     """
 
-    __slots__ = ("_memo", "_rng", "_seed", "_source", "now_s", "pools")
+    __slots__ = ("_memo", "_rng", "_seed", "_source", "governance", "now_s", "pools")
 
     def __init__(
         self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None, seed: int = 0
     ) -> None:
         self.now_s = now_s
         self.pools = snapshot.pools
+        self.governance = snapshot.governance
         self._source: _SnapshotSource = _Fixed(snapshot)
         self._rng = rng
         self._seed = seed
@@ -90,6 +92,7 @@ class Cycle:
         """A cycle whose snapshot is `source.snapshot`, read whenever a plugin asks."""
         cycle = cls.__new__(cls)
         cycle.now_s, cycle.pools, cycle._source = now_s, pools, source
+        cycle.governance = source.snapshot.governance
         cycle._rng, cycle._seed, cycle._memo = None, seed, {}
         return cycle
 

@@ -129,6 +129,10 @@ class WaitingQueue:
     Made by `Scheduler.queue()`, which knows the profile's shapes and order. A world adds the
     jobs that arrive and the jobs it stops; a cycle takes what it is shown and puts back what
     it did not place.
+
+    A queue that is not bucketed shows every cycle every job, which the cycle orders itself
+    (its order depends on the cycle): it keeps them in a plain dict, in no particular order,
+    since a cycle that takes them all and puts back all but a few would pay a heap's order twice.
     """
 
     shape_of: Callable[[Job], Hashable]
@@ -144,12 +148,18 @@ class WaitingQueue:
     _count: int = 0
     _priorities: dict[int, int] = field(default_factory=dict)  # priority -> jobs waiting with it
     _sequence: int = 0
+    _plain: dict[str, Job] = field(default_factory=dict)  # not bucketed: the jobs by id
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, job: Job, *, fresh: bool = True) -> None:
         """Queues `job`; `fresh` unless it comes back from a cycle that could not place it."""
+        if not self.bucketed:
+            if self._plain.setdefault(job.id, job) is job and len(self._plain) > self._count:
+                self._count += 1
+                self._priorities[job.priority] = self._priorities.get(job.priority, 0) + 1
+            return
         known = self._known.get(id(job))
         if known is None or known[0] is not job:  # a job's key and bucket are worked out once
             shape = self.shape_of(job) if self.bucketed else None
@@ -177,12 +187,18 @@ class WaitingQueue:
 
     def jobs(self) -> Iterator[Job]:
         """The waiting jobs, bucket by bucket, none taken (for a world's guardrail view)."""
+        yield from self._plain.values()
         for number in self._nonempty:
             for _, _, job in self._buckets[number]:
                 yield job
 
     def remove(self, job: Job) -> None:
         """Takes `job` out for good (a guardrail denied it): rare, so a linear pass."""
+        if self._plain.get(job.id) is job:
+            del self._plain[job.id]
+            self._count -= 1
+            self._drop_priority(job.priority)
+            return
         for number in list(self._nonempty):
             bucket = self._buckets[number]
             kept = [entry for entry in bucket if entry[2] is not job]
@@ -191,11 +207,7 @@ class WaitingQueue:
             heapq.heapify(kept)
             self._buckets[number] = kept
             self._count -= 1
-            left = self._priorities[job.priority] - 1
-            if left:
-                self._priorities[job.priority] = left
-            else:
-                del self._priorities[job.priority]
+            self._drop_priority(job.priority)
             if not kept:
                 del self._nonempty[number]
             self.forget(job)
@@ -207,6 +219,12 @@ class WaitingQueue:
 
         With `only_fresh`, only buckets that received new jobs since the last take are looked at.
         """
+        if not self.bucketed:
+            every = list(self._plain.values())
+            self._plain.clear()
+            self._count -= len(every)
+            self._priorities.clear()
+            return every
         taken: list[Job] = []
         numbers = list(self._fresh if only_fresh else self._nonempty)
         self._fresh.clear()
@@ -222,14 +240,16 @@ class WaitingQueue:
             if not bucket:
                 del self._nonempty[number]
         self._count -= len(taken)
-        priorities = self._priorities
         for job in taken:
-            left = priorities[job.priority] - 1
-            if left:
-                priorities[job.priority] = left
-            else:
-                del priorities[job.priority]
+            self._drop_priority(job.priority)
         return taken
+
+    def _drop_priority(self, priority: int) -> None:
+        left = self._priorities[priority] - 1
+        if left:
+            self._priorities[priority] = left
+        else:
+            del self._priorities[priority]
 
     def highest_priority(self) -> int | None:
         """The highest priority of a waiting job (None when none waits)."""
