@@ -12,6 +12,7 @@ from policies.autoscale import ScaleUpCheapest, ScaleUpLeastWaste
 from policies.backfill import EasyBackfill
 from policies.cost import CheapestPool
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
+from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairShareOrder, FairShareReclaim, QuotaLimit
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
 from policies.preemption import LeastWorkLost, PriorityPreemption
@@ -38,6 +39,12 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         ScaleUpCheapest,
         ScaleUpLeastWaste,
         EasyBackfill,
+        BudgetGuard,
+        BudgetSpotOnly,
+        QuotaLimit,
+        ApprovalGate,
+        FairShareOrder,
+        FairShareReclaim,
     )
 }
 

@@ -98,6 +98,13 @@ class Verdicts:
         if sum(len(known) for known in self.by_class.values()) > MAX_VERDICTS:
             self.by_class.clear()
 
+    def forget(self) -> None:
+        """Drops every answer (class ids stay): what the filters read beyond the job and the node changed."""
+        self.by_class.clear()
+        self.closed.clear()
+        self.new_node.clear()
+        self.needs, self.needs_of = {}, None
+
 
 class Framework:
     """Runs a Profile's plugins at the fixed hooks. Policies never call each other."""
@@ -109,6 +116,7 @@ class Framework:
         self._shapes: dict[int, tuple[Job, Hashable]] = {}
         self._interned: dict[Hashable, Hashable] = {}
         self._runtimes: dict[int, tuple[Job, float]] = {}
+        self._governed: Hashable = None  # what filters last read of the governance view
         self._sort = profile.sort
         self._admit = profile.admit
         self._prefilter = profile.prefilter
@@ -135,8 +143,18 @@ class Framework:
         elif classes.ids is not self.verdicts.ids:
             raise ValueError("the index numbers its classes apart from this Framework's verdicts")
         self.verdicts.trim()
+        self._follow_governance(snapshot)
         classes.sync(snapshot)
         return CycleState(snapshot, classes, now_s=now_s, seed=seed)
+
+    def _follow_governance(self, snapshot: ClusterSnapshot) -> None:
+        """Forgets the verdicts when the teams held to spot capacity change: the one thing of
+        the governance view a filter reads (`policies.governance.BudgetSpotOnly`), and it
+        changes only when a budget is spent or a period begins."""
+        governed = snapshot.governance.spot_only if snapshot.governance is not None else None
+        if governed != self._governed:
+            self.verdicts.forget()
+            self._governed = governed
 
     def new_index(self) -> NodeClasses:
         """An empty node-class index numbered as this Framework's verdicts are."""
@@ -145,7 +163,9 @@ class Framework:
     # Queue hooks -------------------------------------------------------------------------
 
     def admit(self, cycle: Cycle, jobs: Sequence[Job]) -> tuple[list[Job], dict[str, Status]]:
-        """Jobs every admit plugin lets through, and the WAIT status of the others."""
+        """Jobs every admit plugin lets through, in the order given, and the status of the others
+        (WAIT: held; UNRESOLVABLE: denied). Plugins see the jobs in that order: admissions in
+        one cycle add up (`cycle.memo`), so the order decides which of them one budget takes."""
         if not self._admit:
             return list(jobs), {}
         admitted: list[Job] = []

@@ -17,11 +17,15 @@ from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from scheduler import mig
 from scheduler.catalog import GpuModelSpec
 from scheduler.mig import Layout, MigInstance
 from scheduler.persistent import K, LayeredMap, V
+
+if TYPE_CHECKING:
+    from scheduler.governance import GovernanceView
 
 FULL_GPU_MILLI = 1000
 
@@ -385,11 +389,15 @@ class RunningJob:
 
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
-    """Everything a policy may know about the cluster at one instant. Never mutated."""
+    """Everything a policy may know about the cluster at one instant. Never mutated.
+
+    `governance` is what guardrail plugins read (`scheduler.governance`): None when ungoverned.
+    """
 
     pools: Mapping[str, Pool]
     nodes: Mapping[str, Node]
     running: Mapping[str, RunningJob] = field(default_factory=lambda: MappingProxyType({}))
+    governance: GovernanceView | None = None
 
     def pool_of(self, node: Node) -> Pool:
         return self.pools[node.pool]
@@ -411,6 +419,7 @@ class ClusterSnapshot:
             self.pools,
             _layered(self.nodes).updated(changed),
             _layered(self.running).updated({job.id: RunningJob(placement, start_s)}),
+            self.governance,
         )
 
     def release(self, job_id: str) -> ClusterSnapshot:
@@ -423,19 +432,20 @@ class ClusterSnapshot:
             indexes = {grant.gpu for grant in replica.grants}
             changed[replica.node] = node.without(self.pools[node.pool], job_id, indexes)
         nodes = _layered(self.nodes).updated(changed)
-        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id))
+        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id), self.governance)
 
 
     def with_node(self, node: Node) -> ClusterSnapshot:
         """The snapshot with `node` added or replaced (a node joining, or becoming ready)."""
-        return ClusterSnapshot(self.pools, _layered(self.nodes).updated({node.name: node}), self.running)
+        return ClusterSnapshot(self.pools, _layered(self.nodes).updated({node.name: node}), self.running,
+                               self.governance)
 
     def without_node(self, name: str) -> ClusterSnapshot:
         """The snapshot without an empty node (released or taken back); AllocationError if it holds jobs."""
         held = {job for gpu in self.nodes[name].gpus for job in gpu.jobs()}
         if held:
             raise AllocationError(f"node {name} still holds {', '.join(sorted(held))}")
-        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running)
+        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running, self.governance)
 
 
 def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:

@@ -34,13 +34,15 @@ class Plugin:
     `job_fields` names the Job fields that the plugin's filter and score read. Jobs equal
     in those fields (and in REQUEST_FIELDS) get the same answers on the same node class, so
     the Framework asks once per cycle. None means the plugin may read any field.
-    `static` is for queue sort plugins (see QueueSortPlugin).
+    `static` is for queue sort plugins (see QueueSortPlugin); `evicts_equal_priority` for
+    postfilter plugins (see PostFilterPlugin).
     """
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[Any] | None] = None
     job_fields: ClassVar[frozenset[str] | None] = None
     static: ClassVar[bool] = False
+    evicts_equal_priority: ClassVar[bool] = False
 
     def __init__(self, args: Any = None) -> None:
         self.args = args
@@ -118,9 +120,11 @@ class Cycle:
 
 @runtime_checkable
 class AdmitPlugin(Protocol):
-    """Whether a job may be considered this cycle at all (quota, budget, gang completeness).
+    """Whether a job may be considered this cycle at all (quota, budget, approval, gang completeness).
 
-    Returns OK, or WAIT with the reason to keep the job queued untouched.
+    Returns OK; WAIT with the reason to keep the job queued untouched (held); or UNRESOLVABLE
+    when it must never run (denied: a world drops it with the reason). Jobs are asked in queue
+    order, and a plugin may add up what it admitted in `cycle.memo`.
     """
 
     def admit(self, cycle: Cycle, job: Job) -> Status: ...
@@ -167,7 +171,9 @@ class PostFilterPlugin(Protocol):
     `rejected` maps each node to the status that rejected it. The Framework re-checks that
     the job fits after the evictions before it accepts any of them. Victims have a lower
     priority than `job` (kube-scheduler's rule): a waiting queue relies on it to hold back
-    jobs that cannot fit while none outranks a running job (`scheduler.queue`).
+    jobs that cannot fit while none outranks a running job (`scheduler.queue`). A plugin that
+    may evict jobs of equal priority (a fair-share reclaim) says so with `evicts_equal_priority`,
+    and the queue then shows every cycle its whole length.
     """
 
     def postfilter(self, cycle: Cycle, job: Job, rejected: Mapping[str, Status]) -> Sequence[Preemption]: ...

@@ -84,10 +84,14 @@ class Scheduler:
     @property
     def shapes_are_interchangeable(self) -> bool:
         """Whether jobs of one shape are also alike for the queue hooks: no admit plugin (which
-        may read any field, or the cluster) and a static queue order. A queue may then hold
+        may read any field, or the cluster), a static queue order, and no postfilter that evicts
+        jobs of equal priority (`FairShareReclaim`). A queue may then hold
         back jobs of a shape that cannot fit (`scheduler.queue`; with a postfilter, only while
         no waiting job outranks a running one)."""
-        return self.profile.sort.static and not self.profile.admit
+        return (
+            self.profile.sort.static and not self.profile.admit
+            and not any(getattr(plugin, "evicts_equal_priority", False) for plugin in self.profile.postfilter)
+        )  # fmt: skip
 
     def queue(self, jobs: Iterable[Job] = ()) -> WaitingQueue:
         """A waiting queue for a world to keep, ordered and bucketed as this profile allows, holding `jobs`."""
@@ -198,8 +202,7 @@ class Scheduler:
 
     def _cycle(self, state: CycleState, pending: Sequence[Job]) -> Decision:
         cycle = state.cycle
-        admitted, waiting = self.framework.admit(cycle, pending)
-        queue = self.framework.order(cycle, admitted)
+        queue, waiting = self.framework.admit(cycle, self.framework.order(cycle, pending))
         decision = self.placer.place(self.framework, state, queue)
         unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].fits_nowhere]
         provision = self.framework.provision(state, unplaced) if unplaced else {}
