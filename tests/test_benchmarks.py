@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +89,52 @@ def test_bench_stream_replays_a_trace_in_a_process_of_its_own(tmp_path: Path) ->
     report = json.loads(done.stdout.strip().splitlines()[-1])
     (run,) = report["runs"]
     assert run["jobs"] == run["completed"] == 300 and run["peak_rss_mib"] > 0 and run["jobs_per_s"] > 0
+
+
+def _bench_governance() -> Any:
+    """benchmarks/bench_governance.py as a module (benchmarks/ is not a package; it imports `machine`)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_governance", ROOT / "benchmarks/bench_governance.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_governance"] = module  # its dataclasses look their module up while being made
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _job_row(job_id: str, team: str, submit_s: float, start_s: float | None, cost_usd: float) -> dict[str, str]:
+    started = start_s is not None
+    return {"id": job_id, "team": team, "submit_s": str(submit_s), "start_s": str(start_s) if started else "",
+            "queue_s": str(start_s - submit_s) if start_s is not None else "", "cost_usd": str(cost_usd),
+            "pools": "p" if started else ""}
+
+
+def test_bench_governance_checks_count_spend_by_start_period_and_catch_overruns() -> None:
+    bench = _bench_governance()
+    rows = [_job_row("a1", "a", 10, 10, 60.0), _job_row("a2", "a", 20, 90, 50.0), _job_row("a3", "a", 30, 130, 70.0),
+            _job_row("b1", "b", 50, 150, 5.0), _job_row("b2", "b", 60, None, 0.0)]
+
+    def period(simulated_s: float) -> str:
+        return "P1" if simulated_s < 100 else "P2"
+
+    found = bench.team_periods(rows, period)
+    # Spend goes to the period a job started in: a1 and a2 (started at 10 and 90) in P1, a3 (submitted in P1,
+    # started at 130) in P2.
+    assert found[("a", "P1")].spend_usd == 110.0 and found[("a", "P2")].spend_usd == 70.0
+    # Queue times belong to the period of submission: a1 0 s, a2 70 s, a3 100 s; b1 100 s, b2 never started.
+    assert found[("a", "P1")].queue_mean_s == 170 / 3 and found[("a", "P1")].jobs_submitted == 3
+    assert found[("b", "P1")].queue_mean_s == 100.0 and found[("b", "P1")].jobs_submitted == 2
+    assert found[("b", "P2")].spend_usd == 5.0 and found[("b", "P2")].queue_mean_s is None
+    assert bench.p95([0.0, 70.0, 100.0]) == pytest.approx(97.0)  # inclusive: 70 + 0.9 x 30
+    # a1 was estimated at $55 (actual $60), a3 at $72 on one pool and $68 on another: largest gap $5.
+    assert bench.largest_estimate_error(rows, {"a1": [55.0], "a3": [72.0, 68.0]}) == 5.0
+    budgets = [("a-budget", frozenset({"a"}), {"P1": 100.0, "P2": 100.0})]
+    checks = bench.budget_checks(found, budgets, 5.0)
+    assert [(c.period, c.spent_usd, c.ok) for c in checks] == [("P1", 110.0, False), ("P2", 70.0, True)]
+    assert bench.budget_checks(found, budgets, 10.0)[0].ok  # within one job's estimate error
+    before, after = {"a": 50.0, "b": 100.0}, {"a": 10.0, "b": 100.5}
+    assert [(c.team, c.ok) for c in bench.queue_checks(before, after, ["b"])] == [("b", False)]
+    assert bench.queue_checks(after, before, ["b"])[0].ok
