@@ -17,7 +17,10 @@ import policies
 from scheduler.cluster import Cluster, load_cluster
 from scheduler.decision import Decision
 from scheduler.errors import InputError
+from scheduler.fairshare import make_view
 from scheduler.feasibility import Survey, surveys
+from scheduler.governance import Governance
+from scheduler.governance_file import load_governance
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
@@ -43,6 +46,13 @@ def load_profile(name_or_path: str | Profile) -> Profile:
     return name_or_path if isinstance(name_or_path, Profile) else policies.profile(name_or_path)
 
 
+def _governance(governance: PathLike | Governance | None) -> Governance | None:
+    """A governance file read (InputError naming file, line and key), or the rules as given."""
+    if governance is None or isinstance(governance, Governance):
+        return governance
+    return load_governance(governance)
+
+
 def _cluster(cluster: PathLike | Cluster) -> Cluster:
     return cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
 
@@ -58,14 +68,23 @@ class Plan:
 
 
 def plan(
-    cluster: PathLike | Cluster, jobs: PathLike | Sequence[Job], profile: str | Profile = "default", *, seed: int = 0
+    cluster: PathLike | Cluster,
+    jobs: PathLike | Sequence[Job],
+    profile: str | Profile = "default",
+    *,
+    seed: int = 0,
+    governance: PathLike | Governance | None = None,
 ) -> Plan:
     """Places `jobs` (a canonical job file, or jobs) on `cluster` in one cycle of `profile`,
-    explaining every job left pending."""
+    explaining every job left pending. With `governance`, the cycle sees its rules at the
+    start of its epoch with nothing spent and nothing approved."""
+    rules = _governance(governance)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
     given = tuple(read_jobs(jobs)) if isinstance(jobs, str | Path) else tuple(jobs)
     snapshot = loaded.snapshot()
+    if rules is not None:
+        snapshot = replace(snapshot, governance=make_view(rules, snapshot, rules.epoch_s, {}, given))
     decision = Scheduler(chosen).schedule(snapshot, given, now_s=0.0, seed=seed)
     return Plan(chosen.name, snapshot, given, decision)
 
@@ -150,7 +169,7 @@ def survey_profiles(
     return surveys(trace, loaded, chosen)
 
 
-def simulate(
+def simulate(  # noqa: PLR0913 - the command's options, one keyword each
     trace: PathLike | Sequence[Job],
     cluster: PathLike | Cluster,
     profile: str | Profile = "default",
@@ -160,6 +179,7 @@ def simulate(
     trace_format: str | None = None,
     out: PathLike | RunDirectory | None = None,
     options: SimOptions | None = None,
+    governance: PathLike | Governance | None = None,
 ) -> SimResult:
     """Replays `trace` (a trace file in any format fleetsched reads, or jobs) on `cluster` under
     `profile`; `options` sets the rest (invariant checks, progress reports), `seed` and
@@ -168,9 +188,13 @@ def simulate(
     Without `out`, the result holds the whole history (runs, events, timeline: `write_run`
     writes it as a run directory). With `out` (a new or empty directory, or a prepared
     `RunDirectory` its caller commits), the replay writes the run directory as it goes and
-    forgets each job once it has ended: the way to replay a trace of millions of jobs."""
+    forgets each job once it has ended: the way to replay a trace of millions of jobs.
+
+    `governance` (a governance file, or its rules) turns on the guardrails' bookkeeping; the
+    profile's guardrail plugins (the `governed` profile) enforce them."""
     check_seed(seed)
     check_round(round_s)
+    rules = _governance(governance)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
     if isinstance(trace, str | Path):
@@ -180,6 +204,8 @@ def simulate(
         if not jobs:
             raise InputError("the trace has no job to replay")
     options = replace(options or SimOptions(), seed=seed, round_s=round_s, total_jobs=count)
+    if rules is not None:
+        options = replace(options, governance=rules)
     scheduler = Scheduler(chosen, explain=False)
     if out is None:
         return replay(jobs, loaded, scheduler, options)
@@ -200,6 +226,7 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     workers: int | None = None,
     round_s: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    governance: PathLike | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Replays `trace` under every profile with seeds 0..seeds-1, in parallel processes, each
     writing `out/runs/<name>-seed<N>/`; returns one row per run (the `comparison.csv`
@@ -213,11 +240,13 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     for name in profiles:
         policies.profile(name)
     load_cluster(cluster)
+    _governance(governance)  # a mistake stops here, before any run starts
     _, in_order = trace_order(trace, trace_format)
     run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
     try:
         specs = comparison.plan_runs(str(trace), str(cluster), profiles, seeds, run.path, trace_format=trace_format,
-                                     round_s=round_s, in_order=in_order)
+                                     round_s=round_s, in_order=in_order,
+                                     governance=str(governance) if governance is not None else None)
         found = comparison.run_all(specs, workers=workers, progress=progress)
         if run is not out:
             run.commit()

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--profile", default="default", help="bundled profile name or a .toml path")
     plan.add_argument("--seed", type=int, default=0, help="seed of the cycle's random generator")
     plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.add_argument("--governance", help="governance file (TOML): the cycle sees its rules, nothing spent yet")
     plan.set_defaults(run=_plan)
     add_trace_verbs(verbs)
     add_simulation_verbs(verbs)
@@ -138,7 +139,7 @@ def _extender(args: argparse.Namespace) -> Output:
 
 def _plan(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
-    result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed)
+    result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed, governance=args.governance)
     if args.json:
         return 0, _json(plan_json(result.profile, result.snapshot, result.jobs, result.decision))
     return 0, render_plan(result.profile, result.snapshot, result.jobs, result.decision)

@@ -18,6 +18,7 @@ from typing import TextIO
 from fleetsched import api
 from scheduler.errors import InputError
 from scheduler.feasibility import Group, Survey
+from scheduler.governance_file import load_governance
 from simulator.compare import render_comparison, write_comparison
 from simulator.engine import SimOptions
 from simulator.outputs import render_summary
@@ -59,6 +60,8 @@ def _inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", required=True, help="cluster file (TOML)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a trace with jobs no pool of the cluster can ever take (exit 2)")
+    parser.add_argument("--governance", help="governance file (TOML): teams, quotas, budgets, approvals; the "
+                        "governed profile enforces it, any profile reports spend against it")
 
 
 def _progress(done: int, total: int) -> None:
@@ -118,10 +121,12 @@ def run_simulate(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
     api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
+    rules = load_governance(args.governance) if args.governance else None
     with RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, [args.profile])
         api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
-                     trace_format=args.format, out=run, options=SimOptions(check=args.check, progress=progress))
+                     trace_format=args.format, out=run, options=SimOptions(check=args.check, progress=progress),
+                     governance=rules)
         document = json.loads((run.path / "summary.json").read_text(encoding="utf-8"))
         run.commit()
     return 0, render_summary(document) + f"\nwrote {args.out}/summary.json, jobs.csv, events.jsonl, timeline.csv"
@@ -130,10 +135,13 @@ def run_simulate(args: argparse.Namespace) -> Output:
 def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
+    if args.governance:
+        load_governance(args.governance)  # a mistake stops here, before the run directory is made
     with RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, profiles)
         rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,
-                                 workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr))
+                                 workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr),
+                                 governance=args.governance)
         write_comparison(rows, run.path)
         # Imported here, not at the top: matplotlib wants a writable cache folder when imported,
         # and every other verb (`fleetsched extender` under a read-only root) must start without one.

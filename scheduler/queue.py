@@ -29,7 +29,7 @@ room to grow changes (`LastTake`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -174,6 +174,32 @@ class WaitingQueue:
         known = self._known.get(id(job))
         if known is not None and known[0] is job:
             del self._known[id(job)]
+
+    def jobs(self) -> Iterator[Job]:
+        """The waiting jobs, bucket by bucket, none taken (for a world's guardrail view)."""
+        for number in self._nonempty:
+            for _, _, job in self._buckets[number]:
+                yield job
+
+    def remove(self, job: Job) -> None:
+        """Takes `job` out for good (a guardrail denied it): rare, so a linear pass."""
+        for number in list(self._nonempty):
+            bucket = self._buckets[number]
+            kept = [entry for entry in bucket if entry[2] is not job]
+            if len(kept) == len(bucket):
+                continue
+            heapq.heapify(kept)
+            self._buckets[number] = kept
+            self._count -= 1
+            left = self._priorities[job.priority] - 1
+            if left:
+                self._priorities[job.priority] = left
+            else:
+                del self._priorities[job.priority]
+            if not kept:
+                del self._nonempty[number]
+            self.forget(job)
+            return
 
     def take(self, limit: Callable[[Hashable, Job], int] | None, *, only_fresh: bool = False) -> list[Job]:
         """Removes and returns, per bucket, the first `limit(shape, head job)` jobs (all when `limit` is

@@ -19,6 +19,7 @@ from typing import Any
 import policies
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
+from scheduler.governance_file import load_governance
 from scheduler.model import Job
 from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
@@ -48,6 +49,7 @@ class RunSpec:
     round_s: float = 0.0
     name: str = ""  # the run name (the profile's column in comparison.csv); the profile's when empty
     in_order: bool = True  # the trace comes in submit order: it is streamed, not held
+    governance: str | None = None  # a governance file (each run reads it itself)
 
 
 def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[float]]:
@@ -55,7 +57,8 @@ def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[float]]:
     jobs = read_trace_jobs(spec.trace, spec.trace_format)
     cluster = load_cluster(spec.cluster)
     scheduler = Scheduler(policies.profile(spec.profile), explain=False)
-    options = SimOptions(seed=spec.seed, round_s=spec.round_s)
+    rules = load_governance(spec.governance) if spec.governance is not None else None
+    options = SimOptions(seed=spec.seed, round_s=spec.round_s, governance=rules)
     info = {"trace": Path(spec.trace).name, "cluster": Path(spec.cluster).name}
     arriving: Iterable[Job] = jobs if spec.in_order else list(jobs)  # a list is sorted by the replay
     result, document = run_into(lambda sink: simulate(arriving, cluster, scheduler, options, sink), spec.out,
@@ -116,14 +119,14 @@ def _name(profile: str, depth: int) -> str:
     return "-".join(path.parts[1:][-depth:])
 
 
-def plan_runs(
+def plan_runs(  # noqa: PLR0913 - the comparison's options, one keyword each
     trace: str, cluster: str, profiles: Sequence[str], seeds: int, out: Path, *, trace_format: str | None = None,
-    round_s: float = 0.0, in_order: bool = True,
+    round_s: float = 0.0, in_order: bool = True, governance: str | None = None,
 ) -> list[RunSpec]:
     """Every (profile, seed) run of a comparison, writing `out/runs/<run name>-seed<N>/`."""
     return [
         RunSpec(trace, trace_format, cluster, profile, seed, str(out / "runs" / f"{name}-seed{seed}"), round_s, name,
-                in_order)
+                in_order, governance)
         for profile, name in zip(profiles, run_names(profiles), strict=True) for seed in range(seeds)
     ]
 

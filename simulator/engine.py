@@ -28,8 +28,10 @@ import simpy
 from scheduler.cluster import Cluster
 from scheduler.errors import InputError
 from scheduler.feasibility import unfinished_reasons
+from scheduler.governance import Governance
 from scheduler.model import Capacity, Job, JobKind, Node, Pool
 from scheduler.world import Scheduler, run_cycle
+from simulator.guardrails import Guardrails
 from simulator.ledger import Ledger
 from simulator.recording import Memory, Sink
 from simulator.runs import MS, JobRun, Phase, ms
@@ -50,6 +52,9 @@ class SimOptions:
     total_jobs: int = 0
     reclaims: Mapping[str, float] = field(default_factory=dict)
     """Recorded spot take-backs to replay: node name -> time (s) of its notice (no random draw)."""
+    governance: Governance | None = None
+    """The guardrails' rules (`scheduler.governance`): the world keeps spend, approvals and holds
+    and shows them to the profile's guardrail plugins; a profile without any only reports them."""
 
 
 @dataclass(slots=True)
@@ -163,6 +168,15 @@ class Engine:
             self.options.progress(self.finished, self.options.total_jobs)
         self.world.start_idle_clocks()
         self.wake()
+
+    def timer(self, delay_ms: int, then: Callable[[], None]) -> None:
+        """Calls `then` after `delay_ms`, then wakes the scheduler (an approval, a new budget period)."""
+
+        def fire(_: object) -> None:
+            then()
+            self.wake()
+
+        self.env.timeout(delay_ms).callbacks.append(fire)
 
     def spot_market(self, node: str, pool: Pool) -> Process:
         if node in self.options.reclaims:
@@ -280,6 +294,8 @@ def simulate(
     engine = Engine(env, scheduler, options)
     world = SimWorld(snapshot, Ledger(snapshot.pools), scheduler.queue(), clock=lambda: int(env.now), processes=engine,
                      check=options.check, sink=Memory() if sink is None else sink, keep=sink is None)  # fmt: skip
+    if options.governance is not None:
+        world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job)
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):

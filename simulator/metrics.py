@@ -70,7 +70,17 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
             "released_idle": tally.node_events.get("node-remove:idle", 0),
         },
         **({"solver": tally.solver.document()} if tally.solver is not None else {}),
+        **_governance(result),
     }
+
+
+def _governance(result: SimResult) -> dict[str, Any]:
+    """The `governance` section (`simulator.guardrail_report`), and denied jobs, of a governed run."""
+    guardrails = result.world.guardrails
+    if guardrails is None:
+        return {}
+    return {"governance": {"jobs_denied": result.world.tally.outcomes.get("denied", 0),
+                           **guardrails.document(result.end_ms)}}  # fmt: skip
 
 
 def _cents(totals: Mapping[str, int], denominator: int) -> dict[str, float]:

@@ -108,7 +108,8 @@ class Tally:
         """A job that ended (or was still unfinished when the replay ended) and what it cost
         (in the ledger's units: `Ledger.units`)."""
         job = run.job
-        self.outcomes[run.outcome or "unfinished"] += 1
+        outcome = run.outcome or "unfinished"
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if run.first_start_ms is not None:
             self.queue_s.add(run.first_start_ms / MS - job.submit_s)
         if run.end_ms is not None:

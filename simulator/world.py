@@ -25,10 +25,13 @@ from scheduler.decision import Decision, Pending, SolverReport, apply
 from scheduler.model import Capacity, ClusterSnapshot, GpuRequest, Job, JobKind, Node, Placement, Pool, empty_node
 from scheduler.queue import WaitingQueue
 from scheduler.world import Observation
+from simulator.guardrails import Guardrails
 from simulator.ledger import Ledger, parts_of
 from simulator.recording import Event, Memory, Sink, TimelineRow
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.tally import Tally
+
+DENIED = "denied"  # the outcome of a job a guardrail rejected
 
 
 class Processes(Protocol):
@@ -66,6 +69,7 @@ class SimWorld:
     promised: dict[str, frozenset[str]] = field(default_factory=dict)  # pool -> jobs it was last grown for
     reserved: frozenset[str] = frozenset()  # nodes the last decision's reservation holds
     running_count: int = 0
+    guardrails: Guardrails | None = None  # spend, approvals and holds, when the run is governed
     _serial: dict[str, int] = field(default_factory=dict)
     _parts: dict[tuple[str, GpuRequest], int] = field(default_factory=dict)  # ledger parts per pool and request
     _emptied: set[str] = field(default_factory=set)  # nodes emptied since the idle clocks were last started
@@ -112,12 +116,16 @@ class SimWorld:
     @property
     def quiet(self) -> bool:
         """Nothing runs and no node is on its way."""
-        return self.running_count == 0 and not any(self.provisioning.values())
+        waiting_on_timers = self.guardrails is not None and self.guardrails.pending_timers > 0
+        return self.running_count == 0 and not any(self.provisioning.values()) and not waiting_on_timers
 
     # The World port ----------------------------------------------------------------------
 
     def observe(self) -> Observation:
-        return Observation(self.clock() / MS, self.snapshot, self.queue, MappingProxyType(self.provisioning))
+        snapshot = self.snapshot
+        if self.guardrails is not None:
+            snapshot = self.guardrails.view_on(snapshot, self.queue.jobs(), self.clock())
+        return Observation(self.clock() / MS, snapshot, self.queue, MappingProxyType(self.provisioning))
 
     def enact(self, decision: Decision) -> None:
         """Carries `decision` out: evictions, starts, and the autoscaler's answer to what it asks.
@@ -140,6 +148,9 @@ class SimWorld:
             self._evict(run, now, released=True)
         for placement in decision.placements:
             self._start(self.runs[placement.job.id], placement, now)
+        if self.guardrails is not None:
+            for job_id, reason in self.guardrails.decided(decision, now):
+                self._deny(self.runs[job_id], now, reason)
         if self.check:
             self.check_invariants()
         for placement in decision.placements:
@@ -156,6 +167,8 @@ class SimWorld:
         self.runs[job.id] = run
         self.queue.add(job)
         self.tally.arrived(job.submit_s)
+        if self.guardrails is not None:
+            self.guardrails.arrived(job, self.snapshot.pools, self.clock())
         self.event(self.clock(), "arrive", {"job": job.id})
         return run
 
@@ -171,6 +184,8 @@ class SimWorld:
         """The replay ended at `end_ms`: accounts settled, jobs still waiting told as unfinished
         (in submit order) with the `reasons` they did not run, the last timeline row told."""
         self.ledger.settle(end_ms)
+        if self.guardrails is not None:
+            self.guardrails.close(end_ms)
         left = [run for run in self.runs.values() if run.phase is not Phase.DONE]
         for run in sorted(left, key=lambda r: (r.job.submit_s, r.job.id)):
             self._retire(run, reasons.get(run.job.id, ""))
@@ -183,10 +198,19 @@ class SimWorld:
         job_id = run.job.id
         units = self.ledger.units(self.ledger.jobs.get(job_id, {}))
         self.sink.job(run, units / self.ledger.denominator, reason)  # int / int: the exact value, rounded once
-        self.tally.add_job(run, units, reason)
+        self.tally.add_job(run, units, reason if run.outcome != DENIED else "")
         if not self.keep:
             del self.runs[job_id]
             self.ledger.retire(job_id)
+
+    def _deny(self, run: JobRun, now: int, reason: str) -> None:
+        """A guardrail denied a waiting job: it leaves the queue, ends as denied, with the reason."""
+        self.queue.remove(run.job)
+        run.phase, run.end_ms, run.outcome = Phase.DONE, now, DENIED
+        self.event(now, "deny", {"job": run.job.id, "reason": reason})
+        if self.guardrails is not None:
+            self.guardrails.denied(run.job, now)
+        self._retire(run, reason)
 
     def on_checkpoint(self, run: JobRun) -> None:
         now = self.clock()
@@ -348,6 +372,10 @@ class SimWorld:
             parts = self._parts_of(pool, run.job.request) * len(replica.grants)
             run.held_parts[replica.node] = run.held_parts.get(replica.node, 0) + parts
             run.pools.add(pool.name)
+        if self.guardrails is not None:
+            units = self.ledger.units(self.ledger.jobs.get(run.job.id, {}))
+            replica_pools = [pools[self.snapshot.nodes[replica.node].pool] for replica in placement.replicas]
+            self.guardrails.started(run.job, replica_pools, now, units)
         for node, parts in run.held_parts.items():
             self.ledger.hold(node, run.job.id, parts, now)
             self._busy(node, parts)
@@ -393,6 +421,9 @@ class SimWorld:
         for node, parts in run.held_parts.items():
             self.ledger.free(node, run.job.id, now)
             self._busy(node, -parts)
+        if self.guardrails is not None:
+            units = self.ledger.units(self.ledger.jobs.get(run.job.id, {}))
+            self.guardrails.stopped(run.job, now, units, self.ledger.denominator)
         run.held_parts = {}
         self.running_count -= 1
 
