@@ -232,7 +232,7 @@ def _row(
 
 
 def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+    return "-" if value is None else f"{value:,.0f} s"
 
 
 def render(report: Mapping[str, Any]) -> str:
@@ -245,8 +245,8 @@ def render(report: Mapping[str, Any]) -> str:
         row["team"], row["period"], f"{row['jobs_submitted']:,}",
         "-" if row["budget_usd"] is None else f"${row['budget_usd']:,.0f}",
         f"${row['spend_usd'][0]:,.2f}", f"${row['spend_usd'][1]:,.2f}",
-        f"{_seconds(row['queue_mean_s'][0])} s", f"{_seconds(row['queue_mean_s'][1])} s",
-        f"{_seconds(row['queue_p95_s'][0])} s", f"{_seconds(row['queue_p95_s'][1])} s",
+        _seconds(row["queue_mean_s"][0]), _seconds(row["queue_mean_s"][1]),
+        _seconds(row["queue_p95_s"][0]), _seconds(row["queue_p95_s"][1]),
     ) for row in report["rows"]]
     widths = [max(len(str(line[i])) for line in cells) for i in range(len(header))]
     for line in cells:

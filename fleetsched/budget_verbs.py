@@ -1,7 +1,7 @@
 """The `fleetsched budget` verbs: `budget status --run DIR`. Each returns (exit code, text).
 
 `budget status` reads the `governance` section of a run's summary.json (written by
-`fleetsched simulate --governance`) and prints it as tables (simulator.governance_report).
+`fleetsched simulate --governance`) and prints it as tables (simulator.budget_status).
 A directory that is not a run, a summary.json that is missing, not JSON or malformed, and a
 run simulated without guardrails each stop with one line naming the file (exit 2).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import InputError
-from simulator.governance_report import GovernanceReport, json_type, read_section, render_report
+from simulator.budget_status import GovernanceReport, json_type, read_section, render_report
 
 Output = tuple[int, str]
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.cluster import load_cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -138,3 +140,42 @@ def test_bench_governance_checks_count_spend_by_start_period_and_catch_overruns(
     before, after = {"a": 50.0, "b": 100.0}, {"a": 10.0, "b": 100.5}
     assert [(c.team, c.ok) for c in bench.queue_checks(before, after, ["b"])] == [("b", False)]
     assert bench.queue_checks(after, before, ["b"])[0].ok
+
+
+def test_bench_governance_halves_a_team_held_by_a_daily_budget(tmp_path: Path) -> None:
+    """Four 2-hour 8-GPU jobs of team big on one 8-GPU node, with a daily budget of 2.5 of them: two run
+    on day 1, two wait for day 2. Team small's 1-GPU jobs, stuck behind all four without guardrails,
+    start after the second: its mean queue time falls."""
+    trace = tmp_path / "jobs.jsonl"
+    big = [{"id": f"big-{n}", "submit_s": n, "duration_s": 7200, "gpus": 8, "team": "big"} for n in range(4)]
+    small = [{"id": f"small-{n}", "submit_s": 600 * (n + 1), "duration_s": 3600, "team": "small"} for n in range(4)]
+    trace.write_text("".join(json.dumps(job) + "\n" for job in big + small), encoding="utf-8")
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text('[[pool]]\nname = "a100"\ngpu = "A100-40GB"\ngpus_per_node = 8\n'
+                       'price = "aws:p4d.24xlarge:on-demand"\nnodes = 1\n', encoding="utf-8")
+    pool = load_cluster(cluster).pools["a100"]
+    job_usd = pool.usd_per_node_hour * 2  # one big job: the whole node for two hours
+    governance = tmp_path / "governance.toml"
+    governance.write_text(f'epoch = "2026-10-01T00:00:00Z"\n[[flavor]]\nname = "a100"\ngpu_models = ["A100-40GB"]\n'
+                          f'[[queue]]\nname = "org"\n[[queue]]\nname = "big"\nparent = "org"\n'
+                          f'[[queue]]\nname = "small"\nparent = "org"\n'
+                          f'[[budget]]\nteam = "big"\nperiod = "day"\nusd = {2.5 * job_usd}\n', encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/bench_governance.py"), "--trace", str(trace), "--cluster", str(cluster),
+         "--governance", str(governance), "--json"],
+        capture_output=True, text=True, check=False, cwd=ROOT, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["machine"]["cores"] >= 1 and report["period"] == "day"
+    rows = {(row["team"], row["period"]): row for row in report["rows"]}
+    assert rows[("big", "2026-10-01")]["spend_usd"] == [pytest.approx(4 * job_usd, abs=0.05),
+                                                       pytest.approx(2 * job_usd, abs=0.05)]
+    assert rows[("big", "2026-10-02")]["spend_usd"] == [0.0, pytest.approx(2 * job_usd, abs=0.05)]
+    assert rows[("big", "2026-10-01")]["budget_usd"] == pytest.approx(2.5 * job_usd)
+    # Without guardrails small-n (submitted at 600 (n + 1) s) starts when the last big job ends, at 8 h; with
+    # them, the second big job ends at 4 h and the four 1-GPU jobs start together.
+    assert rows[("small", "2026-10-01")]["queue_mean_s"] == [pytest.approx(8 * 3600 - 1500),
+                                                              pytest.approx(4 * 3600 - 1500)]
+    assert [check["ok"] for check in report["budget_checks"]] == [True, True]
+    assert [(check["team"], check["ok"]) for check in report["queue_checks"]] == [("small", True)]

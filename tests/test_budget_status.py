@@ -35,7 +35,7 @@ SECTION: dict[str, Any] = {
             "fair_share_gpus": 7.5, "used_gpus": 6.9},
         "nlp": {"queue": "nlp", "periods": {
             "2026-11": {"spent_usd": 300.0, "jobs_held": {}, "hours_held": {}, "jobs_denied": 2}},
-            "approvals": {"requested": 0, "approved": 0, "rejected": 0, "mean_wait_s": None, "max_wait_s": None},
+            "approvals": {"requested": 0, "approved": 0, "rejected": 0, "mean_wait_s": 0.0, "max_wait_s": 0.0},
             "fair_share_gpus": 8.0, "used_gpus": 9.2},
     },
     "jain_index": 0.97,

@@ -1,8 +1,8 @@
 """The governance section of a run's summary.json, read into values and printed as tables.
 
-`read_section` checks the section's shape (the format the simulator writes: budgets per
-period, teams per period, approvals, fair share, Jain's index) and turns it into frozen
-values; a field of the wrong type is an InputError naming the file and the field's path, e.g.
+`read_section` checks the section's shape (the format simulator/guardrail_report.py writes:
+budgets per period, teams per period, approvals, fair share, Jain's index; keys it does not
+show, such as `queues`, are left alone) and turns it into frozen values; a field of the wrong type is an InputError naming the file and the field's path, e.g.
 `run/summary.json: governance.budgets.vision-monthly.periods.2026-11.spent_usd: must be a number >= 0`.
 `render_report` prints three tables (budgets per period, teams per period, teams over the run)
 and Jain's index, for `fleetsched budget status`.
@@ -227,8 +227,9 @@ def usd(value: float) -> str:
     return f"${value:,.2f}"
 
 
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f} s"
+def _wait(team: TeamTotals, value: float | None) -> str:
+    """An approval wait; none when the team asked for no approval (the summary says 0 then)."""
+    return "-" if value is None or not team.approvals_requested else f"{value:,.0f} s"
 
 
 def _held(period: TeamPeriod) -> str:
@@ -262,7 +263,7 @@ def render_report(report: GovernanceReport) -> str:
         ("team", "queue", "approvals", "approved", "rejected", "wait mean", "wait max", "fair share GPUs",
          "used GPUs"),
         [(row.team, row.queue or "-", f"{row.approvals_requested:,}", f"{row.approvals_approved:,}",
-          f"{row.approvals_rejected:,}", _seconds(row.mean_wait_s), _seconds(row.max_wait_s),
+          f"{row.approvals_rejected:,}", _wait(row, row.mean_wait_s), _wait(row, row.max_wait_s),
           f"{row.fair_share_gpus:,.1f}", f"{row.used_gpus:,.1f}") for row in report.teams],
         (False, False, True, True, True, True, True, True, True),
     )
