@@ -167,3 +167,39 @@ def test_budget_verbs_have_help() -> None:
         with pytest.raises(SystemExit) as caught:
             main(argv)
         assert caught.value.code == 0
+
+
+def test_a_real_governed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Four 2-hour jobs of team big, each the whole 8-GPU node ($21.957642 an hour, so $43.915284 a job),
+    under a daily budget of $153.70 (3.5 jobs): three run back to back on day 1, the fourth (submitted at
+    3 s) is held until day 2 starts, 86,397 s = 24.0 h later. Team small's jobs run after the third."""
+    trace = tmp_path / "jobs.jsonl"
+    jobs = [{"id": f"big-{n}", "submit_s": n, "duration_s": 7200, "gpus": 8, "team": "big"} for n in range(4)]
+    jobs += [{"id": f"small-{n}", "submit_s": 600 * (n + 1), "duration_s": 3600, "team": "small"} for n in range(4)]
+    trace.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text('[[pool]]\nname = "a100"\ngpu = "A100-40GB"\ngpus_per_node = 8\n'
+                       'price = "aws:p4d.24xlarge:on-demand"\nnodes = 1\n', encoding="utf-8")
+    rules = tmp_path / "gov.toml"
+    rules.write_text('epoch = "2026-10-01T00:00:00Z"\n[[flavor]]\nname = "a100"\ngpu_models = ["A100-40GB"]\n'
+                     '[[queue]]\nname = "org"\n[[queue]]\nname = "big"\nparent = "org"\n'
+                     '[[queue]]\nname = "small"\nparent = "org"\n'
+                     '[[budget]]\nteam = "big"\nperiod = "day"\nusd = 153.70\n', encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["simulate", "--trace", str(trace), "--cluster", str(cluster), "--profile", "governed",
+                 "--governance", str(rules), "--out", str(run)]) == 0
+    capsys.readouterr()
+    code, out, err = status(capsys, run)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "guardrails: gov.toml",
+        "",
+        "budget   period      action   budget    spent  reserved   used  state",
+        "big-day  2026-10-01  hold    $153.70  $131.75     $0.00  85.7%  warning",
+        "big-day  2026-10-02  hold    $153.70   $43.92     $0.00  28.6%  ok",
+    ]
+    assert "big    2026-10-01  $131.75  BudgetGuard 1 (24.0 h)" in out
+    assert "big    2026-10-02   $43.92  none" in out
+    # big held 8 GPUs for 4 x 2 h of the run's 93,600 s: 2.46 GPUs on average.
+    assert lines[-4].split()[:3] == ["big", "big", "0"] and lines[-4].split()[-1] == "2.5"
