@@ -64,6 +64,7 @@ from scheduler.governance import (
 from scheduler.tomlfile import TomlDocument
 
 MAX_USD = 1e12
+MIN_WEIGHT = 0.001  # weights divide shares: a vanishing one would overflow them
 _TOP = {"epoch", "default_runtime_s", "team_from", "team_label", "flavor", "queue", "budget", "approval"}
 _KEYS = {
     "flavor": {"name", "gpu_models", "pools"},
@@ -91,13 +92,14 @@ class _Table:
     def fail(self, key: str, message: str) -> NoReturn:
         name = self.table.get("name")
         label = f"{self.kind}[{self.index}]" + (f" ({name})" if isinstance(name, str) else "")
-        first = key.split(".", maxsplit=1)[0]
-        self.document.fail(f"{label}.{key}", message, key=first, table=self.kind, index=self.index)
+        written = ".".join(key.split(".")[:2])  # a quota's values sit on its `quota.FLAVOUR = {...}` line
+        self.document.fail(f"{label}.{key}", message, key=written, table=self.kind, index=self.index)
 
     def check_keys(self) -> None:
         for key in self.table:
             if key not in _KEYS[self.kind]:
-                self.fail(key, f"unknown key; a {self.kind} has {', '.join(sorted(_KEYS[self.kind]))}")
+                article = "an" if self.kind[0] in "aeiou" else "a"
+                self.fail(key, f"unknown key; {article} {self.kind} has {', '.join(sorted(_KEYS[self.kind]))}")
 
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
@@ -260,6 +262,8 @@ def _quota(table: _Table, flavor: str, value: Mapping[str, Any]) -> Quota:
         return _number(value.get(key, default), lambda m: table.fail(f"quota.{flavor}.{key}", m), 1e9)
 
     quota = Quota(number("guaranteed_gpus", 0.0), number("weight", 1.0), number("limit_gpus", 1e9))
+    if 0 < quota.weight < MIN_WEIGHT:
+        table.fail(f"quota.{flavor}.weight", f"must be 0 or from {MIN_WEIGHT:g}, got {quota.weight!r}")
     if quota.limit_gpus < quota.guaranteed_gpus:
         table.fail(f"quota.{flavor}.limit_gpus", f"is below guaranteed_gpus ({quota.guaranteed_gpus:g})")
     return Quota(quota.guaranteed_gpus, quota.weight, quota.limit_gpus if "limit_gpus" in value else math.inf)
