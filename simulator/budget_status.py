@@ -2,8 +2,9 @@
 
 `read_section` checks the section's shape (the format simulator/guardrail_report.py writes:
 budgets per period, teams per period, approvals, fair share, Jain's index; keys it does not
-show, such as `queues`, are left alone) and turns it into frozen values; a field of the wrong type is an InputError naming the file and the field's path, e.g.
-`run/summary.json: governance.budgets.vision-monthly.periods.2026-11.spent_usd: must be a number >= 0`.
+show, such as `queues`, are left alone) and turns it into frozen values. A field of the wrong
+type is an InputError naming the file and the field's path, e.g. `run/summary.json:
+governance.budgets.vision-monthly.periods.2026-11.spent_usd: must be a number >= 0, got '5'`.
 `render_report` prints three tables (budgets per period, teams per period, teams over the run)
 and Jain's index, for `fleetsched budget status`.
 """
