@@ -20,7 +20,7 @@ from scheduler.errors import InputError
 from scheduler.fairshare import make_view
 from scheduler.feasibility import Survey, surveys
 from scheduler.governance import Governance
-from scheduler.governance_file import load_governance
+from scheduler.governance_file import check_against_cluster, load_governance
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
@@ -46,11 +46,15 @@ def load_profile(name_or_path: str | Profile) -> Profile:
     return name_or_path if isinstance(name_or_path, Profile) else policies.profile(name_or_path)
 
 
-def _governance(governance: PathLike | Governance | None) -> Governance | None:
-    """A governance file read (InputError naming file, line and key), or the rules as given."""
-    if governance is None or isinstance(governance, Governance):
-        return governance
-    return load_governance(governance)
+def _governance(governance: PathLike | Governance | None, cluster: Cluster | None = None) -> Governance | None:
+    """A governance file read (InputError naming file, line and key), or the rules as given;
+    checked against `cluster`'s pools when given."""
+    if governance is None:
+        return None
+    rules = governance if isinstance(governance, Governance) else load_governance(governance)
+    if cluster is not None and rules.source:
+        check_against_cluster(rules, cluster.pools)
+    return rules
 
 
 def _cluster(cluster: PathLike | Cluster) -> Cluster:
@@ -78,9 +82,9 @@ def plan(
     """Places `jobs` (a canonical job file, or jobs) on `cluster` in one cycle of `profile`,
     explaining every job left pending. With `governance`, the cycle sees its rules at the
     start of its epoch with nothing spent and nothing approved."""
-    rules = _governance(governance)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
+    rules = _governance(governance, loaded)
     given = tuple(read_jobs(jobs)) if isinstance(jobs, str | Path) else tuple(jobs)
     snapshot = loaded.snapshot()
     if rules is not None:
@@ -194,9 +198,9 @@ def simulate(  # noqa: PLR0913 - the command's options, one keyword each
     profile's guardrail plugins (the `governed` profile) enforce them."""
     check_seed(seed)
     check_round(round_s)
-    rules = _governance(governance)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
+    rules = _governance(governance, loaded)
     if isinstance(trace, str | Path):
         jobs, count = arrivals(trace, trace_format)
     else:
@@ -239,8 +243,7 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     check_compare(profiles, seeds, workers, round_s)
     for name in profiles:
         policies.profile(name)
-    load_cluster(cluster)
-    _governance(governance)  # a mistake stops here, before any run starts
+    _governance(governance, load_cluster(cluster))  # a mistake stops here, before any run starts
     _, in_order = trace_order(trace, trace_format)
     run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
     try:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TextIO
 
 from fleetsched import api
+from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
 from scheduler.feasibility import Group, Survey
-from scheduler.governance_file import load_governance
+from scheduler.governance import Governance
+from scheduler.governance_file import check_against_cluster, load_governance
 from simulator.compare import render_comparison, write_comparison
 from simulator.engine import SimOptions
 from simulator.outputs import render_summary
@@ -117,11 +119,20 @@ def survey_first(args: argparse.Namespace, profiles: Sequence[str]) -> None:
         sys.stderr.write(f"fleetsched: {head}; they will end unfinished (--strict makes this an error)\n")
 
 
+def governance_for(args: argparse.Namespace) -> Governance | None:
+    """The `--governance` file read and checked against the cluster, or None."""
+    if not args.governance:
+        return None
+    rules = load_governance(args.governance)
+    check_against_cluster(rules, load_cluster(args.cluster).pools)
+    return rules
+
+
 def run_simulate(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
     api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
-    rules = load_governance(args.governance) if args.governance else None
+    rules = governance_for(args)
     with RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, [args.profile])
         api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
@@ -135,8 +146,7 @@ def run_simulate(args: argparse.Namespace) -> Output:
 def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
-    if args.governance:
-        load_governance(args.governance)  # a mistake stops here, before the run directory is made
+    governance_for(args)  # a mistake stops here, before the run directory is made
     with RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, profiles)
         rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,

@@ -48,6 +48,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from scheduler.catalog import default_catalog
+from scheduler.errors import InputError
 from scheduler.governance import (
     SECONDS_PER_DAY,
     ApprovalRule,
@@ -61,6 +63,7 @@ from scheduler.governance import (
     civil_from_days,
     days_from_civil,
 )
+from scheduler.model import Pool
 from scheduler.tomlfile import TomlDocument
 
 MAX_USD = 1e12
@@ -208,7 +211,13 @@ def _unique(document: TomlDocument, kind: str, names: list[str]) -> None:
 
 
 def _flavor(table: _Table) -> Flavor:
-    flavor = Flavor(table.text("name"), table.names("gpu_models"), table.names("pools"))
+    models: set[str] = set()
+    for name in sorted(table.names("gpu_models")):  # by the catalog's names: "A100" is not a model
+        try:
+            models.add(default_catalog().resolve(name).name)
+        except InputError as error:
+            table.fail("gpu_models", error.problem)
+    flavor = Flavor(table.text("name"), frozenset(models), table.names("pools"))
     if not flavor.gpu_models and not flavor.pools:
         table.fail("gpu_models", "a flavour names gpu_models or pools")
     return flavor
@@ -313,3 +322,25 @@ def _approval(table: _Table) -> ApprovalRule:
         delay_mean_s=table.number("delay_mean_s", 0.0, most=365 * 86400.0),
         reject_fraction=table.number("reject_fraction", 0.0, most=1.0),
     )
+
+
+def check_against_cluster(rules: Governance, pools: Mapping[str, Pool]) -> None:
+    """InputError, naming the governance file's line, for a flavour or approval rule that names
+    no pool of the cluster: its quotas or its rule would silently never apply."""
+    names = ", ".join(pools)
+    for index, flavor in enumerate(rules.flavors):
+        unknown = sorted(flavor.pools - set(pools))
+        if unknown:
+            _fail_at(rules, "flavor", index, "pools", f"no pool {unknown[0]!r} in the cluster; it has {names}")
+        if not any(pool.name in flavor.pools or pool.gpu.name in flavor.gpu_models for pool in pools.values()):
+            models = ", ".join(sorted({pool.gpu.name for pool in pools.values()}))
+            _fail_at(rules, "flavor", index, "gpu_models", f"names no pool of the cluster (its GPU models: {models})")
+    for index, rule in enumerate(rules.approvals):
+        unknown = sorted(rule.pools - set(pools))
+        if unknown:
+            _fail_at(rules, "approval", index, "pools", f"no pool {unknown[0]!r} in the cluster; it has {names}")
+
+
+def _fail_at(rules: Governance, kind: str, index: int, key: str, message: str) -> NoReturn:
+    document = TomlDocument.read(rules.source)  # the rules keep no lines: the file is read again to point at one
+    _Table(document, kind, index, document.data[kind][index]).fail(key, message)

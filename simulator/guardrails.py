@@ -66,6 +66,7 @@ class Guardrails:
     rejected: set[str] = field(default_factory=set)
     asked_ms: dict[str, int] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # why each held job is held, as last told
     teams: dict[str, TeamRecord] = field(default_factory=dict)
     periods_seen: set[tuple[str, str]] = field(default_factory=set)  # (budget, period)
     wakes: set[int] = field(default_factory=set)  # period ends a held job waits for
@@ -161,6 +162,7 @@ class Guardrails:
             if hold is None or hold.guard != status.plugin:
                 self._release_hold(job_id, now_ms)
                 self._hold(job_id, status.plugin, now_ms)
+            self.reasons[job_id] = str(status)
             if status.plugin == "BudgetGuard":
                 self._wake_at_period_end(now_ms)
         return denied
@@ -180,6 +182,7 @@ class Guardrails:
         record.denied[period] = record.denied.get(period, 0) + 1
 
     def _release_hold(self, job_id: str, now_ms: int) -> None:
+        self.reasons.pop(job_id, None)
         hold = self.holds.pop(job_id, None)
         if hold is None:
             return
@@ -240,12 +243,15 @@ class Guardrails:
         for key, value in held.items():
             self._used[key] = self._used.get(key, 0.0) + sign * value
 
-    def close(self, end_ms: int) -> None:
-        """The replay ended: holds still open are counted up to `end_ms`, and shares and use."""
+    def close(self, end_ms: int) -> dict[str, str]:
+        """The replay ended: holds still open are counted up to `end_ms`, and shares and use.
+        Returns why each job still held is held: the reason it ends unfinished with."""
+        held = dict(self.reasons)
         for job_id in list(self.holds):
             self._release_hold(job_id, end_ms)
         self._share_until(end_ms, {})
         self._use(end_ms, {}, 0.0)
+        return held
 
     # The summary ----------------------------------------------------------------------------
 

@@ -103,7 +103,26 @@ def render_summary(document: Mapping[str, Any]) -> str:
     ]
     for pool, money in document["cost_usd"]["by_pool"].items():
         lines.append(f"  pool {pool:<14} ${money['total']:>12,.2f}  idle ${money['idle']:>12,.2f}")
+    if "governance" in document:
+        lines += _guardrail_lines(document["governance"])
     return "\n".join(lines)
+
+
+def _guardrail_lines(governance: Mapping[str, Any]) -> list[str]:
+    """Holds and denials over all teams, and each budget's worst period (`budget status` has it all)."""
+    held = held_h = 0.0
+    for team in governance["teams"].values():
+        for period in team["periods"].values():
+            held += sum(period["jobs_held"].values())
+            held_h += sum(period["hours_held"].values())
+    lines = [f"  guardrails  {held:,.0f} holds ({held_h:,.1f} h held), {governance['jobs_denied']:,} denied; "
+             f"Jain's index {governance['jain_index']:.3f}"]  # fmt: skip
+    for name, budget in governance["budgets"].items():
+        label, worst = max(budget["periods"].items(), key=lambda item: item[1]["spent_usd"] + item[1]["reserved_usd"])
+        used = worst["spent_usd"] + worst["reserved_usd"]
+        lines.append(f"  budget {name:<12} ${worst['budget_usd']:,.2f} a {budget['period']}; most used {label}: "
+                     f"${used:,.2f} ({worst['state']})")  # fmt: skip
+    return lines
 
 
 __all__ = ["MS_PER_HOUR", "render_summary", "write_run"]

@@ -185,7 +185,7 @@ class SimWorld:
         (in submit order) with the `reasons` they did not run, the last timeline row told."""
         self.ledger.settle(end_ms)
         if self.guardrails is not None:
-            self.guardrails.close(end_ms)
+            reasons = {**reasons, **self.guardrails.close(end_ms)}  # held by a guardrail: that is why
         left = [run for run in self.runs.values() if run.phase is not Phase.DONE]
         for run in sorted(left, key=lambda r: (r.job.submit_s, r.job.id)):
             self._retire(run, reasons.get(run.job.id, ""))

@@ -71,6 +71,7 @@ def test_a_good_file(tmp_path: Path) -> None:
         (("usd = 1000", "usd = -5"), "19: budget[0].usd: must be a finite number >= 0, got -5"),
         (('period = "week"', 'period = "fortnight"'), "18: budget[0].period: must be one of day, week, month"),
         (('parent = "research"\nteams', 'parent = "resarch"\nteams'), "10: queue[1] (vision).parent: no queue 'resarch'"),
+        (('gpu_models = ["A100-80GB"]', 'gpu_models = ["A100-81GB"]'), "5: flavor[0] (a100).gpu_models: unknown GPU model"),
         (("weight = 2", "weight = 1e-9"), "12: queue[1] (vision).quota.a100.weight: must be 0 or from 0.001"),
         (("limit_gpus = 4", "limit_gpus = 1"), "12: queue[1] (vision).quota.a100.limit_gpus: is below guaranteed_gpus"),
         (("quota.a100", "quota.h100"), "12: queue[1] (vision).quota.h100: no flavour 'h100'"),
