@@ -84,12 +84,14 @@ class Scheduler:
     @property
     def shapes_are_interchangeable(self) -> bool:
         """Whether jobs of one shape are also alike for the queue hooks: no admit plugin (which
-        may read any field, or the cluster), a static queue order, and no postfilter that evicts
-        jobs of equal priority (`FairShareReclaim`). A queue may then hold
+        may read any field, or the cluster), a static queue order, no postfilter that evicts
+        jobs of equal priority (`FairShareReclaim`), and the greedy placer: a batch placer
+        chooses which jobs to place across shapes, so a job it is not shown can change what it
+        picks (a 4-GPU job placed instead of a 5-GPU one). A queue may then hold
         back jobs of a shape that cannot fit (`scheduler.queue`; with a postfilter, only while
         no waiting job outranks a running one)."""
         return (
-            self.profile.sort.static and not self.profile.admit
+            self.profile.sort.static and not self.profile.admit and self.profile.placer == "greedy"
             and not any(getattr(plugin, "evicts_equal_priority", False) for plugin in self.profile.postfilter)
         )  # fmt: skip
 
