@@ -4,13 +4,13 @@ Each reads only `cycle.governance` (the snapshot's `scheduler.governance.Governa
 when the world runs ungoverned: then every guardrail lets everything through), the job and
 the cluster. Admission answers OK, WAIT (held: the reason says until when or by what) or
 UNRESOLVABLE (denied: a world drops the job with the reason). Admissions in one cycle add up
-(`cycle.memo`), in queue order, so jobs admitted together cannot pass a budget or a limit
-that each alone would not.
+(`Admitted`, in `cycle.memo`), in queue order, so jobs admitted together cannot pass a budget
+or a limit that each alone would not; a job the placer could not place is taken back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from scheduler import costing
 from scheduler.decision import OK, Code, Preemption, Status
@@ -28,6 +28,33 @@ from scheduler.governance import (
 )
 from scheduler.model import Job, Node, RequestKind
 from scheduler.plugin import Cycle, Plugin
+
+
+class Admitted:
+    """What one cycle admitted, per key (a budget, a queue and flavour), less the last job when
+    the placer could not place it: the greedy placer marks it in `cycle.unplaced` before the
+    next job is asked, so the totals are what the cycle placed (what it admitted, under a batch
+    placer, which places after every job is asked)."""
+
+    __slots__ = ("last", "totals")
+
+    def __init__(self) -> None:
+        self.totals: dict[Hashable, float] = {}
+        self.last: tuple[str, tuple[tuple[Hashable, float], ...]] | None = None
+
+    def now(self, cycle: Cycle) -> Mapping[Hashable, float]:
+        if self.last is not None:
+            job_id, added = self.last
+            if job_id in cycle.unplaced:
+                for key, amount in added:
+                    self.totals[key] -= amount
+            self.last = None
+        return self.totals
+
+    def add(self, job_id: str, added: Sequence[tuple[Hashable, float]]) -> None:
+        for key, amount in added:
+            self.totals[key] = self.totals.get(key, 0.0) + amount
+        self.last = (job_id, tuple(added))
 
 
 def _flavors(cycle: Cycle, view: GovernanceView, job: Job) -> list[str]:
@@ -56,14 +83,14 @@ class BudgetGuard(Plugin):
         if not budgets:
             return OK
         estimate = bound_usd(job, cycle.pools, view.rules.default_runtime_s)
-        admitted: dict[str, float] = cycle.memo("BudgetGuard.admitted", dict)
+        tally = cycle.memo("BudgetGuard.admitted", Admitted)
+        admitted = tally.now(cycle)
         for budget in budgets:
             status = self._check(view, job, budget, view.committed_usd.get(budget.name, 0.0)
                                  + admitted.get(budget.name, 0.0), estimate)  # fmt: skip
             if not status.ok:
                 return status
-        for budget in budgets:
-            admitted[budget.name] = admitted.get(budget.name, 0.0) + estimate
+        tally.add(job.id, [(budget.name, estimate) for budget in budgets])
         return OK
 
     @staticmethod
@@ -116,7 +143,8 @@ class QuotaLimit(Plugin):
         if queue is None:
             return OK
         chain = [queue, *([parent] if (parent := rules.queue(queue.parent)) is not None else [])]
-        admitted: dict[tuple[str, str], float] = cycle.memo("QuotaLimit.admitted", dict)
+        tally = cycle.memo("QuotaLimit.admitted", Admitted)
+        admitted = tally.now(cycle)
         gpus = job_gpus(job)
         reasons: list[str] = []
         too_big = True
@@ -134,7 +162,7 @@ class QuotaLimit(Plugin):
                     reasons.append(f"queue {level.name} uses {used:g} of its {limit:g} {flavor} GPUs")
                     break
             if not blocked:
-                admitted[(queue.name, flavor)] = admitted.get((queue.name, flavor), 0.0) + gpus
+                tally.add(job.id, [((queue.name, flavor), gpus)])
                 return OK
         if too_big and reasons:
             return Status.unresolvable(f"the job asks {gpus:g} GPUs, more than its queue's limit", *reasons)

@@ -170,16 +170,26 @@ class Framework:
             return list(jobs), {}
         admitted: list[Job] = []
         waiting: dict[str, Status] = {}
-        success = Code.SUCCESS
-        for job in jobs:  # a plain loop: every job waiting is asked, every cycle
-            for plugin in self._admit:
-                status = plugin.admit(cycle, job)
-                if status.code is not success:
-                    waiting[job.id] = status.by(_name(plugin))
-                    break
-            else:
+        for job in jobs:
+            status = self.admit_one(cycle, job)
+            if status is OK:
                 admitted.append(job)
+            else:
+                waiting[job.id] = status
         return admitted, waiting
+
+    @property
+    def admits(self) -> bool:
+        """Whether the profile has admit plugins."""
+        return bool(self._admit)
+
+    def admit_one(self, cycle: Cycle, job: Job) -> Status:
+        """OK when every admit plugin lets `job` through, else the first other answer."""
+        for plugin in self._admit:  # a plain loop: every job waiting is asked, every cycle
+            status = plugin.admit(cycle, job)
+            if status.code is not Code.SUCCESS:
+                return status.by(_name(plugin))
+        return OK
 
     def order(self, cycle: Cycle, jobs: Sequence[Job]) -> list[Job]:
         """Jobs in the profile's queue order."""

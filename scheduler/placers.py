@@ -17,7 +17,7 @@ from typing import Protocol
 
 from scheduler.backfill import Backfill, Remembered
 from scheduler.cycle import CycleState
-from scheduler.decision import Code, Decision, Pending, Preemption, Status
+from scheduler.decision import OK, Code, Decision, Pending, Preemption, Status
 from scheduler.framework import Framework
 from scheduler.model import Job, Placement, ReplicaPlacement
 
@@ -26,7 +26,8 @@ RESERVED = "Reservation"
 
 
 class Placer(Protocol):
-    """Turns an ordered queue of admitted jobs into placements, preemptions and pending jobs."""
+    """Turns an ordered queue of admitted jobs into placements, preemptions and pending jobs
+    (or, when it `admits_each`, of jobs it asks admission for itself as it places them)."""
 
     def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision: ...
 
@@ -35,13 +36,16 @@ class GreedyPlacer:
     """Job by job in queue order; each replica to the best feasible class; gangs whole.
 
     A `trial` placer neither preempts nor explains: it is what a batch placer asks for a
-    first answer to improve on.
+    first answer to improve on. Any other asks admission job by job (`admits_each`), just
+    before placing it, and marks each job it could not place in `cycle.unplaced`: so what one
+    cycle admits adds up to what it placed, not to what it was shown.
     """
 
     name = "greedy"
 
     def __init__(self, *, trial: bool = False) -> None:
         self.trial = trial
+        self.admits_each = not trial
         self.remembered = Remembered()  # the last reservation, reused while nothing it reads changed
 
     def place(self, framework: Framework, state: CycleState, queue: Sequence[Job]) -> Decision:
@@ -61,10 +65,19 @@ class GreedyPlacer:
         backfill = None
         if framework.reserves and not self.trial:
             backfill = Backfill(framework, state, lambda job: self._place_gang(framework, state, job), self.remembered)
+        admitting = self.admits_each and framework.admits
+        unplaced = state.cycle.unplaced
         for job in queue:
+            if admitting:
+                status = framework.admit_one(state.cycle, job)
+                if status is not OK:
+                    pending[job.id] = Pending(job.id, status)
+                    unplaced.add(job.id)
+                    continue
             status = framework.prefilter(state.cycle, job)
             if not status.ok:
                 pending[job.id] = Pending(job.id, status)
+                unplaced.add(job.id)
                 continue
             shape = framework.shape(job)
             # None until a reservation is held; then whether the job would outlast its shadow time
@@ -73,6 +86,7 @@ class GreedyPlacer:
             first = failed.get(shape) or failed.get(key)
             if first is not None:
                 pending[job.id] = Pending(job.id, first.status, first.verdicts, first.fits_nowhere)
+                unplaced.add(job.id)
                 continue
             if backfill is not None and past is not None:
                 placed: Placement | Pending = self._behind(framework, state, job, backfill, past=past)
@@ -80,6 +94,7 @@ class GreedyPlacer:
                 placed = self._first_try(framework, state, job, shape, running_before, preemptions, failed)
             if isinstance(placed, Pending):
                 pending[job.id] = failed[key] = placed
+                unplaced.add(job.id)
                 if backfill is not None and past is None:
                     backfill.hold(job, shape)
                 continue

@@ -70,11 +70,14 @@ class Cycle:
 
     `snapshot` is the cluster as the cycle has changed it so far (placements made earlier in
     the cycle included); `pools` never change within a cycle, nor does `governance` (the
-    snapshot's guardrail view, `scheduler.governance`: what the guardrails read, every job). A placer's `CycleState`
+    snapshot's guardrail view, `scheduler.governance`: what the guardrails read, every job).
+    `unplaced` holds the jobs the placer could not place so far this cycle: an admit plugin that
+    adds up what it admitted takes back a job found there (the greedy placer asks admission job
+    by job, in queue order, and says before the next job whether the last one was placed). A placer's `CycleState`
     (`scheduler.cycle`) owns that snapshot; a plugin only reads it.
     """
 
-    __slots__ = ("_memo", "_rng", "_seed", "_source", "governance", "now_s", "pools")
+    __slots__ = ("_memo", "_rng", "_seed", "_source", "governance", "now_s", "pools", "unplaced")
 
     def __init__(
         self, now_s: float, snapshot: ClusterSnapshot, rng: random.Random | None = None, seed: int = 0
@@ -82,6 +85,7 @@ class Cycle:
         self.now_s = now_s
         self.pools = snapshot.pools
         self.governance = snapshot.governance
+        self.unplaced: set[str] = set()
         self._source: _SnapshotSource = _Fixed(snapshot)
         self._rng = rng
         self._seed = seed
@@ -93,6 +97,7 @@ class Cycle:
         cycle = cls.__new__(cls)
         cycle.now_s, cycle.pools, cycle._source = now_s, pools, source
         cycle.governance = source.snapshot.governance
+        cycle.unplaced = set()
         cycle._rng, cycle._seed, cycle._memo = None, seed, {}
         return cycle
 
@@ -127,7 +132,9 @@ class AdmitPlugin(Protocol):
 
     Returns OK; WAIT with the reason to keep the job queued untouched (held); or UNRESOLVABLE
     when it must never run (denied: a world drops it with the reason). Jobs are asked in queue
-    order, and a plugin may add up what it admitted in `cycle.memo`.
+    order, and a plugin may add up what it admitted in `cycle.memo`, less the jobs then found
+    in `cycle.unplaced`. The greedy placer asks each job just before placing it; a batch placer
+    has the whole queue asked first, so there every admitted job counts.
     """
 
     def admit(self, cycle: Cycle, job: Job) -> Status: ...

@@ -19,7 +19,7 @@ from scheduler import queue as bound
 from scheduler.capacity import Room
 from scheduler.classes import NodeClasses
 from scheduler.cycle import CycleState
-from scheduler.decision import Decision, Pending
+from scheduler.decision import Decision, Pending, Status
 from scheduler.framework import Framework
 from scheduler.model import ClusterSnapshot, Job
 from scheduler.placers import GreedyPlacer, Placer, pending_for
@@ -204,7 +204,12 @@ class Scheduler:
 
     def _cycle(self, state: CycleState, pending: Sequence[Job]) -> Decision:
         cycle = state.cycle
-        queue, waiting = self.framework.admit(cycle, self.framework.order(cycle, pending))
+        ordered = self.framework.order(cycle, pending)
+        waiting: dict[str, Status]
+        if getattr(self.placer, "admits_each", False):  # it asks admission job by job as it places
+            queue, waiting = ordered, {}
+        else:
+            queue, waiting = self.framework.admit(cycle, ordered)
         decision = self.placer.place(self.framework, state, queue)
         unplaced = [job for job in queue if job.id in decision.pending and decision.pending[job.id].fits_nowhere]
         provision = self.framework.provision(state, unplaced) if unplaced else {}

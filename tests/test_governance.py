@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import policies
 from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairShareOrder, QuotaLimit
 from scheduler.decision import Code
 from scheduler.errors import InputError
@@ -19,6 +20,7 @@ from scheduler.governance_file import load_governance
 from scheduler.model import Capacity
 from scheduler.plugin import Cycle
 from scheduler.spend import SpendBook
+from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, whole
 
 GOOD = """\
@@ -225,3 +227,20 @@ def test_fair_share_order_puts_the_queue_furthest_below_first(tmp_path: Path) ->
     order = FairShareOrder()
     assert order.sort_key(cycle, jobs[0]) == order.sort_key(cycle, jobs[1]) == (0, 0.0)
     assert order.sort_key(cycle, replace(jobs[0], priority=5))[0] == -5
+
+
+def test_a_job_shown_but_not_placed_takes_no_quota(tmp_path: Path) -> None:
+    """vision may use 4 A100s. With 2 free, a 4-GPU job first in line cannot be placed: it must
+    not count against the limit, so the 2-GPU job after it starts (a batch placer, which asks
+    admission before placing anything, counts both and holds the second)."""
+    big = make_job("big", whole(4), team="vision", submit_s=0)
+    small = make_job("small", whole(2), team="vision", submit_s=1)
+    rules = load_governance(write(tmp_path, GOOD))
+    pool = make_pool("od", gpu="A100-80GB", gpus_per_node=2, usd_per_node_hour=4.0)
+    snapshot = make_snapshot(pool)
+    snapshot = replace(snapshot, governance=make_view(rules, snapshot, rules.epoch_s, {}, [big, small]))
+    greedy = Scheduler(policies.profile("governed")).schedule(snapshot, [big, small])
+    assert [p.job.id for p in greedy.placements] == ["small"]
+    assert greedy.pending["big"].fits_nowhere
+    batch = Scheduler(replace(policies.profile("governed"), placer="cpsat")).schedule(snapshot, [big, small])
+    assert batch.placements == () and batch.pending["small"].status.plugin == "QuotaLimit"
