@@ -171,8 +171,10 @@ def test_budget_verbs_have_help() -> None:
 
 def test_a_real_governed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Four 2-hour jobs of team big, each the whole 8-GPU node ($21.957642 an hour, so $43.915284 a job),
-    under a daily budget of $153.70 (3.5 jobs): three run back to back on day 1, the fourth (submitted at
-    3 s) is held until day 2 starts, 86,397 s = 24.0 h later. Team small's jobs run after the third."""
+    under a daily budget of $153.70 (3.5 jobs): three run back to back on day 1. The fourth waits for
+    the node until the second ends (14,400 s); from then the budget holds it (the third, running, has
+    reserved $131.75 of the day) until day 2 starts: 72,000 s = 20.0 h. Team small's jobs run after
+    the third. A team's own figures count by month."""
     trace = tmp_path / "jobs.jsonl"
     jobs = [{"id": f"big-{n}", "submit_s": n, "duration_s": 7200, "gpus": 8, "team": "big"} for n in range(4)]
     jobs += [{"id": f"small-{n}", "submit_s": 600 * (n + 1), "duration_s": 3600, "team": "small"} for n in range(4)]
@@ -199,7 +201,6 @@ def test_a_real_governed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "big-day  2026-10-01  hold    $153.70  $131.75     $0.00  85.7%  warning",
         "big-day  2026-10-02  hold    $153.70   $43.92     $0.00  28.6%  ok",
     ]
-    assert "big    2026-10-01  $131.75  BudgetGuard 1 (24.0 h)" in out
-    assert "big    2026-10-02   $43.92  none" in out
+    assert "big    2026-10  $175.66  BudgetGuard 1 (20.0 h)" in out
     # big held 8 GPUs for 4 x 2 h of the run's 93,600 s: 2.46 GPUs on average.
     assert lines[-4].split()[:3] == ["big", "big", "0"] and lines[-4].split()[-1] == "2.5"
