@@ -90,6 +90,7 @@ class Guardrails:
         self._started: dict[str, tuple[float, float]] = {}  # reservation (HeldBy text) -> bind time, usd per hour
         self.approved: frozenset[str] = frozenset()
         self.rejected: frozenset[str] = frozenset()
+        self.held: dict[str, str] = {}  # job id -> the guardrail that held it in the last plan
         self._dirty = False
         self._written_at = -math.inf  # monotonic seconds of the last write
         self._posted: dict[tuple[str, str], float] = {}  # (pod UID, guardrail) -> monotonic seconds of its Event
@@ -107,12 +108,12 @@ class Guardrails:
         with self._lock:
             committed = {budget.name: self.book.committed(budget.name, period_bounds(budget.period, now_s)[2])
                          for budget in self.rules.budgets}  # fmt: skip
-            approved, rejected = self.approved, self.rejected
+            approved, rejected, held = self.approved, self.rejected, self.held
         for job in planned:
             estimate = bound_usd(job, snapshot.pools, self.rules.default_runtime_s)
             for budget in self.rules.budgets_of(self.rules.team_of(job)):
                 committed[budget.name] += estimate
-        return fairshare.make_view(self.rules, snapshot, now_s, committed, pending, approved, rejected)
+        return fairshare.make_view(self.rules, snapshot, now_s, committed, pending, approved, rejected, held)
 
     def govern(self, snapshot: ClusterSnapshot, pending: Sequence[Job], planned: Sequence[Job] = ()) -> ClusterSnapshot:
         """`snapshot` with the governance view of this instant on it."""
@@ -251,7 +252,11 @@ class Guardrails:
 
     def report(self, plan: Plan) -> int:
         """An Event on every pod a guardrail holds or denies in `plan` (once a minute per pod and
-        guardrail); returns how many were posted."""
+        guardrail); returns how many were posted. Notes which jobs the guardrails held."""
+        held = {job_id: pending.status.plugin for job_id, pending in plan.decision.pending.items()
+                if pending.status.plugin in GUARDRAILS}  # fmt: skip
+        with self._lock:
+            self.held = held  # what the next view's fair shares leave out (`fairshare.claims_share`)
         if self.poster is None:
             return 0
         now = self.clock.monotonic_s()

@@ -8,7 +8,9 @@ Guarantees that add up to more than the capacity are scaled down together. What 
 not want goes to the others: fair share is work-conserving, as Kueue's and KAI's are.
 
 A waiting job wants every flavour its GPU models allow (a job that may run anywhere counts in
-each), so with several flavours the wants are upper bounds.
+each), so with several flavours the wants are upper bounds. A job the last cycle held by its
+budget (it waits for the next period) or for an approval not yet given wants nothing
+(`claims_share`): both worlds tell `make_view` which jobs the guardrails held.
 """
 
 from __future__ import annotations
@@ -151,6 +153,13 @@ def _claim(rules: Governance, queue: str, flavor: str, want: float) -> Claim:
     return Claim(guaranteed, quota.weight, min(quota.limit_gpus, want) if quota.limit_gpus < INFINITE else want)
 
 
+def claims_share(job_id: str, held_by: str | None, approved: frozenset[str]) -> bool:
+    """Whether a waiting job counts in its queue's want: not while its budget holds it until the
+    next period, nor while it waits for an approval not yet given (`held_by`: the guardrail that
+    held it at the last cycle, if one did)."""
+    return not (held_by == "BudgetGuard" or (held_by == "ApprovalGate" and job_id not in approved))
+
+
 def make_view(
     rules: Governance,
     snapshot: ClusterSnapshot,
@@ -159,8 +168,12 @@ def make_view(
     waiting: Sequence[Job],
     approved: frozenset[str] = frozenset(),
     rejected: frozenset[str] = frozenset(),
+    held: Mapping[str, str] | None = None,
 ) -> GovernanceView:
-    """The view both worlds show the guardrail plugins (`GovernanceView`)."""
+    """The view both worlds show the guardrail plugins (`GovernanceView`); `held` maps the jobs
+    the last cycle's guardrails held to the guardrail that held each."""
+    if held:
+        waiting = [job for job in waiting if claims_share(job.id, held.get(job.id), approved)]
     used = usage(rules, snapshot)
     shares = fair_shares(rules, snapshot, used, waiting_gpus(rules, snapshot.pools, waiting))
     teams = {*rules.teams(), *(team for budget in rules.budgets for team in budget.teams)}

@@ -209,19 +209,11 @@ class Guardrails:
         unix_s = self.unix_s(now_ms)
         committed = {budget.name: self.book.committed(budget.name, period_bounds(budget.period, unix_s)[2])
                      for budget in self.rules.budgets}  # fmt: skip
-        wanting = [job for job in waiting if self._wants(job)]
-        view = make_view(self.rules, snapshot, unix_s, committed, wanting,
-                         frozenset(self.approved), frozenset(self.rejected))  # fmt: skip
+        held = {job_id: hold.guard for job_id, hold in self.holds.items()}
+        view = make_view(self.rules, snapshot, unix_s, committed, list(waiting),
+                         frozenset(self.approved), frozenset(self.rejected), held)  # fmt: skip
         self._share_until(now_ms, view.fair_share_gpus)
         return replace(snapshot, governance=view)
-
-    def _wants(self, job: Job) -> bool:
-        """Whether a waiting job claims a fair share: not while a budget holds it until its next
-        period, nor while it waits for an approval that has not come."""
-        hold = self.holds.get(job.id)
-        if hold is None:
-            return True
-        return not (hold.guard == "BudgetGuard" or (hold.guard == "ApprovalGate" and job.id not in self.approved))
 
     def _share_until(self, now_ms: int, shares: Mapping[tuple[str, str], float]) -> None:
         """Adds the fair shares the last cycle saw up to `now_ms`, and keeps `shares` from now:
