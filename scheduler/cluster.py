@@ -92,9 +92,7 @@ class _PoolTable:
     table: Mapping[str, Any]
 
     def fail(self, key: str, message: str) -> NoReturn:
-        name = self.table.get("name")
-        label = f"pool[{self.index}]" + (f" ({name})" if isinstance(name, str) else "")
-        self.document.fail(f"{label}.{key}", message, key=key, table="pool", index=self.index)
+        self.document.fail_in("pool", self.index, self.table, key, message)
 
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)

@@ -93,10 +93,7 @@ class _Table:
     table: Mapping[str, Any]
 
     def fail(self, key: str, message: str) -> NoReturn:
-        name = self.table.get("name")
-        label = f"{self.kind}[{self.index}]" + (f" ({name})" if isinstance(name, str) else "")
-        written = ".".join(key.split(".")[:2])  # a quota's values sit on its `quota.FLAVOUR = {...}` line
-        self.document.fail(f"{label}.{key}", message, key=written, table=self.kind, index=self.index)
+        self.document.fail_in(self.kind, self.index, self.table, key, message)
 
     def check_keys(self) -> None:
         for key in self.table:

@@ -75,6 +75,14 @@ class TomlDocument:
         header = re.compile(rf"\s*(\[\[?\s*)?[\"']?{re.escape(key)}[\"']?\s*[\].]")
         return next((number + 1 for number, line in enumerate(lines) if header.match(line)), None)
 
+    def fail_in(self, kind: str, index: int, entry: Mapping[str, Any], key: str, message: str) -> NoReturn:
+        """Raises InputError for `key` of the `index`-th `[[kind]]` table (`entry`), named
+        `kind[index] (name)`. A dotted key (`quota.a100.weight`) is found on its first two parts'
+        line, where an inline table sets it."""
+        name = entry.get("name")
+        label = f"{kind}[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+        self.fail(f"{label}.{key}", message, key=".".join(key.split(".")[:2]), table=kind, index=index)
+
     def fail(self, field: str, message: str, *, key: str = "", table: str = "", index: int = 0) -> NoReturn:
         """Raises InputError for `field`, located at `key` (inside `[[table]]` number `index`)."""
         line = self.line_of(key or field, table, index) if (key or field) else None

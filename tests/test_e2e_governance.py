@@ -11,7 +11,6 @@ again reads its spend back from the API server, and the second pod is still held
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import sys
 import time
@@ -26,7 +25,15 @@ from extender.governance_api import SPEND_CONFIGMAP, read_spend_state
 from extender.kubeapi import ApiError, Rest, wait_until
 from scheduler.catalog import default_catalog
 from scheduler.spend import SpendBook
-from tests.e2e.controlplane import ControlPlane, add_node, add_pod, control_plane, extender_process, node_of
+from tests.e2e.controlplane import (
+    ControlPlane,
+    add_node,
+    add_pod,
+    control_plane,
+    extender_process,
+    extender_ready,
+    node_of,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_DEMAND = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "node.kubernetes.io/instance-type": "p5.48xlarge",
@@ -60,17 +67,6 @@ def events(rest: Rest, pod: str) -> list[dict[str, Any]]:
 
 def reasons(rest: Rest, pod: str) -> list[str]:
     return [str(event["reason"]) for event in events(rest, pod)]
-
-
-def ready(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", "/readyz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +139,7 @@ def test_a_restarted_extender_keeps_the_spend_and_the_second_pod_stays_held(plan
     assert SpendBook.from_json(book_json).committed("vision-month", _month()) == pytest.approx(GPU_HOUR_USD)
     held_before = len(events(rest, "v2"))
     control.restart("fleetsched-extender")
-    assert wait_until(lambda: ready(port), 60, 0.2), control.logs("fleetsched-extender")
+    assert wait_until(lambda: extender_ready(port), 60, 0.2), control.logs("fleetsched-extender")
     # The new leader asks kube-scheduler for every unbound pod again: v2 is judged anew, and held.
     assert wait_until(lambda: len(events(rest, "v2")) > held_before, 30), control.logs("fleetsched-extender")
     newest = max(events(rest, "v2"), key=lambda e: (e["lastTimestamp"], e["metadata"]["name"]))

@@ -244,6 +244,18 @@ def local_extender(profile: str = "cost-greedy", interval_s: float = 0.5) -> Ext
                           stale_after_s=30.0, pools=(), health_port=0)
 
 
+def extender_ready(port: int) -> bool:
+    """Whether the extender on `port` (loopback) answers /readyz with 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/readyz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
 @contextmanager
 def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval_s: float = 1.0,
                      more: str = "") -> Iterator[str]:
@@ -261,14 +273,7 @@ def extender_process(plane: ControlPlane, profile: str = "cost-greedy", interval
     def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError("fleetsched extender exited:\n" + plane.logs("fleetsched-extender"))
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            connection.request("GET", "/readyz")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            connection.close()
+        return extender_ready(port)
 
     if not wait_until(ready, 60, 0.2):
         raise RuntimeError("fleetsched extender did not become ready:\n" + plane.logs("fleetsched-extender"))
