@@ -6,7 +6,7 @@ job's *shape*: its request plus the job fields the profile's filter and score pl
 they read. The next job of the same shape costs one dict lookup per class; a class whose nodes
 change gets a new signature and is evaluated anew. Verdicts depend only on shape, pool and
 GPU state (the plugin contract), so they stay valid from one cycle to the next: the Framework
-keeps them (`Verdicts`) for as long as it lives.
+keeps them (`scheduler.verdicts.Verdicts`) for as long as it lives.
 
 Scores are normalised per plugin to 0..100, weighted and summed, as kube-scheduler's
 RunScorePlugins does; ties go to the class whose first node name sorts first.
@@ -16,94 +16,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from scheduler import capacity
-from scheduler.classes import ClassIds, NodeClass, NodeClasses
+from scheduler.classes import NodeClass, NodeClasses
 from scheduler.cycle import CycleState
 from scheduler.decision import OK, ClassVerdict, Code, Preemption, Status
-from scheduler.model import ClusterSnapshot, GpuRequest, Grant, Job, Node, Pool, empty_node
+from scheduler.model import ClusterSnapshot, Job, Node, Pool, empty_node
 from scheduler.plugin import REQUEST_FIELDS, Cycle
 from scheduler.profile import Profile
 from scheduler.queue import Need
+from scheduler.verdicts import MAX_VERDICTS, NOT_READY, Shape, Verdict, Verdicts
 
 MAX_SCORE = 100
-MAX_VERDICTS = 200_000
 #: Jobs whose shape is remembered (by job object): enough for every job a cycle is shown many
 #: times over; past it the memo starts again, so a replay of millions of jobs does not keep them.
 MAX_SHAPES = 16_384
 CAPACITY = "NodeCapacity"
-READY = "NodeReady"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One class's answer for one job shape: the filter status and, when it passed, raw scores
-    and the grants one replica would get on `node`, the representative it was evaluated on."""
-
-    status: Status
-    scores: tuple[float, ...] | None = None
-    node: Node | None = None
-    grants: tuple[Grant, ...] = ()
-
-    def grants_on(self, pool: Pool, node: Node, request: GpuRequest) -> tuple[Grant, ...] | None:
-        """The grants for one replica on `node`, reused when it is the node evaluated."""
-        return self.grants if node is self.node else capacity.find_grants(pool, node, request)
-
-
-class Shape:
-    """A job's shape: the values of the fields its profile's plugins read, hashed once.
-
-    Shapes key every memo, every cycle (verdicts, the queue's buckets and bounds); a tuple
-    holding a dataclass is hashed field by field at each lookup, this once.
-    """
-
-    __slots__ = ("_hash", "fields")
-
-    def __init__(self, fields: tuple[Hashable, ...]) -> None:
-        self.fields = fields
-        self._hash = hash(fields)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, Shape) and self._hash == other._hash and self.fields == other.fields)
-
-    def __repr__(self) -> str:
-        return f"Shape{self.fields!r}"
-
-
-NOT_READY = Verdict(Status(Code.UNRESOLVABLE, ("node is not ready",), READY))
-
-
-class Verdicts:
-    """What the Framework remembers between cycles: per job shape, each class's verdict (by
-    class id) and the pools closed to it, and whether a new node of a pool would take it.
-
-    An UNRESOLVABLE answer holds for every node of a pool, so a pool that gave one is closed
-    to the shape and its other classes are never asked. Past MAX_VERDICTS entries the
-    verdicts are dropped, to bound memory.
-    """
-
-    def __init__(self) -> None:
-        self.ids = ClassIds()
-        self.by_class: dict[Hashable, dict[int, Verdict]] = {}
-        self.closed: dict[Hashable, dict[str, Status]] = {}
-        self.new_node: dict[tuple[Hashable, str], Status] = {}  # per shape and pool: an empty node's answer
-        self.needs: dict[Hashable, Need] = {}  # per shape: what a waiting queue's bound reads
-        self.needs_of: object = None  # the pools `needs` (and `new_node`) answer for
-
-    def trim(self) -> None:
-        if sum(len(known) for known in self.by_class.values()) > MAX_VERDICTS:
-            self.by_class.clear()
-
-    def forget(self) -> None:
-        """Drops every answer (class ids stay): what the filters read beyond the job and the node changed."""
-        self.by_class.clear()
-        self.closed.clear()
-        self.new_node.clear()
-        self.needs, self.needs_of = {}, None
 
 
 class Framework:
