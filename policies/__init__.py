@@ -16,6 +16,7 @@ from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairS
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
 from policies.preemption import LeastWorkLost, PriorityPreemption
+from policies.rounds import RoundsFifo, RoundsLas, RoundsLasAgnostic, RoundsModel, RoundsPreemption, RoundsSjf, RoundsSrtf
 from policies.spot import SpotTolerance
 from scheduler.errors import InputError
 from scheduler.plugin import Plugin
@@ -45,6 +46,13 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         ApprovalGate,
         FairShareOrder,
         FairShareReclaim,
+        RoundsLas,
+        RoundsLasAgnostic,
+        RoundsFifo,
+        RoundsSjf,
+        RoundsSrtf,
+        RoundsModel,
+        RoundsPreemption,
     )
 }
 

@@ -80,6 +80,8 @@ class Framework:
         the governance view a filter reads (`policies.governance.BudgetSpotOnly`), and it
         changes only when a budget is spent or a period begins."""
         governed = snapshot.governance.spot_only if snapshot.governance is not None else None
+        if snapshot.rounds is not None:  # round policies' scores change with every round's priorities
+            governed = (governed, snapshot.rounds.round_id)
         if governed != self._governed:
             self.verdicts.forget()
             self._governed = governed

@@ -34,6 +34,7 @@ from scheduler.world import Scheduler, run_cycle
 from simulator.guardrails import Guardrails
 from simulator.ledger import Ledger
 from simulator.recording import Memory, Sink
+from simulator.rounds import RoundsLedger
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.world import SimWorld
 
@@ -270,6 +271,13 @@ def in_submit_order(jobs: Iterable[Job]) -> Iterator[Job]:
         yield from instant
 
 
+def profile_runs_rounds(scheduler: Scheduler) -> bool:
+    """Whether a plugin of the profile reads the round view (`scheduler.rounds`): then the world keeps it."""
+    profile = scheduler.profile
+    plugins = (profile.sort, *profile.filter, *profile.postfilter, *(plugin for plugin, _ in profile.score))
+    return any(getattr(plugin, "reads_rounds", False) for plugin in plugins)
+
+
 def simulate(
     jobs: Iterable[Job],
     cluster: Cluster,
@@ -296,6 +304,8 @@ def simulate(
                      check=options.check, sink=Memory() if sink is None else sink, keep=sink is None)  # fmt: skip
     if options.governance is not None:
         world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job)
+    if profile_runs_rounds(scheduler):
+        world.rounds = RoundsLedger()
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):
