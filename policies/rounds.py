@@ -10,6 +10,7 @@ rest. Here the three steps are three plugins that read the world's round view
 - a sort plugin per policy computes the shares (`scheduler.rounds`) and the priorities once per
   cycle (left in `cycle.memo` for the two plugins below) and orders waiting jobs by their
   highest priority on any model;
+- `RoundsShareFit` (filter) keeps a job off GPU models where its share is 0;
 - `RoundsModel` (score) sends a job to the GPU model where its priority is highest;
 - `RoundsPreemption` (postfilter) evicts, from a node that refused the job as full, running jobs
   of lower priority on that node's model (they save first: Gavel's leases end at a checkpoint).
@@ -28,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from scheduler.decision import Code, Preemption, Status
+from scheduler.decision import OK, Code, Preemption, Status
 from scheduler.model import Job, RequestKind
 from scheduler.plugin import Cycle, Plugin
 from scheduler.rounds import JobRounds, RoundsView, Shares, gpus_by_model, max_min_shares, ordered_shares, priorities
@@ -140,6 +141,24 @@ class RoundsModel(Plugin):
         return min(round_priorities(cycle).get(job.id, {}).get(model, 0.0), _CAP)
 
 
+class RoundsShareFit(Plugin):
+    """A job runs only on GPU models where its share this round is positive (Gavel's mechanism
+    places a job only on worker types its allocation gives it time on). UNSCHEDULABLE, not
+    UNRESOLVABLE: the next round's shares may differ (the Framework forgets its verdicts each round)."""
+
+    name = "RoundsShareFit"
+    reads_rounds: ClassVar[bool] = True
+
+    def filter(self, cycle: Cycle, job: Job, node: Any) -> Status:
+        table = round_priorities(cycle)
+        if job.id not in table:  # no round view, or the job is not in it: nothing to say
+            return OK
+        model = cycle.pool_of(node).gpu.name
+        if table[job.id].get(model, 0.0) > 0:
+            return OK
+        return Status(Code.UNSCHEDULABLE, (f"no share of {model} this round",))
+
+
 class RoundsPreemption(Plugin):
     """Evicts running jobs of lower round priority on a full node's GPU model, lowest first.
 
@@ -184,4 +203,4 @@ class RoundsPreemption(Plugin):
 
 
 __all__ = ["JobRounds", "RoundsFifo", "RoundsLas", "RoundsLasAgnostic", "RoundsModel", "RoundsPreemption",
-           "RoundsSjf", "RoundsSrtf", "round_priorities"]
+           "RoundsShareFit", "RoundsSjf", "RoundsSrtf", "round_priorities"]

@@ -305,6 +305,9 @@ def simulate(
     if options.governance is not None:
         world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job)
     if profile_runs_rounds(scheduler):
+        if options.round_s <= 0:
+            raise InputError(f"profile {scheduler.profile.name} schedules in rounds (Gavel's mechanism): "
+                             "give a round length, e.g. --round-s 360", field="--round-s")  # fmt: skip
         world.rounds = RoundsLedger()
     engine.world = world
     engine.done = env.event()
