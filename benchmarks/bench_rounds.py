@@ -22,11 +22,11 @@ from machine import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import policies  # noqa: E402
-from scheduler.cluster import load_cluster  # noqa: E402
-from scheduler.world import Scheduler  # noqa: E402
-from simulator.engine import SimOptions, simulate  # noqa: E402
-from traces.synth import gavel_jobs  # noqa: E402
+import policies
+from scheduler.cluster import load_cluster
+from scheduler.world import Scheduler
+from simulator.engine import SimOptions, simulate
+from traces.synth import gavel_jobs
 
 CLUSTER = Path(__file__).resolve().parent.parent / "traces" / "samples" / "gavel-cluster.toml"
 PROFILES = ("gavel-las", "gavel-las-agnostic")

@@ -132,6 +132,7 @@ class RoundsModel(Plugin):
     """Prefers the GPU model where the job's round priority is highest (Gavel's per-model lists)."""
 
     name = "RoundsModel"
+    job_fields = frozenset({"id"})
     higher_is_better = True
     score_range = None
     reads_rounds: ClassVar[bool] = True
@@ -147,6 +148,7 @@ class RoundsShareFit(Plugin):
     UNRESOLVABLE: the next round's shares may differ (the Framework forgets its verdicts each round)."""
 
     name = "RoundsShareFit"
+    job_fields = frozenset({"id"})  # shares are per job: each job is its own shape
     reads_rounds: ClassVar[bool] = True
 
     def filter(self, cycle: Cycle, job: Job, node: Any) -> Status:

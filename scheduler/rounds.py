@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
+from scipy.optimize import linprog  # type: ignore[import-untyped]  # scipy ships no stubs
 
 from scheduler.model import ClusterSnapshot, Job
 
@@ -91,7 +91,7 @@ def max_min_shares(jobs: Sequence[Job], gpus: Mapping[str, int], *, aware: bool)
     total = sum(gpus[model] for model in models)
     # The agnostic LP's value: every job gets the same GPU-time t (Gavel weighs time by scale
     # factor), t = total GPUs / jobs, at most the smallest job's size (a share is at most 1).
-    best = min(total / len(jobs), min(job_gpus(job) for job in jobs))
+    best = min(total / len(jobs), *(job_gpus(job) for job in jobs))
     agnostic = {job.id: {m: min(1.0, best / job_gpus(job)) * gpus[m] / total for m in models} for job in jobs}
     if not aware:
         _check_agnostic(jobs, models, gpus, best)
@@ -129,10 +129,15 @@ def _aware_lp(gain: np.ndarray, sizes: np.ndarray, capacity: np.ndarray) -> np.n
     limits = np.concatenate([rows[1], np.full(jobs, -best * (1 - _SLACK))])
     second = linprog(-gain.reshape(-1), A_ub=upper, b_ub=limits, bounds=bounds[:cells], method="highs")
     chosen = second.x if second.status == 0 else first.x[:cells]
-    return np.clip(np.asarray(chosen).reshape(jobs, models), 0.0, 1.0)
+    clipped: np.ndarray = np.clip(np.asarray(chosen, dtype=float).reshape(jobs, models), 0.0, 1.0)
+    return clipped
 
 
-def _base_rows(jobs: int, models: int, sizes: np.ndarray, capacity: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[float, float | None]]]:
+Rows = tuple[np.ndarray, np.ndarray]  # A_ub and b_ub of a linprog
+Bounds = list[tuple[float, float | None]]
+
+
+def _base_rows(jobs: int, models: int, sizes: np.ndarray, capacity: np.ndarray) -> tuple[Rows, Bounds]:
     """sum_m X[j][m] <= 1 per job, sum_j gpus_j X[j][m] <= GPUs of m per model; X in [0, 1], t free."""
     cells = jobs * models
     upper = np.zeros((jobs + models, cells + 1))
@@ -164,7 +169,9 @@ def _check_agnostic(jobs: Sequence[Job], models: Sequence[str], gpus: Mapping[st
         raise ArithmeticError("the agnostic max-min LP disagrees with its closed form")
 
 
-def ordered_shares(jobs: Sequence[Job], gpus: Mapping[str, int], order: Callable[[Job], tuple[float, ...]]) -> dict[str, dict[str, float]]:
+def ordered_shares(
+    jobs: Sequence[Job], gpus: Mapping[str, int], order: Callable[[Job], tuple[float, ...]]
+) -> dict[str, dict[str, float]]:
     """Shares of a queue-order policy (Gavel's fifo_perf, and SJF/SRTF by the same rule): jobs in
     `order` each take all of their time on the fastest GPU model with room left for them;
     jobs that find none get no share (they run only on GPUs no share claims)."""
