@@ -272,10 +272,18 @@ def in_submit_order(jobs: Iterable[Job]) -> Iterator[Job]:
 
 
 def profile_runs_rounds(scheduler: Scheduler) -> bool:
-    """Whether a plugin of the profile reads the round view (`scheduler.rounds`): then the world keeps it."""
+    """Whether a plugin of the profile reads the round view (`scheduler.rounds`): then the world
+    keeps it. The round filter, score and postfilter read the priorities a round sort plugin
+    computes: a profile naming them with another sort is refused (InputError on its `sort`)."""
     profile = scheduler.profile
-    plugins = (profile.sort, *profile.filter, *profile.postfilter, *(plugin for plugin, _ in profile.score))
-    return any(getattr(plugin, "reads_rounds", False) for plugin in plugins)
+    plugins = (*profile.filter, *profile.postfilter, *(plugin for plugin, _ in profile.score))
+    readers = sorted(type(plugin).__name__ for plugin in plugins if getattr(plugin, "reads_rounds", False))
+    sorts_by_rounds = getattr(profile.sort, "reads_rounds", False)
+    if readers and not sorts_by_rounds:
+        raise InputError(f"{', '.join(readers)} read the round priorities a round sort plugin computes; "
+                         f"sort is {type(profile.sort).__name__} (use RoundsLas, RoundsLasAgnostic, RoundsFifo, "
+                         "RoundsSjf or RoundsSrtf)", source=f"profile {profile.name}", field="sort")  # fmt: skip
+    return bool(sorts_by_rounds)
 
 
 def simulate(
@@ -305,10 +313,7 @@ def simulate(
     if options.governance is not None:
         world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job)
     if profile_runs_rounds(scheduler):
-        if options.round_s <= 0:
-            raise InputError(f"profile {scheduler.profile.name} schedules in rounds (Gavel's mechanism): "
-                             "give a round length, e.g. --round-s 360", field="--round-s")  # fmt: skip
-        world.rounds = RoundsLedger()
+        world.rounds = RoundsLedger()  # without --round-s, every cycle is a round
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):

@@ -144,20 +144,32 @@ def test_rounds_time_slice_one_gpu_without_losing_work() -> None:
     assert all(run.lost_gpu_ms == 0 for run in runs.values())
 
 
-def test_round_profile_without_round_length_is_refused() -> None:
+def test_round_plugins_without_a_round_sort_are_refused() -> None:
+    profile = dataclasses.replace(policies.profile("gavel-las"), sort=policies.REGISTRY["Fifo"]())
     cluster = load_cluster(ROOT / "traces" / "samples" / "gavel-cluster.toml")
-    with pytest.raises(InputError, match="--round-s"):
-        simulate([sped("x", 0.5)], cluster, Scheduler(policies.profile("gavel-las")), SimOptions())
+    with pytest.raises(InputError, match="profile gavel-las: sort: RoundsModel, RoundsPreemption, RoundsShareFit read"):
+        simulate([sped("x", 0.5)], cluster, Scheduler(profile), SimOptions(round_s=360.0))
 
 
-def test_cli_round_profile_without_round_length_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_cli_round_plugins_without_a_round_sort_exit_2_with_one_line(tmp_path: Path) -> None:
     trace = tmp_path / "jobs.jsonl"
     trace.write_text('{"id": "a", "submit_s": 0, "duration_s": 60}\n', encoding="utf-8")
+    profile = tmp_path / "mixed.toml"
+    text = (ROOT / "policies" / "profiles" / "gavel-las.toml").read_text(encoding="utf-8")
+    profile.write_text(text.replace('sort = "RoundsLas"', 'sort = "Fifo"'), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "fleetsched", "simulate", "--trace", str(trace), "--cluster",
-         str(ROOT / "traces" / "samples" / "gavel-cluster.toml"), "--profile", "gavel-las", "--out", str(tmp_path / "o")],
+         str(ROOT / "traces" / "samples" / "gavel-cluster.toml"), "--profile", str(profile), "--round-s", "360",
+         "--out", str(tmp_path / "o")],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "--round-s" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "sort: RoundsModel" in done.stderr
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_a_job_no_model_can_run_gets_no_share_and_leaves_the_others_theirs() -> None:
+    stuck = dataclasses.replace(make_job("stuck"), gpu_models=frozenset({"H100-80GB"}))
+    shares = max_min_shares([stuck, sped("a", 0.5)], {K80: 1, V100: 1}, aware=True)
+    assert shares["stuck"] == {K80: 0.0, V100: 0.0}
+    assert shares["a"][V100] + 0.5 * shares["a"][K80] == pytest.approx(1.0, abs=1e-6)  # all of the V100
