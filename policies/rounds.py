@@ -143,9 +143,12 @@ class RoundsModel(Plugin):
 
 
 class RoundsShareFit(Plugin):
-    """A job runs only on GPU models where its share this round is positive (Gavel's mechanism
-    places a job only on worker types its allocation gives it time on). UNSCHEDULABLE, not
-    UNRESOLVABLE: the next round's shares may differ (the Framework forgets its verdicts each round)."""
+    """A job with a share of some GPU model runs only on models where its share is positive
+    (Gavel's mechanism places a job only on worker types its allocation gives it time on). A job
+    with no share anywhere (a queue-order policy's jobs past the cluster's size, a gang larger
+    than the GPUs ready now) may take what is free; its priority is 0, so any job with a share
+    evicts it. UNSCHEDULABLE, not UNRESOLVABLE: the next round's shares may differ (the
+    Framework forgets its verdicts each round)."""
 
     name = "RoundsShareFit"
     job_fields = frozenset({"id"})  # shares are per job: each job is its own shape
@@ -156,7 +159,8 @@ class RoundsShareFit(Plugin):
         if job.id not in table:  # no round view, or the job is not in it: nothing to say
             return OK
         model = cycle.pool_of(node).gpu.name
-        if table[job.id].get(model, 0.0) > 0:
+        row = table[job.id]
+        if row.get(model, 0.0) > 0 or not any(value > 0 for value in row.values()):
             return OK
         return Status(Code.UNSCHEDULABLE, (f"no share of {model} this round",))
 
