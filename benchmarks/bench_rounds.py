@@ -66,7 +66,7 @@ def main() -> None:
     print(f"agnostic / aware mean JCT over jobs {args.warmup}..{args.warmup + args.window - 1} of {args.jobs}, "
           f"{args.jobs_per_hour} jobs/h, seeds {args.seeds}: ratio mean {statistics.fmean(ratios):.3f}, "
           f"min {min(ratios):.3f}, max {max(ratios):.3f}")
-    print(f"machine: {describe()}")
+    print(describe())
 
 
 if __name__ == "__main__":

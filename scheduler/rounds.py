@@ -97,12 +97,13 @@ def max_min_shares(jobs: Sequence[Job], gpus: Mapping[str, int], *, aware: bool)
         _check_agnostic(jobs, models, gpus, best)
         return agnostic
     rates = np.array([[throughput(job, model) for model in models] for job in jobs])
-    norm = np.array([sum(rates[i, k] * agnostic[job.id][m] for k, m in enumerate(models)) for i, job in enumerate(jobs)])
+    spread = np.array([[agnostic[job.id][m] for m in models] for job in jobs])
+    norm = (rates * spread).sum(axis=1)  # each job's throughput under the agnostic answer
     runnable = norm > 0  # a job no model here can run would hold the max-min value at 0 for all
     if not runnable.all():
         kept = [job for job, ok in zip(jobs, runnable, strict=True) if ok]
         shares = max_min_shares(kept, gpus, aware=True) if kept else {}
-        return {job.id: shares.get(job.id, {m: 0.0 for m in models}) for job in jobs}
+        return {job.id: shares.get(job.id, dict.fromkeys(models, 0.0)) for job in jobs}
     sizes = np.array([job_gpus(job) for job in jobs], dtype=float)
     gain = rates * (sizes / norm)[:, None]  # normalised throughput per unit of share
     x = _aware_lp(gain, sizes, np.array([gpus[m] for m in models], dtype=float))

@@ -20,6 +20,7 @@ from scheduler.rounds import JobRounds, RoundsView, max_min_shares, ordered_shar
 from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
 from tests.builders import make_job, make_pool, make_snapshot
+from traces.synth import gavel_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 V100, K80 = "V100-16GB", "K80-12GB"
@@ -173,3 +174,20 @@ def test_a_job_no_model_can_run_gets_no_share_and_leaves_the_others_theirs() -> 
     shares = max_min_shares([stuck, sped("a", 0.5)], {K80: 1, V100: 1}, aware=True)
     assert shares["stuck"] == {K80: 0.0, V100: 0.0}
     assert shares["a"][V100] + 0.5 * shares["a"][K80] == pytest.approx(1.0, abs=1e-6)  # all of the V100
+
+
+def test_a_round_replay_of_gavel_jobs_is_deterministic_and_aware_las_uses_the_faster_gpus_better() -> None:
+    cluster = load_cluster(ROOT / "traces" / "samples" / "gavel-cluster.toml")
+    jobs = list(gavel_jobs(150, 3, 30.0, multi_gpu=False))
+
+    def ends(profile: str) -> dict[str, int | None]:
+        result = simulate(jobs, cluster, Scheduler(policies.profile(profile)), SimOptions(round_s=360.0, check=True))
+        return {job_id: run.end_ms for job_id, run in result.world.runs.items()}
+
+    aware = ends("gavel-las")
+    assert aware == ends("gavel-las")
+    agnostic = ends("gavel-las-agnostic")
+    assert all(end is not None for end in (*aware.values(), *agnostic.values()))
+    jct = {name: sum((end or 0) / 1000 - job.submit_s for job, end in zip(jobs, (table[j.id] for j in jobs), strict=True))
+           for name, table in (("aware", aware), ("agnostic", agnostic))}  # fmt: skip
+    assert jct["aware"] < jct["agnostic"]
