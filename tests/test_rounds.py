@@ -191,3 +191,15 @@ def test_a_round_replay_of_gavel_jobs_is_deterministic_and_aware_las_uses_the_fa
     jct = {name: sum((end or 0) / 1000 - job.submit_s for job, end in zip(jobs, (table[j.id] for j in jobs), strict=True))
            for name, table in (("aware", aware), ("agnostic", agnostic))}  # fmt: skip
     assert jct["aware"] < jct["agnostic"]
+
+
+def test_bench_rounds_reports_each_seed_the_ratio_and_the_machine() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_rounds.py"), "--seeds", "0", "--jobs-per-hour", "30",
+         "--jobs", "120", "--warmup", "20", "--window", "60"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith('{"seed": 0, "aware_jct_h": ') and '"ratio": ' in lines[0]
+    assert "agnostic / aware mean JCT over jobs 20..79 of 120" in lines[1]
+    assert lines[2].startswith("machine: ")
