@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from scheduler.decision import OK, Code, Preemption, Status
-from scheduler.model import Job, RequestKind
+from scheduler.model import Job, Node, RequestKind
 from scheduler.plugin import Cycle, Plugin
-from scheduler.rounds import JobRounds, RoundsView, Shares, gpus_by_model, max_min_shares, ordered_shares, priorities
+from scheduler.rounds import RoundsView, Shares, gpus_by_model, max_min_shares, ordered_shares, priorities
 
 PRIORITIES = "rounds.priorities"  # the cycle.memo key the sort plugin fills
 _CAP = 1e9  # an infinite priority (a share with nothing received yet), as a finite score
@@ -64,7 +64,8 @@ class _RoundsOrder(Plugin):
 
 
 class RoundsLasAgnostic(_RoundsOrder):
-    """Max-min fairness (least attained service), heterogeneity-agnostic: Gavel's `max_min_fairness`.
+    """Max-min fairness (least attained service), heterogeneity-agnostic: Gavel's `max_min_fairness`
+    (Narayanan et al., OSDI'20, the baseline of section 4.1).
 
     Every job gets the same GPU-time, whatever model it runs on (throughputs all taken as 1):
     the LP of `scheduler.rounds.max_min_shares(aware=False)`. Departs from Gavel's code in the
@@ -79,7 +80,7 @@ class RoundsLasAgnostic(_RoundsOrder):
 
 
 class RoundsLas(_RoundsOrder):
-    """Max-min fairness, heterogeneity-aware: Gavel's `max_min_fairness_perf` (OSDI'20, section 4.1).
+    """Max-min fairness, heterogeneity-aware: Gavel's `max_min_fairness_perf` (Narayanan et al., OSDI'20, section 4.1).
 
     Maximises the smallest normalised effective throughput, sum over models of share x speedup,
     normalised by the throughput the agnostic answer would give the job (Gavel's "isolated"
@@ -95,10 +96,10 @@ class RoundsLas(_RoundsOrder):
 
 
 class RoundsFifo(_RoundsOrder):
-    """FIFO, heterogeneity-aware: Gavel's `fifo_perf`. In arrival order, each job takes all its
-    time on the fastest model with room left (`scheduler.rounds.ordered_shares`). Departs from
-    Gavel's code: Gavel's FIFO places jobs on the models in order of throughput per job type as
-    its mechanism finds workers; here the shares say it, and the round mechanism follows."""
+    """FIFO, heterogeneity-aware, after Gavel's `fifo_perf` (Narayanan et al., OSDI'20). In arrival
+    order, each job takes all its time on the fastest model with room left
+    (`scheduler.rounds.ordered_shares`). Departs from Gavel's code: the rule is written here as
+    shares, not ported from Gavel's FIFO policy line by line, and the round mechanism follows them."""
 
     name = "RoundsFifo"
 
@@ -107,8 +108,9 @@ class RoundsFifo(_RoundsOrder):
 
 
 class RoundsSjf(_RoundsOrder):
-    """Shortest job first (by reference duration, the trace's `duration_s`), as RoundsFifo
-    takes arrival order: an oracle on job length, as Gavel's simulator has one (total steps)."""
+    """Shortest job first (by reference duration, the trace's `duration_s`) in Gavel's rounds
+    (Narayanan et al., OSDI'20), shares as RoundsFifo's: an oracle on job length, as Gavel's
+    simulator has one (total steps). Gavel registers no SJF policy; this is the classic baseline."""
 
     name = "RoundsSjf"
 
@@ -117,8 +119,10 @@ class RoundsSjf(_RoundsOrder):
 
 
 class RoundsSrtf(_RoundsOrder):
-    """Shortest remaining time first: by reference-GPU work left (the round view's `remaining_s`),
-    preemptive at round boundaries; as RoundsSjf, an oracle on job length."""
+    """Shortest remaining time first in Gavel's rounds (Narayanan et al., OSDI'20): by
+    reference-GPU work left (the round view's `remaining_s`), preemptive at round boundaries;
+    as RoundsSjf, an oracle on job length (SRTF is a baseline in Tiresias, Gu et al., NSDI'19).
+    Gavel registers no SRTF policy; this departs from no code of theirs."""
 
     name = "RoundsSrtf"
 
@@ -137,7 +141,7 @@ class RoundsModel(Plugin):
     score_range = None
     reads_rounds: ClassVar[bool] = True
 
-    def score(self, cycle: Cycle, job: Job, node: Any) -> float:
+    def score(self, cycle: Cycle, job: Job, node: Node) -> float:
         model = cycle.pool_of(node).gpu.name
         return min(round_priorities(cycle).get(job.id, {}).get(model, 0.0), _CAP)
 
@@ -154,7 +158,7 @@ class RoundsShareFit(Plugin):
     job_fields = frozenset({"id"})  # shares are per job: each job is its own shape
     reads_rounds: ClassVar[bool] = True
 
-    def filter(self, cycle: Cycle, job: Job, node: Any) -> Status:
+    def filter(self, cycle: Cycle, job: Job, node: Node) -> Status:
         table = round_priorities(cycle)
         if job.id not in table:  # no round view, or the job is not in it: nothing to say
             return OK
@@ -208,5 +212,5 @@ class RoundsPreemption(Plugin):
         return [Preemption(victim, "round", job.id) for victim in (best[3] if best else [])]
 
 
-__all__ = ["JobRounds", "RoundsFifo", "RoundsLas", "RoundsLasAgnostic", "RoundsModel", "RoundsPreemption",
+__all__ = ["RoundsFifo", "RoundsLas", "RoundsLasAgnostic", "RoundsModel", "RoundsPreemption",
            "RoundsShareFit", "RoundsSjf", "RoundsSrtf", "round_priorities"]
