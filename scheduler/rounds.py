@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog  # type: ignore[import-untyped]  # scipy ships no stubs
 
 from scheduler.model import ClusterSnapshot, Job
 
@@ -112,6 +111,8 @@ def max_min_shares(jobs: Sequence[Job], gpus: Mapping[str, int], *, aware: bool)
 
 def _aware_lp(gain: np.ndarray, sizes: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     """The two-stage LP over X (jobs x models, flattened row by row) and t."""
+    from scipy.optimize import linprog  # type: ignore[import-untyped]  # no stubs; loaded only when asked (40 MiB)
+
     jobs, models = gain.shape
     cells = jobs * models
     rows, bounds = _base_rows(jobs, models, sizes, capacity)
@@ -158,6 +159,8 @@ def _base_rows(jobs: int, models: int, sizes: np.ndarray, capacity: np.ndarray) 
 def _check_agnostic(jobs: Sequence[Job], models: Sequence[str], gpus: Mapping[str, int], best: float) -> None:
     """Solves the agnostic LP and checks that the spread answer reaches its optimum (a guard on
     the closed form above: it is cheap at round sizes)."""
+    from scipy.optimize import linprog  # type: ignore[import-untyped]  # no stubs; loaded only when asked
+
     sizes = np.array([job_gpus(job) for job in jobs], dtype=float)
     gain = np.repeat(sizes[:, None], len(models), axis=1)
     (upper, limits), bounds = _base_rows(len(jobs), len(models), sizes, np.array([gpus[m] for m in models], float))
