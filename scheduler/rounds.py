@@ -159,7 +159,7 @@ def _base_rows(jobs: int, models: int, sizes: np.ndarray, capacity: np.ndarray) 
 def _check_agnostic(jobs: Sequence[Job], models: Sequence[str], gpus: Mapping[str, int], best: float) -> None:
     """Solves the agnostic LP and checks that the spread answer reaches its optimum (a guard on
     the closed form above: it is cheap at round sizes)."""
-    from scipy.optimize import linprog  # type: ignore[import-untyped]  # no stubs; loaded only when asked
+    from scipy.optimize import linprog  # loaded only when asked (as above)
 
     sizes = np.array([job_gpus(job) for job in jobs], dtype=float)
     gain = np.repeat(sizes[:, None], len(models), axis=1)
