@@ -195,7 +195,8 @@ class RoundsPreemption(Plugin):
                 continue
             candidates = []
             for held in sorted({j for gpu in node.gpus for j in gpu.jobs()}):
-                theirs = table.get(held, {}).get(model, math.inf)
+                row = table.get(held)  # a job the view does not show is never a victim
+                theirs = math.inf if row is None else row.get(model, 0.0)
                 if theirs < mine:
                     gpus = sum(len(r.grants) for r in snapshot.running[held].placement.replicas if r.node == name)
                     candidates.append((theirs, held, gpus))

@@ -203,3 +203,16 @@ def test_bench_rounds_reports_each_seed_the_ratio_and_the_machine() -> None:
     assert lines[0].startswith('{"seed": 0, "aware_jct_h": ') and '"ratio": ' in lines[0]
     assert "agnostic / aware mean JCT over jobs 20..79 of 120" in lines[1]
     assert lines[2].startswith("machine: ")
+
+
+def test_srtf_evicts_the_running_job_with_more_work_left_and_fifo_does_not() -> None:
+    # One V100: "long" runs with 5,000 s of work left, "short" arrives later with 100 s left.
+    long, short = sped("long", 0.5, submit_s=0.0), sped("short", 0.5, submit_s=10.0)
+    snapshot = make_snapshot(make_pool("v100", gpu=V100, gpus_per_node=1))
+    snapshot = snapshot.assume(Placement(long, (ReplicaPlacement("v100-0", (Grant(0),)),)))
+    snapshot = with_view(snapshot, [JobRounds(long, ((V100, 360.0),), 370.0, 5000.0),
+                                    JobRounds(short, (), 360.0, 100.0)])  # fmt: skip
+    srtf = Scheduler(policies.profile("gavel-srtf")).schedule(snapshot, [short])
+    assert [p.job for p in srtf.preemptions] == ["long"] and [p.job.id for p in srtf.placements] == ["short"]
+    fifo = Scheduler(policies.profile("gavel-fifo")).schedule(snapshot, [short])
+    assert not fifo.preemptions and not fifo.placements
