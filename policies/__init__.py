@@ -16,6 +16,16 @@ from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairS
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
 from policies.preemption import LeastWorkLost, PriorityPreemption
+from policies.rounds import (
+    RoundsFifo,
+    RoundsLas,
+    RoundsLasAgnostic,
+    RoundsModel,
+    RoundsPreemption,
+    RoundsShareFit,
+    RoundsSjf,
+    RoundsSrtf,
+)
 from policies.spot import SpotTolerance
 from scheduler.errors import InputError
 from scheduler.plugin import Plugin
@@ -45,6 +55,14 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         ApprovalGate,
         FairShareOrder,
         FairShareReclaim,
+        RoundsLas,
+        RoundsLasAgnostic,
+        RoundsFifo,
+        RoundsSjf,
+        RoundsSrtf,
+        RoundsShareFit,
+        RoundsModel,
+        RoundsPreemption,
     )
 }
 

@@ -78,8 +78,11 @@ class Framework:
     def _follow_governance(self, snapshot: ClusterSnapshot) -> None:
         """Forgets the verdicts when the teams held to spot capacity change: the one thing of
         the governance view a filter reads (`policies.governance.BudgetSpotOnly`), and it
-        changes only when a budget is spent or a period begins."""
-        governed = snapshot.governance.spot_only if snapshot.governance is not None else None
+        changes only when a budget is spent or a period begins; and each round, when the world
+        shows a round view (`scheduler.rounds`): round plugins answer from its priorities."""
+        governed: Hashable = snapshot.governance.spot_only if snapshot.governance is not None else None
+        if snapshot.rounds is not None:  # round policies' filter and score change with every round's priorities
+            governed = (governed, snapshot.rounds.round_id)
         if governed != self._governed:
             self.verdicts.forget()
             self._governed = governed

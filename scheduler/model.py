@@ -26,6 +26,7 @@ from scheduler.persistent import K, LayeredMap, V
 
 if TYPE_CHECKING:
     from scheduler.governance import GovernanceView
+    from scheduler.rounds import RoundsView
 
 FULL_GPU_MILLI = 1000
 
@@ -392,12 +393,14 @@ class ClusterSnapshot:
     """Everything a policy may know about the cluster at one instant. Never mutated.
 
     `governance` is what guardrail plugins read (`scheduler.governance`): None when ungoverned.
+    `rounds` is what round-based policies read (`scheduler.rounds`): None unless a world runs them.
     """
 
     pools: Mapping[str, Pool]
     nodes: Mapping[str, Node]
     running: Mapping[str, RunningJob] = field(default_factory=lambda: MappingProxyType({}))
     governance: GovernanceView | None = None
+    rounds: RoundsView | None = None
 
     def pool_of(self, node: Node) -> Pool:
         return self.pools[node.pool]
@@ -420,6 +423,7 @@ class ClusterSnapshot:
             _layered(self.nodes).updated(changed),
             _layered(self.running).updated({job.id: RunningJob(placement, start_s)}),
             self.governance,
+            self.rounds,
         )
 
     def release(self, job_id: str) -> ClusterSnapshot:
@@ -432,20 +436,21 @@ class ClusterSnapshot:
             indexes = {grant.gpu for grant in replica.grants}
             changed[replica.node] = node.without(self.pools[node.pool], job_id, indexes)
         nodes = _layered(self.nodes).updated(changed)
-        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id), self.governance)
+        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id), self.governance, self.rounds)
 
 
     def with_node(self, node: Node) -> ClusterSnapshot:
         """The snapshot with `node` added or replaced (a node joining, or becoming ready)."""
         return ClusterSnapshot(self.pools, _layered(self.nodes).updated({node.name: node}), self.running,
-                               self.governance)
+                               self.governance, self.rounds)
 
     def without_node(self, name: str) -> ClusterSnapshot:
         """The snapshot without an empty node (released or taken back); AllocationError if it holds jobs."""
         held = {job for gpu in self.nodes[name].gpus for job in gpu.jobs()}
         if held:
             raise AllocationError(f"node {name} still holds {', '.join(sorted(held))}")
-        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running, self.governance)
+        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running, self.governance,
+                               self.rounds)
 
 
 def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:

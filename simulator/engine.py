@@ -34,6 +34,7 @@ from scheduler.world import Scheduler, run_cycle
 from simulator.guardrails import Guardrails
 from simulator.ledger import Ledger
 from simulator.recording import Memory, Sink
+from simulator.rounds import RoundsLedger
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.world import SimWorld
 
@@ -270,6 +271,21 @@ def in_submit_order(jobs: Iterable[Job]) -> Iterator[Job]:
         yield from instant
 
 
+def profile_runs_rounds(scheduler: Scheduler) -> bool:
+    """Whether a plugin of the profile reads the round view (`scheduler.rounds`): then the world
+    keeps it. The round filter, score and postfilter read the priorities a round sort plugin
+    computes: a profile naming them with another sort is refused (InputError on its `sort`)."""
+    profile = scheduler.profile
+    plugins = (*profile.filter, *profile.postfilter, *(plugin for plugin, _ in profile.score))
+    readers = sorted(type(plugin).__name__ for plugin in plugins if getattr(plugin, "reads_rounds", False))
+    sorts_by_rounds = getattr(profile.sort, "reads_rounds", False)
+    if readers and not sorts_by_rounds:
+        raise InputError(f"{', '.join(readers)} read the round priorities a round sort plugin computes; "
+                         f"sort is {type(profile.sort).__name__} (use RoundsLas, RoundsLasAgnostic, RoundsFifo, "
+                         "RoundsSjf or RoundsSrtf)", source=f"profile {profile.name}", field="sort")  # fmt: skip
+    return bool(sorts_by_rounds)
+
+
 def simulate(
     jobs: Iterable[Job],
     cluster: Cluster,
@@ -296,6 +312,8 @@ def simulate(
                      check=options.check, sink=Memory() if sink is None else sink, keep=sink is None)  # fmt: skip
     if options.governance is not None:
         world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job)
+    if profile_runs_rounds(scheduler):
+        world.rounds = RoundsLedger()  # without --round-s, every cycle is a round
     engine.world = world
     engine.done = env.event()
     for name, node in sorted(snapshot.nodes.items()):

@@ -29,6 +29,7 @@ from simulator.autoscaling import Autoscaling, Processes
 from simulator.guardrails import Guardrails
 from simulator.ledger import Ledger, parts_of
 from simulator.recording import Event, Memory, Sink, TimelineRow
+from simulator.rounds import RoundsLedger
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.tally import Tally
 
@@ -59,6 +60,7 @@ class SimWorld(Autoscaling):
     reserved: frozenset[str] = frozenset()  # nodes the last decision's reservation holds
     running_count: int = 0
     guardrails: Guardrails | None = None  # spend, approvals and holds, when the run is governed
+    rounds: RoundsLedger | None = None  # time per GPU model per job, when the profile runs round policies
     _serial: dict[str, int] = field(default_factory=dict)
     _parts: dict[tuple[str, GpuRequest], int] = field(default_factory=dict)  # ledger parts per pool and request
     _emptied: set[str] = field(default_factory=set)  # nodes emptied since the idle clocks were last started
@@ -114,6 +116,10 @@ class SimWorld(Autoscaling):
         snapshot = self.snapshot
         if self.guardrails is not None:
             snapshot = self.guardrails.view_on(snapshot, self.queue.jobs(), self.clock())
+        if self.rounds is not None:
+            now = self.clock()
+            runs = self.runs
+            snapshot = self.rounds.observe(snapshot, now, lambda job: runs[job].total_ms - runs[job].progress_at(now))
         return Observation(self.clock() / MS, snapshot, self.queue, MappingProxyType(self.provisioning))
 
     def enact(self, decision: Decision) -> None:
@@ -133,6 +139,8 @@ class SimWorld(Autoscaling):
         self.snapshot = after
         for run in victims:
             run.preemptions += 1
+            if self.rounds is not None:  # Gavel's jobs save at the end of their lease: nothing is lost
+                run.saved_ms, run.safe_since_ms = run.progress_at(now), now
             self._stop(run, now, reason="preempted")
             self._evict(run, now, released=True)
         for placement in decision.placements:
@@ -159,6 +167,8 @@ class SimWorld(Autoscaling):
         if self.guardrails is not None:
             self.guardrails.arrived(job, self.snapshot.pools, self.clock())
         self.event(self.clock(), "arrive", {"job": job.id})
+        if self.rounds is not None:
+            self.rounds.arrived(job, self.clock())
         return run
 
     def on_finish(self, run: JobRun) -> None:
@@ -167,6 +177,8 @@ class SimWorld(Autoscaling):
         run.outcome = "completed" if run.job.kind is JobKind.SERVICE else run.job.status
         self._release(run, now)
         self.event(now, "finish", {"job": run.job.id, "outcome": run.outcome})
+        if self.rounds is not None:
+            self.rounds.ended(run.job.id)
         self._retire(run)
 
     def close(self, end_ms: int, reasons: Mapping[str, str]) -> None:
