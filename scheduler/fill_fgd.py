@@ -1,0 +1,174 @@
+"""FGD, fragmentation gradient descent (Weng et al., USENIX ATC'23): the target workload, node fragmentation, scores.
+
+A node's fragmentation F(n) is the GPU-milli that the target workload's pod types, weighted by their
+share of the workload, could not use there (`../shared/research/fgd-experiment.md` section 5.6, from
+the authors' `pkg/utils/frag.go`): a type whose GPUs and CPU fit counts only the GPUs too small for
+it; any other type (CPU-only types included, as the authors' code does) counts all the node's free
+GPU-milli. FGD places a pod where F grows least, scored as the authors do,
+trunc(100 * sigmoid((F(n) - F(n')) / 1000)), and a share goes to the first GPU with the best score.
+
+Departure from the authors' code: F is summed with numpy per fragment class rather than one
+float at a time, so a score could differ by one at an exact truncation boundary (not seen).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scheduler.fill import MAX_GPUS, MILLI, FillPod, Ints, NodeArrays
+
+Floats = NDArray[np.float64]
+POPULARITY = 0.95  # the authors' podPopularityThreshold: the most common types covering 95 % of pods
+
+
+@dataclass(frozen=True, slots=True)
+class PodType:
+    """A target workload's pod type and its probability."""
+
+    cpu_milli: int
+    gpu_milli: int
+    gpus: int
+    models: tuple[str, ...]
+    probability: float
+
+
+def typical_pods(pods: Sequence[FillPod]) -> tuple[PodType, ...]:
+    """The most common pod types covering >= 95 % of `pods` (ties: larger key first), renormalised.
+
+    The key is (CPU, per-GPU milli, GPUs, model list): memory is not part of it.
+    """
+    counts = Counter(pod.kind for pod in pods)
+    ordered = sorted(counts.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    kept: list[tuple[tuple[int, int, int, str], int]] = []
+    covered = 0
+    for key, count in ordered:
+        if covered * 100 >= POPULARITY * 100 * len(pods):
+            break
+        kept.append((key, count))
+        covered += count
+    return tuple(
+        PodType(cpu, milli, gpus, tuple(filter(None, spec.split("|"))), (count / len(pods)) / (covered / len(pods)))
+        for (cpu, milli, gpus, spec), count in kept
+    )
+
+
+class Workload:
+    """The typical pod types as arrays over the node list's GPU models."""
+
+    def __init__(self, types: Sequence[PodType], models: Sequence[str]) -> None:
+        self.types = tuple(types)
+        self.cpu: Ints = np.array([t.cpu_milli for t in types], dtype=np.int64)
+        self.milli: Ints = np.array([t.gpu_milli for t in types], dtype=np.int64)
+        self.gpus: Ints = np.array([t.gpus for t in types], dtype=np.int64)
+        self.probability: Floats = np.array([t.probability for t in types], dtype=np.float64)
+        self.allowed = np.array(
+            [[not t.models or model in t.models for model in models] for t in types], dtype=np.bool_
+        ).reshape(len(types), len(models))
+
+
+def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -> Floats:
+    """F for each state: `cpu_left` (...), `free` (..., MAX_GPUS) with absent GPUs < 0, `model` (...)."""
+    room = np.maximum(free, 0)
+    total = room.sum(axis=-1)[..., None]  # (..., 1)
+    milli = workload.milli
+    fits_gpu = (free[..., None, :] >= milli[:, None]).sum(axis=-1) >= workload.gpus  # (..., T)
+    too_small = np.where(free[..., None, :] < milli[:, None], room[..., None, :], 0).sum(axis=-1)  # (..., T)
+    cpu_ok = cpu_left[..., None] >= workload.cpu
+    allowed = np.moveaxis(workload.allowed[:, model], 0, -1)  # (..., T)
+    gpu_type = milli > 0
+    usable = gpu_type & allowed & fits_gpu & cpu_ok  # Q3: only the too-small GPUs are fragment
+    weighted_all = total * workload.probability
+    weighted_small = too_small * workload.probability
+    # The authors add the class sums in the order Q1, Q2 (which holds Q3's fragment), Q4, XL, XR, NA.
+    gpu_ok = gpu_type & allowed
+    classes = (
+        gpu_ok & ~fits_gpu & ~cpu_ok,
+        gpu_ok & ~fits_gpu & cpu_ok,
+        gpu_ok & fits_gpu & ~cpu_ok,
+        ~gpu_type & cpu_ok,
+        ~gpu_type & ~cpu_ok,
+        gpu_type & ~allowed,
+    )
+    result = np.zeros(total.shape[:-1], dtype=np.float64)
+    for index, mask in enumerate(classes):
+        part = np.where(mask, weighted_all, 0.0)
+        if index == 1:
+            part = part + np.where(usable, weighted_small, 0.0)
+        result = result + part.sum(axis=-1)
+    return result
+
+
+def _score(before: Floats, after: Floats) -> Ints:
+    """trunc(100 * sigmoid((before - after) / 1000)): 50 when F does not change, more when it falls."""
+    return np.trunc(100 / (1 + np.exp(-(before - after) / MILLI))).astype(np.int64)
+
+
+def fgd_scores(workload: Workload, state: NodeArrays, pod: FillPod, nodes: Ints, before: Floats) -> tuple[Ints, Ints]:
+    """FGD's score of each node in `nodes` for `pod`, and the GPU a share would take there (-1 otherwise).
+
+    `before` is F of those nodes now. A share tries each GPU that fits and keeps the first best;
+    any other pod takes, in F's view, the first `gpus` GPUs that fit in ascending order of room.
+    """
+    free = state.free[nodes]
+    cpu_after = state.cpu_left[nodes] - pod.cpu_milli
+    model = state.model[nodes]
+    if pod.is_share:
+        trial = np.repeat(free[:, None, :], MAX_GPUS, axis=1)
+        fits = free >= pod.gpu_milli
+        trial[:, np.arange(MAX_GPUS), np.arange(MAX_GPUS)] -= pod.gpu_milli
+        after = fragmentation(
+            workload, np.repeat(cpu_after[:, None], MAX_GPUS, axis=1), trial, np.repeat(model[:, None], MAX_GPUS, axis=1)
+        )
+        scores = np.where(fits, _score(before[:, None], after), -1)
+        return scores.max(axis=1), scores.argmax(axis=1)
+    ascending = np.sort(free, axis=1)
+    fitting = ascending >= pod.gpu_milli if pod.gpus else np.zeros_like(ascending, dtype=np.bool_)
+    taken = fitting & (np.cumsum(fitting, axis=1) <= pod.gpus)
+    after = fragmentation(workload, cpu_after, ascending - pod.gpu_milli * taken, model)
+    return _score(before, after), np.full(len(nodes), -1, dtype=np.int64)
+
+
+class FgdScorer:
+    """FGD's scores with memory: a node's scores for a pod type hold until the node changes."""
+
+    def __init__(self, workload: Workload, state: NodeArrays) -> None:
+        self.workload = workload
+        self.state = state
+        self.before = fragmentation(workload, state.cpu_left, state.free, state.model)
+        self._kinds: dict[tuple[int, int, int, str], int] = {}
+        self._scores: list[Ints] = []
+        self._gpus: list[Ints] = []
+
+    def scores(self, pod: FillPod, nodes: Ints) -> tuple[Ints, Ints]:
+        """Scores and share GPU choices of `nodes` for `pod`, computing only the stale ones."""
+        kind = self._kinds.setdefault(pod.kind, len(self._kinds))
+        if kind == len(self._scores):
+            self._scores.append(np.full(len(self.state.gpus), -1, dtype=np.int64))
+            self._gpus.append(np.full(len(self.state.gpus), -1, dtype=np.int64))
+        scores, gpus = self._scores[kind], self._gpus[kind]
+        stale = nodes[scores[nodes] < 0]
+        if len(stale):
+            scores[stale], gpus[stale] = fgd_scores(self.workload, self.state, pod, stale, self.before[stale])
+        return scores[nodes], gpus[nodes]
+
+    def changed(self, node: int) -> None:
+        """Forgets what held for `node` before a pod was placed on it."""
+        state = self.state
+        self.before[node] = fragmentation(
+            self.workload, state.cpu_left[node : node + 1], state.free[node : node + 1], state.model[node : node + 1]
+        )[0]
+        for scores in self._scores:
+            scores[node] = -1
+
+
+def total_fragmentation(workload: Workload, state: NodeArrays) -> float:
+    """The cluster's fragmentation, sum of F over all nodes (GPU-milli)."""
+    return float(fragmentation(workload, state.cpu_left, state.free, state.model).sum())
+
+
+__all__ = ["MILLI", "FgdScorer", "PodType", "Workload", "fgd_scores", "fragmentation", "typical_pods"]
