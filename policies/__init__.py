@@ -11,6 +11,7 @@ from pathlib import Path
 from policies.autoscale import ScaleUpCheapest, ScaleUpLeastWaste
 from policies.backfill import EasyBackfill
 from policies.cost import CheapestPool
+from policies.fill import FGD, BestFit, DotProd, GpuClustering, GpuPacking, RandomScore
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairShareOrder, FairShareReclaim, QuotaLimit
 from policies.ordering import Fifo, PriorityThenAge
@@ -45,6 +46,12 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         ApprovalGate,
         FairShareOrder,
         FairShareReclaim,
+        RandomScore,
+        DotProd,
+        GpuClustering,
+        GpuPacking,
+        BestFit,
+        FGD,
     )
 }
 

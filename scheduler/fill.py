@@ -139,7 +139,7 @@ def gpu_clustering_scores(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
 
 
 def gpu_packing_scores(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
-    """GpuPacking: 33 - G on an idle node, 50 - (idle GPUs taken) when it opens GPUs, 100 - (room left)/100 on shares."""
+    """GpuPacking: 33 - G on an idle node, 50 - idle GPUs taken on a used one, 100 - room left/100 on shares."""
     if pod.gpus == 0:
         return np.zeros(len(nodes), dtype=np.int64)
     gpus = state.gpus[nodes]
@@ -153,15 +153,27 @@ def gpu_packing_scores(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
     return np.where(idle_node, 33 - gpus, opening).astype(np.int64)
 
 
-def best_fit_scores(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
-    """BestFit: 100 * (1 - the weighted CPU and GPU left after the pod), truncated, then min-max normalised."""
+def best_fit_raw(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
+    """BestFit before normalising: trunc(100 * (1 - (0.5 CPU left / 128 cores + 0.5 GPU-milli left / 8000)))."""
     cpu = 0.5 * (state.cpu_left[nodes] - pod.cpu_milli) / MAX_SPEC_CPU_MILLI
     gpu = 0.5 * (state.free_total[nodes] - pod.total_gpu_milli) / MAX_SPEC_GPU_MILLI
-    raw = np.trunc(100 * (1 - (cpu + gpu))).astype(np.int64)
-    low, high = int(raw.min(initial=0)), int(raw.max(initial=0))
+    return np.trunc(100 * (1 - (cpu + gpu))).astype(np.int64)
+
+
+def best_fit_scores(state: NodeArrays, pod: FillPod, nodes: Ints) -> Ints:
+    """BestFit: the raw score min-max normalised over `nodes` to 0..100 (integer), 0 when all are equal."""
+    raw = best_fit_raw(state, pod, nodes)
+    if len(raw) == 0:
+        return raw
+    low, high = int(raw.min()), int(raw.max())
     if high == low:
         return np.zeros(len(nodes), dtype=np.int64)
     return ((raw - low) * 100) // (high - low)
+
+
+def only_node() -> Ints:
+    """The index array naming the single node of a one-node state."""
+    return np.zeros(1, dtype=np.int64)
 
 
 def best_gpu(free: Ints, milli: int) -> int:

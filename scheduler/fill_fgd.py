@@ -121,9 +121,8 @@ def fgd_scores(workload: Workload, state: NodeArrays, pod: FillPod, nodes: Ints,
         trial = np.repeat(free[:, None, :], MAX_GPUS, axis=1)
         fits = free >= pod.gpu_milli
         trial[:, np.arange(MAX_GPUS), np.arange(MAX_GPUS)] -= pod.gpu_milli
-        after = fragmentation(
-            workload, np.repeat(cpu_after[:, None], MAX_GPUS, axis=1), trial, np.repeat(model[:, None], MAX_GPUS, axis=1)
-        )
+        widen = np.repeat(cpu_after[:, None], MAX_GPUS, axis=1), np.repeat(model[:, None], MAX_GPUS, axis=1)
+        after = fragmentation(workload, widen[0], trial, widen[1])
         scores = np.where(fits, _score(before[:, None], after), -1)
         return scores.max(axis=1), scores.argmax(axis=1)
     ascending = np.sort(free, axis=1)

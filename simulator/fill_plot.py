@@ -27,9 +27,10 @@ def fill_curves(
     xs = list(range(FIRST_PERCENT, LAST_PERCENT + 1))
     for index, (policy, curve) in enumerate(ours.items()):
         colour = f"C{index}"
-        axes.plot(xs, [curve[x] for x in xs], color=colour, label=f"{policy} (ours)")
+        axes.plot(xs, [_value(curve[x]) for x in xs], color=colour, label=f"{policy} (ours)")
         if policy in theirs:
-            axes.plot(xs, [theirs[policy][x] for x in xs], color=colour, linestyle="--", label=f"{policy} (authors)")
+            authors = [_value(theirs[policy][x]) for x in xs]
+            axes.plot(xs, authors, color=colour, linestyle="--", label=f"{policy} (authors)")
     axes.set_xlabel("arrived workload (% of cluster GPUs)")
     axes.set_ylabel("unallocated GPUs (%)")
     axes.set_title("FGD packing experiment: median over seeds")
@@ -39,3 +40,8 @@ def fill_curves(
     figure.tight_layout()
     figure.savefig(path, metadata=METADATA)
     plt.close(figure)
+
+
+def _value(cell: float | None) -> float:
+    """A curve cell, NaN (a gap in the line) when the bin was empty."""
+    return float("nan") if cell is None else cell
