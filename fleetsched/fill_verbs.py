@@ -62,7 +62,7 @@ def parse_policies(text: str) -> list[str]:
         return list(POLICIES)
     unknown = [name for name in names if name not in POLICIES]
     if unknown or not names:
-        raise InputError(f"unknown policy {', '.join(unknown) or text!r}; one of {', '.join(POLICIES)}, or all",
+        raise InputError(f"unknown policy {', '.join(unknown) or repr(text)}; one of {', '.join(POLICIES)}, or all",
                          field="--policy")
     return [policy for policy in POLICIES if policy in names]
 

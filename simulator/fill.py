@@ -48,7 +48,8 @@ def read_nodes(path: Path) -> list[FillNode]:
         if gpus > fill.MAX_GPUS:
             raise fields.fail("gpu", f"at most {fill.MAX_GPUS} GPUs per node, got {gpus}")
         model = fields.text("model", "" if gpus == 0 else None)
-        nodes.append(FillNode(fields.text("sn"), fields.integer("cpu_milli"), fields.integer("memory_mib"), gpus, model))
+        cpu_milli, memory_mib = fields.integer("cpu_milli"), fields.integer("memory_mib")
+        nodes.append(FillNode(fields.text("sn"), cpu_milli, memory_mib, gpus, model))
     if not nodes:
         raise InputError("no nodes", source=str(path))
     if sum(node.gpus for node in nodes) == 0:
@@ -101,7 +102,7 @@ def arrivals(pods: Sequence[FillPod], nodes: Sequence[FillNode], seed: int, tune
             pod = order.pop(rng.randrange(len(order)))
             total -= pod.total_gpu_milli
             removed += 1
-    elif total < target:
+    elif total < target and any(pod.gpu_milli for pod in originals):  # CPU-only clones alone never stop
         while True:  # the authors test the per-GPU milli, add the total, and stop at the first miss
             pod = originals[rng.randrange(len(originals))]
             if total + pod.gpu_milli > target:
@@ -205,7 +206,9 @@ def run_fill(nodes: Sequence[FillNode], pods: Sequence[FillPod], policy: str, se
     return FillRun(policy, seed, gpus, tuple(arrived_log), tuple(allocated_log), failed, workload.clones)
 
 
-def discrete_curve(arrived_milli: Sequence[int], allocated_milli: Sequence[int], cluster_gpus: int) -> list[float | None]:
+def discrete_curve(
+    arrived_milli: Sequence[int], allocated_milli: Sequence[int], cluster_gpus: int
+) -> list[float | None]:
     """Allocated GPU % per arrived % 0..130, as the authors' analysis_allo_discrete.csv cells.
 
     Each event's arrived % is rounded to a whole number and its allocated % to 2 decimals
