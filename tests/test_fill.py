@@ -95,7 +95,7 @@ def _inputs(tmp_path: Path, pods: str = PODS_CSV, nodes: str = NODES_CSV) -> lis
 def test_fill_writes_the_authors_format_and_the_same_bytes_for_the_same_seeds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = _inputs(tmp_path) + ["--policy", "all", "--seeds", "1-2,5", "--json"]
+    args = [*_inputs(tmp_path), "--policy", "all", "--seeds", "1-2,5", "--json"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == sorted(["Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD"])
@@ -121,34 +121,34 @@ def test_a_pod_field_that_is_not_a_number_names_file_line_and_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pods = PODS_CSV.replace("p1,12000,", "p1,lots,")
-    error = _fails(tmp_path, capsys, _inputs(tmp_path, pods=pods) + ["--policy", "BestFit"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path, pods=pods), "--policy", "BestFit"])
     assert error == f"fleetsched: {tmp_path / 'pods.csv'}:3: cpu_milli: not a number: 'lots'"
 
 
 def test_a_node_with_more_gpus_than_eight_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nodes = NODES_CSV.replace("b,96000,393216,8,", "b,96000,393216,16,")
-    error = _fails(tmp_path, capsys, _inputs(tmp_path, nodes=nodes) + ["--policy", "FGD"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path, nodes=nodes), "--policy", "FGD"])
     assert error == f"fleetsched: {tmp_path / 'nodes.csv'}:2: gpu: at most 8 GPUs per node, got 16"
 
 
 def test_a_missing_pod_column_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pods = PODS_CSV.replace("gpu_milli", "milli")
-    error = _fails(tmp_path, capsys, _inputs(tmp_path, pods=pods) + ["--policy", "FGD"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path, pods=pods), "--policy", "FGD"])
     assert error == f"fleetsched: {tmp_path / 'pods.csv'}:1: gpu_milli: missing column"
 
 
 def test_an_unknown_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    error = _fails(tmp_path, capsys, _inputs(tmp_path) + ["--policy", "Tetris"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path), "--policy", "Tetris"])
     assert error.startswith("fleetsched: --policy: unknown policy Tetris; one of Random, DotProd")
 
 
 def test_bad_seeds_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    error = _fails(tmp_path, capsys, _inputs(tmp_path) + ["--policy", "FGD", "--seeds", "51-42"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path), "--policy", "FGD", "--seeds", "51-42"])
     assert error == "fleetsched: --seeds: range '51-42' must run upwards over at most 1000 seeds"
 
 
 def test_a_bad_tune_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    error = _fails(tmp_path, capsys, _inputs(tmp_path) + ["--policy", "FGD", "--tune", "zero"])
+    error = _fails(tmp_path, capsys, [*_inputs(tmp_path), "--policy", "FGD", "--tune", "zero"])
     assert error == "fleetsched: --tune: not a number: 'zero'"
 
 
