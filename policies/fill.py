@@ -117,7 +117,7 @@ class BestFit(_FillScore):
 
 
 
-class RandomScore(Plugin):
+class Random(Plugin):
     """Random (FGD paper baseline, `random_score.go`): any feasible node, uniformly.
 
     The authors mark one feasible node at random; here each node class draws a number from the

@@ -15,6 +15,8 @@ from scheduler.fill import FillNode, FillPod, NodeArrays
 from scheduler.fill_fgd import PodType, Workload, fgd_scores, fragmentation, typical_pods
 from scheduler.model import ClusterSnapshot, GpuRequest, GpuState, Job, Node, RequestKind, Share
 from scheduler.plugin import Cycle
+from scheduler.profile import parse_profile
+from scheduler.tomlfile import TomlDocument
 from simulator.fill import _Chooser
 from tests.builders import make_pool
 
@@ -152,3 +154,18 @@ def test_the_plugins_score_a_fleetsched_node_with_the_same_functions() -> None:
     # Target = the job's own shape: on the 300m GPU it would strand 50m (score 48), on an idle GPU F stays 0.
     assert fgd.score(cycle, job, node) == 50
     assert 0 <= REGISTRY["Random"]().score(cycle, job, node) < 1
+
+
+def test_a_profile_names_the_packing_policies_and_gives_fgd_its_target_workload() -> None:
+    text = (
+        'description = "FGD"\nplacer = "greedy"\nsort = "Fifo"\nfilter = ["GpuShareFit"]\n'
+        'score = [{ name = "FGD", weight = 1 }]\n\n[args.FGD]\ngpu_milli = [1000]\ngpus = [1]\nweights = [1.0]\n'
+    )
+    profile = parse_profile(TomlDocument.parse(text, "fgd.toml"), REGISTRY)
+    (fgd, _weight), = profile.score
+    sharing = make_pool("a100", gpus_per_node=2, sharing=True)
+    node = _framework_node(sharing.name, [GpuState(shares=(Share("s", 500, 0),)), GpuState()])
+    cycle = Cycle(0.0, ClusterSnapshot(pools={sharing.name: sharing}, nodes={"n0": node}))
+    job = Job(id="j", request=GpuRequest(kind=RequestKind.SHARE, milli=400))
+    # Target: whole GPUs. 400m on the half-used GPU: F 500 -> 100 (score 59); on the idle one F 500 -> 1100.
+    assert fgd.score(cycle, job, node) == 59
