@@ -45,12 +45,17 @@ def main() -> None:
         if Path(args.expected).exists() else []
     results: dict[str, dict[str, Any]] = {}
     for policy in parse_policies(args.policies):
-        values, seconds = [], []
+        values, seconds, gaps = [], [], []
+        same_policy = {row.seed: row.cells for row in theirs if row.policy == policy}
         for seed in parse_seeds(args.seeds):
             started = time.perf_counter()
             run = run_fill(nodes, pods, policy, seed, 1.3)
             seconds.append(time.perf_counter() - started)
-            values.append(unallocated_at(discrete_curve(run.arrived_milli, run.allocated_milli, run.cluster_gpus)))
+            curve = discrete_curve(run.arrived_milli, run.allocated_milli, run.cluster_gpus)
+            values.append(unallocated_at(curve))
+            if seed in same_policy:  # the widest gap to the authors' curve of the same seed, 0..130 % arrived
+                pairs = zip(curve, same_policy[seed], strict=True)
+                gaps.append(max(abs(a - b) for a, b in pairs if a is not None and b is not None))
         authors = [unallocated_at(row.cells) for row in theirs if row.policy == policy]
         results[policy] = {
             "ours_median": round(statistics.median(v for v in values if v is not None), 2),
@@ -58,6 +63,8 @@ def main() -> None:
             "authors_median": round(statistics.median(v for v in authors if v is not None), 2) if authors else None,
             "authors_range": [min(a for a in authors if a is not None), max(a for a in authors if a is not None)]
             if authors else None,
+            "same_seed_curve_gap_max": round(max(gaps), 2) if gaps else None,
+            "same_seed_curve_gap_median": round(statistics.median(gaps), 2) if gaps else None,
             "seconds_per_seed_mean": round(statistics.mean(seconds), 2),
             "seconds_per_seed_max": round(max(seconds), 2),
         }
@@ -65,14 +72,22 @@ def main() -> None:
         print(json.dumps({"trace": args.trace, "machine": machine(), "policies": results}, indent=2))
         return
     print(f"openb {args.trace}, tune 1.3, seeds {args.seeds}: unallocated GPU % at 100 % arrived (median over seeds)")
-    columns = ("ours", 6), ("authors", 8), ("ours min..max", 15), ("authors min..max", 17), ("s/seed", 7), ("max s", 6)
+    columns = (("ours", 6), ("authors", 8), ("ours min..max", 15), ("authors min..max", 17), ("gap p50/max", 12),
+               ("s/seed", 7), ("max s", 6))
     print(f"{'policy':<14} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for policy, row in results.items():
         authors = "-" if row["authors_median"] is None else f"{row['authors_median']:.2f}"
         band = "-" if row["authors_range"] is None else "{:.2f}..{:.2f}".format(*row["authors_range"])
         print(f"{policy:<14} {row['ours_median']:>6.2f} {authors:>8} {'{:.2f}..{:.2f}'.format(*row['ours_range']):>15}"
-              f" {band:>17} {row['seconds_per_seed_mean']:>7.2f} {row['seconds_per_seed_max']:>6.2f}")
+              f" {band:>17} {_gap(row):>12} {row['seconds_per_seed_mean']:>7.2f} {row['seconds_per_seed_max']:>6.2f}")
+    print("gap: widest |ours - authors| over 0..130 % arrived between the curves of the same seed (points)")
     print(describe())
+
+
+def _gap(row: dict[str, Any]) -> str:
+    if row["same_seed_curve_gap_max"] is None:
+        return "-"
+    return f"{row['same_seed_curve_gap_median']:.2f}/{row['same_seed_curve_gap_max']:.2f}"
 
 
 if __name__ == "__main__":
