@@ -6,9 +6,11 @@ cluster's GPU-milli, nodes ranked by a seeded permutation; each pod goes to the 
 the policy's highest score, ties to the lowest rank, or is dropped when none fits (it still counts
 as arrived); the allocated GPU-milli is logged after every pod against the arrived GPU-milli.
 
-Departure from the authors: one Python `random.Random(seed)` stream replaces Go's math/rand, so
-the same seed gives a different (equally likely) shuffle and sample; only the distribution over
-seeds compares, not each seed's curve.
+The seed drives a port of Go's math/rand (`simulator.gorand`) drawn in the authors' order, so
+a seed gives the authors' pod order, tune-up sample and node ranks, and the deterministic
+policies their per-seed curves. Departure: Random's node and GPU draws come from a Python
+`random.Random`; the authors' own Random is not reproducible per seed (its feasible list is
+filled by parallel goroutines).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from scheduler import fill
 from scheduler.errors import InputError
 from scheduler.fill import FillNode, FillPod, Ints, NodeArrays
 from scheduler.fill_fgd import FgdScorer, Workload, typical_pods
+from simulator.gorand import GoRand
 from traces.base import csv_rows
 
 POLICIES = ("Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD")
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
 LAST_PERCENT = 130  # the authors' discrete curve runs 0..130 % arrived
+INFORMER_DRAWS = 10  # the scheduler's informers draw this often before the node permutation (spec section 3.1)
 
 ScoreFunction = Callable[[NodeArrays, FillPod, Ints], Ints]
 SCORES: Mapping[str, ScoreFunction] = {
@@ -88,35 +92,32 @@ class Arrivals:
 
 def arrivals(pods: Sequence[FillPod], nodes: Sequence[FillNode], seed: int, tune: float) -> Arrivals:
     """Name-sorted pods shuffled (Fisher-Yates from the end), tuned to `tune` x GPU-milli, and node ranks."""
-    rng = random.Random(seed)
+    rng = GoRand(seed)
+    rng.int63()  # the authors' driver draws once (a debug log argument) before anything else
     originals = sorted(pods, key=lambda pod: pod.name.encode())
     order = list(originals)
-    for index in range(len(order) - 1, 0, -1):
-        other = rng.randrange(index + 1)
-        order[index], order[other] = order[other], order[index]
+    rng.shuffle(order)
     target = tune * sum(node.gpus for node in nodes) * fill.MILLI
     total = sum(pod.total_gpu_milli for pod in order)
     clones = removed = 0
     if total > target:
         while total > target:
-            pod = order.pop(rng.randrange(len(order)))
+            pod = order.pop(rng.intn(len(order)))
             total -= pod.total_gpu_milli
             removed += 1
     elif total < target and any(pod.gpu_milli for pod in originals):  # CPU-only clones alone never stop
         while True:  # the authors test the per-GPU milli, add the total, and stop at the first miss
-            pod = originals[rng.randrange(len(originals))]
+            pod = originals[rng.intn(len(originals))]
             if total + pod.gpu_milli > target:
                 break
             order.append(FillPod(f"{pod.name}-tuned-{clones}", pod.cpu_milli, pod.memory_mib, pod.gpus,
                                  pod.gpu_milli, pod.models))
             total += pod.total_gpu_milli
             clones += 1
+    for _ in range(INFORMER_DRAWS):
+        rng.int63()
     by_name = sorted(range(len(nodes)), key=lambda index: nodes[index].name.encode())
-    permutation = [0] * len(nodes)
-    for index in range(len(nodes)):  # Go's rand.Perm: the inside-out shuffle
-        other = rng.randrange(index + 1)
-        permutation[index] = permutation[other]
-        permutation[other] = index
+    permutation = rng.perm(len(nodes))
     rank = [0] * len(nodes)
     for position, node in enumerate(by_name):
         rank[node] = permutation[position]
