@@ -82,25 +82,30 @@ def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -
     allowed = np.moveaxis(workload.allowed[:, model], 0, -1)  # (..., T)
     gpu_type = milli > 0
     usable = gpu_type & allowed & fits_gpu & cpu_ok  # Q3: only the too-small GPUs are fragment
-    weighted_all = total * workload.probability
-    weighted_small = too_small * workload.probability
-    # The authors add the class sums in the order Q1, Q2 (which holds Q3's fragment), Q4, XL, XR, NA.
-    gpu_ok = gpu_type & allowed
-    classes = (
-        gpu_ok & ~fits_gpu & ~cpu_ok,
-        gpu_ok & ~fits_gpu & cpu_ok,
-        gpu_ok & fits_gpu & ~cpu_ok,
-        ~gpu_type & cpu_ok,
-        ~gpu_type & ~cpu_ok,
-        gpu_type & ~allowed,
-    )
-    result = np.zeros(total.shape[:-1], dtype=np.float64)
-    for index, mask in enumerate(classes):
-        part = np.where(mask, weighted_all, 0.0)
-        if index == 1:
-            part = part + np.where(usable, weighted_small, 0.0)
-        result = result + part.sum(axis=-1)
-    return result
+    # Summed type by type (numpy pairwise), not in the authors' class order: equal to ~1e-12 GPU-milli.
+    return np.where(usable, too_small * workload.probability, total * workload.probability).sum(axis=-1)
+
+
+def node_fragmentation(workload: Workload, cpu_left: int, free: Sequence[int], model: int) -> float:
+    """F of one node, summed one type at a time into the authors' class sums (cheaper than numpy for one node)."""
+    room = [milli for milli in free if milli > 0]
+    total = sum(room)
+    sums = [0.0] * 6  # Q1, Q2 (with Q3's fragment), Q4, XL, XR, NA: the order the authors add them
+    for t, kind in enumerate(workload.types):
+        probability = kind.probability
+        cpu_ok = cpu_left >= kind.cpu_milli
+        if kind.gpu_milli == 0:
+            sums[3 if cpu_ok else 4] += probability * total
+        elif not workload.allowed[t, model]:
+            sums[5] += probability * total
+        elif sum(milli >= kind.gpu_milli for milli in free) >= kind.gpus:
+            if cpu_ok:
+                sums[1] += probability * sum(milli for milli in room if milli < kind.gpu_milli)
+            else:
+                sums[2] += probability * total
+        else:
+            sums[1 if cpu_ok else 0] += probability * total
+    return sums[0] + sums[1] + sums[2] + sums[3] + sums[4] + sums[5]
 
 
 def _score(before: Floats, after: Floats) -> Ints:
@@ -140,15 +145,16 @@ class FgdScorer:
         self.state = state
         self.before = fragmentation(workload, state.cpu_left, state.free, state.model)
         self._kinds: dict[tuple[int, int, int, str], int] = {}
-        self._scores: list[Ints] = []
-        self._gpus: list[Ints] = []
+        # One row per pod type seen: each node's score (-1: stale) and a share's GPU there.
+        self._scores: Ints = np.full((8, len(state.gpus)), -1, dtype=np.int64)
+        self._gpus: Ints = np.full((8, len(state.gpus)), -1, dtype=np.int64)
 
     def scores(self, pod: FillPod, nodes: Ints) -> tuple[Ints, Ints]:
         """Scores and share GPU choices of `nodes` for `pod`, computing only the stale ones."""
         kind = self._kinds.setdefault(pod.kind, len(self._kinds))
-        if kind == len(self._scores):
-            self._scores.append(np.full(len(self.state.gpus), -1, dtype=np.int64))
-            self._gpus.append(np.full(len(self.state.gpus), -1, dtype=np.int64))
+        if kind == len(self._scores):  # room for more pod types: double the rows
+            self._scores = np.vstack([self._scores, np.full_like(self._scores, -1)])
+            self._gpus = np.vstack([self._gpus, np.full_like(self._gpus, -1)])
         scores, gpus = self._scores[kind], self._gpus[kind]
         stale = nodes[scores[nodes] < 0]
         if len(stale):
@@ -158,11 +164,9 @@ class FgdScorer:
     def changed(self, node: int) -> None:
         """Forgets what held for `node` before a pod was placed on it."""
         state = self.state
-        self.before[node] = fragmentation(
-            self.workload, state.cpu_left[node : node + 1], state.free[node : node + 1], state.model[node : node + 1]
-        )[0]
-        for scores in self._scores:
-            scores[node] = -1
+        free = [int(milli) for milli in state.free[node]]
+        self.before[node] = node_fragmentation(self.workload, int(state.cpu_left[node]), free, int(state.model[node]))
+        self._scores[:, node] = -1
 
 
 def total_fragmentation(workload: Workload, state: NodeArrays) -> float:
