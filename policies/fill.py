@@ -76,49 +76,53 @@ class _FillScore(Plugin):
 
 
 class DotProd(_FillScore):
-    """DotProd (Tetris-style alignment; FGD paper section 6 baseline, `dot_product_score.go`).
+    """DotProd (Tetris-style alignment, a baseline of Weng et al., ATC'23; `dot_product_score.go`).
 
     100 * (1 - d/2) with d the dot product of the pod's request and the node's free (CPU / 128 cores,
     GPU-milli / 8000): the node whose free resources align least with the request, i.e. the fullest.
+    As the authors' runs do (dimext merge), the GPU is summed over the node, and a share then takes
+    the tightest GPU that fits. Departs only in `simulate` (no CPU; see the module).
     """
 
     name = "DotProd"
 
 
 class GpuClustering(_FillScore):
-    """GpuClustering (FGD paper baseline, `gpu_clustering_score.go`): pods of one kind (share, k-GPU) together.
+    """GpuClustering (a baseline of Weng et al., ATC'23; `gpu_clustering_score.go`): pods of one kind together.
 
-    25 * (8000 - free GPU-milli) div 8000, plus 75 when the node holds only pods of the job's kind,
-    50 when also others, 25 when no GPU pod, 0 when only other kinds. Departs (simulate only): see the module.
+    25 * (8000 - free GPU-milli) div 8000, plus 75 when the node holds only pods of the job's kind
+    (share, or k whole GPUs), 50 when also others, 25 when no GPU pod, 0 when only other kinds;
+    CPU-only pods score 0 everywhere. Departs only in `simulate`: held GPUs are not told apart by
+    their pod's size there (see the module).
     """
 
     name = "GpuClustering"
 
 
 class GpuPacking(_FillScore):
-    """GpuPacking (FGD paper baseline, `gpu_packing_score.go`): shared GPUs first, then partly used nodes, then idle.
+    """GpuPacking (a baseline of Weng et al., ATC'23; `gpu_packing_score.go`): shared GPUs, used nodes, idle.
 
     Shares: 100 - (room left on the tightest GPU that fits)/100, floored at 50; opening idle GPUs on
-    a used node: 50 - GPUs opened, floored at 33; an idle node: 33 - its GPU count.
+    a used node: 50 - GPUs opened, floored at 33; an idle node: 33 - its GPU count. Same as the
+    authors' code; departs only in `simulate` (ties; see the module).
     """
 
     name = "GpuPacking"
 
 
 class BestFit(_FillScore):
-    """BestFit (FGD paper baseline, `best_fit_score.go`): the node left with the least free CPU and GPU.
+    """BestFit (a baseline of Weng et al., ATC'23; `best_fit_score.go`): the node left with the least CPU and GPU.
 
     trunc(100 * (1 - (0.5 CPU left / 128 cores + 0.5 GPU-milli left / 8000))). The authors then
     min-max normalise over the feasible nodes; that keeps the order (`fill` does it), and here each
-    node is scored alone, so the raw integer is returned.
+    node is scored alone, so the raw integer is returned (a departure that changes no choice).
     """
 
     name = "BestFit"
 
 
-
 class Random(Plugin):
-    """Random (FGD paper baseline, `random_score.go`): any feasible node, uniformly.
+    """Random (a baseline of Weng et al., ATC'23; `random_score.go`): any feasible node, uniformly.
 
     The authors mark one feasible node at random; here each node class draws a number from the
     cycle's seeded generator (simulate only; `fill` picks a node uniformly).
