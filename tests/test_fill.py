@@ -164,3 +164,20 @@ def test_openb_default_seed_42_gives_the_authors_row_cell_for_cell_for_best_fit_
         run = run_fill(nodes, pods, policy, seed=42, tune=1.3)
         assert len(run.arrived_milli) == 10866  # 8152 pods and 2714 clones, as the authors' log says
         assert tuple(discrete_curve(run.arrived_milli, run.allocated_milli, run.cluster_gpus)) == theirs[policy]
+
+
+def test_fill_prints_a_table_with_the_medians_of_an_expected_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*_inputs(tmp_path), "--policy", "BestFit,FGD", "--seeds", "3-4"]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    capsys.readouterr()
+    expected = tmp_path / "first" / "allo_discrete.csv"
+    assert main([*args, "--expected", str(expected), "--out", str(tmp_path / "second")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    found = medians(read_rows(expected))
+    assert lines[0].split() == ["policy", "unalloc%", "@100", "authors", "s/seed"]
+    for line, policy in zip(lines[1:3], ("BestFit", "FGD"), strict=True):
+        name, ours, theirs, _seconds = line.split()
+        assert name == policy and float(ours) == float(theirs) == found[policy]
+    assert lines[3] == f"wrote {tmp_path / 'second'}/allo_discrete.csv, summary.json, unallocated.png"
