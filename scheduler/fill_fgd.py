@@ -7,9 +7,9 @@ it; any other type (CPU-only types included, as the authors' code does) counts a
 GPU-milli. FGD places a pod where F grows least, scored as the authors do,
 trunc(100 * sigmoid((F(n) - F(n')) / 1000)), and a share goes to the first GPU with the best score.
 
-Departure from the authors' code: F is summed over types by numpy (pairwise) rather than into
-per-class sums one float at a time, so a score could differ by one at an exact truncation
-boundary; on openb default seeds 42-51 every FGD decision still gave the authors' curves.
+F is summed as the authors' code sums it (per class, type by type). Departure: numpy's exp may
+differ from Go's math.Exp in the last bit, so a score could differ by one at an exact truncation
+boundary.
 """
 
 from __future__ import annotations
@@ -83,8 +83,22 @@ def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -
     allowed = np.moveaxis(workload.allowed[:, model], 0, -1)  # (..., T)
     gpu_type = milli > 0
     usable = gpu_type & allowed & fits_gpu & cpu_ok  # Q3: only the too-small GPUs are fragment
-    # Summed type by type (numpy pairwise), not in the authors' class order: equal to ~1e-12 GPU-milli.
-    result: Floats = np.where(usable, too_small * workload.probability, total * workload.probability).sum(axis=-1)
+    weighted = np.where(usable, workload.probability * too_small, workload.probability * total)
+    # The authors add each type's term into its class's sum in type order, then the sums in the
+    # order Q1, Q2 (which holds Q3's fragment), Q4, XL, XR, NA. cumsum adds left to right as they
+    # do (a plain numpy sum would pair terms up and could round differently).
+    gpu_ok = gpu_type & allowed
+    classes = (
+        gpu_ok & ~fits_gpu & ~cpu_ok,
+        gpu_ok & cpu_ok,
+        gpu_ok & fits_gpu & ~cpu_ok,
+        ~gpu_type & cpu_ok,
+        ~gpu_type & ~cpu_ok,
+        gpu_type & ~allowed,
+    )
+    result: Floats = np.zeros(weighted.shape[:-1], dtype=np.float64)
+    for mask in classes:
+        result = result + np.cumsum(np.where(mask, weighted, 0.0), axis=-1)[..., -1]
     return result
 
 
@@ -112,7 +126,7 @@ def node_fragmentation(workload: Workload, cpu_left: int, free: Sequence[int], m
 
 def _score(before: Floats, after: Floats) -> Ints:
     """trunc(100 * sigmoid((before - after) / 1000)): 50 when F does not change, more when it falls."""
-    return np.trunc(100 / (1 + np.exp(-(before - after) / MILLI))).astype(np.int64)
+    return np.trunc(100 * (1 / (1 + np.exp(-(before - after) / MILLI)))).astype(np.int64)
 
 
 def fgd_scores(workload: Workload, state: NodeArrays, pod: FillPod, nodes: Ints, before: Floats) -> tuple[Ints, Ints]:
