@@ -11,6 +11,7 @@ from pathlib import Path
 from policies.autoscale import ScaleUpCheapest, ScaleUpLeastWaste
 from policies.backfill import EasyBackfill
 from policies.cost import CheapestPool
+from policies.fill import FGD, BestFit, DotProd, GpuClustering, GpuPacking, Random
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairShareOrder, FairShareReclaim, QuotaLimit
 from policies.ordering import Fifo, PriorityThenAge
@@ -63,6 +64,12 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         RoundsShareFit,
         RoundsModel,
         RoundsPreemption,
+        Random,
+        DotProd,
+        GpuClustering,
+        GpuPacking,
+        BestFit,
+        FGD,
     )
 }
 

@@ -1,0 +1,115 @@
+"""The `fleetsched fill` verb: the FGD packing experiment (Weng et al., ATC'23) on an openb node and pod list.
+
+Every input is read and checked before the run directory is made; the files are written into a
+temporary folder and renamed into place only when all runs finished (`simulator.rundir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+from scheduler.errors import InputError
+from simulator.fill import POLICIES, read_nodes, read_pods, run_fill
+from simulator.fill_output import CurveRow, median_curve, medians, plot, read_rows, summary, write_rows
+from simulator.rundir import RunDirectory
+
+Output = tuple[int, str]
+log = logging.getLogger(__name__)
+
+
+def add_fill_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `fill` under the command's verbs."""
+    parser = verbs.add_parser("fill", help="FGD packing experiment: pods arrive onto a fixed cluster, none leaves")
+    parser.add_argument("--nodes", required=True, help="openb node list (sn,cpu_milli,memory_mib,gpu,model)")
+    parser.add_argument("--pods", required=True, help="openb pod list (openb_pod_list_*.csv)")
+    parser.add_argument("--policy", required=True,
+                        help=f"one policy or a comma list: {', '.join(POLICIES)}, or all")
+    parser.add_argument("--tune", default="1.3", help="grow or prune the pods to this x the cluster's GPUs (1.3)")
+    parser.add_argument("--seeds", default="42-51", help="seeds: 42-51 or 42,43 (default 42-51)")
+    parser.add_argument("--expected", help="the authors' analysis_allo_discrete.csv, drawn dashed in the plot")
+    parser.add_argument("--json", action="store_true", help="print the per-policy medians as JSON")
+    parser.add_argument("--out", required=True, help="run directory to write (new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace a previous fleetsched run in --out")
+    parser.set_defaults(run=run_fill_verb)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'42-51' or '42,43,50' as a list of seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise InputError(f"not a seed or seed range: {part!r}", field="--seeds")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first or last - first >= 1000:
+            raise InputError(f"range {part.strip()!r} must run upwards over at most 1000 seeds", field="--seeds")
+        seeds.extend(range(first, last + 1))
+    return seeds
+
+
+def parse_policies(text: str) -> list[str]:
+    """The named policies, in the authors' order; 'all' is every one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(POLICIES)
+    unknown = [name for name in names if name not in POLICIES]
+    if unknown or not names:
+        raise InputError(f"unknown policy {', '.join(unknown) or repr(text)}; one of {', '.join(POLICIES)}, or all",
+                         field="--policy")
+    return [policy for policy in POLICIES if policy in names]
+
+
+def parse_tune(text: str) -> float:
+    try:
+        tune = float(text)
+    except ValueError:
+        raise InputError(f"not a number: {text!r}", field="--tune") from None
+    if not 0 < tune <= 10:
+        raise InputError(f"must be in (0, 10], got {text}", field="--tune")
+    return tune
+
+
+def run_fill_verb(args: argparse.Namespace) -> Output:
+    policies, seeds, tune = parse_policies(args.policy), parse_seeds(args.seeds), parse_tune(args.tune)
+    nodes, pods = read_nodes(Path(args.nodes)), read_pods(Path(args.pods))
+    theirs, theirs_at_100 = {}, {}
+    workload = Path(args.pods).stem
+    if args.expected:
+        expected = [row for row in read_rows(Path(args.expected)) if row.workload == workload and row.tune == tune]
+        theirs = {policy: median_curve(expected, policy) for policy in policies}
+        theirs_at_100 = medians(expected)
+    rows: list[CurveRow] = []
+    timings: dict[str, list[float]] = {}
+    with RunDirectory.prepare(args.out, force=args.force) as run:
+        for policy in policies:
+            for seed in seeds:
+                started = time.perf_counter()
+                result = run_fill(nodes, pods, policy, seed, tune)
+                timings.setdefault(policy, []).append(time.perf_counter() - started)
+                rows.append(CurveRow.of(workload, tune, result))
+                log.info("%s seed %d: %d pods, %d dropped", policy, seed, len(result.arrived_milli), result.failed)
+        write_rows(rows, run.path / "allo_discrete.csv")
+        document = summary(rows, workload, tune, seeds)
+        (run.path / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        plot(rows, theirs, run.path / "unallocated.png")
+        run.commit()
+    if args.json:
+        return 0, json.dumps(document["unallocated_gpu_pct_at_100_median"], sort_keys=True)
+    table = render(medians(rows), theirs_at_100, timings)
+    return 0, table + f"\nwrote {args.out}/allo_discrete.csv, summary.json, unallocated.png"
+
+
+def render(found: dict[str, float], theirs: dict[str, float], timings: dict[str, list[float]]) -> str:
+    """A table: policy, our median unallocated GPU % at 100 % arrived, the authors' (with --expected), s per seed."""
+    lines = [f"{'policy':<14} {'unalloc% @100':>13} {'authors':>8} {'s/seed':>7}"]
+    for policy, value in found.items():
+        seconds = sum(timings[policy]) / len(timings[policy])
+        authors = f"{theirs[policy]:.2f}" if policy in theirs else "-"
+        lines.append(f"{policy:<14} {value:>13.2f} {authors:>8} {seconds:>7.2f}")
+    return "\n".join(lines)
