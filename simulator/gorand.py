@@ -12,20 +12,12 @@ from __future__ import annotations
 from collections.abc import MutableSequence
 from typing import TypeVar
 
-from simulator.gorand_cooked import COOKED
+from simulator.gorand_cooked import COOKED, LENGTH, TAP, seed_words
 
-LENGTH, TAP = 607, 273
 MASK_64 = (1 << 64) - 1
 MASK_63 = (1 << 63) - 1
 INT32_MAX = (1 << 31) - 1
 T = TypeVar("T")
-
-
-def _seedrand(x: int) -> int:
-    """One Park-Miller step, x * 48271 mod (2^31 - 1), computed as Go does (Schrage's method)."""
-    hi, lo = divmod(x, 44488)
-    x = 48271 * lo - 3399 * hi
-    return x + INT32_MAX if x < 0 else x
 
 
 class GoRand:
@@ -36,17 +28,7 @@ class GoRand:
         if seed == 0:
             seed = 89482311
         self._tap, self._feed = 0, LENGTH - TAP
-        self._vec = [0] * LENGTH
-        x = seed
-        for index in range(-20, LENGTH):
-            x = _seedrand(x)
-            if index >= 0:
-                word = x << 40
-                x = _seedrand(x)
-                word ^= x << 20
-                x = _seedrand(x)
-                word ^= x
-                self._vec[index] = (word ^ COOKED[index]) & MASK_64
+        self._vec = [word ^ cooked for word, cooked in zip(seed_words(seed, 40, 20), COOKED, strict=True)]
 
     def uint64(self) -> int:
         self._tap = (self._tap - 1) % LENGTH

@@ -20,24 +20,31 @@ STEPS = 7_800_000_000_000
 Matrix = NDArray[np.uint64]
 
 
-def _seedrand(x: int) -> int:
+def seedrand(x: int) -> int:
+    """One Park-Miller step, x * 48271 mod (2^31 - 1), computed as Go does (Schrage's method)."""
     hi, lo = divmod(x, 44488)
     x = 48271 * lo - 3399 * hi
     return x + (1 << 31) - 1 if x < 0 else x
 
 
-def _start() -> list[int]:
-    """gen_cooked.go's srand(1): the Park-Miller words before any step."""
-    words, x = [0] * LENGTH, 1
+def seed_words(seed: int, high: int, low: int) -> list[int]:
+    """The 607 Park-Miller words Go seeds with: after 20 steps, three steps a word, shifted by
+    `high` and `low` bits (rng.go's Seed: 40 and 20; gen_cooked.go's srand: 20 and 10)."""
+    words, x = [0] * LENGTH, seed
     for index in range(-20, LENGTH):
-        x = _seedrand(x)
+        x = seedrand(x)
         if index >= 0:
-            word = x << 20
-            x = _seedrand(x)
-            word ^= x << 10
-            x = _seedrand(x)
+            word = x << high
+            x = seedrand(x)
+            word ^= x << low
+            x = seedrand(x)
             words[index] = (word ^ x) & ((1 << 64) - 1)
     return words
+
+
+def _start() -> list[int]:
+    """gen_cooked.go's srand(1): the Park-Miller words before any step."""
+    return seed_words(1, 20, 10)
 
 
 def _steps(count: int) -> Matrix:
