@@ -418,13 +418,8 @@ class ClusterSnapshot:
             if not node.ready:
                 raise AllocationError(f"node {replica.node} is not ready")
             changed[replica.node] = node.grant(self.pools[node.pool], job, replica.grants)
-        return ClusterSnapshot(
-            self.pools,
-            _layered(self.nodes).updated(changed),
-            _layered(self.running).updated({job.id: RunningJob(placement, start_s)}),
-            self.governance,
-            self.rounds,
-        )
+        return self._with(_layered(self.nodes).updated(changed),
+                          _layered(self.running).updated({job.id: RunningJob(placement, start_s)}))  # fmt: skip
 
     def release(self, job_id: str) -> ClusterSnapshot:
         """The snapshot with `job_id` stopped and its GPUs free again."""
@@ -435,22 +430,22 @@ class ClusterSnapshot:
             node = changed.get(replica.node) or self.nodes[replica.node]
             indexes = {grant.gpu for grant in replica.grants}
             changed[replica.node] = node.without(self.pools[node.pool], job_id, indexes)
-        nodes = _layered(self.nodes).updated(changed)
-        return ClusterSnapshot(self.pools, nodes, _layered(self.running).removed(job_id), self.governance, self.rounds)
-
+        return self._with(_layered(self.nodes).updated(changed), _layered(self.running).removed(job_id))
 
     def with_node(self, node: Node) -> ClusterSnapshot:
         """The snapshot with `node` added or replaced (a node joining, or becoming ready)."""
-        return ClusterSnapshot(self.pools, _layered(self.nodes).updated({node.name: node}), self.running,
-                               self.governance, self.rounds)
+        return self._with(_layered(self.nodes).updated({node.name: node}), self.running)
 
     def without_node(self, name: str) -> ClusterSnapshot:
         """The snapshot without an empty node (released or taken back); AllocationError if it holds jobs."""
         held = {job for gpu in self.nodes[name].gpus for job in gpu.jobs()}
         if held:
             raise AllocationError(f"node {name} still holds {', '.join(sorted(held))}")
-        return ClusterSnapshot(self.pools, _layered(self.nodes).removed(name), self.running, self.governance,
-                               self.rounds)
+        return self._with(_layered(self.nodes).removed(name), self.running)
+
+    def _with(self, nodes: Mapping[str, Node], running: Mapping[str, RunningJob]) -> ClusterSnapshot:
+        """This snapshot with other nodes and running jobs; the pools and the views stay."""
+        return ClusterSnapshot(self.pools, nodes, running, self.governance, self.rounds)
 
 
 def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:
