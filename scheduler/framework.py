@@ -44,7 +44,7 @@ class Framework:
         self._shapes: dict[int, tuple[Job, Hashable]] = {}
         self._interned: dict[Hashable, Hashable] = {}
         self._runtimes: dict[int, tuple[Job, float]] = {}
-        self._governed: Hashable = None  # what filters last read of the governance view
+        self._views_key: Hashable = (None, None)  # what filters and scores last read of the snapshot's views
         self._sort = profile.sort
         self._admit = profile.admit
         self._prefilter = profile.prefilter
@@ -71,21 +71,17 @@ class Framework:
         elif classes.ids is not self.verdicts.ids:
             raise ValueError("the index numbers its classes apart from this Framework's verdicts")
         self.verdicts.trim()
-        self._follow_governance(snapshot)
+        self._follow_views(snapshot)
         classes.sync(snapshot)
         return CycleState(snapshot, classes, now_s=now_s, seed=seed)
 
-    def _follow_governance(self, snapshot: ClusterSnapshot) -> None:
-        """Forgets the verdicts when the teams held to spot capacity change: the one thing of
-        the governance view a filter reads (`policies.governance.BudgetSpotOnly`), and it
-        changes only when a budget is spent or a period begins; and each round, when the world
-        shows a round view (`scheduler.rounds`): round plugins answer from its priorities."""
-        governed: Hashable = snapshot.governance.spot_only if snapshot.governance is not None else None
-        if snapshot.rounds is not None:  # round policies' filter and score change with every round's priorities
-            governed = (governed, snapshot.rounds.round_id)
-        if governed != self._governed:
+    def _follow_views(self, snapshot: ClusterSnapshot) -> None:
+        """Forgets the verdicts when what filters and scores read of the snapshot's views (its
+        governance and round views: each says what, `verdict_key`) has changed."""
+        key = tuple(None if view is None else view.verdict_key for view in (snapshot.governance, snapshot.rounds))
+        if key != self._views_key:
             self.verdicts.forget()
-            self._governed = governed
+            self._views_key = key
 
     def new_index(self) -> NodeClasses:
         """An empty node-class index numbered as this Framework's verdicts are."""

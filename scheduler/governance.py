@@ -18,7 +18,7 @@ charged to no team.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -290,6 +290,12 @@ class GovernanceView:
     used_gpus: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
     fair_share_gpus: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
     spot_only: frozenset[str] = frozenset()
+
+    @property
+    def verdict_key(self) -> Hashable:
+        """What of the view a filter reads (`policies.governance.BudgetSpotOnly`): the Framework
+        forgets its verdicts when it changes, only when a budget is spent or a period begins."""
+        return self.spot_only
 
     def period(self, budget: Budget) -> tuple[float, float, str]:
         """The budget's current period: start, end (Unix seconds) and label."""

@@ -16,7 +16,7 @@ order, and the priorities.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,12 @@ class RoundsView:
 
     round_id: int
     jobs: Mapping[str, JobRounds]
+
+    @property
+    def verdict_key(self) -> Hashable:
+        """What of the view filters and scores read: round plugins answer from each round's
+        priorities, so the Framework forgets its verdicts every round."""
+        return self.round_id
 
 
 def gpus_by_model(snapshot: ClusterSnapshot) -> dict[str, int]:
