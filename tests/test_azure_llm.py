@@ -127,6 +127,14 @@ def test_the_format_is_detected_and_the_h100_variant_pins_h100(tmp_path: Path) -
     assert "azure-llm-h100" in FORMATS
 
 
+def test_replicas_are_preemptible_only_when_the_reader_is_told(tmp_path: Path) -> None:
+    path = write(tmp_path, TINY)
+    table = ThroughputTable.from_json(TABLE, "hand", default_catalog())
+    spot = AzureLlmServices("A100-80GB", SCALING, table, preemptible=True)
+    assert {job.preemptible for job in replayed(read_rows(path, spot))} == {True}
+    assert {job.preemptible for job in replayed(read_rows(path, tiny_reader()))} == {False}
+
+
 def test_reading_twice_gives_the_same_jobs(tmp_path: Path) -> None:
     path = write(tmp_path, TINY)
     assert list(replayed(read_rows(path, tiny_reader()))) == list(replayed(read_rows(path, tiny_reader())))

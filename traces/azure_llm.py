@@ -19,8 +19,10 @@ How the load becomes jobs:
 - Replica i runs for each maximal run of windows with i < replicas: one job of kind service
   per run (id `<service>-r<i>-w<first window>`), submitted at its first window's start, for
   the run's length, asking `gpus_per_replica` whole GPUs of the one GPU model it was sized
-  for (gpu_models pinned), priority SERVICE_PRIORITY, with `served` = its service, requests
-  and tokens. Labels: team `inference`, project = the service, model = the LLM.
+  for (gpu_models pinned), priority SERVICE_PRIORITY, not preemptible unless the reader is
+  told replicas may run on spot (`preemptible`: a replica keeps no state, so one taken back
+  restarts elsewhere), with `served` = its service, requests and tokens. Labels: team
+  `inference`, project = the service, model = the LLM.
 - The service is named after the file: `AzureLLMInferenceTrace_conv.csv` (and the bundled
   `azure-llm-conv.csv`) -> `conv`.
 
@@ -272,10 +274,13 @@ class AzureLlmServices(TraceFormat):
         gpu_model: str = "A100-80GB",
         scaling: Scaling | None = None,
         table: ThroughputTable | None = None,
+        *,
+        preemptible: bool = False,
     ) -> None:
         self.table = table or shipped_throughputs()
         self.rate = self.table.rate(gpu_model)
         self.scaling = scaling or Scaling()
+        self.preemptible = preemptible
 
     def detect(self, path: Path, first_line: str) -> bool:
         return tuple(part.strip() for part in first_line.split(",")) == COLUMNS
@@ -322,6 +327,7 @@ class AzureLlmServices(TraceFormat):
             duration_s=values["windows"] * window_s,
             gpu_models=frozenset({self.rate.gpu_model}),
             priority=SERVICE_PRIORITY,
+            preemptible=self.preemptible,
             kind=JobKind.SERVICE,
             labels=Labels(team=TEAM, project=service, model=self.table.llm),
             served=served,
@@ -335,8 +341,10 @@ class AzureLlmServicesH100(AzureLlmServices):
     name = "azure-llm-h100"
     description = "Azure LLM inference trace as service replicas sized for H100-80GB (give --format)"
 
-    def __init__(self, scaling: Scaling | None = None, table: ThroughputTable | None = None) -> None:
-        super().__init__("H100-80GB", scaling, table)
+    def __init__(
+        self, scaling: Scaling | None = None, table: ThroughputTable | None = None, *, preemptible: bool = False
+    ) -> None:
+        super().__init__("H100-80GB", scaling, table, preemptible=preemptible)
 
     def detect(self, path: Path, first_line: str) -> bool:
         return False
