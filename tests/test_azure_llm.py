@@ -135,6 +135,17 @@ def test_replicas_are_preemptible_only_when_the_reader_is_told(tmp_path: Path) -
     assert {job.preemptible for job in replayed(read_rows(path, tiny_reader()))} == {False}
 
 
+def test_requests_without_tokens_still_get_a_replica(tmp_path: Path) -> None:
+    table = ThroughputTable.from_json(TABLE, "hand", default_catalog())
+    reader = AzureLlmServices("A100-80GB", replace(SCALING, min_replicas=0, scale_down_windows=1), table)
+    text = HEADER + "2023-11-16 18:00:00,0,0\n2023-11-16 18:02:00,0,0\n"
+    jobs = list(replayed(read_rows(write(tmp_path, text), reader)))
+    assert [(job.id, job.duration_s, job.served) for job in jobs] == [
+        ("chat-r0-w0", 60.0, Served(service="chat", requests=1)),
+        ("chat-r0-w2", 60.0, Served(service="chat", requests=1)),
+    ]
+
+
 def test_reading_twice_gives_the_same_jobs(tmp_path: Path) -> None:
     path = write(tmp_path, TINY)
     assert list(replayed(read_rows(path, tiny_reader()))) == list(replayed(read_rows(path, tiny_reader())))
@@ -200,6 +211,11 @@ def test_a_missing_column_is_named_at_line_1(tmp_path: Path) -> None:
 def test_a_bad_timestamp_is_named(tmp_path: Path) -> None:
     error = failure(tmp_path, HEADER + "2023-11-16 18:00:00,1,1\nyesterday,1,1\n")
     assert located(error) == (3, "TIMESTAMP") and "yesterday" in error.problem
+
+
+def test_a_timestamp_with_a_time_zone_is_named(tmp_path: Path) -> None:
+    error = failure(tmp_path, HEADER + "2023-11-16 18:00:00,1,1\n2023-11-16 18:00:01+00:00,1,1\n")
+    assert located(error) == (3, "TIMESTAMP") and "time zone" in error.problem
 
 
 def test_a_request_out_of_time_order_is_named(tmp_path: Path) -> None:

@@ -216,7 +216,8 @@ class ReplicaPlanner:
 
     def window(self, window: int, line: int, inputs: Sequence[int], outputs: Sequence[int]) -> int:
         """Serves one window's requests (their lines start at `line`); returns its replicas."""
-        self.needs.append(self.scaling.need(self.rate.busy_s(sum(inputs), sum(outputs))))
+        need = self.scaling.need(self.rate.busy_s(sum(inputs), sum(outputs)))
+        self.needs.append(max(need, 1) if inputs else need)  # even requests of no token are served by one
         if len(self.needs) > self.scaling.scale_down_windows:
             self.needs.popleft()
         replicas = max(self.scaling.min_replicas, *self.needs)
@@ -249,9 +250,12 @@ class ReplicaPlanner:
 def _arrival(fields: Fields) -> datetime:
     text = fields.text("TIMESTAMP")
     try:
-        return datetime.fromisoformat(text)
+        arrival = datetime.fromisoformat(text)
     except ValueError:
         raise fields.fail("TIMESTAMP", f"not a time like 2023-11-16 18:15:46.6805900: {text!r}") from None
+    if arrival.utcoffset() is not None:  # the dataset's times name no zone; mixing both cannot be ordered
+        raise fields.fail("TIMESTAMP", f"names a time zone; the trace's times do not: {text!r}")
+    return arrival
 
 
 def service_name(path: Path) -> str:
