@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from fleetsched.cli import main
+from fleetsched.trace_verbs import WRITERS
 from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
 from scheduler.model import GpuRequest, Job, JobKind, Labels, Served
@@ -159,6 +160,14 @@ def test_a_replica_round_trips_through_the_canonical_record() -> None:
         "chat", 4, 3300, 605)  # fmt: skip
     assert to_job(record) == job
     assert "service" not in to_record(replace(job, served=None))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_converted_replicas_keep_what_they_serve(tmp_path: Path, suffix: str) -> None:
+    jobs = list(replayed(read_rows(write(tmp_path, TINY), tiny_reader())))
+    out = tmp_path / f"converted{suffix}"
+    assert WRITERS[suffix](jobs, out) == 4
+    assert list(read_trace_jobs(out)) == jobs
 
 
 # -- the rate table -----------------------------------------------------------------------------
