@@ -13,7 +13,8 @@ How the load becomes jobs:
 - Replicas in window w = max(min_replicas, the largest need of the last
   `scale_down_windows` windows): up at once (the window's demand is known, an autoscaler
   that predicts perfectly), down only once the need has stayed lower that many windows
-  (Kubernetes' scale-down stabilisation window). Windows without a request need 0.
+  (Kubernetes' scale-down stabilisation window). Windows without a request need 0, those
+  with any at least 1.
 - Requests of a window go round-robin to its replicas (request k to replica k mod n), so
   every request and token is served by exactly one replica.
 - Replica i runs for each maximal run of windows with i < replicas: one job of kind service
