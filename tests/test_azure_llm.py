@@ -162,6 +162,12 @@ def test_a_replica_round_trips_through_the_canonical_record() -> None:
     assert "service" not in to_record(replace(job, served=None))
 
 
+def test_a_record_with_tokens_but_no_service_is_named() -> None:
+    with pytest.raises(InputError) as caught:
+        to_job({"id": "x", "duration_s": 60, "requests": 3}, source="r.jsonl", line=7)
+    assert (caught.value.source, caught.value.line, caught.value.field) == ("r.jsonl", 7, "service")
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_converted_replicas_keep_what_they_serve(tmp_path: Path, suffix: str) -> None:
     jobs = list(replayed(read_rows(write(tmp_path, TINY), tiny_reader())))
