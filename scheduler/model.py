@@ -143,6 +143,17 @@ class Labels:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Served:
+    """What one replica of an inference service serves while it runs (`traces.azure_llm`):
+    the service it belongs to, its requests and their input (context) and output tokens."""
+
+    service: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """A unit of work: a gang of identical replicas, each with one GpuRequest.
 
@@ -150,6 +161,7 @@ class Job:
     `status` is what the trace says became of it (completed, failed, killed).
     `runtime_limit_s` is the longest it may run once started, in wall-clock seconds, when its
     owner declared one (0: none); reservations read it (`scheduler.backfill`).
+    `served` is the load a replica of an inference service serves (None for other jobs).
     """
 
     id: str
@@ -168,6 +180,7 @@ class Job:
     status: str = "completed"
     speedups: tuple[tuple[str, float], ...] = ()
     runtime_limit_s: float = 0.0
+    served: Served | None = None
 
     @property
     def checkpointable(self) -> bool:

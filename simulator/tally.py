@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from scheduler.decision import SolverReport
+from simulator.inference_economics import InferenceTally
 from simulator.ledger import MS_PER_HOUR
 from simulator.quantiles import Stream
 from simulator.runs import MS, JobRun
@@ -99,6 +100,7 @@ class Tally:
     unfinished_by_reason: dict[str, int] = field(default_factory=dict)
     node_events: dict[str, int] = field(default_factory=dict)  # node-add, and node-remove by reason
     solver: SolverTally | None = None
+    inference: InferenceTally = field(default_factory=InferenceTally)  # inference services' replicas
 
     def arrived(self, submit_s: float) -> None:
         self.jobs += 1
@@ -124,6 +126,8 @@ class Tally:
                               (by_label["model"], labels.model)):  # fmt: skip
             key = value or "(none)"
             totals[key] = totals.get(key, 0) + cost_units
+        if job.served is not None:
+            self.inference.add(run, cost_units)
 
     def node_event(self, name: str, reason: str = "") -> None:
         key = f"{name}:{reason}" if reason else name

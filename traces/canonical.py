@@ -23,6 +23,8 @@ One record per job. Every reader of a public trace produces these records, and
 | team, project, model, experiment | text | "" | cost attribution labels |
 | speedups | map (CSV: A:1.0\\|B:0.4) | none | run speed per GPU model relative to the reference GPU |
 | status | completed, failed, killed | completed | what the trace says became of the job |
+| service | text | (none) | the inference service a replica serves (`traces.azure_llm`) |
+| requests, input_tokens, output_tokens | integer | 0 | what the replica serves; only with service |
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, ClassVar
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind, Served
 from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
 from traces.unique import UniqueIds
 
@@ -45,6 +47,7 @@ FIELDS = (
     "id", "submit_s", "duration_s", "gpus", "gpu_milli", "gpu_memory_gb", "mig_profile", "replicas",
     "gpu_models", "priority", "preemptible", "checkpoint_interval_s", "checkpoint_overhead_s", "restore_s",
     "kind", "team", "project", "model", "experiment", "status", "speedups",
+    "service", "requests", "input_tokens", "output_tokens",
 )
 REQUIRED = ("id", "duration_s")
 _TEXT = ("team", "project", "model", "experiment")
@@ -127,7 +130,20 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
         labels=Labels(**{field: str(row.values.get(field, "")) for field in _TEXT}),
         status=row.choice("status", STATUSES, "completed"),
         speedups=_speedups(row, catalog),
+        served=_served(row),
     )
+
+
+def _served(row: _Row) -> Served | None:
+    """What a service replica serves, when the record says (`service` names it)."""
+    counts = ("requests", "input_tokens", "output_tokens")
+    service = str(row.values.get("service", "")).strip()
+    if not service:
+        if any(name in row.values for name in counts):
+            raise row.fail("service", "required with requests, input_tokens and output_tokens")
+        return None
+    requests, input_tokens, output_tokens = (row.integer(name, 0) for name in counts)
+    return Served(service=service, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
 def _speedups(row: _Row, catalog: Catalog) -> tuple[tuple[str, float], ...]:
@@ -249,6 +265,10 @@ def to_record(job: Job) -> dict[str, Any]:
         "speedups": (dict(job.speedups), {}),
     }
     record.update({key: value for key, (value, default) in optional.items() if value != default})
+    if job.served is not None:
+        served = job.served
+        record.update(service=served.service, requests=served.requests, input_tokens=served.input_tokens,
+                      output_tokens=served.output_tokens)  # fmt: skip
     return record
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
 from scheduler.model import Job
+from traces.azure_llm import AzureLlmServices, AzureLlmServicesH100
 from traces.base import ReadReport, TraceFormat, TraceRow, first_line, read_rows, replayed
 from traces.canonical import CanonicalCsv, CanonicalJsonl
 from traces.dlrm import DlrmInstances
@@ -32,6 +33,8 @@ _ORDER: tuple[TraceFormat, ...] = (
     PhillyJobLog(),
     GavelMsrTrace(),
     GavelPhysicalTrace(),
+    AzureLlmServices(),
+    AzureLlmServicesH100(),
     CanonicalParquet(),
     CanonicalCsv(),
     CanonicalJsonl(),

@@ -28,6 +28,7 @@ SCHEMA = pa.schema([
     ("restore_s", pa.float64()), ("kind", pa.string()), ("team", pa.string()), ("project", pa.string()),
     ("model", pa.string()), ("experiment", pa.string()), ("status", pa.string()),
     ("speedups", pa.map_(pa.string(), pa.float64())),
+    ("service", pa.string()), ("requests", pa.int64()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
 ])
 
 
