@@ -18,11 +18,10 @@ from typing import Any
 
 import grpc
 
+from extender.agent import DEFAULT_SOCKET
 from extender.agent.podresources import api_pb2, api_pb2_grpc
 from extender.modes import GPU, GPU_SHARED, MIG_PREFIX
 from extender.translate import TeamRule, pod_key
-
-DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import pynvml
 from pynvml import (
     NVML_CLOCK_SM,
     NVML_DEVICE_MIG_ENABLE,
@@ -138,6 +139,11 @@ class NvmlScrape:
     readings: tuple[Reading, ...] = ()
     errors: Mapping[str, int] = field(default_factory=dict)
     down_reason: str = ""
+
+
+def real_nvml() -> Nvml:
+    """The real pynvml module (loading it needs no library: `nvmlInit` loads libnvidia-ml)."""
+    return cast(Nvml, pynvml)
 
 
 def _text(value: Any) -> str:
@@ -372,4 +378,4 @@ def _with_xid(reading: Reading, xid: Mapping[str, float], unsupported: set[str])
     return reading
 
 
-__all__ = ["FIELDS", "GPU_UTIL", "Device", "Nvml", "NvmlCollector", "NvmlScrape", "Reading"]
+__all__ = ["FIELDS", "GPU_UTIL", "Device", "Nvml", "NvmlCollector", "NvmlScrape", "Reading", "real_nvml"]
