@@ -17,7 +17,7 @@ read is the one in effect then. What real NVML does and the fake copies:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ class FakeGpu:
     ecc_uncorrected: int = 0
     ecc_corrected: int = 3
     not_supported: frozenset[str] = frozenset()  # pynvml function names that answer NotSupported
+    failing: Mapping[str, int] = field(default_factory=dict)  # pynvml function name -> the NVML error it raises
     mig: Sequence[FakeMig] = ()  # non-empty: the GPU is in MIG mode
     lost_at_s: float | None = None
     xids: Sequence[tuple[float, int]] = ()  # (at_s, xid) events
@@ -266,6 +267,8 @@ class FakeNvml:
             raise error(pynvml.NVML_ERROR_GPU_IS_LOST)
         if call in gpu.not_supported:
             raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if call in gpu.failing:
+            raise error(gpu.failing[call])
         return gpu
 
     def _whole(self, handle: _Handle, call: str) -> FakeGpu:

@@ -8,6 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
+import pynvml
 import pytest
 
 from extender.agent.exporter import Recorder, run
@@ -16,7 +17,7 @@ from extender.agent.nvml import NvmlCollector
 from extender.agent.state import Agent, AgentOptions, sample_map
 from tests.fake_kubelet import FakeKubelet
 from tests.fake_nvml import FakeGpu, FakeNvml
-from tests.test_agent import H100, RULE, one
+from tests.test_agent import A100, H100, RULE, one, two_gpus
 
 OTHER = "GPU-99999999-8888-7777-6666-555555555555"
 PODS = {("ml", "train-0", "main"): [("nvidia.com/gpu", [H100])]}
@@ -112,15 +113,36 @@ def test_other_nvml_errors_are_counted_by_class_and_the_field_left_out() -> None
     nvml = FakeNvml([FakeGpu(H100)])
     agent = agent_on(nvml, None)
     agent.tick(0.0)
-
-    def denied(handle: object, clock_type: int) -> int:
-        raise __import__("pynvml").NVMLError(__import__("pynvml").NVML_ERROR_NO_PERMISSION)
-
-    nvml.nvmlDeviceGetClockInfo = denied  # type: ignore[method-assign]
+    nvml.gpus[0].failing = {"nvmlDeviceGetClockInfo": pynvml.NVML_ERROR_NO_PERMISSION}
     metrics = sample_map(agent.tick(60.0))
-    assert metrics["DCGM_FI_DEV_SM_CLOCK"] == {}
+    assert metrics["DCGM_FI_DEV_SM_CLOCK"] == {} and len(metrics["DCGM_FI_DEV_POWER_USAGE"]) == 1
     assert metrics["fleetsched_agent_errors_total"] == {(("source", "nvml"), ("error", "NVMLError_NoPermission")): 1.0}
     assert one(keyed(metrics["fleetsched_gpu_field_supported"]), field="DCGM_FI_DEV_SM_CLOCK") == 1.0
+
+
+def test_a_mig_instance_nvml_will_not_name_is_left_out_and_its_gpu_still_read() -> None:
+    gpus = two_gpus()
+    gpus[1].failing = {"nvmlDeviceGetGpuInstanceId": pynvml.NVML_ERROR_UNKNOWN}
+    metrics = sample_map(agent_on(FakeNvml(gpus), None).tick(0.0))
+    used = keyed(metrics["DCGM_FI_DEV_FB_USED"])
+    assert sorted(dict(labels)["UUID"] for labels in used) == [H100, A100]  # both GPUs, no instance
+    assert metrics["fleetsched_agent_errors_total"] == {(("source", "nvml"), ("error", "NVMLError_Unknown")): 2.0}
+
+
+def test_a_gpu_whose_mig_mode_cannot_be_read_is_read_as_a_whole() -> None:
+    gpus = two_gpus()
+    gpus[1].failing = {"nvmlDeviceGetMaxMigDeviceCount": pynvml.NVML_ERROR_UNKNOWN}
+    metrics = sample_map(agent_on(FakeNvml(gpus), None).tick(0.0))
+    assert one(keyed(metrics["DCGM_FI_DEV_POWER_USAGE"]), UUID=A100) == 61.25
+    assert all(dict(labels)["GPU_I_ID"] == "" for labels in metrics["DCGM_FI_DEV_FB_USED"])
+    assert metrics["fleetsched_agent_errors_total"] == {(("source", "nvml"), ("error", "NVMLError_Unknown")): 1.0}
+
+
+def test_a_gpu_nvml_cannot_name_is_counted_and_the_others_read() -> None:
+    gpus = [FakeGpu(H100, failing={"nvmlDeviceGetUUID": pynvml.NVML_ERROR_UNKNOWN}), FakeGpu(OTHER, minor=1)]
+    metrics = sample_map(agent_on(FakeNvml(gpus), None).tick(0.0))
+    assert [dict(labels)["UUID"] for labels in metrics["DCGM_FI_DEV_FB_USED"]] == [OTHER]
+    assert metrics["fleetsched_agent_errors_total"] == {(("source", "nvml"), ("error", "NVMLError_Unknown")): 1.0}
 
 
 def test_the_kubelet_missing_then_restarting_is_survived_and_reconnected(

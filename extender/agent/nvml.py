@@ -177,6 +177,16 @@ class _Fields:
         self.values.update(zip(names, found, strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class _InstanceReading:
+    """A MIG instance's reading and the errors met reading it (counted once all are read)."""
+
+    device: Device
+    values: Mapping[str, float]
+    unsupported: frozenset[str]
+    errors: Counter[str]
+
+
 class NvmlCollector:
     """Reads every GPU and MIG instance of the node at each `scrape`; keeps what does not change
     (identities, MIG profiles) and the last Xid per GPU between scrapes."""
@@ -279,28 +289,44 @@ class NvmlCollector:
         fields.read((FB_USED, FB_FREE), memory)
 
     def _instances(self, handle: Any, gpu: Device, errors: Counter[str]) -> list[Reading]:
-        """The MIG instances of a GPU in MIG mode (none when MIG is off or not supported)."""
+        """The MIG instances of a GPU in MIG mode (none when MIG is off or not supported). An
+        instance NVML will not name is counted and left out; its GPU and the others are still read."""
         nvml = self.nvml
         try:
             if nvml.nvmlDeviceGetMigMode(handle)[0] != NVML_DEVICE_MIG_ENABLE:
                 return []
+            slots = nvml.nvmlDeviceGetMaxMigDeviceCount(handle)
         except NVMLError_NotSupported:
             return []
+        except NVMLError_GpuIsLost:
+            raise
+        except NVMLError as error:
+            errors[_error_name(error)] += 1
+            return []
         readings = []
-        for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        for slot in range(slots):
             try:
-                instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                readings.append(self._instance(handle, slot, gpu))
             except NVMLError_NotFound:  # an empty slot
                 continue
-            mig_uuid = _text(nvml.nvmlDeviceGetUUID(instance))
-            gpu_instance_id = nvml.nvmlDeviceGetGpuInstanceId(instance)
-            profile = self._profile(handle, instance, gpu.uuid, gpu_instance_id)
-            device = Device(gpu.gpu, gpu.uuid, gpu.minor, gpu.model, str(gpu_instance_id), profile, mig_uuid)
-            fields = _Fields()
-            self._read_shared(instance, fields)
-            errors.update(fields.errors)
-            readings.append(Reading(device, fields.values, frozenset(fields.unsupported)))
-        return readings
+            except NVMLError_GpuIsLost:
+                raise
+            except NVMLError as error:
+                errors[_error_name(error)] += 1
+        for reading in readings:
+            errors.update(reading.errors)
+        return [Reading(r.device, r.values, r.unsupported) for r in readings]
+
+    def _instance(self, handle: Any, slot: int, gpu: Device) -> _InstanceReading:
+        nvml = self.nvml
+        instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        mig_uuid = _text(nvml.nvmlDeviceGetUUID(instance))
+        gpu_instance_id = nvml.nvmlDeviceGetGpuInstanceId(instance)
+        profile = self._profile(handle, instance, gpu.uuid, gpu_instance_id)
+        device = Device(gpu.gpu, gpu.uuid, gpu.minor, gpu.model, str(gpu_instance_id), profile, mig_uuid)
+        fields = _Fields()
+        self._read_shared(instance, fields)
+        return _InstanceReading(device, fields.values, frozenset(fields.unsupported), fields.errors)
 
     def _profile(self, handle: Any, instance: Any, uuid: str, gpu_instance_id: int) -> str:
         """The instance's profile name ("1g.10gb"): from its GPU instance's profile, else (when
