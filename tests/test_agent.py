@@ -5,6 +5,7 @@ and the record file is what `fleetsched usage` reads."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -198,3 +199,10 @@ def test_the_record_file_holds_each_tick_as_query_range_elements(tmp_path: Path,
     assert power == ["120.5", "120.5"]
     assert {line["metric"]["__name__"] for line in lines} >= {"fleetsched_gpu_allocated_idle_seconds_total",
                                                               "fleetsched_agent_source_up"}
+
+
+def test_the_docs_table_names_exactly_the_metrics_the_agent_exports(kubelet: FakeKubelet) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs/agent.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(\w+)` \| (?:gauge|counter) \|", text, re.MULTILINE))
+    exported = {family.name for family in agent_on(FakeNvml(two_gpus()), kubelet).tick(0.0)}
+    assert documented == exported

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -102,3 +103,13 @@ def test_the_agent_runs_end_to_end_until_stopped(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     assert {line["metric"]["__name__"] for line in lines} >= {"DCGM_FI_DEV_GPU_UTIL", "fleetsched_agent_source_up"}
     assert nvml.initialised is False  # NVML shut down on the way out
+
+
+def test_the_docs_usage_lists_every_option_of_the_parser() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs/agent.md").read_text(encoding="utf-8")
+    usage = text.split("fleetsched agent [", 1)[1].split("```", 1)[0]
+    documented = set(re.findall(r"--[a-z-]+", usage))
+    verbs = next(action for action in _parser()._actions if action.dest == "verb")
+    parser = verbs.choices["agent"]  # type: ignore[union-attr]
+    options = {option for action in parser._actions for option in action.option_strings} - {"-h", "--help"}
+    assert documented == options
