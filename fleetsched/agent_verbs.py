@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING
 
 from extender.agent import DEFAULT_PORT, DEFAULT_SOCKET
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from extender.agent.main import AgentSettings
 
 Output = tuple[int, str]
-log = logging.getLogger(__name__)
 
 
 def add_agent_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,8 +44,12 @@ def add_agent_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="append every scrape to FILE (JSON Lines that `fleetsched usage` reads)")
     agent.add_argument("--team", action="append", default=[], metavar="NAMESPACE=TEAM",
                        help="the team of a namespace's pods (repeatable; default: the namespace is the team)")
+    agent.add_argument("--team-label", default="", metavar="LABEL",
+                       help="the team is this pod label, read from the API server (needs `get pods`)")
     agent.add_argument("--governance", default="",
                        help="governance file (TOML): its team_from rule, as the extender applies it")
+    agent.add_argument("--kubeconfig", default="",
+                       help="the API server's credentials for pod labels (default: in-cluster)")
     agent.add_argument("--check", action="store_true", help="check the options, print the settings and exit")
     agent.set_defaults(run=run_agent_verb)
 
@@ -66,13 +68,16 @@ def agent_settings(args: argparse.Namespace) -> AgentSettings:
     if args.governance:
         governance = load_governance(args.governance)
         team_rule = TeamRule(governance.team_from, governance.team_label)
-        if governance.team_from == "label":
-            log.warning("%s: teams come from the pod label %s, which the agent does not read: only --team "
-                        "names apply", args.governance, governance.team_label)  # fmt: skip
-    node = args.node_name or os.environ.get("NODE_NAME", "") or socket.gethostname()
+    if args.team_label:
+        if args.governance and team_rule.source == "namespace":
+            raise InputError(f"{args.governance} takes teams from namespaces; give one or the other",
+                             field="--team-label")  # fmt: skip
+        team_rule = TeamRule("label", args.team_label)
+    node = args.node_name or os.environ.get("NODE_NAME", "") or os.uname().nodename
     return AgentSettings(node=node, address=args.listen, port=args.port, socket_path=args.kubelet_socket,
                          kubelet_timeout_s=args.kubelet_timeout_s, period_s=args.period_s, rule=rule,
-                         teams=TeamMap(team_rule, namespace_teams(args.team)), record=args.record)  # fmt: skip
+                         teams=TeamMap(team_rule, namespace_teams(args.team)), record=args.record,
+                         kubeconfig=args.kubeconfig)  # fmt: skip
 
 
 def describe(settings: AgentSettings) -> str:
@@ -80,8 +85,15 @@ def describe(settings: AgentSettings) -> str:
     teams = ", ".join(f"{ns}={team}" for ns, team in sorted(settings.teams.namespaces.items())) or "none"
     return (f"agent on node {settings.node}: /metrics on {settings.address}:{settings.port}, kubelet "
             f"{settings.socket_path}, every {rule.period_s:g} s; idle under {rule.threshold_percent:g} % for "
-            f"{rule.window_s:g} s (gap {rule.max_gap_s:g} s); teams from {settings.teams.rule.source}, "
+            f"{rule.window_s:g} s (gap {rule.max_gap_s:g} s); teams from {_teams_from(settings)}, "
             f"namespace teams: {teams}; record: {settings.record or 'none'}")
+
+
+def _teams_from(settings: AgentSettings) -> str:
+    rule = settings.teams.rule
+    if rule.source == "namespace":
+        return "namespace"
+    return f"label {rule.label} (API server: {settings.kubeconfig or 'in-cluster'})"
 
 
 def run_agent_verb(args: argparse.Namespace) -> Output:

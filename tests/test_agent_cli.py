@@ -4,7 +4,6 @@ whole agent run end to end on a fake NVML and a real gRPC kubelet: /metrics over
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 from pathlib import Path
@@ -61,17 +60,13 @@ def test_a_missing_governance_file_is_one_line(capsys: pytest.CaptureFixture[str
     assert (code, out) == (2, "") and err.startswith(f"fleetsched: {tmp_path / 'none.toml'}") and "\n" not in err
 
 
-def test_a_governance_file_gives_the_extenders_team_rule(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_governance_file_gives_the_extenders_team_rule(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     rules = tmp_path / "governance.toml"
     rules.write_text('team_from = "label"\nteam_label = "example.com/team"\n')
-    with caplog.at_level(logging.WARNING):
-        code, out, _ = check(capsys, "--governance", str(rules))
-    assert code == 0 and "teams from label" in out
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{rules}: teams come from the pod label example.com/team, which the agent does not read: only --team "
-        "names apply"]  # fmt: skip
+    code, out, _ = check(capsys, "--governance", str(rules), "--kubeconfig", "/etc/kube.conf")
+    assert code == 0 and "teams from label example.com/team (API server: /etc/kube.conf)" in out
+    code, out, _ = check(capsys, "--team-label", "fleetsched.io/team")
+    assert code == 0 and "teams from label fleetsched.io/team (API server: in-cluster)" in out
 
 
 def test_the_agent_runs_end_to_end_until_stopped(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},
     # The GPU node agent beside the extender: NVML, the kubelet's gRPC socket (generated stubs warn), Prometheus.
     "extender/agent": {*STANDARD, "asyncio", "socket", "warnings", "pynvml", "prometheus_client", "grpc", "google",
-                       "scheduler", "extender"},
+                       "urllib3", "scheduler", "extender"},
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
 }
 

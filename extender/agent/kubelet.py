@@ -103,16 +103,22 @@ class PodResourcesClient:
 @dataclass(frozen=True, slots=True)
 class TeamMap:
     """A pod's team, as the extender finds it (`TeamRule`: the namespace, or a pod label), with
-    per-namespace names given on the command line taking precedence. The agent reads no pod
-    labels (it asks only the kubelet), so under a label rule only the namespace names apply."""
+    per-namespace names given on the command line taking precedence. Under a label rule the
+    labels come from the API server (`extender.agent.labels`); None (not read) is no team."""
 
     rule: TeamRule = field(default_factory=TeamRule)
     namespaces: Mapping[str, str] = field(default_factory=dict)
 
-    def team(self, namespace: str) -> str:
+    def team(self, namespace: str, labels: Mapping[str, str] | None = None) -> str:
         if namespace in self.namespaces:
             return self.namespaces[namespace]
-        return self.rule.team(namespace, {})
+        if self.rule.source == "label" and labels is None:
+            return ""
+        return self.rule.team(namespace, labels or {})
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.rule.source == "label"
 
 
 __all__ = ["DEFAULT_SOCKET", "Holder", "PodDevices", "PodResourcesClient", "TeamMap", "device_holders"]

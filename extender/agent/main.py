@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from extender.agent import DEFAULT_PORT, DEFAULT_SOCKET
 from extender.agent.exporter import Recorder, run, serve
 from extender.agent.kubelet import PodResourcesClient, TeamMap
+from extender.agent.labels import PodLabels, Requester
 from extender.agent.nvml import Nvml, NvmlCollector, real_nvml
 from extender.agent.state import Agent, AgentOptions
 from scheduler.errors import InputError
@@ -38,6 +39,7 @@ class AgentSettings:
     rule: IdleRule = field(default_factory=lambda: IdleRule(period_s=15.0, max_gap_s=45.0))
     teams: TeamMap = field(default_factory=TeamMap)
     record: str = ""
+    kubeconfig: str = ""  # the API server's credentials for pod labels (teams from a label); "": in-cluster
 
 
 def idle_rule(threshold_percent: float, window_s: float, period_s: float, max_gap_s: float | None) -> IdleRule:
@@ -75,12 +77,17 @@ def run_agent(
     nvml: Nvml | None = None,
     clock: Callable[[], float] = time.time,
     ready: Callable[[int], None] | None = None,
+    api: Requester | None = None,
 ) -> int:
     """Serves `/metrics` and scrapes every period until `stop` is set; how many scrapes ran.
-    `ready` is told the port once the server listens (the tests pass port 0 and a fake NVML)."""
+    `ready` is told the port once the server listens (the tests pass port 0, a fake NVML and,
+    for teams from a label, a fake API server); credentials that do not load are an InputError."""
+    labels = None
+    if settings.teams.needs_labels:
+        labels = PodLabels(api if api is not None else api_server(settings.kubeconfig), settings.kubelet_timeout_s)
     collector = NvmlCollector(nvml if nvml is not None else real_nvml())
     pods = PodResourcesClient(settings.socket_path, settings.kubelet_timeout_s)
-    agent = Agent(collector, pods, AgentOptions(settings.node, settings.rule, settings.teams))
+    agent = Agent(collector, pods, AgentOptions(settings.node, settings.rule, settings.teams), labels)
     recorder = Recorder(settings.record) if settings.record else None
     server, thread = serve(agent, settings.address, settings.port)
     port = int(server.server_address[1])
@@ -98,6 +105,17 @@ def run_agent(
         collector.close()
         if recorder is not None:
             recorder.close()
+
+
+def api_server(kubeconfig: str) -> Requester:
+    """The API server's client: from `kubeconfig`, else in-cluster (the pod's service account)."""
+    from extender.kubeapi import Rest
+
+    try:
+        return Rest.from_config(kubeconfig or None)
+    except Exception as error:  # the kubernetes client's loaders raise many kinds
+        raise InputError(f"cannot load the API server's credentials: {error}", source=kubeconfig,
+                         field="" if kubeconfig else "--kubeconfig") from None
 
 
 def serve_until_signalled(settings: AgentSettings) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from extender.agent.kubelet import Holder, PodDevices, PodResourcesClient, TeamMap
+from extender.agent.labels import PodLabels
 from extender.agent.nvml import FIELDS, GPU_UTIL, NvmlCollector, NvmlScrape, Reading
 from scheduler.idleness import IdleDetector, IdleRule
 
@@ -74,10 +75,14 @@ class _States:
 class Agent:
     """The node's state between scrapes: the collectors, detectors, error counts, last families."""
 
-    def __init__(self, nvml: NvmlCollector, pods: PodResourcesClient | None, options: AgentOptions) -> None:
+    def __init__(
+        self, nvml: NvmlCollector, pods: PodResourcesClient | None, options: AgentOptions,
+        labels: PodLabels | None = None,
+    ) -> None:  # fmt: skip
         self.nvml = nvml
         self.pods = pods
         self.options = options
+        self.labels = labels  # the pods' labels from the API server, when teams come from a label
         self.families: tuple[Family, ...] = ()
         self.errors: Counter[tuple[str, str]] = Counter()
         self._tracked: dict[tuple[str, str], _Tracked] = {}
@@ -89,6 +94,8 @@ class Agent:
         scrape = self.nvml.scrape()
         pods = self.pods.list() if self.pods is not None else PodDevices(False, reason="not asked")
         self._note_sources(scrape, pods)
+        if self.labels is not None and pods.up:
+            self._read_labels(self.labels, pods)
         for name, count in scrape.errors.items():
             self.errors[("nvml", name)] += count
         if pods.error:
@@ -128,6 +135,19 @@ class Agent:
             elif f"lost {device.gpu}" in states.last:
                 states.note(f"lost {device.gpu}", "back", f"{name} answers again", logging.INFO)
 
+    def _read_labels(self, labels: PodLabels, pods: PodDevices) -> None:
+        labels.refresh({(h.namespace, h.pod) for held in pods.holders.values() for h in held})
+        if labels.up:
+            self._states.note("apiserver", "up", "the API server answers for the pods' labels", logging.INFO)
+            return
+        self.errors[("apiserver", labels.error)] += 1
+        self._states.note("apiserver", "down", f"the API server does not answer for the pods' labels "
+                          f"({labels.reason}): their teams are unknown until it does")  # fmt: skip
+
+    def _team(self, holder: Holder) -> str:
+        labels = self.labels.labels(holder.namespace, holder.pod) if self.labels is not None else {}
+        return self.options.teams.team(holder.namespace, labels)
+
     def _holders(self, reading: Reading, pods: PodDevices) -> Sequence[Holder | None]:
         """Who holds the device: by its id, or (the device plugin's `index` strategy) its index."""
         device = reading.device
@@ -160,7 +180,7 @@ class Agent:
                 ("GPU_I_ID", device.gpu_instance_id), ("GPU_I_PROFILE", device.gpu_instance_profile),
                 ("namespace", namespace), ("pod", holder.pod if holder else ""),
                 ("container", holder.container if holder else ""),
-                ("team", self.options.teams.team(namespace) if holder else ""),
+                ("team", self._team(holder) if holder else ""),
                 ("fleetsched_job", holder.job_id if holder else ""))  # fmt: skip
 
     def _families(
@@ -186,7 +206,10 @@ class Agent:
 
     def _health(self, scrape: NvmlScrape, pods: PodDevices) -> list[Family]:
         node = self.options.node
-        up = ((("source", "nvml"),), float(scrape.up)), ((("source", "podresources"),), float(pods.up))
+        up: tuple[tuple[Labels, float], ...] = (
+            ((("source", "nvml"),), float(scrape.up)), ((("source", "podresources"),), float(pods.up)))
+        if self.labels is not None:
+            up += (((("source", "apiserver"),), float(self.labels.up)),)
         errors = tuple(((("source", source), ("error", error)), float(count))
                        for (source, error), count in sorted(self.errors.items()))  # fmt: skip
         lost, supported = [], []
