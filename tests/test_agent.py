@@ -175,10 +175,17 @@ def test_a_device_that_changes_pod_starts_its_idle_count_afresh(kubelet: FakeKub
 
 def test_time_sliced_replicas_give_one_series_per_pod(kubelet: FakeKubelet) -> None:
     kubelet.pods = {("a", "p", "c"): [("nvidia.com/gpu", [f"{H100}::0"])],
-                    ("b", "q", "c"): [("nvidia.com/gpu", [f"{H100}::1"])]}  # fmt: skip
-    agent = agent_on(FakeNvml([FakeGpu(H100)]), kubelet)
-    util = sample_map(agent.tick(0.0))["DCGM_FI_DEV_GPU_UTIL"]
-    assert sorted(dict(labels)["fleetsched_job"] for labels in util) == ["a/p", "b/q"]
+                    ("b", "q", "c"): [("nvidia.com/gpu", [f"{H100}::1"])],
+                    ("b", "q", "d"): [("nvidia.com/gpu", [f"{H100}::2"])]}  # fmt: skip
+    nvml = FakeNvml([FakeGpu(H100)])
+    agent = agent_on(nvml, kubelet)
+    for t in range(0, 660, 60):
+        nvml.now_s = float(t)
+        metrics = sample_map(agent.tick(float(t)))
+    holders = sorted((dict(labels)["fleetsched_job"], dict(labels)["container"]) for labels in metrics[
+        "DCGM_FI_DEV_GPU_UTIL"])
+    assert holders == [("a/p", "c"), ("b/q", "c,d")]  # two containers of one pod: one series, measured once
+    assert list(metrics["fleetsched_gpu_allocated_idle"].values()) == [1.0, 1.0]
 
 
 def test_the_record_file_holds_each_tick_as_query_range_elements(tmp_path: Path, kubelet: FakeKubelet) -> None:

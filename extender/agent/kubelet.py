@@ -53,19 +53,23 @@ def is_gpu_resource(name: str) -> bool:
 
 
 def device_holders(response: Any) -> dict[str, tuple[Holder, ...]]:
-    """Each GPU device id of a ListPodResourcesResponse and who holds it, in the kubelet's order."""
-    found: dict[str, list[Holder]] = {}
+    """Each GPU device id of a ListPodResourcesResponse and the pods holding it, in the kubelet's
+    order. Two containers of one pod on one device (two time-sliced replicas of a GPU) are one
+    holder, `container` naming both ("a,b"): the device is measured once per pod."""
+    found: dict[str, dict[tuple[str, str], list[str]]] = {}
     for pod in response.pod_resources:
         for container in pod.containers:
             for devices in container.devices:
                 if not is_gpu_resource(devices.resource_name):
                     continue
                 for device_id in devices.device_ids:
-                    holder = Holder(pod.namespace, pod.name, container.name)
-                    held = found.setdefault(device_id.split("::", 1)[0], [])
-                    if holder not in held:
-                        held.append(holder)
-    return {device_id: tuple(held) for device_id, held in found.items()}
+                    held = found.setdefault(device_id.split("::", 1)[0], {})
+                    containers = held.setdefault((pod.namespace, pod.name), [])
+                    if container.name not in containers:
+                        containers.append(container.name)
+    return {device_id: tuple(Holder(namespace, name, ",".join(containers))
+                             for (namespace, name), containers in held.items())
+            for device_id, held in found.items()}  # fmt: skip
 
 
 class PodResourcesClient:
