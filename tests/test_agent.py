@@ -213,3 +213,15 @@ def test_the_docs_table_names_exactly_the_metrics_the_agent_exports(kubelet: Fak
     documented = set(re.findall(r"^\| `(\w+)` \| (?:gauge|counter) \|", text, re.MULTILINE))
     exported = {family.name for family in agent_on(FakeNvml(two_gpus()), kubelet).tick(0.0)}
     assert documented == exported
+
+
+def test_a_device_gone_since_the_last_scrape_is_gone_from_the_metrics(kubelet: FakeKubelet) -> None:
+    nvml = FakeNvml(two_gpus())
+    agent = agent_on(nvml, kubelet)
+    before = sample_map(agent.tick(0.0))["DCGM_FI_DEV_FB_USED"]
+    nvml.gpus[1].mig = nvml.gpus[1].mig[:1]  # MIG instance 1 (3g.20gb, held by nb-1) destroyed
+    after = sample_map(agent.tick(60.0))
+    instances = sorted(dict(labels)["GPU_I_ID"] for labels in after["DCGM_FI_DEV_FB_USED"])
+    assert len(before) == 4 and instances == ["", "", "7"]
+    assert all(dict(labels)["pod"] != "nb-1" for labels in after["fleetsched_gpu_allocated_idle"])
+    assert all(dict(labels)["GPU_I_ID"] != "1" for labels in after["fleetsched_gpu_field_supported"])
