@@ -225,3 +225,20 @@ def test_a_device_gone_since_the_last_scrape_is_gone_from_the_metrics(kubelet: F
     assert len(before) == 4 and instances == ["", "", "7"]
     assert all(dict(labels)["pod"] != "nb-1" for labels in after["fleetsched_gpu_allocated_idle"])
     assert all(dict(labels)["GPU_I_ID"] != "1" for labels in after["fleetsched_gpu_field_supported"])
+
+
+def test_the_protocol_and_the_fake_call_pynvml_by_its_real_names_and_arities() -> None:
+    import inspect
+
+    import pynvml
+
+    from extender.agent.nvml_api import Nvml
+
+    names = [name for name in vars(Nvml) if name.startswith("nvml")]
+    assert len(names) == 24
+    for name in names:
+        real = inspect.signature(getattr(pynvml, name)).parameters.values()
+        required = len([p for p in real if p.default is inspect.Parameter.empty])
+        ours = len(inspect.signature(getattr(Nvml, name)).parameters) - 1  # self
+        fake = len(inspect.signature(getattr(FakeNvml, name)).parameters) - 1
+        assert required <= ours <= len(real) and fake == ours, name
