@@ -26,19 +26,22 @@ Output = tuple[int, str]
 def add_agent_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `agent` under the command's verbs."""
     agent = verbs.add_parser("agent", help="the GPU node agent: NVML metrics per pod and team, allocated-but-idle GPUs")
-    agent.add_argument("--listen", default="0.0.0.0", help="address /metrics listens on (default: 0.0.0.0)")
+    agent.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS",
+                       help="address /metrics listens on (default: 0.0.0.0)")
     agent.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port of /metrics (default: {DEFAULT_PORT})")
-    agent.add_argument("--kubelet-socket", default=DEFAULT_SOCKET,
+    agent.add_argument("--kubelet-socket", default=DEFAULT_SOCKET, metavar="PATH",
                        help=f"the kubelet's PodResources socket (default: {DEFAULT_SOCKET})")
-    agent.add_argument("--kubelet-timeout-s", type=float, default=2.0, help="timeout of one List call (default: 2)")
-    agent.add_argument("--node-name", default="",
+    agent.add_argument("--kubelet-timeout-s", type=float, default=2.0, metavar="SECONDS",
+                       help="timeout of one List call (default: 2)")
+    agent.add_argument("--node-name", default="", metavar="NAME",
                        help="the node's name, the Hostname label (default: $NODE_NAME, else the host name)")
-    agent.add_argument("--period-s", type=float, default=15.0, help="seconds between scrapes (default: 15)")
-    agent.add_argument("--idle-threshold-percent", type=float, default=5.0,
+    agent.add_argument("--period-s", type=float, default=15.0, metavar="SECONDS",
+                       help="seconds between scrapes (default: 15)")
+    agent.add_argument("--idle-threshold-percent", type=float, default=5.0, metavar="PERCENT",
                        help="utilisation under this is quiet (default: 5)")
-    agent.add_argument("--idle-window-s", type=float, default=1800.0,
+    agent.add_argument("--idle-window-s", type=float, default=1800.0, metavar="SECONDS",
                        help="a quiet run this long is idle (default: 1800)")
-    agent.add_argument("--max-gap-s", type=float, default=None,
+    agent.add_argument("--max-gap-s", type=float, default=None, metavar="SECONDS",
                        help="a silence longer than this ends a quiet run (default: three periods)")
     agent.add_argument("--record", default="", metavar="FILE",
                        help="append every scrape to FILE (JSON Lines that `fleetsched usage` reads)")
@@ -46,9 +49,9 @@ def add_agent_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="the team of a namespace's pods (repeatable; default: the namespace is the team)")
     agent.add_argument("--team-label", default="", metavar="LABEL",
                        help="the team is this pod label, read from the API server (needs `get pods`)")
-    agent.add_argument("--governance", default="",
+    agent.add_argument("--governance", default="", metavar="FILE",
                        help="governance file (TOML): its team_from rule, as the extender applies it")
-    agent.add_argument("--kubeconfig", default="",
+    agent.add_argument("--kubeconfig", default="", metavar="FILE",
                        help="the API server's credentials for pod labels (default: in-cluster)")
     agent.add_argument("--check", action="store_true", help="check the options, print the settings and exit")
     agent.set_defaults(run=run_agent_verb)
