@@ -18,6 +18,7 @@ from typing import Any
 
 import policies
 from fleetsched import api
+from fleetsched.agent_verbs import add_agent_verbs
 from fleetsched.budget_verbs import add_budget_verbs
 from fleetsched.fill_verbs import add_fill_verbs
 from fleetsched.simulate_verbs import add_simulation_verbs
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     add_simulation_verbs(verbs)
     add_budget_verbs(verbs)
     add_fill_verbs(verbs)
+    add_agent_verbs(verbs)
 
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")

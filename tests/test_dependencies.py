@@ -41,6 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": {*STANDARD, "simpy", "matplotlib", "numpy", "scheduler", "policies", "traces", "simulator"},
     # The extender's server: one asyncio loop over its own sockets; hmac for constant-time token checks.
     "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},
+    # The GPU node agent beside the extender: NVML, the kubelet's gRPC socket (generated stubs warn), Prometheus.
+    "extender/agent": {*STANDARD, "asyncio", "socket", "warnings", "pynvml", "prometheus_client", "grpc", "google",
+                       "urllib3", "scheduler", "extender"},
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
 }
 

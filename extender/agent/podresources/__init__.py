@@ -1,0 +1,1 @@
+"""Generated stubs of the kubelet's PodResources v1 API (api.proto; see README.md)."""
