@@ -25,7 +25,7 @@ demo: $(STAMP)
 	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo --force
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler policies simulator extender traces fleetsched tests benchmarks
+	$(BIN)/ruff check scheduler policies simulator extender traces fleetsched tests benchmarks notebooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict scheduler policies traces simulator extender fleetsched
