@@ -13,6 +13,7 @@ from typing import Any
 
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR, PARTS
+from simulator.measured import summary_section
 from simulator.runs import MS
 from simulator.tally import OUTCOMES, cents
 
@@ -71,6 +72,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
         },
         **({"solver": tally.solver.document()} if tally.solver is not None else {}),
         **_governance(result),
+        **summary_section(tally.measured),
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from scheduler.decision import SolverReport
 from simulator.ledger import MS_PER_HOUR
+from simulator.measured import MeasuredTally
 from simulator.quantiles import Stream
 from simulator.runs import MS, JobRun
 
@@ -99,6 +100,7 @@ class Tally:
     unfinished_by_reason: dict[str, int] = field(default_factory=dict)
     node_events: dict[str, int] = field(default_factory=dict)  # node-add, and node-remove by reason
     solver: SolverTally | None = None
+    measured: MeasuredTally = field(default_factory=MeasuredTally)  # jobs that carry measured utilisation
 
     def arrived(self, submit_s: float) -> None:
         self.jobs += 1
