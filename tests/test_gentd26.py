@@ -12,6 +12,7 @@ from scheduler.errors import InputError
 from scheduler.model import JobKind
 from traces.canonical import write_jsonl
 from traces.formats import detect, read_trace_jobs
+from traces.parquet import write_parquet
 
 SAMPLE = Path(__file__).resolve().parent.parent / "traces" / "samples" / "gentd26"
 HEADER = "value,timestamp_anon,container_ip\n"
@@ -143,3 +144,10 @@ def test_a_bad_request_type_in_the_qps_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         list(read_trace_jobs(write(tmp_path, TINY), "gentd26"))
     assert caught.value.source.endswith("qps.csv") and (caught.value.line, caught.value.field) == (2, "request_type")
+
+
+def test_parquet_refuses_measured_series_rather_than_dropping_them(tmp_path: Path) -> None:
+    out = tmp_path / "gentd26.parquet"
+    with pytest.raises(InputError, match="Parquet does not carry measured utilisation"):
+        write_parquet(read_trace_jobs(SAMPLE / "pod_gpu_duty_cycle_anon.csv"), out)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -246,3 +246,15 @@ def test_prometheus_needs_its_range(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--end: --prometheus needs" in refused(
         capsys, ["--prometheus", "http://x", "--start", "0", "--price", "H100=1"]
     )
+
+
+def test_an_http_error_from_prometheus_is_one_line(prometheus: str, capsys: pytest.CaptureFixture[str]) -> None:
+    message = refused(capsys, ["--prometheus", f"{prometheus}/elsewhere", "--start", "0", "--end", "60", "--step",
+                               "60", "--price", "H100=4"])  # fmt: skip
+    assert "Prometheus answered HTTP 404" in message
+
+
+def test_a_series_that_is_not_an_object_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(element("p1", "a", P1)) + "\n[1, 2]\n", encoding="utf-8")
+    assert f"{path}:2: metric: a series is an object" in refused(capsys, [str(path), "--price", "H100=4"])

@@ -28,7 +28,8 @@ A pod's samples are spread over the whole file, so the reader keeps every pod's 
 float per sample, 157,417 in the published file) until the file is read, then yields the pods
 in the order of their first sample. A bad row (a value that is not a percentage, a time off
 the grid, a pod sampled twice at one instant) stops the read naming the file, line and field;
-`--skip-bad-rows` does not apply (a pod is judged once all its rows are read).
+`--skip-bad-rows` does not apply (a pod is judged once all its rows are read), and `trace inspect`
+counts one row per pod.
 """
 
 from __future__ import annotations
