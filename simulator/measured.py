@@ -177,4 +177,15 @@ def summary_section(tally: MeasuredTally) -> Mapping[str, Any]:
     return {"measured": tally.document()} if tally.total.jobs else {}
 
 
-__all__ = ["IdleTime", "MeasuredTally", "covered_s", "idle_time", "rule_for", "summary_section"]
+def summary_lines(document: Mapping[str, Any]) -> list[str]:
+    """The `measured` section as a line for the terminal (none when the summary has none)."""
+    measured = document.get("measured")
+    if measured is None:
+        return []
+    hours, usd, rule = measured["gpu_hours"], measured["usd"], measured["rule"]
+    return [f"  measured    {measured['jobs']:,} jobs: {hours['idle']:,.1f} of {hours['allocated']:,.1f} allocated "
+            f"GPU-hours idle (under {rule['threshold_percent']:g} % for {rule['window_s']:g} s), "
+            f"${usd['idle']:,.2f} of ${usd['allocated']:,.2f}"]  # fmt: skip
+
+
+__all__ = ["IdleTime", "MeasuredTally", "covered_s", "idle_time", "rule_for", "summary_lines", "summary_section"]

@@ -26,6 +26,7 @@ from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
 from simulator.measured import covered_s, idle_time, rule_for
 from simulator.metrics import summary
+from simulator.outputs import render_summary
 from tests.builders import make_pool, share, whole
 from traces.canonical import to_job, to_record
 
@@ -154,3 +155,12 @@ def test_a_zero_period_is_refused() -> None:
 
 def test_a_period_without_a_series_is_refused() -> None:
     assert refused({"gpu_util_mean_percent": 3, "gpu_util_period_s": 30}).field == "gpu_util_period_s"
+
+
+def test_the_terminal_summary_says_the_idle_share_only_when_measured() -> None:
+    measured = render_summary(replay(JOBS, two_gpus()))
+    assert (
+        "  measured    3 jobs: 1.7 of 2.5 allocated GPU-hours idle (under 5 % for 1800 s), $8.33 of $12.50" in measured
+    )
+    plain = [Job(id=job.id, request=job.request, duration_s=job.duration_s) for job in JOBS]
+    assert "measured" not in render_summary(replay(plain, two_gpus()))
