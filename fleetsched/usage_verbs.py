@@ -109,8 +109,12 @@ def _rule(args: argparse.Namespace, period_s: float) -> IdleRule:
     max_gap_s = GAP_PERIODS * period_s if args.max_gap_s is None else args.max_gap_s
     try:
         return IdleRule(args.threshold_percent, args.window_s, period_s, max_gap_s)
-    except ValueError as error:
-        raise InputError(str(error), field="--period-s") from None
+    except ValueError as error:  # the message starts with the field it is about
+        name = str(error).split()[0]
+        field = (
+            f"--{name.replace('_', '-')}" if name in ("threshold_percent", "window_s", "max_gap_s") else "--period-s"
+        )
+        raise InputError(str(error), field=field) from None
 
 
 def _prices(args: argparse.Namespace) -> dict[str, Fraction]:

@@ -265,3 +265,8 @@ def test_an_unreadable_sample_breaks_a_quiet_run(tmp_path: Path, capsys: pytest.
     line["values"][25][1] = "NaN"  # 25 quiet minutes, an unreadable one, 34 quiet: only the 34 are idle
     document = report(capsys, str(write_record(tmp_path / "r.jsonl", [line])))
     assert document["by_pod"]["ml/p1"]["gpu_hours"] == {"allocated": 1.0, "measured": 1.0, "idle": round(34 / 60, 6)}
+
+
+def test_a_negative_window_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_record(tmp_path / "r.jsonl", [element("p1", "a", P1)])
+    assert "--window-s: window_s must be" in refused(capsys, [str(path), "--price", "H100=4", "--window-s", "-1"])
