@@ -162,26 +162,31 @@ def query_range_series(document: Any, source: str) -> list[Series]:
     return _joined(parts, source)
 
 
+def _is_record(path: Path) -> bool:
+    """Whether the file's first line is a whole series object (an agent record), read alone so
+    that a record of millions of lines is streamed, never held."""
+    for _, text in _lines(path):
+        if text.strip():
+            try:
+                first = json.loads(text)
+            except json.JSONDecodeError:
+                return False  # the start of a larger document (a query_range response over lines)
+            return isinstance(first, dict) and "metric" in first
+    return True  # empty: a record of nothing
+
+
 def read_file(path: str | Path) -> list[Series]:
-    """The series of a file: a query_range response (one JSON document) or an agent record."""
+    """The series of a file: an agent record (JSON Lines) or a query_range response (one JSON document)."""
     path = Path(path)
+    if _is_record(path):
+        return read_record(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(error.strerror or str(error), source=str(path)) from None
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"neither an agent record nor a query_range response: {error.msg}", source=str(path),
+                         line=error.lineno) from None  # fmt: skip
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", source=str(path)) from None
-    first = text.lstrip()[:1]
-    if first != "{":
-        if not text.strip():
-            return []
-        raise InputError("neither a Prometheus query_range response nor an agent record", source=str(path), line=1)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        return read_record(path)  # several JSON objects: one a line
-    if isinstance(document, dict) and "metric" in document:
-        return read_record(path)  # a record of a single line
     return query_range_series(document, str(path))
 
 

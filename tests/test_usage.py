@@ -270,3 +270,12 @@ def test_an_unreadable_sample_breaks_a_quiet_run(tmp_path: Path, capsys: pytest.
 def test_a_negative_window_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_record(tmp_path / "r.jsonl", [element("p1", "a", P1)])
     assert "--window-s: window_s must be" in refused(capsys, [str(path), "--price", "H100=4", "--window-s", "-1"])
+
+
+def test_a_record_of_one_sample_a_line_reads_as_whole_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = report(capsys, str(write_record(tmp_path / "whole.jsonl", [element("p1", "a", P1)])))
+    series = element("p1", "a", P1)
+    ticks = [{"metric": series["metric"], "values": [[t_s, str(int(float(v)))]]} for t_s, v in series["values"]]
+    assert report(capsys, str(write_record(tmp_path / "ticks.jsonl", ticks))) == whole  # as the agent appends them
