@@ -147,8 +147,8 @@ class MeasuredUtilisation:
     """GPU utilisation measured while a job held its GPUs (percent 0-100): a mean, a series, or both.
 
     Sample i of `samples_percent` covers `[i * period_s, (i + 1) * period_s)` of the job's
-    allocation (its time holding GPUs, from its start); None is a missing sample: no data,
-    which is neither busy nor idle (`scheduler.idleness`).
+    allocation (its time holding GPUs, from its start); None is a missing sample, a hole the
+    idle rule sees as it would a missed scrape (`scheduler.idleness`).
     """
 
     mean_percent: float | None = None
