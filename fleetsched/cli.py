@@ -23,6 +23,7 @@ from fleetsched.budget_verbs import add_budget_verbs
 from fleetsched.fill_verbs import add_fill_verbs
 from fleetsched.simulate_verbs import add_simulation_verbs
 from fleetsched.trace_verbs import add_trace_verbs
+from fleetsched.usage_verbs import add_usage_verbs
 from scheduler import mig
 from scheduler.catalog import default_catalog
 from scheduler.decision import Decision, Pending
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     add_budget_verbs(verbs)
     add_fill_verbs(verbs)
     add_agent_verbs(verbs)
+    add_usage_verbs(verbs)
 
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")

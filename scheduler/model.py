@@ -154,6 +154,27 @@ class Served:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MeasuredUtilisation:
+    """GPU utilisation measured while a job held its GPUs (percent 0-100): a mean, a series, or both.
+
+    Sample i of `samples_percent` covers `[i * period_s, (i + 1) * period_s)` of the job's
+    allocation (its time holding GPUs, from its start); None is a missing sample, a hole the
+    idle rule sees as it would a missed scrape (`scheduler.idleness`).
+    """
+
+    mean_percent: float | None = None
+    samples_percent: tuple[float | None, ...] = ()
+    period_s: float = 60.0
+
+    def mean(self) -> float | None:
+        """The mean given, else the mean of the samples present (None when there is neither)."""
+        if self.mean_percent is not None:
+            return self.mean_percent
+        present = [sample for sample in self.samples_percent if sample is not None]
+        return sum(present) / len(present) if present else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """A unit of work: a gang of identical replicas, each with one GpuRequest.
 
@@ -162,6 +183,7 @@ class Job:
     `runtime_limit_s` is the longest it may run once started, in wall-clock seconds, when its
     owner declared one (0: none); reservations read it (`scheduler.backfill`).
     `served` is the load a replica of an inference service serves (None for other jobs).
+    `measured` is the GPU utilisation its trace measured (None when it has none).
     """
 
     id: str
@@ -181,6 +203,8 @@ class Job:
     speedups: tuple[tuple[str, float], ...] = ()
     runtime_limit_s: float = 0.0
     served: Served | None = None
+    #: GPU utilisation measured while the job ran, when its trace has it (`simulator.measured`).
+    measured: MeasuredUtilisation | None = None
 
     @property
     def checkpointable(self) -> bool:

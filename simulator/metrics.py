@@ -14,6 +14,7 @@ from typing import Any
 from simulator.engine import SimResult
 from simulator.inference_economics import inference_section
 from simulator.ledger import MS_PER_HOUR, PARTS
+from simulator.measured import summary_section
 from simulator.runs import MS
 from simulator.tally import OUTCOMES, cents
 
@@ -73,6 +74,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
         **({"solver": tally.solver.document()} if tally.solver is not None else {}),
         **_governance(result),
         **inference_section(result),
+        **summary_section(tally.measured),
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from simulator.engine import SimResult
 from simulator.ledger import MS_PER_HOUR
+from simulator.measured import summary_lines
 from simulator.metrics import summary
 from simulator.recording import Files
 from simulator.rundir import RunDirectory
@@ -103,6 +104,7 @@ def render_summary(document: Mapping[str, Any]) -> str:
     ]
     for pool, money in document["cost_usd"]["by_pool"].items():
         lines.append(f"  pool {pool:<14} ${money['total']:>12,.2f}  idle ${money['idle']:>12,.2f}")
+    lines += summary_lines(document)  # jobs with measured utilisation: idle while allocated
     if "governance" in document:
         lines += _guardrail_lines(document["governance"])
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any
 from scheduler.decision import SolverReport
 from simulator.inference_economics import InferenceTally
 from simulator.ledger import MS_PER_HOUR
+from simulator.measured import MeasuredTally
 from simulator.quantiles import Stream
 from simulator.runs import MS, JobRun
 
@@ -101,6 +102,7 @@ class Tally:
     node_events: dict[str, int] = field(default_factory=dict)  # node-add, and node-remove by reason
     solver: SolverTally | None = None
     inference: InferenceTally = field(default_factory=InferenceTally)  # inference services' replicas
+    measured: MeasuredTally = field(default_factory=MeasuredTally)  # jobs that carry measured utilisation
 
     def arrived(self, submit_s: float) -> None:
         self.jobs += 1

@@ -200,6 +200,7 @@ class SimWorld(Autoscaling):
         units = self.ledger.units(self.ledger.jobs.get(job_id, {}))
         self.sink.job(run, units / self.ledger.denominator, reason)  # int / int: the exact value, rounded once
         self.tally.add_job(run, units, reason if run.outcome != DENIED else "")
+        self.tally.measured.add(run, self.ledger, units)  # before `retire` forgets its part-ms
         if not self.keep:
             del self.runs[job_id]
             self.ledger.retire(job_id)

@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {*PURE, *FILES, "numpy", "scipy", "scheduler"},
     "scheduler/batch": {*PURE, *FILES, "numpy", "scipy", "scheduler", "ortools", "time"},
     "policies": {*PURE, "pathlib", "scheduler", "policies"},  # pathlib: the registry finds its bundled profiles
-    "traces": {*STANDARD, "pyarrow", "numpy", "hashlib", "scheduler", "traces"},
+    "traces": {*STANDARD, "pyarrow", "numpy", "hashlib", "tarfile", "scheduler", "traces"},
     "simulator": {*STANDARD, "simpy", "matplotlib", "numpy", "scheduler", "policies", "traces", "simulator"},
     # The extender's server: one asyncio loop over its own sockets; hmac for constant-time token checks.
     "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},

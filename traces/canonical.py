@@ -25,6 +25,13 @@ One record per job. Every reader of a public trace produces these records, and
 | status | completed, failed, killed | completed | what the trace says became of the job |
 | service | text | (none) | the inference service a replica serves (`traces.azure_llm`) |
 | requests, input_tokens, output_tokens | integer | 0 | what the replica serves; only with service |
+| gpu_util_mean_percent | number 0..100 | (none) | measured mean GPU utilisation over the job's run |
+| gpu_util_percent | list of 0..100 or null (CSV: 0\\|3.5\\|\\|80) | (none) | measured GPU utilisation per period |
+| gpu_util_period_s | number > 0 | 60 | seconds each gpu_util_percent sample covers |
+
+The measured fields (`scheduler.model.MeasuredUtilisation`) are what a telemetry agent saw:
+sample i covers `[i * period, (i + 1) * period)` seconds from the job's start; a replay
+prices the allocated-but-idle time they show (`simulator.measured`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,16 @@ from typing import Any, ClassVar
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
-from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind, Served
+from scheduler.model import (
+    FULL_GPU_MILLI,
+    GpuRequest,
+    Job,
+    JobKind,
+    Labels,
+    MeasuredUtilisation,
+    RequestKind,
+    Served,
+)
 from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
 from traces.unique import UniqueIds
 
@@ -48,6 +64,7 @@ FIELDS = (
     "gpu_models", "priority", "preemptible", "checkpoint_interval_s", "checkpoint_overhead_s", "restore_s",
     "kind", "team", "project", "model", "experiment", "status", "speedups",
     "service", "requests", "input_tokens", "output_tokens",
+    "gpu_util_mean_percent", "gpu_util_percent", "gpu_util_period_s",
 )
 REQUIRED = ("id", "duration_s")
 _TEXT = ("team", "project", "model", "experiment")
@@ -131,6 +148,7 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
         status=row.choice("status", STATUSES, "completed"),
         speedups=_speedups(row, catalog),
         served=_served(row),
+        measured=_measured(row),
     )
 
 
@@ -144,6 +162,37 @@ def _served(row: _Row) -> Served | None:
         return None
     requests, input_tokens, output_tokens = (row.integer(name, 0) for name in counts)
     return Served(service=service, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def _percent(row: _Row, field: str, value: Any) -> float:
+    """One utilisation value: a finite number from 0 to 100."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise row.fail(field, f"not a number: {value!r}") from None
+    if isinstance(value, bool) or not 0 <= number <= 100:
+        raise row.fail(field, f"a utilisation is a percentage from 0 to 100, got {value!r}")
+    return number
+
+
+def _measured(row: _Row) -> MeasuredUtilisation | None:
+    """The measured utilisation fields, or None when the record has none."""
+    mean = row.values.get("gpu_util_mean_percent")
+    series = row.values.get("gpu_util_percent", [])
+    if isinstance(series, str):
+        series = [part.strip() or None for part in series.split("|")]
+    if not isinstance(series, list):
+        raise row.fail("gpu_util_percent", f"must be a list of percentages (null for a missing one), got {series!r}")
+    samples = tuple(None if value is None else _percent(row, "gpu_util_percent", value) for value in series)
+    if "gpu_util_period_s" in row.values and not samples:
+        raise row.fail("gpu_util_period_s", "applies to a gpu_util_percent series only")
+    period_s = row.number("gpu_util_period_s", 60.0)
+    if period_s <= 0:
+        raise row.fail("gpu_util_period_s", "must be more than 0")
+    if mean is None and not samples:
+        return None
+    mean_percent = None if mean is None else _percent(row, "gpu_util_mean_percent", mean)
+    return MeasuredUtilisation(mean_percent=mean_percent, samples_percent=samples, period_s=period_s)
 
 
 def _speedups(row: _Row, catalog: Catalog) -> tuple[tuple[str, float], ...]:
@@ -269,6 +318,19 @@ def to_record(job: Job) -> dict[str, Any]:
         served = job.served
         record.update(service=served.service, requests=served.requests, input_tokens=served.input_tokens,
                       output_tokens=served.output_tokens)  # fmt: skip
+    if job.measured is not None:
+        record.update(_measured_record(job.measured))
+    return record
+
+
+def _measured_record(measured: MeasuredUtilisation) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    if measured.mean_percent is not None:
+        record["gpu_util_mean_percent"] = measured.mean_percent
+    if measured.samples_percent:
+        record["gpu_util_percent"] = list(measured.samples_percent)
+        if measured.period_s != 60.0:
+            record["gpu_util_period_s"] = measured.period_s
     return record
 
 

@@ -17,6 +17,7 @@ from traces.base import ReadReport, TraceFormat, TraceRow, first_line, read_rows
 from traces.canonical import CanonicalCsv, CanonicalJsonl
 from traces.dlrm import DlrmInstances
 from traces.gavel import GavelMsrTrace, GavelPhysicalTrace
+from traces.gentd26 import GenTd26DutyCycle
 from traces.helios import HeliosJobs
 from traces.openb import OpenbPods
 from traces.pai import PaiTasks
@@ -35,6 +36,7 @@ _ORDER: tuple[TraceFormat, ...] = (
     GavelPhysicalTrace(),
     AzureLlmServices(),
     AzureLlmServicesH100(),
+    GenTd26DutyCycle(),
     CanonicalParquet(),
     CanonicalCsv(),
     CanonicalJsonl(),

@@ -47,6 +47,9 @@ def write_parquet(jobs: Iterable[Job], out: str | Path) -> int:
         with pq.ParquetWriter(temporary, SCHEMA) as writer:
             batch: list[dict[str, Any]] = []
             for job in jobs:
+                if job.measured is not None:  # no column holds it: refuse rather than drop it
+                    raise InputError("Parquet does not carry measured utilisation (gpu_util_*); write .jsonl",
+                                     source=job.id, field="gpu_util_percent")  # fmt: skip
                 batch.append(to_record(job))
                 if len(batch) == BATCH_ROWS:
                     writer.write_batch(_columns(batch))

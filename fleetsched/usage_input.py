@@ -1,0 +1,223 @@
+"""What `fleetsched usage` reads: the GPU agent's series, from a file or from Prometheus.
+
+Three inputs, one shape (see /work/metric-contract.md, "the agent's own files"):
+- a Prometheus HTTP API `query_range` response saved as JSON
+  (`{"status": "success", "data": {"resultType": "matrix", "result": [...]}}`);
+- the agent's record file: JSON Lines, each line one result element
+  `{"metric": {"__name__": ..., labels...}, "values": [[unix_s, "value"], ...]}`; a series may
+  span several lines, joined by its label set in time order;
+- `--prometheus URL --start --end --step`: the same query_range, fetched with one HTTP GET of
+  `URL/api/v1/query_range?query=DCGM_FI_DEV_GPU_UTIL&...`.
+
+A value "NaN" (a sample NVML could not read) is kept and is never quiet, as the agent's own
+detector treats it. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule is applied to it again here, so a different
+threshold or window can be asked after the fact); other metrics in the file are skipped. A
+bad document stops the read naming the file, the line (JSON Lines) or the JSON path, and the
+field: `record.jsonl:7: values[3]: not a number: 'busy'`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import InputError
+
+UTILISATION = "DCGM_FI_DEV_GPU_UTIL"
+FETCH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One device's utilisation while one pod held it: its labels, samples `(unix_s, percent)` in
+    time order, and where it was first read (for error messages)."""
+
+    labels: tuple[tuple[str, str], ...]
+    samples: tuple[tuple[float, float], ...]
+    source: str
+    line: int | None
+
+    def label(self, name: str) -> str:
+        return dict(self.labels).get(name, "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    labels: tuple[tuple[str, str], ...]
+    samples: list[tuple[float, float]]
+    line: int | None
+    where: str
+
+
+def _element(element: Any, source: str, line: int | None, where: str) -> _Part | None:
+    """One result element, checked; None when it is another metric than the utilisation."""
+    if not isinstance(element, dict) or not isinstance(element.get("metric"), dict):
+        raise InputError("a series is an object with a metric object and values", source=source, line=line,
+                         field=where or "metric")  # fmt: skip
+    metric: dict[str, Any] = element["metric"]
+    if metric.get("__name__") != UTILISATION:
+        return None
+    labels = tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
+    values = element.get("values")
+    if not isinstance(values, list):
+        raise InputError("must be a list of [unix_s, \"value\"] pairs", source=source, line=line,
+                         field=f"{where}values")  # fmt: skip
+    samples = []
+    for index, pair in enumerate(values):
+        field = f"{where}values[{index}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise InputError(f'must be a [unix_s, "value"] pair, got {pair!r}', source=source, line=line, field=field)
+        t_s = _number(pair[0], source, line, field)
+        # NaN is a sample NVML could not read: kept, and never quiet (`IdleRule.quiet`).
+        percent = math.nan if str(pair[1]).strip().lower() == "nan" else _number(pair[1], source, line, field)
+        if not 0 <= percent <= 100 and not math.isnan(percent):
+            raise InputError(f"a utilisation is a percentage from 0 to 100, got {pair[1]!r}", source=source,
+                             line=line, field=field)  # fmt: skip
+        samples.append((t_s, percent))
+    return _Part(labels, samples, line, where)
+
+
+def _number(value: Any, source: str, line: int | None, field: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"not a number: {value!r}", source=source, line=line, field=field) from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise InputError(f"not a finite number: {value!r}", source=source, line=line, field=field)
+    return number
+
+
+def _joined(parts: list[_Part], source: str) -> list[Series]:
+    """Parts joined by label set, samples in time order; a repeated instant is refused."""
+    by_labels: dict[tuple[tuple[str, str], ...], list[_Part]] = {}
+    for part in parts:
+        by_labels.setdefault(part.labels, []).append(part)
+    series = []
+    for labels, group in by_labels.items():
+        seen: dict[float, _Part] = {}
+        samples = []
+        for part in group:
+            for t_s, percent in part.samples:
+                if t_s in seen:
+                    raise InputError(f"a sample at {t_s:g} already came (line {seen[t_s].line})" if part.line
+                                     else f"two samples at {t_s:g}", source=source, line=part.line,
+                                     field=f"{part.where}values")  # fmt: skip
+                seen[t_s] = part
+                samples.append((t_s, percent))
+        samples.sort()
+        series.append(Series(labels, tuple(samples), source, group[0].line))
+    return sorted(series, key=lambda s: s.labels)
+
+
+def read_record(path: str | Path) -> list[Series]:
+    """The utilisation series of an agent record file (JSON Lines)."""
+    source = str(path)
+    parts = []
+    for line, text in _lines(Path(path)):
+        if not text.strip():
+            continue
+        try:
+            element = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"not valid JSON: {error.msg}", source=source, line=line) from None
+        part = _element(element, source, line, "")
+        if part is not None:
+            parts.append(part)
+    return _joined(parts, source)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise InputError(error.strerror or str(error), source=str(path)) from None
+    with handle:
+        try:
+            yield from enumerate(handle, start=1)
+        except UnicodeDecodeError:
+            raise InputError("not UTF-8 text", source=str(path)) from None
+
+
+def query_range_series(document: Any, source: str) -> list[Series]:
+    """The utilisation series of a Prometheus query_range response."""
+    if not isinstance(document, dict) or document.get("status") != "success":
+        status = document.get("status") if isinstance(document, dict) else None
+        raise InputError(f"not a successful Prometheus response (status {status!r})", source=source, field="status")
+    data = document.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise InputError("must be a query_range result: resultType matrix with a result list", source=source,
+                         field="data")  # fmt: skip
+    parts = []
+    for index, element in enumerate(data["result"]):
+        part = _element(element, source, None, f"data.result[{index}].")
+        if part is not None:
+            parts.append(part)
+    return _joined(parts, source)
+
+
+def _is_record(path: Path) -> bool:
+    """Whether the file's first line is a whole series object (an agent record), read alone so
+    that a record of millions of lines is streamed, never held."""
+    for _, text in _lines(path):
+        if text.strip():
+            try:
+                first = json.loads(text)
+            except json.JSONDecodeError:
+                return False  # the start of a larger document (a query_range response over lines)
+            return isinstance(first, dict) and "metric" in first
+    return True  # empty: a record of nothing
+
+
+def read_file(path: str | Path) -> list[Series]:
+    """The series of a file: an agent record (JSON Lines) or a query_range response (one JSON document)."""
+    path = Path(path)
+    if _is_record(path):
+        return read_record(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"neither an agent record nor a query_range response: {error.msg}", source=str(path),
+                         line=error.lineno) from None  # fmt: skip
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", source=str(path)) from None
+    return query_range_series(document, str(path))
+
+
+def fetch(url: str, start: str, end: str, step: str) -> list[Series]:
+    """The series Prometheus at `url` answers a query_range for (one HTTP GET)."""
+    query = urllib.parse.urlencode({"query": UTILISATION, "start": start, "end": end, "step": step})
+    address = f"{url.rstrip('/')}/api/v1/query_range?{query}"
+    if urllib.parse.urlparse(address).scheme not in ("http", "https"):
+        raise InputError("must be an http:// or https:// address", field="--prometheus")
+    try:
+        with urllib.request.urlopen(address, timeout=FETCH_TIMEOUT_S) as response:  # the scheme is checked above
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        raise InputError(f"Prometheus answered HTTP {error.code}: {_reason(error)}", source=url) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise InputError(f"cannot reach Prometheus: {reason}", source=url) from None
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError("Prometheus did not answer JSON", source=url) from None
+    return query_range_series(document, url)
+
+
+def _reason(error: urllib.error.HTTPError) -> str:
+    """Prometheus's own error text when it sent one."""
+    try:
+        body: Mapping[str, Any] = json.loads(error.read())
+        return str(body.get("error", error.reason))
+    except (ValueError, OSError, AttributeError):
+        return str(error.reason)
+
+
+__all__ = ["UTILISATION", "Series", "fetch", "query_range_series", "read_file", "read_record"]
