@@ -12,3 +12,8 @@ the scheduling core, the policies, the traces and each world know nothing of it.
 from fleetsched.api import Plan, compare, load_profile, plan, simulate, survey
 
 __all__ = ["Plan", "compare", "load_profile", "plan", "simulate", "survey"]
+
+# Run and comparison directories as pandas DataFrames (fleetsched.frames).
+from fleetsched.frames import Comparison, Run, load_comparison, load_run
+
+__all__ += ["Comparison", "Run", "load_comparison", "load_run"]

@@ -41,7 +41,8 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": {*STANDARD, "simpy", "matplotlib", "numpy", "scheduler", "policies", "traces", "simulator"},
     # The extender's server: one asyncio loop over its own sockets; hmac for constant-time token checks.
     "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},
-    "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
+    "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched",
+                   "pandas", "scipy", "html"},  # frames and the HTML report: DataFrames, t quantiles, escaping
 }
 
 
