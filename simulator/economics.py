@@ -86,12 +86,12 @@ def _sum(ledger: Ledger, accounts: Mapping[str, int]) -> Fraction:
 
 def _group(rows: Any) -> dict[str, Any]:
     """Jobs, completed jobs and their cost (jobs.csv costs, summed) of `rows`."""
-    jobs = completed = 0
-    usd = Fraction(0)
+    jobs = completed = cents_total = 0
     for row in rows:
         jobs += 1
         completed += row["outcome"] == "completed"
-        usd += Fraction(row["cost_usd"])  # the cents as written: exact sums, no float drift
+        cents_total += round(float(row["cost_usd"]) * 100)  # the cents as written: whole cents, summed exactly
+    usd = Fraction(cents_total, 100)
     return {"jobs": jobs, "completed": completed, "usd": cents(usd),
             "usd_per_completed_job": cents(usd / completed) if completed else None}  # fmt: skip
 

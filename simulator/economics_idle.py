@@ -158,8 +158,8 @@ class _State:
             self._change(node, lambda: self.ready.discard(node))
             del self.holders[node], self.node_pool[node]
 
-    def causes(self, pool_name: str) -> dict[str, int]:
-        """Idle parts of the pool now, by cause."""
+    def causes(self, pool_name: str) -> tuple[int, ...]:
+        """Idle parts of the pool now, by cause (in the order of `CAUSES`)."""
         nodes, busy, booting_nodes = self.pool_row.get(pool_name, (0, 0, 0))
         pool = self.pools[pool_name]
         capacity = pool.gpus_per_node * PARTS
@@ -175,8 +175,7 @@ class _State:
         if min(booting, reserved, releasing, rest) < 0:
             raise AssertionError(f"idle causes of pool {pool_name}: {booting}, {reserved}, {releasing}, {rest} parts")
         waited = self.waiting > 0
-        return {"booting": booting, "reserved_unused": reserved, "waiting_for_release": releasing,
-                "fragmentation": rest if waited else 0, "no_demand": 0 if waited else rest}  # fmt: skip
+        return booting, reserved, releasing, rest if waited else 0, 0 if waited else rest
 
 
 def idle_part_ms(history: History, pools: Mapping[str, Pool], end_ms: int,
@@ -185,14 +184,15 @@ def idle_part_ms(history: History, pools: Mapping[str, Pool], end_ms: int,
     to `ledger_idle`, the ledger's idle part-ms."""
     node_pool = initial_nodes(pools)
     state = _State(pools, node_pool, set(node_pool))
-    totals = {pool: dict.fromkeys(CAUSES, 0) for pool in pools}
+    totals = {pool: [0] * len(CAUSES) for pool in pools}
+    rates: dict[str, tuple[tuple[Any, ...], tuple[int, ...]]] = {}  # pool -> what its causes depend on, causes
     changes: list[tuple[int, int, Any]] = [(event[0], 0, event) for event in history.events]
     changes += [(row[0], 1, row) for row in history.timeline]
     changes.sort(key=lambda change: change[0])  # stable: each kind keeps its order within an instant
     since = 0
     for t_ms, kind, change in changes:
         if t_ms > since:
-            _accrue(state, totals, t_ms - since)
+            _accrue(state, totals, rates, t_ms - since)
             since = t_ms
         if kind == 0:
             state.apply(change)
@@ -200,18 +200,28 @@ def idle_part_ms(history: History, pools: Mapping[str, Pool], end_ms: int,
             _, pool, nodes, busy, booting = change
             state.pool_row[pool] = (nodes, busy, booting)
     if end_ms > since:
-        _accrue(state, totals, end_ms - since)
+        _accrue(state, totals, rates, end_ms - since)
     for pool, causes in totals.items():
-        if sum(causes.values()) != ledger_idle.get(pool, 0):
-            raise AssertionError(f"pool {pool}: idle by cause {sum(causes.values())} != ledger idle "
+        if sum(causes) != ledger_idle.get(pool, 0):
+            raise AssertionError(f"pool {pool}: idle by cause {sum(causes)} != ledger idle "
                                  f"{ledger_idle.get(pool, 0)} part-ms")  # fmt: skip
-    return totals
+    return {pool: dict(zip(CAUSES, causes, strict=True)) for pool, causes in totals.items()}
 
 
-def _accrue(state: _State, totals: dict[str, dict[str, int]], elapsed_ms: int) -> None:
-    for pool in state.pool_row:
-        for cause, parts in state.causes(pool).items():
-            totals[pool][cause] += parts * elapsed_ms
+def _accrue(state: _State, totals: dict[str, list[int]], rates: dict[str, tuple[tuple[Any, ...], tuple[int, ...]]],
+            elapsed_ms: int) -> None:  # fmt: skip
+    """Adds `elapsed_ms` of each pool's idle parts by cause; a pool's causes are worked out again
+    only when what they depend on changed (most events change one pool, or only the queue)."""
+    waited = state.waiting > 0
+    for pool, row in state.pool_row.items():
+        key = (row, state.empty_ready.get(pool, 0), waited)
+        cached = rates.get(pool)
+        if cached is None or cached[0] != key:
+            cached = rates[pool] = (key, state.causes(pool))
+        total = totals[pool]
+        for index, parts in enumerate(cached[1]):
+            if parts:
+                total[index] += parts * elapsed_ms
 
 
 __all__ = ["CAUSES", "History", "history_of", "idle_part_ms", "initial_nodes"]
