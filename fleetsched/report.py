@@ -1,11 +1,12 @@
-"""The HTML report (`fleetsched report RUN|COMPARISON --out report.html`): one self-contained file.
+"""The HTML report (`fleetsched report RUN|COMPARISON|SWEEP --out report.html`): one self-contained file.
 
 Everything is in the one file: inline CSS, inline SVG charts (`fleetsched.report_svg`), no
 script and nothing fetched, so it opens offline and can be mailed. A run's report shows its
 summary, unit economics, showback by team, project, model and day, training against
 inference, the spot counterfactual, idle cost by cause, the JCT distribution and the
 timeline; a comparison's (`fleetsched.report_comparison`) adds each profile's spread over
-seeds and the paired difference between profiles with a 95 % confidence interval.
+seeds and the paired difference between profiles with a 95 % confidence interval; a sweep's
+(`fleetsched.report_sweep`) its cells' cost against p95 queue time and their Pareto front.
 
 The file is written beside its target and renamed into place (`write_report`): a failure
 leaves no partial report behind.
@@ -36,6 +37,7 @@ from fleetsched.report_html import (
     table,
     timeline_series,
 )
+from fleetsched.report_sweep import RESULTS, sweep_page
 from scheduler.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -171,13 +173,16 @@ def run_page(run: Run) -> str:
 # Writing -----------------------------------------------------------------------------------------
 
 def render(source: PathLike) -> str:
-    """The report of a run or comparison directory, as HTML text; InputError if it is neither."""
+    """The report of a run, comparison or sweep directory, as HTML text; InputError if it is none."""
     folder = Path(source)
     if (folder / "comparison.csv").is_file():
         return comparison_page(load_comparison(folder))
+    if (folder / RESULTS).is_file():
+        return sweep_page(folder)
     if (folder / "summary.json").is_file() or not folder.is_dir():
         return run_page(load_run(folder))
-    raise InputError("neither a run directory (summary.json) nor a comparison (comparison.csv)", source=str(folder))
+    raise InputError(f"neither a run directory (summary.json), a comparison (comparison.csv) nor a sweep ({RESULTS})",
+                     source=str(folder))  # fmt: skip
 
 
 def write_report(source: PathLike, out: PathLike, render_page: Callable[[PathLike], str] = render) -> Path:

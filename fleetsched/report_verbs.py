@@ -1,6 +1,6 @@
-"""The `fleetsched report` verb: `report RUN|COMPARISON --out report.html`. Returns (exit code, text).
+"""The `fleetsched report` verb: `report RUN|COMPARISON|SWEEP --out report.html`. Returns (exit code, text).
 
-A directory that is neither a run nor a comparison, a corrupt file in it, or an `--out` that
+A directory that is not a run, a comparison or a sweep (results.parquet), a corrupt file in it, or an `--out` that
 is not an .html file in an existing folder stop with one line naming the file (exit 2) and
 write nothing; the report is written atomically (`fleetsched.report.write_report`).
 """
@@ -19,9 +19,9 @@ SUFFIXES = (".html", ".htm")
 
 def add_report_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `report` under the command's verbs."""
-    report = verbs.add_parser("report", help="one self-contained HTML report of a run or a comparison")
-    report.add_argument("source", metavar="RUN|COMPARISON",
-                        help="a run directory (simulate --out) or a comparison directory (compare --out)")
+    report = verbs.add_parser("report", help="one self-contained HTML report of a run, a comparison or a sweep")
+    report.add_argument("source", metavar="RUN|COMPARISON|SWEEP",
+                        help="a run directory (simulate --out), a comparison (compare --out) or a sweep (sweep --out)")
     report.add_argument("--out", required=True, help="the HTML file to write (replaced if it exists)")
     report.set_defaults(run=run_report)
 

@@ -143,8 +143,8 @@ def test_a_failed_write_leaves_no_partial_file(run_dir: Path, tmp_path: Path, mo
 
 def test_a_directory_that_is_neither_run_nor_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
-    assert capsys.readouterr().err == (f"fleetsched: {tmp_path}: neither a run directory (summary.json) nor a "
-                                       "comparison (comparison.csv)\n")  # fmt: skip
+    assert capsys.readouterr().err == (f"fleetsched: {tmp_path}: neither a run directory (summary.json), a "
+                                       "comparison (comparison.csv) nor a sweep (results.parquet)\n")  # fmt: skip
     assert not (tmp_path / "r.html").exists()
 
 
@@ -176,3 +176,43 @@ def test_out_naming_a_directory(run_dir: Path, tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(InputError, match="is a directory"):
         write_report(run_dir, folder)
+
+
+def sweep_table() -> pd.DataFrame:
+    """Six cells of two profiles: (cost, p95 queue) with a front of a2 ($10, 90 s), b1 ($12, 50 s), b3 ($20, 10 s)."""
+    return pd.DataFrame({
+        "cell": ["a1", "a2", "a3", "b1", "b2", "b3"], "profile": ["a", "a", "a", "b", "b", "b"],
+        "spot_share": [0.0, 0.5, 1.0, 0.0, 0.5, 1.0],
+        "cost_usd": [15.0, 10.0, 13.0, 12.0, 25.0, 20.0], "queue_p95_s": [95.0, 90.0, 60.0, 50.0, 40.0, 10.0],
+    })  # fmt: skip
+
+
+def test_the_pareto_front_keeps_the_cells_nothing_beats_on_both() -> None:
+    from fleetsched.report_sweep import pareto_front
+
+    assert pareto_front(sweep_table())["cell"].tolist() == ["a2", "b1", "b3"]
+
+
+def test_a_sweep_report_shows_every_cell_and_its_front(tmp_path: Path) -> None:
+    sweep_table().to_parquet(tmp_path / "results.parquet")
+    out = tmp_path / "sweep.html"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    html = out.read_text()
+    front = html.split("<h3>Pareto front</h3>")[1].split("</table>")[0]
+    assert re.findall(r"<tr><td>(\w+)</td>", front) == ["a2", "b1", "b3"]
+    cells = html.split("<h2>Cells</h2>")[1]
+    assert re.findall(r"<tr><td>(\w+)</td>", cells) == ["a1", "a2", "a3", "b1", "b2", "b3"]
+    assert money(25.0) in cells and "Cost against p95 queue time, every cell" in html
+
+
+def test_a_sweep_table_that_is_not_parquet_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.parquet").write_text("cell,cost_usd\na,1\n")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    assert capsys.readouterr().err.startswith(f"fleetsched: {tmp_path / 'results.parquet'}: not a readable Parquet table")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_an_empty_sweep_table_is_named(tmp_path: Path) -> None:
+    sweep_table().head(0).to_parquet(tmp_path / "results.parquet")
+    with pytest.raises(InputError, match=r"results.parquet: the sweep's results table has no rows"):
+        render(tmp_path)
