@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -173,16 +174,33 @@ def run_page(run: Run) -> str:
 # Writing -----------------------------------------------------------------------------------------
 
 def render(source: PathLike) -> str:
-    """The report of a run, comparison or sweep directory, as HTML text; InputError if it is none."""
+    """The report of a run, comparison or sweep directory, as HTML text; InputError if it is none,
+    or if a summary.json lacks a figure the report shows (hand-edited, or from another tool)."""
     folder = Path(source)
     if (folder / "comparison.csv").is_file():
-        return comparison_page(load_comparison(folder))
+        comparison = load_comparison(folder)
+        with _summaries_named(folder / "runs" / "*" / "summary.json"):
+            return comparison_page(comparison)
     if (folder / RESULTS).is_file():
         return sweep_page(folder)
     if (folder / "summary.json").is_file() or not folder.is_dir():
-        return run_page(load_run(folder))
+        run = load_run(folder)
+        with _summaries_named(folder / "summary.json"):
+            return run_page(run)
     raise InputError(f"neither a run directory (summary.json), a comparison (comparison.csv) nor a sweep ({RESULTS})",
                      source=str(folder))  # fmt: skip
+
+
+@contextmanager
+def _summaries_named(path: Path) -> Iterator[None]:
+    """Turns a figure missing from (or of the wrong type in) the summaries into one InputError naming them."""
+    try:
+        yield
+    except KeyError as error:
+        raise InputError(f"no {error.args[0]!r}: not a summary this fleetsched wrote", source=str(path)) from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"a figure of the wrong type ({error}): not a summary this fleetsched wrote",
+                         source=str(path)) from None
 
 
 def write_report(source: PathLike, out: PathLike, render_page: Callable[[PathLike], str] = render) -> Path:

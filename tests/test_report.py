@@ -7,6 +7,7 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -216,3 +217,52 @@ def test_an_empty_sweep_table_is_named(tmp_path: Path) -> None:
     sweep_table().head(0).to_parquet(tmp_path / "results.parquet")
     with pytest.raises(InputError, match=r"results.parquet: the sweep's results table has no rows"):
         render(tmp_path)
+
+
+def _edited(run_dir: Path, tmp_path: Path, edit: Any) -> Path:
+    """A copy of the run whose summary.json `edit` changed."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    document = json.loads((run / "summary.json").read_text())
+    edit(document)
+    (run / "summary.json").write_text(json.dumps(document))
+    return run
+
+
+def test_a_run_written_before_the_economics_section_still_reports(run_dir: Path, tmp_path: Path) -> None:
+    html = render(_edited(run_dir, tmp_path, lambda document: document.pop("economics")))
+    assert "has no economics section" in html and money(1.4) in html
+
+
+def test_a_spot_pool_without_an_on_demand_price_says_so(run_dir: Path, tmp_path: Path) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        document["economics"]["spot"]["pools"] = {"odd-spot": {"spot_usd": 3.5, "on_demand_price": None}}
+
+    html = render(_edited(run_dir, tmp_path, edit))
+    assert "<td>odd-spot</td><td class=\"number\">$3.50</td>" in html and "no on-demand price for its GPU model" in html
+
+
+def test_a_cluster_without_spot_has_no_counterfactual(run_dir: Path) -> None:
+    assert "No spot pool in this cluster." in render(run_dir)
+
+
+def test_inference_figures_are_shown_when_the_section_has_them(run_dir: Path, tmp_path: Path) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        document["economics"]["inference"] = {"chat": {"usd_per_million_tokens": 1.25, "usd_per_thousand_requests": 0.5}}
+
+    html = render(_edited(run_dir, tmp_path, edit))
+    assert "<td>chat</td><td>usd_per_million_tokens 1.25, usd_per_thousand_requests 0.5</td>" in html
+
+
+def test_a_summary_missing_a_figure_is_named(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _edited(run_dir, tmp_path, lambda document: document["queue_s"].pop("p95"))
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    assert capsys.readouterr().err == f"fleetsched: {run / 'summary.json'}: no 'p95': not a summary this fleetsched wrote\n"
+
+
+def test_a_summary_figure_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Path) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        document["cost_usd"]["total"] = "a lot"
+
+    with pytest.raises(InputError, match=r"summary.json: a figure of the wrong type"):
+        render(_edited(run_dir, tmp_path, edit))
