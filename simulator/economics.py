@@ -22,7 +22,7 @@ part-milliseconds per pool, attributed + idle = bill) and the run's history
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -59,24 +59,24 @@ def section(result: SimResult) -> dict[str, Any]:
     }
     if history is None:  # a sink that kept nothing this module can read
         return {**document, "idle_by_cause_usd": None, "inference": None}
-    jobs = history.jobs
-    document["kinds"] = {kind: _group(row for row in jobs if row["kind"] == name)
+    groups = _groups(history.jobs())
+    document["kinds"] = {kind: _figures(groups["kind"].get(name, _EMPTY))
                          for kind, name in (("training", "batch"), ("inference", "service"))}  # fmt: skip
-    document["training_by_model"] = _by(row for row in jobs if row["kind"] == "batch")["model"]
-    showback = _by(jobs)
-    for label, groups in showback.items():  # the tally's exact totals, rather than sums of rounded cents
+    document["training_by_model"] = _table(groups["training_model"])
+    showback = {label: _table(groups[label]) for label in ("team", "project", "model")}
+    for label, table in showback.items():  # the tally's exact totals, rather than sums of rounded cents
         exact = world.tally.by_label[label]
-        for key, group in groups.items():
+        for key, group in table.items():
             usd = Fraction(exact.get(key, 0), ledger.denominator)
             group["usd"] = cents(usd)
             group["usd_per_completed_job"] = cents(usd / group["completed"]) if group["completed"] else None
-    document["showback"] = {**showback, "day": by_day(history.timeline, ledger, pools, result.end_ms)}
+    document["showback"] = {**showback, "day": by_day(history.timeline(), ledger, pools, result.end_ms)}
     causes = idle_part_ms(history, pools, result.end_ms, ledger.idle)
     document["idle_by_cause_usd"] = idle_by_cause(causes, ledger)
     document["idle_by_cause_gpu_hours"] = {
         cause: round(sum(by_cause[cause] for by_cause in causes.values()) / part_hours, 3) for cause in CAUSES
     }
-    document["inference"] = economics_inference.section(result, jobs)
+    document["inference"] = economics_inference.section(result, history)
     return document
 
 
@@ -84,28 +84,38 @@ def _sum(ledger: Ledger, accounts: Mapping[str, int]) -> Fraction:
     return sum((ledger.usd(pool, part_ms) for pool, part_ms in accounts.items()), Fraction(0))
 
 
-def _group(rows: Any) -> dict[str, Any]:
-    """Jobs, completed jobs and their cost (jobs.csv costs, summed) of `rows`."""
-    jobs = completed = cents_total = 0
+_EMPTY = (0, 0, 0)  # jobs, completed, cents
+
+
+def _groups(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """In one pass over jobs.csv's rows: jobs, completed jobs and their cost in whole cents (as
+    written, summed exactly) per kind, per team, project and model label (an empty label is
+    `(none)`), and per model label of batch jobs (`training_model`)."""
+    groups: dict[str, dict[str, tuple[int, int, int]]] = {name: {} for name in ("kind", "team", "project", "model",
+                                                                             "training_model")}  # fmt: skip
     for row in rows:
-        jobs += 1
-        completed += row["outcome"] == "completed"
-        cents_total += round(float(row["cost_usd"]) * 100)  # the cents as written: whole cents, summed exactly
-    usd = Fraction(cents_total, 100)
+        done, cents_of_job = int(row["outcome"] == "completed"), round(float(row["cost_usd"]) * 100)
+        keys = [("kind", row["kind"]), *((label, row[label] or "(none)") for label in ("team", "project", "model"))]
+        if row["kind"] == "batch":
+            keys.append(("training_model", row["model"] or "(none)"))
+        for name, key in keys:
+            jobs, completed, total = groups[name].get(key, _EMPTY)
+            groups[name][key] = (jobs + 1, completed + done, total + cents_of_job)
+    return groups
+
+
+def _figures(group: tuple[int, int, int]) -> dict[str, Any]:
+    jobs, completed, total_cents = group
+    usd = Fraction(total_cents, 100)
     return {"jobs": jobs, "completed": completed, "usd": cents(usd),
             "usd_per_completed_job": cents(usd / completed) if completed else None}  # fmt: skip
 
 
-def _by(rows: Any) -> dict[str, dict[str, Any]]:
-    """`_group` per team, project and model label (an empty label is `(none)`)."""
-    groups: dict[str, dict[str, list[Mapping[str, Any]]]] = {"team": {}, "project": {}, "model": {}}
-    for row in rows:
-        for label, members in groups.items():
-            members.setdefault(row[label] or "(none)", []).append(row)
-    return {label: {key: _group(members[key]) for key in sorted(members)} for label, members in groups.items()}
+def _table(groups: Mapping[str, tuple[int, int, int]]) -> dict[str, dict[str, Any]]:
+    return {key: _figures(groups[key]) for key in sorted(groups)}
 
 
-def by_day(timeline: Sequence[TimelineRow], ledger: Ledger, pools: Mapping[str, Pool], end_ms: int) -> dict[str, Any]:
+def by_day(timeline: Iterable[TimelineRow], ledger: Ledger, pools: Mapping[str, Pool], end_ms: int) -> dict[str, Any]:
     """Per day of the simulated clock: the bill, what jobs held and what stood idle, in dollars,
     integrated exactly from the timeline (nodes and busy parts per pool between changes)."""
     bill: dict[int, dict[str, int]] = {}

@@ -21,8 +21,9 @@ equals the ledger's, pool by pool, and raises AssertionError otherwise.
 from __future__ import annotations
 
 import csv
+import heapq
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,13 @@ _HOLDING_STOP = "spot-notice"
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What a replay told its sink, in order: events, timeline rows (exact busy parts), jobs.csv rows."""
+    """What a replay told its sink, in order: events, timeline rows (exact busy parts), jobs.csv
+    rows (text values, as written). Each is read afresh on every call, from memory or from the
+    run directory's files, so a pass over a replay of millions of jobs holds one row at a time."""
 
-    events: Sequence[Event]
-    timeline: Sequence[TimelineRow]
-    jobs: Sequence[Mapping[str, Any]]
+    events: Callable[[], Iterable[Event]]
+    timeline: Callable[[], Iterable[TimelineRow]]
+    jobs: Callable[[], Iterable[Mapping[str, str]]]
 
 
 def history_of(sink: object) -> History | None:
@@ -52,13 +55,18 @@ def history_of(sink: object) -> History | None:
     sink wrote (read back; its busy GPUs, rounded to 4 decimals, are exact parts again, since
     every grant is a multiple of 1/7 GPU or of 7 parts). None for any other sink."""
     if isinstance(sink, Memory):
-        rows = [{key: "" if value is None else str(value) for key, value in row.items()} for row in sink.rows]
-        return History(sink.log, sink.timeline_rows, rows)
+        memory = sink
+        return History(lambda: memory.log, lambda: memory.timeline_rows, lambda: map(_text_row, memory.rows))
     if isinstance(sink, Files):
         folder = sink.folder
-        return History(list(_read_events(folder / "events.jsonl")), list(_read_timeline(folder / "timeline.csv")),
-                       _read_jobs(folder / "jobs.csv"))  # fmt: skip
+        return History(lambda: _read_events(folder / "events.jsonl"), lambda: _read_timeline(folder / "timeline.csv"),
+                       lambda: _read_jobs(folder / "jobs.csv"))  # fmt: skip
     return None
+
+
+def _text_row(row: Mapping[str, Any]) -> dict[str, str]:
+    """A jobs.csv row as the csv module writes it and reads it back: every value as text."""
+    return {key: "" if value is None else str(value) for key, value in row.items()}
 
 
 def _read_events(path: Path) -> Iterator[Event]:
@@ -76,9 +84,9 @@ def _read_timeline(path: Path) -> Iterator[TimelineRow]:
             yield round(float(row["t_s"]) * MS), row["pool"], int(row["nodes"]), busy_parts, int(row["provisioning"])
 
 
-def _read_jobs(path: Path) -> list[dict[str, str]]:
+def _read_jobs(path: Path) -> Iterator[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+        yield from csv.DictReader(handle)
 
 
 def initial_nodes(pools: Mapping[str, Pool]) -> dict[str, str]:
@@ -186,9 +194,10 @@ def idle_part_ms(history: History, pools: Mapping[str, Pool], end_ms: int,
     state = _State(pools, node_pool, set(node_pool))
     totals = {pool: [0] * len(CAUSES) for pool in pools}
     rates: dict[str, tuple[tuple[Any, ...], tuple[int, ...]]] = {}  # pool -> what its causes depend on, causes
-    changes: list[tuple[int, int, Any]] = [(event[0], 0, event) for event in history.events]
-    changes += [(row[0], 1, row) for row in history.timeline]
-    changes.sort(key=lambda change: change[0])  # stable: each kind keeps its order within an instant
+    # Both streams come in time order; merged by time, each keeps its own order within an instant.
+    events = ((event[0], 0, event) for event in history.events())
+    rows = ((row[0], 1, row) for row in history.timeline())
+    changes: Iterator[tuple[int, int, Any]] = heapq.merge(events, rows, key=lambda change: change[0])
     since = 0
     for t_ms, kind, change in changes:
         if t_ms > since:

@@ -8,19 +8,20 @@ run knows no tokens or requests, and the section is None.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
+from simulator.economics_idle import History
 from simulator.engine import SimResult
 
 
-def section(result: SimResult, jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def section(result: SimResult, history: History) -> dict[str, Any] | None:
     """Per service (or per GPU model): usd_per_million_tokens, usd_per_thousand_requests and the
     throughput assumption behind them; None when the run has no token counts (today: always).
 
     `result` is the finished replay (its ledger prices every service's part-ms exactly);
-    `jobs` are its jobs.csv rows (text values, as written), services having kind `service`."""
-    del result, jobs  # nothing to compute until services carry tokens
+    `history.jobs()` gives its jobs.csv rows (text values, as written; services have kind
+    `service`), `history.events()` and `history.timeline()` the rest, each read afresh."""
+    del result, history  # nothing to compute until services carry tokens
     return None
 
 
