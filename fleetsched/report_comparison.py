@@ -154,7 +154,7 @@ def showback_section(summary: pd.DataFrame) -> str:
 def _busy_gpus(timeline: pd.DataFrame) -> list[tuple[float, float]]:
     """GPUs busy over all pools, hour by hour of the clock, from one run's timeline."""
     wide = timeline.pivot_table(index="t_s", columns="pool", values="gpus_busy", aggfunc="last").ffill().fillna(0.0)
-    return list(zip((wide.index / 3600.0).tolist(), wide.sum(axis=1).tolist(), strict=True))
+    return report_svg.thin(list(zip((wide.index / 3600.0).tolist(), wide.sum(axis=1).tolist(), strict=True)))
 
 
 def charts_section(comparison: Comparison) -> str:

@@ -93,13 +93,14 @@ def jct_points(values: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def timeline_series(run: Run, column: str, end_s: float) -> list[report_svg.Series]:
-    """Per pool, `column` of the timeline over hours, each held to the run's end at `end_s`."""
+    """Per pool, `column` of the timeline over hours, each held to the run's end at `end_s`
+    (thinned to the highest value per interval: `report_svg.thin`)."""
     series = []
     for pool, rows in run.timeline.groupby("pool", sort=True):
         points = list(zip((rows["t_s"] / 3600.0).tolist(), rows[column].astype(float).tolist(), strict=True))
         if points and end_s / 3600.0 > points[-1][0]:
             points.append((end_s / 3600.0, points[-1][1]))
-        series.append(report_svg.Series(str(pool), points, step=True))
+        series.append(report_svg.Series(str(pool), report_svg.thin(points), step=True))
     return series
 
 

@@ -28,6 +28,22 @@ class Series:
     step: bool = False
 
 
+def thin(points: Sequence[tuple[float, float]], limit: int = 1500) -> list[tuple[float, float]]:
+    """At most about `limit` points of a time series in x order: the x range cut into `limit` equal
+    intervals, each shown by its first x and its highest y (peaks stay; a long replay's timeline
+    of a hundred thousand rows stays a small page)."""
+    if len(points) <= limit:
+        return list(points)
+    low, high = points[0][0], points[-1][0]
+    width = (high - low) / limit or 1.0
+    kept: dict[int, tuple[float, float]] = {}
+    for x, y in points:
+        slot = min(limit - 1, int((x - low) / width))
+        first = kept.get(slot)
+        kept[slot] = (x, y) if first is None else (first[0], max(first[1], y))
+    return [kept[slot] for slot in sorted(kept)]
+
+
 def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
@@ -180,4 +196,4 @@ def stacked_bar(title: str, parts_by_name: Mapping[str, float], unit: str) -> st
     return "".join(svg)
 
 
-__all__ = ["Series", "lines", "scatter", "stacked_bar", "ticks"]
+__all__ = ["Series", "lines", "scatter", "stacked_bar", "thin", "ticks"]

@@ -266,3 +266,12 @@ def test_a_summary_figure_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Pa
 
     with pytest.raises(InputError, match=r"summary.json: a figure of the wrong type"):
         render(_edited(run_dir, tmp_path, edit))
+
+
+def test_a_long_timeline_is_thinned_to_the_peak_of_each_interval() -> None:
+    from fleetsched.report_svg import thin
+
+    points = [(float(x), float(x % 10)) for x in range(10_000)]
+    kept = thin(points, limit=100)
+    assert len(kept) == 100 and kept[0] == (0.0, 9.0) and kept[-1] == (9900.0, 9.0)  # each interval's peak is 9
+    assert thin(points[:50], limit=100) == points[:50]
