@@ -67,6 +67,12 @@ class Run:
         """The run directory's name (`default-seed0` in a comparison)."""
         return self.path.name
 
+    def economics(self, *keys: str) -> pd.DataFrame:
+        """A table of summary.json's economics section, by its keys: `economics("showback", "team")`
+        (one row per team: jobs, completed, usd, usd_per_completed_job), `economics("idle_by_cause_usd")`
+        (one row per cause, column `value`); InputError naming summary.json when the run has none."""
+        return economics_table(self.document, keys, self.path / "summary.json")
+
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
@@ -85,6 +91,27 @@ class Comparison:
     jobs: pd.DataFrame
     events: pd.DataFrame
     timeline: pd.DataFrame
+
+    def economics(self, *keys: str) -> pd.DataFrame:
+        """`Run.economics` of every run, stacked, each row tagged with run, profile and seed and
+        its key in column `key`: `comparison.economics("idle_by_cause_usd")`."""
+        return _stacked(self.runs, lambda run: run.economics(*keys).rename_axis("key").reset_index())
+
+
+def economics_table(document: Mapping[str, Any], keys: Sequence[str], source: Path) -> pd.DataFrame:
+    """`document["economics"][keys...]` as a frame: a mapping of mappings one row per key, a
+    mapping of numbers one row per key in column `value`."""
+    node: Any = document
+    for key in ("economics", *keys):
+        if not isinstance(node, Mapping) or key not in node:
+            raise InputError("no such table in the economics section", source=str(source),
+                             field=".".join(("economics", *keys)))  # fmt: skip
+        node = node[key]
+    if not isinstance(node, Mapping):
+        raise InputError("a figure, not a table", source=str(source), field=".".join(("economics", *keys)))
+    if all(isinstance(value, Mapping) for value in node.values()):
+        return pd.DataFrame.from_dict(dict(node), orient="index")
+    return pd.DataFrame({"value": pd.Series(dict(node))})
 
 
 def load_run(path: PathLike) -> Run:
@@ -243,4 +270,5 @@ def _event_records(path: Path) -> Iterator[dict[str, Any]]:
         yield record
 
 
-__all__ = ["Comparison", "Run", "load_comparison", "load_run", "read_csv", "read_events", "read_summary"]
+__all__ = ["Comparison", "Run", "economics_table", "load_comparison", "load_run", "read_csv", "read_events",
+           "read_summary"]

@@ -173,3 +173,25 @@ def test_a_bad_run_inside_a_comparison_is_named(comparison_dir: Path, tmp_path: 
     (comparison / "runs" / "default-seed1" / "summary.json").write_text("[]")
     with pytest.raises(InputError, match=r"default-seed1/summary.json: must be a JSON object"):
         fleetsched.load_comparison(comparison)
+
+
+def test_economics_tables_of_a_run_and_of_a_comparison(run_dir: Path, comparison_dir: Path) -> None:
+    run = fleetsched.load_run(run_dir)
+    teams = run.economics("showback", "team")
+    assert list(teams.index) == ["a", "b"] and teams.loc["a", "usd"] == 0.3 and teams.loc["b", "jobs"] == 1
+    idle = run.economics("idle_by_cause_usd")
+    assert idle.loc["booting", "value"] == 0.4 and round(idle["value"].sum(), 2) == 0.9
+    comparison = fleetsched.load_comparison(comparison_dir)
+    stacked = comparison.economics("idle_by_cause_usd")
+    assert list(stacked.columns) == ["run", "profile", "seed", "key", "value"]
+    assert len(stacked) == 4 * 5
+    first = comparison.runs["default-seed0"].document["economics"]["idle_by_cause_usd"]
+    assert stacked[stacked["run"] == "default-seed0"].set_index("key")["value"].to_dict() == first
+
+
+def test_an_economics_table_the_run_lacks_is_named(run_dir: Path) -> None:
+    run = fleetsched.load_run(run_dir)
+    with pytest.raises(InputError, match=r"summary.json: economics.showback.queue: no such table"):
+        run.economics("showback", "queue")
+    with pytest.raises(InputError, match=r"summary.json: economics.unit.usd_per_completed_job: a figure, not a table"):
+        run.economics("unit", "usd_per_completed_job")
