@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     add_simulation_verbs(verbs)
     add_budget_verbs(verbs)
     add_fill_verbs(verbs)
-    add_report_verbs(verbs)  # fleetsched report RUN|COMPARISON --out report.html
+    add_report_verbs(verbs)  # fleetsched report RUN|COMPARISON|SWEEP --out report.html
 
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the environment
-from scipy import stats  # type: ignore[import-untyped]  # no scipy-stubs in the environment
 
 from fleetsched import report_svg
 from fleetsched.frames import Comparison
@@ -60,6 +59,8 @@ def paired_differences(frame: pd.DataFrame, column: str) -> list[PairedDifferenc
         mean = sum(values) / len(values)
         low = high = None
         if len(values) > 1:
+            from scipy import stats  # type: ignore[import-untyped]  # no stubs; a second to import, so only here
+
             spread = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
             half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1)) * spread / math.sqrt(len(values))
             low, high = mean - half, mean + half

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fleetsched.report import write_report
 from scheduler.errors import InputError
 
 Output = tuple[int, str]
@@ -30,6 +29,8 @@ def run_report(args: argparse.Namespace) -> Output:
     out = Path(args.out)
     if out.suffix.lower() not in SUFFIXES:  # never replace a data file given by mistake
         raise InputError("the report is an .html file; name one", source=args.out, field="--out")
+    from fleetsched.report import write_report  # pandas and scipy: loaded only for this verb
+
     written = write_report(args.source, out)
     return 0, f"wrote {written}"
 

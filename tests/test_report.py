@@ -275,3 +275,14 @@ def test_a_long_timeline_is_thinned_to_the_peak_of_each_interval() -> None:
     kept = thin(points, limit=100)
     assert len(kept) == 100 and kept[0] == (0.0, 9.0) and kept[-1] == (9900.0, 9.0)  # each interval's peak is 9
     assert thin(points[:50], limit=100) == points[:50]
+
+
+def test_the_command_starts_without_pandas_or_scipy() -> None:
+    """Every `fleetsched` command (the extender's included) imports the CLI; the report's pandas
+    and scipy.stats (about a second) are loaded only by `report` and the DataFrame API."""
+    import subprocess
+    import sys
+
+    code = "import sys, fleetsched.cli; print(sorted({'pandas', 'scipy.stats'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
