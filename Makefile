@@ -35,6 +35,15 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The report's test (tests/test_report_chromium.py) opens the HTML report in Debian's headless
+# chromium: install it when it is missing, as python3-venv above.
+.PHONY: chromium
+unit: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found; installing Debian's chromium"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; }
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_plan.py
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
+from simulator import economics
 from simulator.engine import SimResult
 from simulator.inference_economics import inference_section
 from simulator.ledger import MS_PER_HOUR, PARTS
@@ -73,6 +74,7 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
         },
         **({"solver": tally.solver.document()} if tally.solver is not None else {}),
         **_governance(result),
+        "economics": economics.section(result),  # unit economics, showback, spot, idle by cause
         **inference_section(result),
         **summary_section(tally.measured),
     }

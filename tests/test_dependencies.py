@@ -44,7 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     # The GPU node agent beside the extender: NVML, the kubelet's gRPC socket (generated stubs warn), Prometheus.
     "extender/agent": {*STANDARD, "asyncio", "socket", "warnings", "pynvml", "prometheus_client", "grpc", "google",
                        "urllib3", "scheduler", "extender"},
-    "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
+    "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched",
+                   "pandas", "scipy", "html"},  # frames and the HTML report: DataFrames, t quantiles, escaping
 }
 
 

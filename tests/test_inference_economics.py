@@ -83,6 +83,9 @@ def test_cost_per_token_and_request_match_the_hand_computation() -> None:
     assert set(inference["by_service_and_gpu_model"]) == {"chat on A100-80GB", "chat on H100-80GB", "chat on (not run)"}
     assert inference["total"] == inference["by_service"]["chat"]
     assert inference["cluster_usd_per_million_tokens"] == 4.0
+    economics = document["economics"]
+    assert isinstance(economics, dict)
+    assert economics["inference"] == {**inference["total"], "cluster_usd_per_million_tokens": 4.0}
     cost = document["cost_usd"]
     assert isinstance(cost, dict) and cost["total"] == 24.0 and cost["attributed"] == 12.0  # C's $4 is no service's
 
@@ -90,6 +93,8 @@ def test_cost_per_token_and_request_match_the_hand_computation() -> None:
 def test_a_replay_without_services_has_no_inference_key() -> None:
     document = replay([replace(job, served=None) for job in JOBS])
     assert "inference" not in document and document["jobs"] == replay(JOBS)["jobs"]
+    economics = document["economics"]
+    assert isinstance(economics, dict) and economics["inference"] is None
 
 
 def test_the_run_directory_counts_the_services_of_jobs_it_forgot(tmp_path: Path) -> None:
