@@ -21,6 +21,7 @@ from fleetsched import api
 from fleetsched.budget_verbs import add_budget_verbs
 from fleetsched.fill_verbs import add_fill_verbs
 from fleetsched.simulate_verbs import add_simulation_verbs
+from fleetsched.sweep_verbs import add_sweep_verb
 from fleetsched.trace_verbs import add_trace_verbs
 from scheduler import mig
 from scheduler.catalog import default_catalog
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     add_simulation_verbs(verbs)
     add_budget_verbs(verbs)
     add_fill_verbs(verbs)
+    add_sweep_verb(verbs)
 
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")
