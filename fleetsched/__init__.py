@@ -12,3 +12,8 @@ the scheduling core, the policies, the traces and each world know nothing of it.
 from fleetsched.api import Plan, compare, load_profile, plan, simulate, survey
 
 __all__ = ["Plan", "compare", "load_profile", "plan", "simulate", "survey"]
+
+# Sweeps (docs/sweep.md): the package attribute `sweep` is the function; the module is fleetsched.sweep in sys.modules.
+from fleetsched.sweep import load_sweep, sweep
+
+__all__ += ["load_sweep", "sweep"]

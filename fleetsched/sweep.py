@@ -51,7 +51,7 @@ class SweepReport:
     reused: int
 
 
-def run_sweep(  # noqa: PLR0913 - the command's options, one keyword each
+def run_sweep(
     grid: str | Path,
     out: str | Path,
     *,
@@ -79,7 +79,7 @@ def run_sweep(  # noqa: PLR0913 - the command's options, one keyword each
     return SweepReport(folder, len(planned), len(pending), len(planned) - len(pending))
 
 
-def sweep(  # noqa: PLR0913 - as run_sweep
+def sweep(
     grid: str | Path,
     out: str | Path,
     *,

@@ -20,14 +20,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import policies
 from fleetsched import api
-from fleetsched.sweep_grid import Grid, Value, spot_pairs
+from fleetsched.sweep_grid import Grid, Value, score_names, spot_pairs
 from scheduler.cluster import Cluster, load_cluster
 from scheduler.errors import InputError
-from scheduler.model import Capacity, Job, Pool
+from scheduler.model import Job, Pool
 from scheduler.profile import Profile
 from simulator.compare import run_names
 from simulator.metrics import summary
@@ -85,7 +85,7 @@ def _applies(axis: str, profile: Profile) -> bool:
     if axis.startswith("solver."):
         return profile.placer == "cpsat"
     if axis.startswith("score."):
-        return any(plugin.name == axis.removeprefix("score.") for plugin, _ in profile.score)
+        return axis.removeprefix("score.") in score_names(profile)
     return True
 
 
@@ -125,11 +125,12 @@ def plan_cells(grid: Grid) -> list[tuple[int, CellSpec]]:
         profile = grid.loaded[number]
         axes = tuple((axis.name, value if _applies(axis.name, profile) else None)
                      for axis, value in zip(grid.axes, values, strict=True))  # fmt: skip
-        sizes = tuple((name, value) for name, value in axes if name.startswith(("pool.", "cluster.")) and value is not None)
+        sizes = tuple((name, value) for name, value in axes
+                      if name.startswith(("pool.", "cluster.")) and value is not None)  # fmt: skip
         if sizes not in checked:
             try:
                 apply_cluster(grid.cluster, dict(sizes))
-            except _Clash as clash:
+            except ClashError as clash:
                 grid.file.fail(["axes", *clash.axis.split(".", 2)], clash.problem)
             checked.add(sizes)
         inputs = {**common, "profile": {"name": names[number], "sha256": profile_sha[number]}, "seed": seed,
@@ -146,7 +147,9 @@ def _profile_path(reference: str) -> Path:
     return Path(reference) if Path(reference).suffix == ".toml" else policies.PROFILES_DIR / f"{reference}.toml"
 
 
-class _Clash(Exception):
+class ClashError(Exception):
+    """Node counts a cell sets that contradict each other (`apply_cluster`), at the axis `axis`."""
+
     def __init__(self, axis: str, problem: str) -> None:
         super().__init__(problem)
         self.axis = axis
@@ -157,14 +160,12 @@ def apply_cluster(cluster: Cluster, overrides: Mapping[str, Value]) -> Cluster:
     """`cluster` with a cell's cluster and pool axes applied: `cluster.spot_share` first, then
     each `pool.<name>.<setting>`. Node counts a cell does not set follow the ones it does
     (a fixed-size pool given `nodes` stays fixed at that size; otherwise min_nodes is lowered
-    and max_nodes raised as needed); counts the cell sets that contradict each other raise _Clash."""
+    and max_nodes raised as needed); counts the cell sets that contradict each other raise ClashError."""
     pools = dict(cluster.pools)
     share = overrides.get("cluster.spot_share")
     if share is not None:
-        for spot, others in spot_pairs(cluster).values():
-            on_demand = [name for name in others if pools[name].capacity is Capacity.ON_DEMAND]
-            if len(on_demand) == 1:
-                pools[spot], pools[on_demand[0]] = _split(pools[spot], pools[on_demand[0]], float(share))
+        for spot, on_demand in spot_pairs(cluster).values():
+            pools[spot], pools[on_demand] = _split(pools[spot], pools[on_demand], float(share))
     for name, pool in cluster.pools.items():
         given = {key.rsplit(".", 1)[1]: value for key, value in overrides.items() if key.startswith(f"pool.{name}.")}
         if given:
@@ -173,7 +174,8 @@ def apply_cluster(cluster: Cluster, overrides: Mapping[str, Value]) -> Cluster:
 
 
 def _split(spot: Pool, on_demand: Pool, share: float) -> tuple[Pool, Pool]:
-    """The two pools' node counts added up, `share` of each total (rounded half up) made spot."""
+    """The two pools' node counts added up, `share` of each total (rounded half up) made spot.
+    Rounding each count the same way keeps min_nodes <= nodes <= max_nodes in both pools."""
     counts = {}
     for key in ("nodes", "min_nodes", "max_nodes"):
         total = getattr(spot, key) + getattr(on_demand, key)
@@ -196,9 +198,10 @@ def _pool(pool: Pool, original: Pool, given: Mapping[str, Value], name: str) -> 
         values["nodes"] = min(max(values["nodes"], values["min_nodes"]), values["max_nodes"])
     if not values["min_nodes"] <= values["nodes"] <= values["max_nodes"]:
         shown = ", ".join(f"{key} = {value}" for key, value in sorted(counts.items()))
-        raise _Clash(f"pool.{name}.{sorted(counts)[0]}", f"the cell with {shown} has min_nodes {values['min_nodes']}"
-                     f" <= nodes {values['nodes']} <= max_nodes {values['max_nodes']} false")  # fmt: skip
-    changed = replace(pool, **values)
+        got = f"{values['min_nodes']} <= {values['nodes']} <= {values['max_nodes']}"
+        raise ClashError(f"pool.{name}.{sorted(counts)[0]}",
+                         f"need min_nodes <= nodes <= max_nodes, got {got} in the cell with {shown}")
+    changed = replace(pool, nodes=values["nodes"], min_nodes=values["min_nodes"], max_nodes=values["max_nodes"])
     if "usd_per_node_hour" in given:
         changed = replace(changed, usd_per_node_hour=float(given["usd_per_node_hour"]), price_source="sweep grid")
     if "interruptions_per_node_hour" in given:
@@ -210,8 +213,8 @@ def apply_profile(profile: Profile, overrides: Mapping[str, Value]) -> Profile:
     """`profile` with a cell's solver options and score weights."""
     solver = {key.removeprefix("solver."): value for key, value in overrides.items() if key.startswith("solver.")}
     weights = {key.removeprefix("score."): int(value) for key, value in overrides.items() if key.startswith("score.")}
-    score = tuple((plugin, weights.get(plugin.name, weight)) for plugin, weight in profile.score)
-    return replace(profile, solver=replace(profile.solver, **solver), score=score)
+    score = tuple((plugin, weights.get(str(getattr(plugin, "name", "")), weight)) for plugin, weight in profile.score)
+    return replace(profile, solver=replace(profile.solver, **cast(dict[str, Any], solver)), score=score)
 
 
 def apply_trace(jobs: Sequence[Job], overrides: Mapping[str, Value]) -> list[Job]:

@@ -34,6 +34,8 @@ Value = int | float
 #: A grid larger than this is most likely a typo (each cell is a whole replay); `sample` draws fewer.
 MAX_CELLS = 100_000
 MAX_SEED = 2**32 - 1
+#: Score weights are small integers (the bundled profiles use 1 to 3); a million is a typo.
+MAX_WEIGHT = 1_000_000
 #: Jobs arrive at most this many times faster or slower than the trace says: past it, a
 #: replay of a day becomes seconds or years, which no question about a cluster needs.
 MAX_ARRIVAL_RATE = 1000.0
@@ -269,12 +271,17 @@ def _score_axes(file: GridFile, raw: object, loaded: Sequence[Profile]) -> list[
     axes = []
     for name, values in _table(file, ["axes", "score"], raw).items():
         path = ["axes", "score", name]
-        if not any(plugin.name == name for profile in loaded for plugin, _ in profile.score):
-            used = sorted({plugin.name for profile in loaded for plugin, _ in profile.score})
+        if not any(name in score_names(profile) for profile in loaded):
+            used = sorted({used for profile in loaded for used in score_names(profile)})
             file.fail(path, f"no profile of the grid scores with {name}; they use {', '.join(used) or 'none'}")
-        weights = tuple(_whole(file, path, value, least=1) for value in _values(file, path, values))
+        weights = tuple(_whole(file, path, value, least=1, most=MAX_WEIGHT) for value in _values(file, path, values))
         axes.append(Axis(f"score.{name}", weights))
     return axes
+
+
+def score_names(profile: Profile) -> set[str]:
+    """The names of the score plugins `profile` weighs."""
+    return {str(getattr(plugin, "name", "")) for plugin, _ in profile.score}
 
 
 def _pool_axes(file: GridFile, raw: object, cluster: Cluster) -> list[Axis]:
@@ -300,16 +307,16 @@ def _pool_axes(file: GridFile, raw: object, cluster: Cluster) -> list[Axis]:
     return axes
 
 
-def spot_pairs(cluster: Cluster) -> dict[str, tuple[str, list[str]]]:
-    """Per GPU model with one spot pool and other pools: (the spot pool, the others)."""
-    pairs: dict[str, tuple[str, list[str]]] = {}
-    models = dict.fromkeys(pool.gpu.name for pool in cluster.pools.values())
-    for model in models:
+def spot_pairs(cluster: Cluster) -> dict[str, tuple[str, str]]:
+    """Per GPU model with exactly one spot pool and one on-demand pool: their names (reserved
+    pools, bought ahead, are not part of the share)."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for model in dict.fromkeys(pool.gpu.name for pool in cluster.pools.values()):
         mine = [pool for pool in cluster.pools.values() if pool.gpu.name == model]
         spot = [pool.name for pool in mine if pool.capacity is Capacity.SPOT]
-        others = [pool.name for pool in mine if pool.capacity is not Capacity.SPOT]
-        if len(spot) == 1 and others:
-            pairs[model] = (spot[0], others)
+        on_demand = [pool.name for pool in mine if pool.capacity is Capacity.ON_DEMAND]
+        if len(spot) == 1 and len(on_demand) == 1:
+            pairs[model] = (spot[0], on_demand[0])
     return pairs
 
 
@@ -321,7 +328,7 @@ def _cluster_axes(file: GridFile, raw: object, cluster: Cluster) -> list[Axis]:
         if key != "spot_share":
             file.fail(path, "unknown cluster setting; [axes.cluster] has spot_share")
         if not spot_pairs(cluster):
-            file.fail(path, f"no GPU model of {Path(cluster.source).name} has one spot pool and another pool to share with")
+            file.fail(path, f"no GPU model of {Path(cluster.source).name} has one spot pool and one on-demand pool")
         axes.append(Axis("cluster.spot_share", tuple(_number(file, path, value, most=1.0)
                                                      for value in _values(file, path, values))))  # fmt: skip
     return axes

@@ -40,7 +40,8 @@ def run_sweep_verb(args: argparse.Namespace) -> Output:
     if args.dry_run:
         grid = load_grid(args.grid)
         sampled = f", a sample of {grid.sample:,}" if grid.sample else ""
-        return 0, f"{args.grid}: ok ({grid.size():,} grid points{sampled}; {len(grid.axes)} axes besides profiles, seeds)"
+        axes = len(grid.axes)
+        return 0, f"{args.grid}: ok ({grid.size():,} grid points{sampled}; {axes} axes besides profiles and seeds)"
     started = time.monotonic()
     report = run_sweep(args.grid, args.out, backend=args.backend, address=args.address, workers=args.workers,
                        progress=_progress if sys.stderr.isatty() else None)  # fmt: skip
