@@ -68,12 +68,17 @@ def run_sweep(
     check_options(backend, address, workers)
     checked = load_grid(grid)
     planned = plan_cells(checked)
-    folder = prepare(out)
-    pending = [spec for _, spec in planned if not (folder / "cells" / spec.key).is_dir()]
+    check_out(out)
+    pending = [spec for _, spec in planned if not (Path(out) / "cells" / spec.key).is_dir()]
     log.info("sweep %s: %d cells, %d to run", grid, len(planned), len(pending))
-    if backend == "ray":
-        _run_ray(pending, folder, checked, address, workers, progress)
+    if backend == "ray" and pending:
+        from fleetsched import sweep_ray  # imported on use: Ray takes seconds to import
+
+        with sweep_ray.session(address, workers):  # an unreachable cluster stops here, before --out is made
+            folder = prepare(out)
+            _run_ray(pending, folder, checked, progress)
     else:
+        folder = prepare(out)
         _run_local(pending, folder, workers, progress, runner)
     write_results(folder, planned, checked)
     return SweepReport(folder, len(planned), len(pending), len(planned) - len(pending))
@@ -116,9 +121,8 @@ def check_options(backend: str, address: str | None, workers: int | None, *, opt
         raise InputError(f"must be at least 1 (leave it out for one per core), got {workers}", field=field("workers"))
 
 
-def prepare(out: str | Path) -> Path:
-    """The sweep directory: made when new, taken when empty or an earlier sweep's (it carries
-    MARKER), refused otherwise; temporary cell folders a killed sweep left are removed."""
+def check_out(out: str | Path) -> None:
+    """InputError (`--out`) unless `out` is new, empty or an earlier sweep's (it carries MARKER); creates nothing."""
     path = Path(out)
     if not str(out).strip():
         raise InputError("name a directory to write", field="--out")
@@ -127,6 +131,13 @@ def prepare(out: str | Path) -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / MARKER).is_file():
         raise InputError("holds other files; name a new or empty directory, or an earlier sweep's",
                          source=str(out), field="--out")  # fmt: skip
+
+
+def prepare(out: str | Path) -> Path:
+    """The sweep directory (`check_out`), made when new and marked; the temporary cell folders
+    a killed sweep left are removed."""
+    check_out(out)
+    path = Path(out)
     try:
         (path / "cells").mkdir(parents=True, exist_ok=True)
         (path / MARKER).write_text("fleetsched sweep directory: cells/<key>/ are reused by later sweeps\n")
@@ -180,36 +191,26 @@ def _run_local(pending: Sequence[CellSpec], folder: Path, workers: int | None, p
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(pending: Sequence[CellSpec], folder: Path, grid: Grid, address: str | None, workers: int | None,
-             progress: Progress | None) -> None:  # fmt: skip
-    """Runs the cells as Ray tasks on the cluster at `address` (a local instance without one).
-    The inputs travel as bytes in Ray's object store, so the cluster's nodes need fleetsched
-    (the same version: each task checks) but not the files."""
-    if not pending:
-        return
-    import ray  # imported on use: Ray takes seconds to import and only this backend needs it
+def _run_ray(pending: Sequence[CellSpec], folder: Path, grid: Grid, progress: Progress | None) -> None:
+    """Runs the cells as Ray tasks on the connected cluster (`sweep_ray.session`). The inputs
+    travel as bytes in Ray's object store, so the cluster's nodes need fleetsched (the same
+    version: each task checks) but not the files."""
+    import ray
 
     from fleetsched import sweep_ray
 
-    started = not ray.is_initialized()
-    if started:
-        sweep_ray.connect(address, workers)
-    try:
-        files = sweep_ray.shipped(grid, pending)
-        remote = ray.remote(num_cpus=1)(sweep_ray.run_shipped)
-        running = {remote.remote(spec, *files.refs(spec)): spec for spec in pending}
-        done = 0
-        while running:
-            finished, _ = ray.wait(list(running), num_returns=1)
-            for reference in finished:
-                spec = running.pop(reference)
-                write_cell(folder, spec, ray.get(reference))
-                done += 1
-                if progress is not None:
-                    progress(done, len(pending))
-    finally:
-        if started:
-            ray.shutdown()
+    files = sweep_ray.shipped(grid, pending)
+    remote = ray.remote(num_cpus=1)(sweep_ray.run_shipped)
+    running = {remote.remote(spec, *files.refs(spec)): spec for spec in pending}
+    done = 0
+    while running:
+        finished, _ = ray.wait(list(running), num_returns=1)
+        for reference in finished:
+            spec = running.pop(reference)
+            write_cell(folder, spec, ray.get(reference))
+            done += 1
+            if progress is not None:
+                progress(done, len(pending))
 
 
 def _axis_type(values: Sequence[object]) -> pyarrow.DataType:

@@ -9,8 +9,10 @@ the same fleetsched (`run_cell` refuses to run under another code version).
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,17 +26,46 @@ from scheduler.errors import InputError
 INPUTS = "fleetsched-sweep-inputs"
 
 
-def connect(address: str | None, workers: int | None) -> None:
-    """Connects to the Ray cluster at `address`, or starts a local instance of `workers` CPUs
-    (all when None) whose workers import this fleetsched."""
+#: How long to wait for a Ray cluster's address to accept a connection (Ray itself retries for minutes).
+REACH_TIMEOUT_S = 10.0
+
+
+@contextmanager
+def session(address: str | None, workers: int | None) -> Iterator[None]:
+    """Connected to Ray for the block: to the cluster at `address`, or to a local instance of
+    `workers` CPUs (all when None) whose workers import this fleetsched; disconnected (the local
+    instance stopped) after it. A connection the caller made already is used and kept."""
+    if ray.is_initialized():
+        yield
+        return
     if address is None:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
-        return
+    else:
+        _reach(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise InputError(f"cannot connect to a Ray cluster there: {error}", field="--address") from None
     try:
-        ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise InputError(f"cannot connect to a Ray cluster there: {error}", field="--address") from None
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _reach(address: str) -> None:
+    """InputError unless `address` (HOST:PORT; `auto` and ray:// addresses are left to Ray) accepts a connection."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"must be HOST:PORT of a Ray head (or auto, or ray://HOST:PORT), got {address!r}",
+                         field="--address")  # fmt: skip
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as error:
+        raise InputError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}",
+                         field="--address") from None  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,13 @@ def test_a_sample_draws_distinct_cells_by_its_seed(tmp_path: Path) -> None:
     first = sampled(1)
     assert len(first) == len(set(first)) == 5 and first == sorted(first) and max(first) < 40
     assert sampled(1) == first and sampled(2) != first
+
+
+def test_a_worker_running_other_code_refuses_the_cell(tmp_path: Path) -> None:
+    _, spec = plan_cells(load_grid(grid_file(tmp_path)))[0]
+    stale = replace(spec, inputs={**spec.inputs, "code": "0.0.9+0123456789abcdef"})
+    with pytest.raises(InputError, match=r"this worker runs fleetsched \S+\+[0-9a-f]{16}, the sweep 0\.0\.9\+0123456789abcdef"):
+        run_cell(stale)
 
 
 class FailingRunner:
