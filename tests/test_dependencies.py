@@ -43,8 +43,9 @@ ALLOWED: dict[str, set[str]] = {
     "extender": {*STANDARD, "asyncio", "socket", "hmac", "kubernetes", "urllib3", "scheduler", "policies", "extender"},
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched"},
 }
-# Sweeps (fleetsched/sweep*.py): cells keyed by sha256, results as Parquet and DataFrames, Ray tasks.
-ALLOWED["fleetsched"] |= {"pandas", "pyarrow", "ray", "hashlib"}
+# Sweeps (fleetsched/sweep*.py): cells keyed by sha256, results as Parquet and DataFrames, Ray tasks (socket:
+# whether a Ray address answers before Ray retries for minutes).
+ALLOWED["fleetsched"] |= {"pandas", "pyarrow", "ray", "hashlib", "socket"}
 
 
 def imports(path: Path) -> set[str]:

@@ -80,6 +80,14 @@ def test_the_example_grid_has_270_cells_and_solver_weights_only_for_cpsat() -> N
     assert indices == sorted(indices) and indices[0] == 0
 
 
+def test_the_grid_in_the_docs_is_the_example_grid() -> None:
+    text = (ROOT / "docs/sweep.md").read_text(encoding="utf-8")
+    shown = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    keys = [line.split("#")[0].strip() for line in shown.splitlines() if line.split("#")[0].strip()]
+    sample = (SAMPLES / "sweep-example.toml").read_text(encoding="utf-8")
+    assert keys == [line.split("#")[0].strip() for line in sample.splitlines() if line.split("#")[0].strip()]
+
+
 def test_spot_share_splits_each_count_of_the_spot_and_on_demand_pools() -> None:
     cluster = load_cluster(SAMPLES / "demo-cluster.toml")  # h100-od and h100-spot: 2 nodes (min 2), max 8 each
     shared = apply_cluster(cluster, {"cluster.spot_share": 0.25}).pools
