@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ MARKER = ".fleetsched-sweep"
 RESULTS = "results.parquet"
 BACKENDS = ("local", "ray")
 METRICS = tuple(name for name in COLUMNS if name not in ("profile", "seed"))
+PARENT_CHECK_S = 0.5
 _COUNTS = {"jobs", "completed", "unfinished", "preemptions", "job_interruptions"}
 Runner = Callable[[CellSpec], dict[str, Any]]
 Progress = Callable[[int, int], None]
@@ -175,7 +178,7 @@ def _run_local(pending: Sequence[CellSpec], folder: Path, workers: int | None, p
             if progress is not None:
                 progress(done, len(pending))
         return
-    pool = ProcessPoolExecutor(max_workers=count)
+    pool = ProcessPoolExecutor(max_workers=count, initializer=_end_with_parent, initargs=(os.getpid(),))
     try:
         futures: dict[Future[dict[str, Any]], CellSpec] = {pool.submit(runner, spec): spec for spec in pending}
         done = 0
@@ -189,6 +192,18 @@ def _run_local(pending: Sequence[CellSpec], folder: Path, workers: int | None, p
                     progress(done, len(pending))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker process' initializer: the worker ends once the sweep that started it is gone.
+    A sweep killed with SIGKILL cannot tell its workers, which would otherwise wait forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
 
 
 def _run_ray(pending: Sequence[CellSpec], folder: Path, grid: Grid, progress: Progress | None) -> None:

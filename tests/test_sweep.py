@@ -45,7 +45,7 @@ def counting_runner(spec: CellSpec) -> dict[str, object]:
     """run_cell, leaving one marker file per execution in $SWEEP_TEST_MARKERS (slowed by $SWEEP_TEST_DELAY_S)."""
     markers = Path(os.environ["SWEEP_TEST_MARKERS"])
     markers.mkdir(parents=True, exist_ok=True)
-    (markers / f"{spec.key}.{uuid.uuid4().hex}").touch()
+    (markers / f"{spec.key}.{os.getpid()}.{uuid.uuid4().hex}").touch()
     if os.environ.get("SWEEP_TEST_DELAY_S"):
         import time
 
@@ -259,6 +259,47 @@ def test_a_killed_sweep_keeps_its_done_cells_and_the_restart_runs_only_the_rest(
     assert not list((out / "cells").glob(".partial-*"))
     run_sweep(grid, tmp_path / "whole", workers=1)
     assert (out / "results.parquet").read_bytes() == (tmp_path / "whole/results.parquet").read_bytes()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_worker_processes_end_when_the_sweep_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    markers = tmp_path / "markers"
+    script = ("import sys; from fleetsched.sweep import run_sweep; from tests.test_sweep import counting_runner; "
+              "run_sweep(sys.argv[1], sys.argv[2], workers=2, runner=counting_runner)")  # fmt: skip
+    env = {**os.environ, "SWEEP_TEST_MARKERS": str(markers), "SWEEP_TEST_DELAY_S": "2", "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", script, str(grid_file(tmp_path)), str(tmp_path / "sweep")],
+                             cwd=ROOT, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(markers.glob("*"))) < 2 if markers.exists() else True:
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)  # the sweep alone, not its workers
+        child.wait()
+    workers = {int(marker.name.split(".")[1]) for marker in markers.glob("*")}
+    assert len(workers) == 2 and child.pid not in workers
+    deadline = time.monotonic() + 10
+    try:
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its sweep"
+            time.sleep(0.1)
+    finally:
+        for pid in workers:  # leave no process behind when the test fails
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_python_api_returns_the_table(tmp_path: Path) -> None:
