@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -196,7 +197,9 @@ def _run_local(pending: Sequence[CellSpec], folder: Path, workers: int | None, p
 
 def _end_with_parent(parent: int) -> None:
     """A worker process' initializer: the worker ends once the sweep that started it is gone.
-    A sweep killed with SIGKILL cannot tell its workers, which would otherwise wait forever."""
+    A sweep killed with SIGKILL cannot tell its workers, which would otherwise wait forever.
+    Ctrl-C is left to the sweep, which stops handing out cells and lets the running ones end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

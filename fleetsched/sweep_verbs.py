@@ -15,6 +15,7 @@ from fleetsched.sweep import RESULTS, check_options, run_sweep
 from fleetsched.sweep_grid import load_grid
 
 Output = tuple[int, str]
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 
 def add_sweep_verb(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,8 +44,11 @@ def run_sweep_verb(args: argparse.Namespace) -> Output:
         axes = len(grid.axes)
         return 0, f"{args.grid}: ok ({grid.size():,} grid points{sampled}; {axes} axes besides profiles and seeds)"
     started = time.monotonic()
-    report = run_sweep(args.grid, args.out, backend=args.backend, address=args.address, workers=args.workers,
-                       progress=_progress if sys.stderr.isatty() else None)  # fmt: skip
+    try:
+        report = run_sweep(args.grid, args.out, backend=args.backend, address=args.address, workers=args.workers,
+                           progress=_progress if sys.stderr.isatty() else None)  # fmt: skip
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED, f"interrupted; the cells done are kept in {args.out}/cells: rerun to resume"
     took = time.monotonic() - started
     return 0, (f"{report.cells} cells: ran {report.ran}, {report.reused} already done ({took:.1f} s)\n"
                f"wrote {args.out}/{RESULTS}")
