@@ -29,6 +29,7 @@ from scheduler.model import Capacity
 from scheduler.profile import Profile, SolverOptions
 from scheduler.tomlfile import TomlDocument
 from simulator.compare import MAX_SEEDS
+from traces.formats import FORMATS
 
 Value = int | float
 #: A grid larger than this is most likely a typo (each cell is a whole replay); `sample` draws fewer.
@@ -144,8 +145,8 @@ def load_grid(path: str | Path) -> Grid:
     trace = _input_file(file, folder, "trace")
     cluster_path = _input_file(file, folder, "cluster")
     trace_format = data.get("format")
-    if trace_format is not None and (not isinstance(trace_format, str) or not trace_format.strip()):
-        file.fail(["format"], f"must be a trace format's name, got {trace_format!r}")
+    if trace_format is not None and trace_format not in FORMATS:
+        file.fail(["format"], f"unknown format {trace_format!r}; known: {', '.join(FORMATS)} (or leave it out)")
     cluster = load_cluster(cluster_path)  # a mistake in the cluster file names that file
     round_s = _number(file, ["round_s"], data.get("round_s", 0.0), most=365 * 24 * 3600.0)
     axes_table = data.get("axes")

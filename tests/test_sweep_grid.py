@@ -25,6 +25,7 @@ CASES = [
     ("missing-trace-file", 'trace = "nowhere.jsonl"\n' + HEAD.splitlines()[1] + "\n" + AXES, 1, "trace",
      "no such file"),
     ("trace-not-text", "trace = 3\n" + HEAD.splitlines()[1] + "\n" + AXES, 1, "trace", "must be a path"),
+    ("unknown-format", 'format = "philly-2017"\n' + HEAD + AXES, 1, "format", "unknown format 'philly-2017'; known:"),
     ("no-axes", HEAD, None, "axes", "required table"),
     ("unknown-axis", HEAD + AXES + "policies = [1]\n", 6, "axes.policies", "unknown axis"),
     ("unknown-profile", HEAD + '[axes]\nprofiles = ["default", "fastest"]\n', 4, "axes.profiles",
