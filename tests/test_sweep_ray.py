@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,25 @@ def test_ray_tasks_on_a_local_instance_give_the_bytes_of_local_processes(tmp_pat
     table = fleetsched.sweep(path, tmp_path / "ray", backend="ray", workers=2)
     assert len(table) == 8 and set(table["profile"]) == {"default", "mine"}
     same_sweeps(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_task_replays_its_cell_from_the_shipped_bytes_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetsched import sweep_ray
+    from fleetsched.sweep_cells import plan_cells, run_cell
+    from fleetsched.sweep_grid import load_grid
+
+    (_, spec), *_ = [cell for cell in plan_cells(load_grid(grid(tmp_path))) if cell[1].profile.endswith(".toml")]
+    expected = run_cell(spec)
+    blobs = [Path(path).read_bytes() for path in (spec.trace, spec.cluster, spec.profile)]
+    node = tmp_path / "node"  # another machine's temporary folder: the files are not there
+    monkeypatch.setattr(sweep_ray.tempfile, "gettempdir", lambda: str(node))
+    moved = replace(spec, trace="/nowhere/demo-jobs.jsonl", cluster="/nowhere/demo-cluster.toml",
+                    profile="/nowhere/mine.toml")  # fmt: skip
+    assert sweep_ray.run_shipped(moved, *blobs) == expected
+    placed = sorted(path.relative_to(node / sweep_ray.INPUTS).as_posix() for path in node.rglob("*") if path.is_file())
+    assert placed == sorted([f"{spec.inputs['trace_sha256']}/demo-jobs.jsonl",
+                             f"{spec.inputs['cluster_sha256']}/demo-cluster.toml",
+                             f"{spec.inputs['profile']['sha256']}/mine.toml"])  # fmt: skip
 
 
 def _free_port() -> int:
