@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from fleetsched.api import Plan, compare, load_profile, plan, simulate, survey
 
+# Sweeps (docs/sweep.md): the package attribute `sweep` is the function (imported after its
+# module, so the name is rebound to it); the module stays fleetsched.sweep in sys.modules.
+from fleetsched.sweep import load_sweep, sweep
+
 __all__ = ["Plan", "compare", "load_profile", "plan", "simulate", "survey"]
+__all__ += ["load_sweep", "sweep"]
 
 # Run and comparison directories as pandas DataFrames (fleetsched.frames), imported when first
 # used: pandas would add a quarter of a second to every command.

@@ -23,6 +23,7 @@ from fleetsched.budget_verbs import add_budget_verbs
 from fleetsched.fill_verbs import add_fill_verbs
 from fleetsched.report_verbs import add_report_verbs
 from fleetsched.simulate_verbs import add_simulation_verbs
+from fleetsched.sweep_verbs import add_sweep_verb
 from fleetsched.trace_verbs import add_trace_verbs
 from fleetsched.usage_verbs import add_usage_verbs
 from scheduler import mig
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     add_agent_verbs(verbs)
     add_usage_verbs(verbs)
     add_report_verbs(verbs)  # fleetsched report RUN|COMPARISON|SWEEP --out report.html
+    add_sweep_verb(verbs)
 
     extender = verbs.add_parser("extender", help="run the Kubernetes scheduler extender (filter, prioritize, bind)")
     extender.add_argument("--config", required=True, help="extender configuration (TOML; see deploy/README.md)")

@@ -47,6 +47,9 @@ ALLOWED: dict[str, set[str]] = {
     "fleetsched": {*STANDARD, "scheduler", "policies", "traces", "simulator", "extender", "fleetsched",
                    "pandas", "scipy", "html"},  # frames and the HTML report: DataFrames, t quantiles, escaping
 }
+# Sweeps (fleetsched/sweep*.py): cells keyed by sha256, results as Parquet and DataFrames, Ray tasks (socket:
+# whether a Ray address answers before Ray retries for minutes).
+ALLOWED["fleetsched"] |= {"pandas", "pyarrow", "ray", "hashlib", "socket"}
 
 
 def imports(path: Path) -> set[str]:
