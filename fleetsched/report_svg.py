@@ -8,6 +8,7 @@ series list gives a chart saying "no data".
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,12 +135,22 @@ def _frame(series: Sequence[Series], y_from_zero: bool) -> _Frame:
 
 
 def scatter(title: str, series: Sequence[Series], x_title: str, y_title: str,
-            means: Mapping[str, tuple[float, float]] | None = None) -> str:  # fmt: skip
-    """Points per series (one per seed), and each series' mean as a larger ringed marker."""
+            means: Mapping[str, tuple[float, float]] | None = None,
+            front: Sequence[tuple[float, float]] = ()) -> str:  # fmt: skip
+    """Points per series (one per seed), each series' mean as a larger ringed marker, and a
+    Pareto `front` (points by rising x) as the staircase bounding what it dominates."""
     if not any(one.points for one in series):
         return _empty(title)
     frame = _frame(series, y_from_zero=True)
     parts = [*_open(title), *_axes(frame, x_title, y_title)]
+    if front:
+        # From each point right to the next one's x at this point's y, then down: the corners
+        # are the worst of two neighbours, so everything above and right of the line is beaten.
+        corners = [front[0]]
+        for (_, y_before), (x, y) in itertools.pairwise(front):
+            corners += [(x, y_before), (x, y)]
+        points = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in corners)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="#222" stroke-width="1.4"/>')
     for index, one in enumerate(series):
         for x, y in one.points:
             parts.append(f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="4" fill="{color(index)}" '

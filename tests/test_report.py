@@ -206,6 +206,21 @@ def test_a_sweep_report_shows_every_cell_and_its_front(tmp_path: Path) -> None:
     assert money(25.0) in cells and "Cost against p95 queue time, every cell" in html
 
 
+def test_the_front_is_drawn_as_the_staircase_bounding_what_it_beats() -> None:
+    """By rising queue: b3 (10 s, $20), b1 (50 s, $12), a2 (90 s, $10); each step runs right at
+    the cost of the point before, then down: corners (50, 20) and (90, 12), the worse of two neighbours."""
+    from fleetsched import report_svg
+    from fleetsched.report_sweep import _chart, pareto_front
+
+    svg = _chart(sweep_table(), pareto_front(sweep_table()))
+    frame = report_svg._frame([report_svg.Series("all", [(q, c) for q, c in zip(sweep_table()["queue_p95_s"],
+                                                                                sweep_table()["cost_usd"], strict=True)])],
+                              y_from_zero=True)
+    expected = [(10, 20), (50, 20), (50, 12), (90, 12), (90, 10)]
+    points = " ".join(f"{frame.x(q):.1f},{frame.y(c):.1f}" for q, c in expected)
+    assert f'<polyline points="{points}"' in svg
+
+
 def test_a_sweep_table_that_is_not_parquet_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "results.parquet").write_text("cell,cost_usd\na,1\n")
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
