@@ -1,6 +1,6 @@
 # fleetsched: the two commands of the README, each setting up its own virtual environment.
 #   make demo   runs the main job on the bundled default: compare the starter profiles on a
-#               bundled trace and cluster (out/demo/: comparison.csv, plots, one run directory each)
+#               bundled trace and cluster (out/demo/: comparison.csv, plots, report.html, one run directory each)
 #   make test   runs ruff, mypy --strict and the whole test suite with coverage
 
 PYTHON ?= python3
@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fleetsched compare --trace traces/samples/synth-2days.jsonl --cluster traces/samples/elastic-spot-cluster.toml \
 	  --profiles default,binpack,cost-greedy --seeds 3 --out out/demo --force
+	$(BIN)/fleetsched report out/demo --out out/demo/report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check scheduler policies simulator extender traces fleetsched tests benchmarks notebooks
