@@ -68,7 +68,7 @@ def test_the_report_renders_offline_without_console_errors_and_holds_the_summari
     dom = result.stdout
     assert "<h1>fleetsched report: comparison demo</h1>" in dom
     comparison = fleetsched.load_comparison(report.parent / "demo")
-    assert len(comparison.runs) == 4
+    assert len(comparison.runs) == 9  # 3 profiles x 3 seeds
     for run in comparison.runs.values():
         document = run.document
         for figure in (money(document["cost_usd"]["total"]), money(document["cost_usd"]["idle"]),
