@@ -21,7 +21,7 @@ from traces.synth import gavel_jobs
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "traces" / "samples" / "gavel-cluster.toml"
 GCP = {"v100": 0.74, "p100": 0.43, "k80": 0.135}  # Gavel's GCP prices per GPU-hour (scheduler/utils.py)
-PROFILES = ("gavel-cost",)
+PROFILES = ("gavel-cost", "tiresias")
 
 
 def priced(cluster: Cluster) -> Cluster:
@@ -31,20 +31,22 @@ def priced(cluster: Cluster) -> Cluster:
     return dataclasses.replace(cluster, pools=MappingProxyType(pools))
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("with_prices", [False, True], ids=["unpriced", "gcp"])
+@pytest.mark.parametrize(("profile", "with_prices"), [("gavel-cost", True), ("gavel-cost", False), ("tiresias", False)])
 def test_each_profile_replays_gavel_jobs_in_rounds_deterministically(profile: str, with_prices: bool) -> None:
+    # 150 single-GPU jobs arriving at 300 an hour: more than the 108 GPUs, so rounds preempt.
     cluster = load_cluster(CLUSTER)
     cluster = priced(cluster) if with_prices else cluster
-    jobs = list(gavel_jobs(80, 5, 30.0, multi_gpu=False))
+    jobs = list(gavel_jobs(150, 5, 300.0, multi_gpu=False))
 
-    def ends() -> dict[str, int | None]:
+    def ends() -> tuple[dict[str, int | None], int]:
         result = simulate(jobs, cluster, Scheduler(policies.profile(profile)), SimOptions(round_s=360.0, check=True))
-        return {job_id: run.end_ms for job_id, run in result.world.runs.items()}
+        runs = result.world.runs
+        return {job_id: run.end_ms for job_id, run in runs.items()}, sum(run.preemptions for run in runs.values())
 
-    first = ends()
+    first, preemptions = ends()
     assert len(first) == len(jobs) and all(end is not None for end in first.values())
-    assert ends() == first
+    assert preemptions > 0
+    assert ends() == (first, preemptions)
 
 
 def test_the_cli_replays_a_literature_profile_byte_for_byte(tmp_path: Path) -> None:
