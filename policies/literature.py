@@ -12,12 +12,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from itertools import pairwise
 from typing import Any, ClassVar
 
 from policies.rounds import PRIORITIES
 from scheduler.errors import InputError
-from scheduler.model import ClusterSnapshot, Job
+from scheduler.model import FULL_GPU_MILLI, ClusterSnapshot, Job, Pool, RequestKind
 from scheduler.plugin import Cycle, Plugin
 from scheduler.rounds import JobRounds, RoundsView, gpus_by_model, job_gpus, priorities, throughput
 from scheduler.rounds_cost import cost_shares, usd_per_gpu_hour_by_model
@@ -135,4 +136,111 @@ class Tiresias(Plugin):
         return tiresias_priorities(view, list(gpus_by_model(snapshot)), args)
 
 
-__all__ = ["RoundsCost", "Tiresias", "TiresiasArgs", "tiresias_priorities", "tiresias_queue"]
+Usage = tuple[Fraction, Fraction]  # GPU compute in milli-GPU, GPU memory in MiB
+
+
+def gpu_capacity(snapshot: ClusterSnapshot) -> Usage:
+    """The cluster's GPU compute (milli-GPU) and GPU memory (MiB) over ready nodes."""
+    gpus = memory = 0
+    for node in snapshot.nodes.values():
+        if node.ready:
+            gpus += len(node.gpus)
+            memory += len(node.gpus) * snapshot.pools[node.pool].gpu.memory_mib
+    return Fraction(gpus * FULL_GPU_MILLI), Fraction(memory)
+
+
+def replica_usage(
+    job: Job, grants: int, pool: Pool | None, pools: Mapping[str, Pool], memory_per_gpu_mib: Fraction
+) -> Usage:
+    """What one replica of `job` holds with `grants` GPUs or MIG instances: on `pool` when it runs.
+    When it waits (`pool` None), a whole GPU holds `memory_per_gpu_mib` (the cluster's mean) and a
+    MIG instance is sized on the first pool by name that offers its profile (a whole GPU if none)."""
+    request = job.request
+    if request.kind is RequestKind.SHARE:
+        return Fraction(request.milli), Fraction(request.memory_mib)
+    if request.kind is RequestKind.MIG:
+        offering = (p for _, p in sorted(pools.items()) if p.gpu.mig and request.mig_profile in p.gpu.mig.profiles)
+        sized = pool if pool is not None else next(offering, None)
+        geometry = sized.gpu.mig if sized is not None else None
+        if sized is not None and geometry is not None and request.mig_profile in geometry.profiles:
+            spec = geometry.profiles[request.mig_profile]
+            compute = Fraction(FULL_GPU_MILLI * spec.compute_slices, geometry.compute_slices)
+            memory = Fraction(sized.gpu.memory_mib * spec.memory_slices, geometry.memory_slices)
+            return grants * compute, grants * memory
+    memory = Fraction(pool.gpu.memory_mib) if pool is not None else memory_per_gpu_mib
+    return Fraction(grants * FULL_GPU_MILLI), grants * memory
+
+
+def team_usage(snapshot: ClusterSnapshot) -> dict[str, Usage]:
+    """GPU compute and memory each team's running jobs hold (team: the job's `labels.team`)."""
+    held: dict[str, Usage] = {}
+    for running in snapshot.running.values():
+        job = running.placement.job
+        for replica in running.placement.replicas:
+            pool = snapshot.pools[snapshot.nodes[replica.node].pool]
+            milli, memory = replica_usage(job, len(replica.grants), pool, snapshot.pools, Fraction(0))
+            before = held.get(job.labels.team, (Fraction(0), Fraction(0)))
+            held[job.labels.team] = (before[0] + milli, before[1] + memory)
+    return held
+
+
+def dominant_share(usage: Usage, capacity: Usage) -> Fraction:
+    """The largest of usage over capacity, resource by resource (0 for a resource the cluster lacks)."""
+    return max((used / total for used, total in zip(usage, capacity, strict=True) if total > 0), default=Fraction(0))
+
+
+class _Filling:
+    """One cycle's progressive filling: each team's usage, its running jobs' plus the demands of
+    the jobs already asked about, and each asked job's key."""
+
+    __slots__ = ("capacity", "keys", "memory_per_gpu_mib", "pools", "usage")
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.pools = snapshot.pools
+        self.capacity = gpu_capacity(snapshot)
+        milli, memory = self.capacity
+        self.memory_per_gpu_mib = memory * FULL_GPU_MILLI / milli if milli else Fraction(0)
+        self.usage = team_usage(snapshot)
+        self.keys: dict[str, Fraction] = {}
+
+    def key(self, job: Job) -> Fraction:
+        if job.id in self.keys:
+            return self.keys[job.id]
+        team = job.labels.team
+        before = self.usage.get(team, (Fraction(0), Fraction(0)))
+        self.keys[job.id] = dominant_share(before, self.capacity)
+        milli, memory = replica_usage(job, job.request.gpus, None, self.pools, self.memory_per_gpu_mib)
+        self.usage[team] = (before[0] + job.replicas * milli, before[1] + job.replicas * memory)
+        return self.keys[job.id]
+
+
+class DrfOrder(Plugin):
+    """Dominant resource fairness across teams (Ghodsi et al., "Dominant Resource Fairness: Fair
+    Allocation of Multiple Resource Types", NSDI'11, section 4; Volcano's `drf` plugin orders jobs
+    the same way, `pkg/scheduler/plugins/drf/drf.go`).
+
+    A waiting job's key is its team's dominant share, the largest over GPU compute and GPU
+    memory of what the team holds over the cluster's ready capacity, after adding the demands
+    of the team's jobs asked about before it in this cycle: progressive filling, so that the
+    team furthest below its share gets the next job and one cycle does not hand one team every
+    GPU. Lowest key first; submit time, then id, break ties. The Framework asks each job's key
+    once per cycle in the order the queue shows them (for a non-static sort, the order jobs
+    entered the waiting queue: arrival, or return after a preemption), so "before it" is that
+    order; the plugin keeps the running sums in `cycle.memo`.
+
+    Departs from the paper and Volcano: resources are the GPU compute and GPU memory jobs ask
+    for (jobs here declare no CPU or host memory); a waiting whole-GPU job counts the cluster's
+    mean memory per GPU (the model it lands on is not known yet); no weights; the order alone
+    (no DRF preemption, Volcano's optional `preempt` action); team = `labels.team`, jobs with
+    none forming one team.
+    """
+
+    name = "DrfOrder"
+    static = False
+
+    def sort_key(self, cycle: Cycle, job: Job) -> tuple[Any, ...]:
+        return (cycle.memo("DrfOrder.filling", lambda: _Filling(cycle.snapshot)).key(job),)
+
+
+__all__ = ["DrfOrder", "RoundsCost", "Tiresias", "TiresiasArgs", "dominant_share", "gpu_capacity", "replica_usage",
+           "team_usage", "tiresias_priorities", "tiresias_queue"]
