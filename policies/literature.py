@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
+from random import Random
 from typing import Any, ClassVar
 
 from policies.rounds import PRIORITIES
 from scheduler.errors import InputError
-from scheduler.model import FULL_GPU_MILLI, ClusterSnapshot, Job, Pool, RequestKind
+from scheduler.model import FULL_GPU_MILLI, ClusterSnapshot, Job, Node, Pool, RequestKind
 from scheduler.plugin import Cycle, Plugin
 from scheduler.rounds import JobRounds, RoundsView, gpus_by_model, job_gpus, priorities, throughput
 from scheduler.rounds_cost import cost_shares, usd_per_gpu_hour_by_model
@@ -108,8 +109,8 @@ class Tiresias(Plugin):
     `received_s`): queue k holds jobs between thresholds k - 1 and k (`[args.Tiresias]
     thresholds_gpu_s`; default 3,250 and 7,200 GPU-seconds, three queues: the `queue_limit` and
     `num_queue` of the authors' simulator, `jobs.py`). Lower queues first, FIFO by arrival inside
-    a queue; heterogeneity-agnostic (the same priority on every model; the profile draws the
-    model at random, as Gavel's mechanism shuffles worker types each round for agnostic
+    a queue; heterogeneity-agnostic (the same priority on every model; the profile's
+    `RoundsShuffle` orders the models afresh each round, as Gavel's mechanism does for agnostic
     policies); preemptive at round boundaries through `RoundsPreemption`.
 
     Starvation: with `starve_limit` = S > 0, a job that has run and has waited at least S times
@@ -134,6 +135,29 @@ class Tiresias(Plugin):
     def _priorities(self, view: RoundsView, snapshot: ClusterSnapshot) -> Table:
         args = self.args if isinstance(self.args, TiresiasArgs) else TiresiasArgs()
         return tiresias_priorities(view, list(gpus_by_model(snapshot)), args)
+
+
+class RoundsShuffle(Plugin):
+    """A heterogeneity-agnostic choice of GPU model: the models in an order drawn afresh each round.
+
+    Gavel's mechanism shuffles the worker types every round for the policies that do not weigh
+    throughputs (`Scheduler._schedule_jobs_on_workers`, "Perf" not in the policy's name), so an
+    agnostic policy lands jobs on no model by design. The score is a draw seeded by the round and
+    the model's name (the same for every job and node of the model in a round, the same in every
+    replay); without a round view every model scores alike.
+    """
+
+    name = "RoundsShuffle"
+    job_fields = frozenset[str]()
+    higher_is_better: ClassVar[bool] = True
+    score_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
+    reads_rounds: ClassVar[bool] = True
+
+    def score(self, cycle: Cycle, job: Job, node: Node) -> float:
+        view = cycle.snapshot.rounds
+        if view is None:
+            return 0.0
+        return Random(f"{view.round_id}:{cycle.pool_of(node).gpu.name}").random()  # a str seed hashes by SHA-512
 
 
 Usage = tuple[Fraction, Fraction]  # GPU compute in milli-GPU, GPU memory in MiB
@@ -242,5 +266,5 @@ class DrfOrder(Plugin):
         return (cycle.memo("DrfOrder.filling", lambda: _Filling(cycle.snapshot)).key(job),)
 
 
-__all__ = ["DrfOrder", "RoundsCost", "Tiresias", "TiresiasArgs", "dominant_share", "gpu_capacity", "replica_usage",
-           "team_usage", "tiresias_priorities", "tiresias_queue"]
+__all__ = ["DrfOrder", "RoundsCost", "RoundsShuffle", "Tiresias", "TiresiasArgs", "dominant_share", "gpu_capacity",
+           "replica_usage", "team_usage", "tiresias_priorities", "tiresias_queue"]

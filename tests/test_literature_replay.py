@@ -69,3 +69,18 @@ def test_the_cli_replays_each_profile_byte_for_byte(tmp_path: Path, profile: str
     assert outputs[0] == outputs[1]
     summary = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))
     assert summary["jobs"]["completed"] == 40 and summary["run"]["profile"] == profile
+
+
+def test_bench_rounds_tables_each_profile_with_its_cost() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_rounds.py"), "--seeds", "0", "--jobs-per-hour", "30",
+         "--jobs", "80", "--warmup", "10", "--window", "40", "--table", "gavel-las,gavel-cost", "--gcp-prices"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    rows = [json.loads(line) for line in lines[:2]]
+    assert [(row["seed"], row["profile"]) for row in rows] == [(0, "gavel-las"), (0, "gavel-cost")]
+    assert all(row["jct_h"] > 0 and row["attributed_usd"] > 0 for row in rows)
+    # priced by the GPU-time used at Gavel's prices: the cost policy runs more of it on cheap K80s
+    assert rows[1]["attributed_usd"] < rows[0]["attributed_usd"]
+    assert lines[2].startswith("machine: ") and len(lines) == 3

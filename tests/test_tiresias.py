@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 import policies
-from policies.literature import Tiresias, TiresiasArgs, tiresias_priorities, tiresias_queue
+from policies.literature import RoundsShuffle, Tiresias, TiresiasArgs, tiresias_priorities, tiresias_queue
 from scheduler.errors import InputError
 from scheduler.model import ClusterSnapshot, Grant, Job, Placement, ReplicaPlacement
+from scheduler.plugin import Cycle
 from scheduler.rounds import JobRounds, RoundsView
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, whole
@@ -106,3 +107,20 @@ def test_bad_arguments_name_the_field(args: dict[str, Any], field: str, problem:
     with pytest.raises(InputError) as caught:
         TiresiasArgs(**args)
     assert caught.value.field == field and problem in caught.value.problem
+
+
+def test_the_agnostic_model_order_is_drawn_afresh_each_round_and_the_same_in_every_replay() -> None:
+    snapshot = make_snapshot(*(make_pool(name, gpu=gpu, gpus_per_node=1) for name, gpu in
+                               (("k80", K80), ("p100", "P100-16GB"), ("v100", V100))))  # fmt: skip
+    job, shuffle = make_job("j"), RoundsShuffle()
+
+    def first_model(round_id: int) -> str:
+        cycle = Cycle(0.0, dataclasses.replace(snapshot, rounds=RoundsView(round_id, MappingProxyType({}))))
+        scores = {node.name: shuffle.score(cycle, job, node) for node in snapshot.nodes.values()}
+        assert len(set(scores.values())) == 3 and all(0 <= score < 1 for score in scores.values())
+        return max(scores, key=lambda name: scores[name])
+
+    firsts = [first_model(round_id) for round_id in range(1, 31)]
+    assert firsts == [first_model(round_id) for round_id in range(1, 31)]
+    assert set(firsts) == {"k80-0", "p100-0", "v100-0"}  # no model is favoured round after round
+    assert {shuffle.score(Cycle(0.0, snapshot), job, node) for node in snapshot.nodes.values()} == {0.0}
