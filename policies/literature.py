@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
-from random import Random
 from typing import Any, ClassVar
 
 from policies.rounds import PRIORITIES
@@ -142,9 +141,10 @@ class RoundsShuffle(Plugin):
 
     Gavel's mechanism shuffles the worker types every round for the policies that do not weigh
     throughputs (`Scheduler._schedule_jobs_on_workers`, "Perf" not in the policy's name), so an
-    agnostic policy lands jobs on no model by design. The score is a draw seeded by the round and
-    the model's name (the same for every job and node of the model in a round, the same in every
-    replay); without a round view every model scores alike.
+    agnostic policy lands jobs on no model by design. The score is a hash of the round number and
+    the model's name into [0, 1): the same for every job and node of the model in a round and in
+    every replay, and no generator's (a plugin's only generator, `cycle.rng`, would give each node
+    class its own draw); without a round view every model scores alike.
     """
 
     name = "RoundsShuffle"
@@ -157,7 +157,20 @@ class RoundsShuffle(Plugin):
         view = cycle.snapshot.rounds
         if view is None:
             return 0.0
-        return Random(f"{view.round_id}:{cycle.pool_of(node).gpu.name}").random()  # a str seed hashes by SHA-512
+        return _unit_hash(f"{view.round_id}:{cycle.pool_of(node).gpu.name}")
+
+
+def _unit_hash(text: str) -> float:
+    """`text` hashed to [0, 1): 64-bit FNV-1a, then a MurmurHash3 finaliser so that neighbouring
+    round numbers land far apart (Python's `hash` of a str changes from process to process)."""
+    mask = (1 << 64) - 1
+    value = 0xCBF29CE484222325
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x100000001B3) & mask
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & mask
+    value ^= value >> 33
+    return value / (1 << 64)
 
 
 Usage = tuple[Fraction, Fraction]  # GPU compute in milli-GPU, GPU memory in MiB
