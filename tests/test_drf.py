@@ -92,3 +92,12 @@ def test_running_jobs_count_for_their_team_on_their_own_gpus() -> None:
     snapshot = snapshot.assume(Placement(make_job("t1", team="t"), (ReplicaPlacement("h100-0", (Grant(0), Grant(1))),)))
     snapshot = snapshot.assume(Placement(make_job("u1", share(400, 4), team="u"), (ReplicaPlacement("a10g-0", (Grant(0),)),)))
     assert team_usage(snapshot) == {"t": (Fraction(2000), Fraction(2 * 81920)), "u": (Fraction(400), Fraction(4096))}
+
+
+def test_jobs_without_a_team_share_one_and_a_mig_request_no_pool_offers_counts_as_whole_gpus() -> None:
+    snapshot = make_snapshot(make_pool("h100", nodes=2))  # 16 H100s, MIG off
+    cycle = Cycle(0.0, snapshot)
+    plugin = DrfOrder()
+    assert [plugin.sort_key(cycle, make_job(f"n{n}"))[0] for n in range(3)] == [0, Fraction(1, 16), Fraction(2, 16)]
+    mig = make_job("m", mig_request("3g.20gb", 2))  # A100 profile, no A100 here
+    assert replica_usage(mig, 2, None, snapshot.pools, Fraction(81920)) == (Fraction(2000), Fraction(2 * 81920))

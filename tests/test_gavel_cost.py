@@ -9,7 +9,9 @@ from types import MappingProxyType
 import pytest
 
 import policies
+from policies.literature import RoundsCost
 from scheduler.model import Job
+from scheduler.plugin import Cycle
 from scheduler.rounds import JobRounds, RoundsView
 from scheduler.rounds_cost import cost_shares, usd_per_gpu_hour_by_model
 from scheduler.world import Scheduler
@@ -93,3 +95,11 @@ def test_a_job_no_model_can_run_gets_nothing() -> None:
     shares = cost_shares([stuck, sped("a", 0.4)], {K80: 1, V100: 1}, GCP)
     assert shares["stuck"] == pytest.approx({K80: 0.0, V100: 0.0}, abs=1e-6)
     assert shares["a"][K80] == pytest.approx(1.0)
+
+
+def test_nothing_to_share_gives_empty_rows_and_no_view_orders_by_arrival() -> None:
+    assert cost_shares([sped("a", 0.4)], {K80: 0, V100: 0}, GCP) == {"a": {}}
+    assert cost_shares([], {K80: 1}, GCP) == {}
+    plugin = RoundsCost()
+    cycle = Cycle(0.0, make_snapshot(make_pool("v100", gpu=V100)))  # no round view: a plain replay
+    assert plugin.sort_key(cycle, make_job("late", submit_s=9.0)) == (0.0, 9.0, "late")
