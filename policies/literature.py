@@ -37,8 +37,8 @@ def _round_key(cycle: Cycle, job: Job, table: Callable[[RoundsView, ClusterSnaps
 
 
 class RoundsCost(Plugin):
-    """Gavel's cost-aware policy, `ThroughputNormalizedByCostSum_Perf` (Narayanan et al., OSDI'20,
-    section 4.2; stanford-futuredata/gavel `scheduler/policies/max_sum_throughput.py`).
+    """Gavel's cost-aware policy, `ThroughputNormalizedByCostSum_Perf` (Narayanan et al., OSDI'20;
+    stanford-futuredata/gavel `scheduler/policies/max_sum_throughput.py`).
 
     Shares maximise the sum over jobs and GPU models of throughput over price per GPU-hour
     (`scheduler.rounds_cost.cost_shares`); priorities are Gavel's share over time received.
@@ -100,9 +100,8 @@ def tiresias_priorities(view: RoundsView, models: Sequence[str], args: TiresiasA
 
 
 class Tiresias(Plugin):
-    """Tiresias' discretised two-dimensional LAS (Gu et al., "Tiresias: A GPU Cluster Manager for
-    Distributed Deep Learning", NSDI'19, section 4; SymbioticLab/Tiresias `simulator/run_sim.py`
-    `dlas_sim_jobs`).
+    """Tiresias' Discretized 2D-LAS (Gu et al., "Tiresias: A GPU Cluster Manager for Distributed Deep
+    Learning", NSDI'19; SymbioticLab/Tiresias `simulator/run_sim.py` `dlas_sim_jobs`).
 
     Jobs sit in K priority queues by attained service, GPUs x seconds run (the round view's
     `received_s`): queue k holds jobs between thresholds k - 1 and k (`[args.Tiresias]
@@ -253,8 +252,9 @@ class _Filling:
 
 class DrfOrder(Plugin):
     """Dominant resource fairness across teams (Ghodsi et al., "Dominant Resource Fairness: Fair
-    Allocation of Multiple Resource Types", NSDI'11, section 4; Volcano's `drf` plugin orders jobs
-    the same way, `pkg/scheduler/plugins/drf/drf.go`).
+    Allocation of Multiple Resource Types", NSDI'11, progressive filling; Volcano's `drf` plugin,
+    `pkg/scheduler/plugins/drf/drf.go`, orders jobs by their own dominant share and namespaces by
+    theirs).
 
     A waiting job's key is its team's dominant share, the largest over GPU compute and GPU
     memory of what the team holds over the cluster's ready capacity, after adding the demands

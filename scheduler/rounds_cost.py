@@ -1,6 +1,6 @@
 """Gavel's cost-aware shares: the most throughput per dollar, by linear program (scipy's HiGHS).
 
-Gavel (Narayanan et al., OSDI'20, section 4.2, "minimize cost"; `ThroughputNormalizedByCostSum_Perf`
+Gavel (Narayanan et al., OSDI'20, its cost-minimising policy; `ThroughputNormalizedByCostSum_Perf`
 in stanford-futuredata/gavel `scheduler/policies/max_sum_throughput.py`) gives each job a share
 of time on each GPU model that maximises the sum over jobs and models of throughput over the
 model's price, under its base constraints: sum_m X[j][m] <= 1 per job, sum_j scale_j X[j][m]

@@ -12,7 +12,7 @@ from scheduler.plugin import Cycle
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, mig_request, share, whole
 
-# The paper's example (Ghodsi et al., NSDI'11, section 4): 9 CPUs and 18 GB; user A's tasks need
+# The paper's example (Ghodsi et al., NSDI'11, DRF's worked example): 9 CPUs and 18 GB; user A's tasks need
 # <1 CPU, 4 GB>, user B's <3 CPU, 1 GB>. Here on one shared A10G (1,000 milli, 24,576 MiB): a CPU
 # is 111 milli and a GB 1,365 MiB, so A's tasks are <111 m, 5,461 MiB> (memory dominant, 2/9) and
 # B's <333 m, 1,365 MiB> (compute dominant, 1/3).
