@@ -14,6 +14,7 @@ from policies.cost import CheapestPool
 from policies.fill import FGD, BestFit, DotProd, GpuClustering, GpuPacking, Random
 from policies.fit import GpuModelFit, GpuShareFit, MigFit, WholeGpuFit
 from policies.governance import ApprovalGate, BudgetGuard, BudgetSpotOnly, FairShareOrder, FairShareReclaim, QuotaLimit
+from policies.literature import DrfOrder, RoundsCost, RoundsShuffle, Tiresias
 from policies.ordering import Fifo, PriorityThenAge
 from policies.packing import LeastAllocated, MostAllocated
 from policies.preemption import LeastWorkLost, PriorityPreemption
@@ -70,6 +71,10 @@ REGISTRY: Mapping[str, type[Plugin]] = {
         GpuPacking,
         BestFit,
         FGD,
+        RoundsCost,
+        Tiresias,
+        RoundsShuffle,
+        DrfOrder,
     )
 }
 
