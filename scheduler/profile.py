@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from scheduler.errors import InputError
 from scheduler.plugin import (
     HOOKS,
     AdmitPlugin,
@@ -115,6 +116,7 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
     plugins = _Plugins(document, registry, raw_args)
     if "sort" not in data:
         document.fail("sort", "a profile names exactly one sort plugin, e.g. sort = \"PriorityThenAge\"")
+    sort = cast(QueueSortPlugin, plugins.at("sort", data["sort"], "sort"))  # before [args] is checked: it may take some
     lists = _hook_lists(document, plugins)
     scores = _scores(document, plugins)
     reserve = _reserve(document, plugins, placer)
@@ -127,7 +129,7 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         name=Path(document.source).stem,
         description=str(data.get("description", "")),
         placer=placer,
-        sort=cast(QueueSortPlugin, plugins.at("sort", data["sort"], "sort")),
+        sort=sort,
         admit=cast(tuple[AdmitPlugin, ...], lists["admit"]),
         prefilter=cast(tuple[PreFilterPlugin, ...], lists["prefilter"]),
         filter=cast(tuple[FilterPlugin, ...], lists["filter"]),
@@ -231,7 +233,13 @@ def _instantiate(document: TomlDocument, cls: type[Plugin], raw: object) -> Plug
         origin = typing.get_origin(expected) or expected
         if isinstance(origin, type) and not _fits(value, origin):
             document.fail(f"{where}.{key}", f"must be {origin.__name__}, got {value!r}", key=key)
-    return cls(cls.Args(**values))
+    try:
+        return cls(cls.Args(**values))
+    except (InputError, ValueError) as error:  # a value its Args refuse: name the profile's line
+        named = error.field if isinstance(error, InputError) and error.field else where
+        problem = error.problem if isinstance(error, InputError) else str(error)
+        key = named.rsplit(".", 1)[-1] if named != where else f"[args.{cls.name}]"
+        document.fail(named, problem, key=key)
 
 
 def _fits(value: object, expected: type) -> bool:

@@ -4,6 +4,7 @@ FIFO inside a queue, the starvation knob, and bad arguments."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -17,6 +18,8 @@ from scheduler.plugin import Cycle
 from scheduler.rounds import JobRounds, RoundsView
 from scheduler.world import Scheduler
 from tests.builders import make_job, make_pool, make_snapshot, whole
+
+ROOT_PROFILES = Path(__file__).resolve().parent.parent / "policies" / "profiles"
 
 V100, K80 = "V100-16GB", "K80-12GB"
 
@@ -124,3 +127,25 @@ def test_the_agnostic_model_order_is_drawn_afresh_each_round_and_the_same_in_eve
     assert firsts == [first_model(round_id) for round_id in range(1, 31)]
     assert set(firsts) == {"k80-0", "p100-0", "v100-0"}  # no model is favoured round after round
     assert {shuffle.score(Cycle(0.0, snapshot), job, node) for node in snapshot.nodes.values()} == {0.0}
+
+
+def test_a_profile_file_sets_the_thresholds(tmp_path: Path) -> None:
+    text = (ROOT_PROFILES / "tiresias.toml").read_text().replace("[3250.0, 7200.0]", "[100.0, 200.0, 400.0]")
+    path = tmp_path / "my-tiresias.toml"
+    path.write_text(text)
+    sort = policies.profile(str(path)).sort
+    assert isinstance(sort, Tiresias) and sort.args.thresholds_gpu_s == [100.0, 200.0, 400.0]
+    bundled = policies.profile("tiresias").sort
+    assert isinstance(bundled, Tiresias) and bundled.args == TiresiasArgs()
+
+
+def test_a_bad_threshold_in_a_profile_file_names_its_file_and_line(tmp_path: Path) -> None:
+    text = (ROOT_PROFILES / "tiresias.toml").read_text().replace("[3250.0, 7200.0]", "[7200.0, 3250.0]")
+    path = tmp_path / "bad-tiresias.toml"
+    path.write_text(text)
+    line = text.splitlines().index("thresholds_gpu_s = [7200.0, 3250.0]") + 1
+    with pytest.raises(InputError) as caught:
+        policies.profile(str(path))
+    assert (caught.value.source, caught.value.line, caught.value.field) == (str(path), line,
+                                                                            "args.Tiresias.thresholds_gpu_s")
+    assert "must ascend strictly" in caught.value.problem
