@@ -14,9 +14,11 @@ boundary.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +72,14 @@ class Workload:
         self.allowed = np.array(
             [[not t.models or model in t.models for model in models] for t in types], dtype=np.bool_
         ).reshape(len(types), len(models))
+        self._rows: dict[int, list[tuple[float, int, int, int, bool]]] = {}
+
+    def rows(self, model: int) -> list[tuple[float, int, int, int, bool]]:
+        """Each type as (probability, CPU milli, GPU milli, GPUs, allowed on `model`), in type order."""
+        if model not in self._rows:
+            self._rows[model] = [(t.probability, t.cpu_milli, t.gpu_milli, t.gpus, bool(self.allowed[index, model]))
+                                 for index, t in enumerate(self.types)]  # fmt: skip
+        return self._rows[model]
 
 
 def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -> Floats:
@@ -77,8 +87,11 @@ def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -
     room = np.maximum(free, 0)
     total = room.sum(axis=-1)[..., None]  # (..., 1)
     milli = workload.milli
-    fits_gpu = (free[..., None, :] >= milli[:, None]).sum(axis=-1) >= workload.gpus  # (..., T)
-    too_small = np.where(free[..., None, :] < milli[:, None], room[..., None, :], 0).sum(axis=-1)  # (..., T)
+    below = free[..., None, :] < milli[:, None]  # (..., T, GPUs): the GPU has less free than the type asks
+    fits_gpu = free.shape[-1] - below.sum(axis=-1) >= workload.gpus  # (..., T)
+    # The free milli of the GPUs too small for each type, as one matrix product (whole numbers
+    # far below 2**53, so exact in float64).
+    too_small = np.matmul(below.astype(np.float64), room[..., :, None].astype(np.float64))[..., 0]  # (..., T)
     cpu_ok = cpu_left[..., None] >= workload.cpu
     allowed = np.moveaxis(workload.allowed[:, model], 0, -1)  # (..., T)
     gpu_type = milli > 0
@@ -96,31 +109,40 @@ def fragmentation(workload: Workload, cpu_left: Ints, free: Ints, model: Ints) -
         ~gpu_type & ~cpu_ok,
         gpu_type & ~allowed,
     )
+    sums = np.cumsum(np.where(np.stack(classes), weighted, 0.0), axis=-1)[..., -1]  # (6, ...): one sum per class
     result: Floats = np.zeros(weighted.shape[:-1], dtype=np.float64)
-    for mask in classes:
-        result = result + np.cumsum(np.where(mask, weighted, 0.0), axis=-1)[..., -1]
+    for class_sum in sums:
+        result = result + class_sum
     return result
 
 
 def node_fragmentation(workload: Workload, cpu_left: int, free: Sequence[int], model: int) -> float:
-    """F of one node, summed one type at a time into the authors' class sums (cheaper than numpy for one node)."""
-    room = [milli for milli in free if milli > 0]
-    total = sum(room)
+    """F of one node, summed one type at a time into the authors' class sums (cheaper than numpy for one node).
+
+    The GPUs are taken in order of free milli once, so each type's count of GPUs that fit and
+    the milli of those too small for it are a bisection and a prefix sum (whole numbers: the
+    order they are added in does not matter; the float sums keep the authors' order)."""
+    ordered = sorted(free)
+    prefix = [0]
+    for milli in ordered:
+        prefix.append(prefix[-1] + max(milli, 0))
+    total, gpus = prefix[-1], len(ordered)
     sums = [0.0] * 6  # Q1, Q2 (with Q3's fragment), Q4, XL, XR, NA: the order the authors add them
-    for t, kind in enumerate(workload.types):
-        probability = kind.probability
-        cpu_ok = cpu_left >= kind.cpu_milli
-        if kind.gpu_milli == 0:
+    for probability, cpu_milli, gpu_milli, wanted, allowed in workload.rows(model):
+        cpu_ok = cpu_left >= cpu_milli
+        if gpu_milli == 0:
             sums[3 if cpu_ok else 4] += probability * total
-        elif not workload.allowed[t, model]:
+        elif not allowed:
             sums[5] += probability * total
-        elif sum(milli >= kind.gpu_milli for milli in free) >= kind.gpus:
-            if cpu_ok:
-                sums[1] += probability * sum(milli for milli in room if milli < kind.gpu_milli)
-            else:
-                sums[2] += probability * total
         else:
-            sums[1 if cpu_ok else 0] += probability * total
+            below = bisect_left(ordered, gpu_milli)  # GPUs with less free than the type asks
+            if gpus - below >= wanted:
+                if cpu_ok:
+                    sums[1] += probability * prefix[below]
+                else:
+                    sums[2] += probability * total
+            else:
+                sums[1 if cpu_ok else 0] += probability * total
     return sums[0] + sums[1] + sums[2] + sums[3] + sums[4] + sums[5]
 
 
@@ -154,7 +176,13 @@ def fgd_scores(workload: Workload, state: NodeArrays, pod: FillPod, nodes: Ints,
 
 
 class FgdScorer:
-    """FGD's scores with memory: a node's scores for a pod type hold until the node changes."""
+    """FGD's scores with memory: a node's scores for a pod type hold until the node changes, and
+    nodes in the same state (CPU left, GPU model, each GPU's free milli, in GPU order) share
+    them: a score is a function of that state alone, so it is computed once per state and pod
+    type, however many nodes are in it and however often one returns to it."""
+
+    #: States remembered per pod type before the memory starts afresh (about 100 bytes each).
+    MAX_STATES = 200_000
 
     def __init__(self, workload: Workload, state: NodeArrays) -> None:
         self.workload = workload
@@ -164,6 +192,8 @@ class FgdScorer:
         # One row per pod type seen: each node's score (-1: stale) and a share's GPU there.
         self._scores: Ints = np.full((8, len(state.gpus)), -1, dtype=np.int64)
         self._gpus: Ints = np.full((8, len(state.gpus)), -1, dtype=np.int64)
+        self._by_state: list[dict[bytes, tuple[int, int]]] = []
+        self._fragmentation: dict[tuple[int, ...], float] = {}  # F by node state, as scores
 
     def scores(self, pod: FillPod, nodes: Ints) -> tuple[Ints, Ints]:
         """Scores and share GPU choices of `nodes` for `pod`, computing only the stale ones."""
@@ -171,17 +201,48 @@ class FgdScorer:
         if kind == len(self._scores):  # room for more pod types: double the rows
             self._scores = np.vstack([self._scores, np.full_like(self._scores, -1)])
             self._gpus = np.vstack([self._gpus, np.full_like(self._gpus, -1)])
+        if kind == len(self._by_state):
+            self._by_state.append({})
         scores, gpus = self._scores[kind], self._gpus[kind]
         stale = nodes[scores[nodes] < 0]
         if len(stale):
-            scores[stale], gpus[stale] = fgd_scores(self.workload, self.state, pod, stale, self.before[stale])
+            scores[stale], gpus[stale] = self._by_state_scores(pod, self._by_state[kind], stale)
         return scores[nodes], gpus[nodes]
+
+    def _by_state_scores(self, pod: FillPod, known: dict[bytes, tuple[int, int]], stale: Ints) -> tuple[Ints, Ints]:
+        """The scores of the `stale` nodes, computed for the states not met before, one node each."""
+        state = self.state
+        rows = np.ascontiguousarray(np.column_stack([state.cpu_left[stale], state.model[stale], state.free[stale]]))
+        # Each row's bytes as one value (a C loop), then the distinct ones in order of first sight.
+        row_bytes = cast(list[bytes], rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel().tolist())
+        slot: dict[bytes, int] = {}
+        inverse = np.array([slot.setdefault(key, len(slot)) for key in row_bytes], dtype=np.int64)
+        keys = list(slot)
+        first = np.zeros(len(keys), dtype=np.int64)
+        first[inverse] = np.arange(len(inverse))  # a node in each state (any one: they score alike)
+        new = [index for index, key in enumerate(keys) if key not in known]
+        if new:
+            if len(known) + len(new) > self.MAX_STATES:
+                known.clear()
+                new = list(range(len(keys)))
+            picked = stale[first[new]]
+            computed = fgd_scores(self.workload, state, pod, picked, self.before[picked])
+            for index, score, gpu in zip(new, computed[0].tolist(), computed[1].tolist(), strict=True):
+                known[keys[index]] = (score, gpu)
+        found = np.array([known[key] for key in keys], dtype=np.int64).reshape(len(keys), 2)
+        spread = found[inverse]
+        return spread[:, 0], spread[:, 1]
 
     def changed(self, node: int) -> None:
         """Forgets what held for `node` before a pod was placed on it."""
         state = self.state
         free = [int(milli) for milli in state.free[node]]
-        self.before[node] = node_fragmentation(self.workload, int(state.cpu_left[node]), free, int(state.model[node]))
+        key = (int(state.cpu_left[node]), int(state.model[node]), *free)
+        if key not in self._fragmentation:
+            if len(self._fragmentation) > self.MAX_STATES:
+                self._fragmentation.clear()
+            self._fragmentation[key] = node_fragmentation(self.workload, key[0], free, key[1])
+        self.before[node] = self._fragmentation[key]
         self._scores[:, node] = -1
 
 

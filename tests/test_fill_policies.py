@@ -169,3 +169,36 @@ def test_a_profile_names_the_packing_policies_and_gives_fgd_its_target_workload(
     job = Job(id="j", request=GpuRequest(kind=RequestKind.SHARE, milli=400))
     # Target: whole GPUs. 400m on the half-used GPU: F 500 -> 100 (score 59); on the idle one F 500 -> 1100.
     assert fgd.score(cycle, job, node) == 59
+
+
+def test_fgd_scores_nodes_in_one_state_once_and_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seven nodes in three states (two share GPUs in another order: a share's GPU differs):
+    the scorer computes each state once, and every node scores as a fresh computation says,
+    before and after a placement moves a node into a state already known."""
+    from scheduler import fill_fgd
+
+    nodes = state(*[([1000, 500, 1000, 1000], 32000, "G")] * 3, *[([1000] * 4, 32000, "G")] * 2,
+                  ([500, 1000, 1000, 1000], 32000, "G"), ([1000] * 4, 16000, "G"))  # fmt: skip
+    workload = Workload([PodType(1000, 500, 1, (), 0.5), PodType(4000, 1000, 2, (), 0.5)], nodes.models)
+    every = np.arange(7)
+    calls: list[int] = []
+    real = fill_fgd.fgd_scores
+
+    def counting(*arguments: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(arguments[3]))  # type: ignore[arg-type]
+        return real(*arguments)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fill_fgd, "fgd_scores", counting)
+    scorer = fill_fgd.FgdScorer(workload, nodes)
+    before = fragmentation(workload, nodes.cpu_left, nodes.free, nodes.model)
+    for pod in (share(500), whole(2)):
+        got = scorer.scores(pod, every)
+        expected = real(workload, nodes, pod, every, before)
+        assert [list(part) for part in got] == [list(part) for part in expected]
+    assert calls == [4, 4]  # four distinct states of seven nodes, once per pod type
+    nodes.place(4, FillPod("p", 0, 0, 1, 500), [1])  # node 4 now matches nodes 0-2: nothing new to compute
+    scorer.changed(4)
+    after = fragmentation(workload, nodes.cpu_left, nodes.free, nodes.model)
+    got = scorer.scores(share(500), every)
+    assert [list(part) for part in got] == [list(part) for part in real(workload, nodes, share(500), every, after)]
+    assert got[0][4] == got[0][0] and calls == [4, 4]
