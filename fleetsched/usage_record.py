@@ -15,7 +15,6 @@ of a GPU cannot be written: the agent's metrics do not say a pod's part of a dev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from fleetsched.usage_input import UTILISATION
 from scheduler.errors import InputError
 from scheduler.model import Job, RequestKind
+from traces.canonical import write_json_lines
 
 
 def _labels(job: Job, model: str, device: int) -> dict[str, str]:
@@ -59,19 +59,7 @@ def record_lines(jobs: Iterable[Job], gpu_model: str = "", epoch_s: float = 0.0)
 
 def write_record(jobs: Iterable[Job], out: str | Path, gpu_model: str = "", epoch_s: float = 0.0) -> int:
     """Writes the record file `out` atomically (a temporary name, renamed when complete); the series written."""
-    target = Path(out)
-    temporary = target.with_name(f".{target.name}.partial")
-    count = 0
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            for line in record_lines(jobs, gpu_model, epoch_s):
-                handle.write(json.dumps(line, separators=(",", ":")) + "\n")
-                count += 1
-        temporary.replace(target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return count
+    return write_json_lines(record_lines(jobs, gpu_model, epoch_s), out, compact=True)
 
 
 __all__ = ["record_lines", "write_record"]

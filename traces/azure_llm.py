@@ -53,7 +53,7 @@ from typing import Any
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import GpuRequest, Job, JobKind, Labels, Served
-from traces.base import Fields, TraceFormat, TraceRow, csv_rows, open_text
+from traces.base import Fields, TraceFormat, TraceRow, csv_rows, read_json
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 SERVICE_PRIORITY = 10
@@ -90,11 +90,7 @@ class ThroughputTable:
     def load(cls, path: str | Path, catalog: Catalog | None = None) -> ThroughputTable:
         """The table in a throughput JSON file (the layout of llm_throughput.json)."""
         path = Path(path)
-        with open_text(path) as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=error.lineno) from None
+        data = read_json(path)
         return cls.from_json(data, str(path), catalog or default_catalog())
 
     @classmethod

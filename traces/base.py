@@ -10,6 +10,7 @@ with `skip_bad_rows`, counts and reports the bad rows instead.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -152,6 +153,16 @@ def open_text(path: Path) -> Iterator[TextIO]:
             yield handle
         except UnicodeDecodeError:
             raise _not_utf8(path) from None
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in the file `path`; InputError naming the file (and line) when it
+    cannot be read or is not JSON."""
+    with open_text(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=error.lineno) from None
 
 
 def _not_utf8(path: Path) -> InputError:

@@ -402,13 +402,20 @@ def write_jsonl(jobs: Iterable[Job], out: str | Path) -> int:
     Returns the number of jobs written. On any error the temporary file is removed and `out`
     is left as it was.
     """
+    return write_json_lines((to_record(job) for job in jobs), out)
+
+
+def write_json_lines(records: Iterable[Mapping[str, Any]], out: str | Path, *, compact: bool = False) -> int:
+    """Writes one JSON document a line to `out` atomically (`write_jsonl`); the lines written.
+    `compact` drops the spaces after separators."""
     target = Path(out)
     temporary = target.with_name(f".{target.name}.partial")
+    separators = (",", ":") if compact else None
     count = 0
     try:
         with temporary.open("w", encoding="utf-8") as handle:
-            for job in jobs:
-                handle.write(json.dumps(to_record(job), sort_keys=False) + "\n")
+            for record in records:
+                handle.write(json.dumps(record, sort_keys=False, separators=separators) + "\n")
                 count += 1
         temporary.replace(target)
     except BaseException:

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
 from scheduler.model import GpuRequest, Job, Labels
-from traces.base import Fields, TraceFormat, TraceRow, open_text
+from traces.base import Fields, TraceFormat, TraceRow, open_text, read_json
 from traces.philly import gang
 
 WORKER_MODELS: Mapping[str, str] = MappingProxyType({"k80": "K80-12GB", "p100": "P100-16GB", "v100": "V100-16GB"})
@@ -87,11 +87,7 @@ class GavelThroughputs:
     def load(cls, path: str | Path) -> GavelThroughputs:
         """The table in a Gavel throughputs JSON file; InputError naming the file and entry if it is wrong."""
         path = Path(path)
-        with open_text(path) as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=error.lineno) from None
+        data = read_json(path)
         return cls.from_json(data, str(path))
 
     @classmethod
