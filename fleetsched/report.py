@@ -39,6 +39,7 @@ from fleetsched.report_html import (
     timeline_series,
 )
 from fleetsched.report_sweep import RESULTS, sweep_page
+from fleetsched.report_usage import inference_section, measured_section
 from scheduler.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ def economics_sections(economics: Mapping[str, Any] | None) -> list[str]:
         group_table(economics.get("kinds", {}), "kind") if economics.get("kinds") else note("no job rows"),
         "<h3>Training jobs by model</h3>",
         group_table(economics.get("training_by_model", {}), "model"),
-        _inference(economics.get("inference")),
     )]  # fmt: skip
     showback = economics.get("showback")
     if showback:
@@ -104,16 +104,6 @@ def economics_sections(economics: Mapping[str, Any] | None) -> list[str]:
     parts.append(spot_section(economics["spot"]))
     parts.append(idle_section(economics.get("idle_by_cause_usd"), economics.get("idle_by_cause_gpu_hours")))
     return parts
-
-
-def _inference(inference: Mapping[str, Any] | None) -> str:
-    if not inference:
-        return note("Inference cost per million tokens: not computed for this run (no token counts).")
-    rows = []
-    for name, figures in inference.items():  # the inference section's own keys, shown as they come
-        shown = figures.items() if isinstance(figures, Mapping) else [("value", figures)]
-        rows.append((name, ", ".join(f"{key} {value}" for key, value in shown)))
-    return "<h3>Inference</h3>" + table(["service", "figures"], rows)
 
 
 def spot_section(spot: Mapping[str, Any]) -> str:
@@ -167,6 +157,7 @@ def run_page(run: Run) -> str:
     ])  # fmt: skip
     body = [section("Run", inputs), section("Summary", table(["figure", "value"], summary_rows(document))),
             *economics_sections(document.get("economics")),
+            *inference_section(document.get("inference")), *measured_section(document.get("measured")),
             section("Plots", f'<div class="charts">{charts}</div>')]  # fmt: skip
     return page(title, body)
 

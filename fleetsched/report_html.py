@@ -8,6 +8,7 @@ test that checks the page holds the summary's figures, see them the same way eve
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -31,6 +32,12 @@ p.note { color: #555; font-size: .9em; max-width: 60em; }
 svg { display: block; margin: .5em 0 1em; font-size: 11px; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 """
+
+
+#: A formatted figure (`$1,234.56`, `-$3.20`, `57.8%`, `8,481.9 ± 120.0`, `[-$1.00, $2.00]`), right-aligned; not an id
+#: that starts with a digit.
+_ONE = r"-?\$?-?[\d,]+(\.\d+)?%?"
+FIGURE = re.compile(rf"\[{_ONE}, {_ONE}\]|{_ONE}( ± {_ONE})?")
 
 
 def money(value: float | None) -> str:
@@ -59,7 +66,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
         cells = []
         for cell in row:
             text = "—" if cell is None else str(cell)
-            numeric = isinstance(cell, int | float) or (text[:1] in "$-0123456789" and text != "—")
+            numeric = isinstance(cell, int | float) or FIGURE.fullmatch(text) is not None
             cells.append(f'<td class="number">{escape(text)}</td>' if numeric else f"<td>{escape(text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -261,14 +261,6 @@ def test_a_cluster_without_spot_has_no_counterfactual(run_dir: Path) -> None:
     assert "No spot pool in this cluster." in render(run_dir)
 
 
-def test_inference_figures_are_shown_when_the_section_has_them(run_dir: Path, tmp_path: Path) -> None:
-    def edit(document: dict[str, Any]) -> None:
-        document["economics"]["inference"] = {"chat": {"usd_per_million_tokens": 1.25, "usd_per_thousand_requests": 0.5}}
-
-    html = render(_edited(run_dir, tmp_path, edit))
-    assert "<td>chat</td><td>usd_per_million_tokens 1.25, usd_per_thousand_requests 0.5</td>" in html
-
-
 def test_a_summary_missing_a_figure_is_named(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _edited(run_dir, tmp_path, lambda document: document["queue_s"].pop("p95"))
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
