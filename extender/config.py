@@ -29,6 +29,9 @@ follow_lease = ""              # kube-scheduler's Lease (deploy/ names it): camp
 lease_duration_s = 15.0        # as client-go's leaderelection: duration > renew deadline > retry period
 renew_deadline_s = 10.0
 retry_period_s = 2.0
+usage_prometheus = ""          # a Prometheus scraping the GPU agents: /metrics then shows idle GPU-hours and $ per team
+usage_window_s = 86400.0       # summed over this window (extender.usage)
+usage_refresh_s = 300.0        # and asked again this often
 
 [[pool]]                       # optional; nodes no pool matches are read from standard labels
 name = "h100-spot"
@@ -100,13 +103,17 @@ class ExtenderConfig:
     retry_period_s: float = 2.0
     follow_lease: str = ""  # kube-scheduler's Lease: campaign only while this pod holds it
     governance: str = ""  # a governance file; relative to the configuration's folder ("": no guardrails)
+    # idle cost from the GPU agents' metrics (extender.usage); "" : none
+    usage_prometheus: str = ""
+    usage_window_s: float = 86_400.0
+    usage_refresh_s: float = 300.0
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     document = TomlDocument.read(path)
     data = document.data
     known = {*_STRINGS, *_NUMBERS, "port", "pool", *_SERVER_STRINGS, *_SERVER_SECONDS, *_SERVER_COUNTS,
-             *_LEASE_STRINGS, *_LEASE_NUMBERS, "leader_elect"}
+             *_LEASE_STRINGS, *_LEASE_NUMBERS, "leader_elect", *_USAGE_NUMBERS, "usage_prometheus"}
     for key in data:
         if key not in known:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
@@ -127,7 +134,7 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
             document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
     if values["governance"]:  # a path in the file is read from the file's folder, as an operator expects
         values["governance"] = str(Path(path).parent / values["governance"])
-    return ExtenderConfig(port=port, pools=pools, **values, **_lease(document))
+    return ExtenderConfig(port=port, pools=pools, **values, **_lease(document), **_usage(document))
 
 
 def _strings(document: TomlDocument, defaults: Mapping[str, str]) -> dict[str, Any]:
@@ -148,6 +155,18 @@ def _seconds(document: TomlDocument, defaults: Mapping[str, float]) -> dict[str,
             document.fail(key, f"must be a number of seconds above 0, got {number!r}")
         found[key] = float(number)
     return found
+
+
+_USAGE_NUMBERS = {"usage_window_s": 86_400.0, "usage_refresh_s": 300.0}
+
+
+def _usage(document: TomlDocument) -> dict[str, Any]:
+    """Where the GPU agents' metrics are read (an http or https URL, or none) and how."""
+    values = {**_strings(document, {"usage_prometheus": ""}), **_seconds(document, _USAGE_NUMBERS)}
+    url = values["usage_prometheus"]
+    if url and not (url.startswith(("http://", "https://")) and len(url.split("://", 1)[1].strip("/")) > 0):
+        document.fail("usage_prometheus", f"must be an http:// or https:// URL of Prometheus, got {url!r}")
+    return values
 
 
 # The leader election keys, checked as client-go checks its LeaderElectionConfig.

@@ -19,12 +19,14 @@ from extender.kubeapi import Mirror, Rest, RestApi, requeue
 from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, identity, lease_namespace
 from extender.server import ExtenderServer, Limits, serve_in_thread
 from extender.state import ClusterView
+from extender.usage import IdleCost, UsageSettings, with_usage
 from extender.verbs import GpuExtender
 from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
 from scheduler.governance import Governance
 from scheduler.governance_file import load_governance
+from scheduler.model import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def start(
     extender.limit_binds(max(1, config.workers // 2))  # the other half of the workers always serve filter
     extender.requeue = lambda pods: _in_background(requeue, rest, pods, clock.now_s())
     upkeep = _background(extender, guardrails)
+    if config.usage_prometheus:
+        _measure_idle(extender, config, upkeep)
 
     def stop_planning() -> None:
         upkeep.set()
@@ -145,6 +149,18 @@ def _background(extender: GpuExtender, guardrails: Guardrails | None) -> threadi
         threading.Thread(target=guardrails.run, args=(extender.planner, extender.leadership.is_leader, stop,
                                                       extender.requeue), name="guardrails", daemon=True).start()
     return stop
+
+
+def _measure_idle(extender: GpuExtender, config: ExtenderConfig, stop: threading.Event) -> None:
+    """Idle GPU-hours and dollars per team on /metrics, from the GPU agents' metrics in Prometheus."""
+    usage = IdleCost(UsageSettings(config.usage_prometheus, config.usage_window_s, config.usage_refresh_s))
+    extender.more_gauges = with_usage(extender.more_gauges, usage)
+
+    def snapshot() -> ClusterSnapshot | None:
+        plan = extender.planner.current()
+        return None if plan is None else plan.view.snapshot
+
+    threading.Thread(target=usage.run, args=(snapshot, stop), name="usage", daemon=True).start()
 
 
 def _save_spend(guardrails: Guardrails) -> None:
