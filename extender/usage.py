@@ -129,7 +129,7 @@ class IdleCost:
     up: bool = False
     refreshed_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _problem: str | None = ""  # the last problem logged ("" before the first refresh)
+    _problem: str | None = None  # the last problem logged (None: answering, or not asked yet)
 
     def refresh(self, snapshot: ClusterSnapshot) -> bool:
         """Asks Prometheus once and prices the answer on `snapshot`; whether it answered."""

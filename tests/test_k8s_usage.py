@@ -129,10 +129,11 @@ def test_the_extender_serves_idle_hours_and_dollars_per_team_on_its_metrics(prom
 def test_a_prometheus_that_goes_away_keeps_the_last_figures_and_logs_once_per_change(
     prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="extender.usage")
     usage = IdleCost(UsageSettings(prometheus.url, timeout_s=1.0))
     assert usage.refresh(cluster())
+    assert caplog.records == []  # a first answer is not news
     prometheus.stop()
-    caplog.set_level(logging.INFO, logger="extender.usage")
     assert not usage.refresh(cluster()) and not usage.refresh(cluster())
     gauges = usage.gauges()
     assert gauges["fleetsched_usage_source_up"] == {(): 0.0}
