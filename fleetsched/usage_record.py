@@ -1,6 +1,6 @@
 """A trace's measured utilisation written as the GPU agent's record file, as if the agent had scraped it.
 
-Each job carrying a utilisation series (`scheduler.model.MeasuredUtilisation`) becomes one
+Each job carrying a utilisation series (`scheduler.observed.MeasuredUtilisation`) becomes one
 `DCGM_FI_DEV_GPU_UTIL` series per device it holds (whole GPUs: one per GPU of each replica;
 MIG instances: one per instance, `GPU_I_PROFILE` its profile), with the agent's labels
 (/work/metric-contract.md): `pod` and `fleetsched_job` the job id, `namespace` its project,

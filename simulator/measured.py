@@ -1,6 +1,6 @@
 """Allocated-but-idle GPU time and dollars of a replay's jobs that carry measured utilisation.
 
-A job whose trace measured its GPU utilisation (`scheduler.model.MeasuredUtilisation`) is
+A job whose trace measured its GPU utilisation (`scheduler.observed.MeasuredUtilisation`) is
 judged, when it ends, by the one idle rule (`scheduler.idleness`): sample i covers the i-th
 period of its *allocation* (the time it held GPUs, counted from its first start and summed
 over restarts), so a series never speaks for time the job waited. The rule is the default
@@ -26,7 +26,8 @@ from fractions import Fraction
 from typing import Any
 
 from scheduler.idleness import IdleRule, idle_spans
-from scheduler.model import Job, MeasuredUtilisation, RequestKind
+from scheduler.model import Job, RequestKind
+from scheduler.observed import MeasuredUtilisation
 from simulator.ledger import MS_PER_HOUR, PARTS, Ledger, parts_of
 from simulator.runs import MS, JobRun
 

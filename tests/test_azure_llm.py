@@ -30,7 +30,8 @@ from fleetsched.cli import main
 from fleetsched.trace_verbs import WRITERS
 from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
-from scheduler.model import GpuRequest, Job, JobKind, Labels, Served
+from scheduler.model import GpuRequest, Job, JobKind, Labels
+from scheduler.observed import Served
 from traces.azure_llm import (
     SERVICE_PRIORITY,
     AzureLlmServices,

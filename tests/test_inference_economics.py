@@ -23,7 +23,8 @@ from types import MappingProxyType
 import policies
 from fleetsched import api
 from scheduler.cluster import Cluster
-from scheduler.model import Job, JobKind, Served
+from scheduler.model import Job, JobKind
+from scheduler.observed import Served
 from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
 from simulator.metrics import summary

@@ -21,7 +21,8 @@ import policies
 from scheduler.cluster import Cluster
 from scheduler.errors import InputError
 from scheduler.idleness import IdleRule
-from scheduler.model import Job, Labels, MeasuredUtilisation
+from scheduler.model import Job, Labels
+from scheduler.observed import MeasuredUtilisation
 from scheduler.world import Scheduler
 from simulator.engine import SimOptions, simulate
 from simulator.measured import covered_s, idle_time, rule_for

@@ -52,7 +52,8 @@ from typing import Any
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
-from scheduler.model import GpuRequest, Job, JobKind, Labels, Served
+from scheduler.model import GpuRequest, Job, JobKind, Labels
+from scheduler.observed import Served
 from traces.base import Fields, TraceFormat, TraceRow, csv_rows, read_json
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")

@@ -29,7 +29,7 @@ One record per job. Every reader of a public trace produces these records, and
 | gpu_util_percent | list of 0..100 or null (CSV: 0\\|3.5\\|\\|80) | (none) | measured GPU utilisation per period |
 | gpu_util_period_s | number > 0 | 60 | seconds each gpu_util_percent sample covers |
 
-The measured fields (`scheduler.model.MeasuredUtilisation`) are what a telemetry agent saw:
+The measured fields (`scheduler.observed.MeasuredUtilisation`) are what a telemetry agent saw:
 sample i covers `[i * period, (i + 1) * period)` seconds from the job's start; a replay
 prices the allocated-but-idle time they show (`simulator.measured`).
 """
@@ -44,16 +44,8 @@ from typing import Any, ClassVar
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
-from scheduler.model import (
-    FULL_GPU_MILLI,
-    GpuRequest,
-    Job,
-    JobKind,
-    Labels,
-    MeasuredUtilisation,
-    RequestKind,
-    Served,
-)
+from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
+from scheduler.observed import MeasuredUtilisation, Served
 from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
 from traces.unique import UniqueIds
 

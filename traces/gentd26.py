@@ -13,7 +13,7 @@ How it maps:
   gives one duty cycle per pod and no GPU count) of any model (the data names none).
 - it holds its GPU from its first sample to one period after its last: submit_s is its first
   sample's time from the file's first timestamp, duration_s = last - first + period.
-- its samples -> `measured` (`scheduler.model.MeasuredUtilisation`): sample i at first + i x
+- its samples -> `measured` (`scheduler.observed.MeasuredUtilisation`): sample i at first + i x
   period, None where the pod has no sample on the grid (a scrape missed: no data, not idle).
   The period is the file's most common step between consecutive timestamps (57 s; 60 s when
   the file has a single instant).
@@ -44,7 +44,8 @@ from typing import Any
 
 from scheduler.catalog import Catalog
 from scheduler.errors import InputError
-from scheduler.model import GpuRequest, Job, JobKind, Labels, MeasuredUtilisation
+from scheduler.model import GpuRequest, Job, JobKind, Labels
+from scheduler.observed import MeasuredUtilisation
 from traces.base import Fields, TraceFormat, TraceRow
 
 COLUMNS = ("value", "timestamp_anon", "container_ip")
