@@ -19,14 +19,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from scheduler.errors import InputError
+from simulator.engine import SimResult
+from simulator.outputs import write_run
 
 PathLike = str | Path
 #: The numeric columns of each CSV file (the others are text); empty cells are NaN.
@@ -114,9 +117,15 @@ def economics_table(document: Mapping[str, Any], keys: Sequence[str], source: Pa
     return pd.DataFrame({"value": pd.Series(dict(node))})
 
 
-def load_run(path: PathLike) -> Run:
-    """Reads the run directory `path`; InputError naming the file (line, field) on any mistake."""
-    folder = _directory(path)
+def load_run(source: PathLike | SimResult) -> Run:
+    """Reads the run directory `source`; InputError naming the file (line, field) on any mistake.
+
+    `source` may also be a finished replay that kept its history (`fleetsched.simulate` without
+    `out`): it is read through the very files a run directory holds, written to a temporary
+    folder and removed, and its `path` is its run's name, `<profile>-seed<N>`."""
+    if isinstance(source, SimResult):
+        return _from_result(source)
+    folder = _directory(source)
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     if "summary.json" in missing:
         raise InputError("no summary.json: not a fleetsched run directory", source=str(folder))
@@ -133,6 +142,14 @@ def load_run(path: PathLike) -> Run:
         timeline=read_csv(folder / "timeline.csv", TIMELINE_NUMBERS, ("pool",)),
         solver=read_csv(solver_path, SOLVER_NUMBERS) if solver_path.is_file() else None,
     )
+
+
+def _from_result(result: SimResult) -> Run:
+    with tempfile.TemporaryDirectory(prefix="fleetsched-run-") as folder:
+        write_run(result, Path(folder) / "run")
+        run = load_run(Path(folder) / "run")
+    info = run.document["run"]
+    return replace(run, path=Path(f"{info['profile']}-seed{info['seed']}"))
 
 
 def load_comparison(path: PathLike) -> Comparison:

@@ -57,6 +57,19 @@ def test_a_run_reads_as_frames_with_the_files_numbers(run_dir: Path) -> None:
     assert run.solver is None and run.name == "run"
 
 
+def test_a_replay_kept_in_memory_reads_as_the_same_frames(run_dir: Path) -> None:
+    """`load_run(fleetsched.simulate(...))`: no --out folder, the same frames as the run directory."""
+    from pandas.testing import assert_frame_equal
+
+    run = fleetsched.load_run(fleetsched.simulate(JOBS, elastic_cluster(), "default"))
+    written = fleetsched.load_run(run_dir)
+    assert run.name == "default-seed0" and not run.path.exists()
+    for frame in ("jobs", "events", "timeline"):
+        assert_frame_equal(getattr(run, frame), getattr(written, frame))
+    assert run.document["cost_usd"] == written.document["cost_usd"]
+    assert run.document["economics"] == written.document["economics"]
+
+
 def test_a_comparison_stacks_its_runs_in_comparison_order(comparison_dir: Path) -> None:
     comparison = fleetsched.load_comparison(comparison_dir)
     assert list(comparison.runs) == ["default-seed0", "default-seed1", "binpack-seed0", "binpack-seed1"]
