@@ -30,6 +30,7 @@ import pandas as pd
 from scheduler.errors import InputError
 from simulator.engine import SimResult
 from simulator.outputs import write_run
+from traces.base import json_lines
 
 PathLike = str | Path
 #: The numeric columns of each CSV file (the others are text); empty cells are NaN.
@@ -271,13 +272,7 @@ def read_events(path: Path) -> pd.DataFrame:
 
 
 def _event_records(path: Path) -> Iterator[dict[str, Any]]:
-    for line, text in enumerate(_text(path).splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
+    for line, record in json_lines(path):
         if not isinstance(record, dict):
             raise InputError("each line must be a JSON object", source=str(path), line=line)
         if not isinstance(record.get("t_s"), int | float) or isinstance(record.get("t_s"), bool):

@@ -23,12 +23,13 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scheduler.errors import InputError
+from traces.base import json_lines, open_text
 
 UTILISATION = "DCGM_FI_DEV_GPU_UTIL"
 FETCH_TIMEOUT_S = 30.0
@@ -120,29 +121,11 @@ def read_record(path: str | Path) -> list[Series]:
     """The utilisation series of an agent record file (JSON Lines)."""
     source = str(path)
     parts = []
-    for line, text in _lines(Path(path)):
-        if not text.strip():
-            continue
-        try:
-            element = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"not valid JSON: {error.msg}", source=source, line=line) from None
+    for line, element in json_lines(Path(path)):
         part = _element(element, source, line, "")
         if part is not None:
             parts.append(part)
     return _joined(parts, source)
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as error:
-        raise InputError(error.strerror or str(error), source=str(path)) from None
-    with handle:
-        try:
-            yield from enumerate(handle, start=1)
-        except UnicodeDecodeError:
-            raise InputError("not UTF-8 text", source=str(path)) from None
 
 
 def query_range_series(document: Any, source: str) -> list[Series]:
@@ -165,13 +148,14 @@ def query_range_series(document: Any, source: str) -> list[Series]:
 def _is_record(path: Path) -> bool:
     """Whether the file's first line is a whole series object (an agent record), read alone so
     that a record of millions of lines is streamed, never held."""
-    for _, text in _lines(path):
-        if text.strip():
-            try:
-                first = json.loads(text)
-            except json.JSONDecodeError:
-                return False  # the start of a larger document (a query_range response over lines)
-            return isinstance(first, dict) and "metric" in first
+    with open_text(path) as handle:
+        for text in handle:
+            if text.strip():
+                try:
+                    first = json.loads(text)
+                except json.JSONDecodeError:
+                    return False  # the start of a larger document (a query_range response over lines)
+                return isinstance(first, dict) and "metric" in first
     return True  # empty: a record of nothing
 
 

@@ -165,6 +165,19 @@ def read_json(path: Path) -> Any:
             raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=error.lineno) from None
 
 
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of the JSON Lines file `path` as (line number, value), streamed;
+    InputError naming the file and line when one is not JSON, or the first byte not UTF-8."""
+    with open_text(path) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as error:
+                raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
+
+
 def _not_utf8(path: Path) -> InputError:
     with path.open("rb") as raw:
         return not_utf8(str(path), iter(lambda: raw.read(1 << 20), b""))

@@ -46,7 +46,7 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
 from scheduler.observed import MeasuredUtilisation, Served
-from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, open_text, read_rows, replayed
+from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, json_lines, read_rows, replayed
 from traces.unique import UniqueIds
 
 SCHEMA_VERSION = 1
@@ -337,17 +337,10 @@ class CanonicalJsonl(TraceFormat):
         return path.suffix in self.suffixes or first_line.startswith("{")
 
     def raw_rows(self, path: Path) -> Iterator[Fields]:
-        with open_text(path) as handle:
-            for line, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    values = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
-                if not isinstance(values, dict):
-                    raise InputError("a record must be a JSON object", source=str(path), line=line)
-                yield Fields(values, str(path), line)
+        for line, values in json_lines(path):
+            if not isinstance(values, dict):
+                raise InputError("a record must be a JSON object", source=str(path), line=line)
+            yield Fields(values, str(path), line)
 
     def prepare(self, path: Path) -> UniqueIds:
         return UniqueIds()  # canonical ids are the user's, so duplicates are checked (at the end)
