@@ -8,9 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,52 +22,31 @@ from extender.translate import TeamRule
 from scheduler.errors import InputError
 from tests.fake_kubelet import FakeKubelet
 from tests.fake_nvml import FakeGpu, FakeNvml
+from tests.loopback_http import LoopbackHttp
 from tests.test_agent import H100, RULE, one, scrape
 
 OTHER = "GPU-99999999-8888-7777-6666-555555555555"
 LABEL = "fleetsched.io/team"
 
 
-class FakeApiServer:
+class FakeApiServer(LoopbackHttp):
     """GET /api/v1/namespaces/NS/pods/NAME from `pods`; 404 for any other; counts the requests."""
 
     def __init__(self, pods: dict[tuple[str, str], dict[str, str]]) -> None:
         self.pods = pods
-        self.requests: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(self.path)
-                parts = self.path.split("/")
-                key = (parts[4], parts[6]) if len(parts) == 7 and parts[:4] == ["", "api", "v1", "namespaces"] else None
-                if key not in owner.pods:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                body = json.dumps({"kind": "Pod", "metadata": {"namespace": key[0], "name": key[1],
-                                                               "labels": owner.pods[key]}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
+        super().__init__(self._pod)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    def requests(self) -> list[str]:
+        return self.paths
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    def _pod(self, path: str) -> tuple[int, bytes]:
+        parts = path.split("/")
+        key = (parts[4], parts[6]) if len(parts) == 7 and parts[:4] == ["", "api", "v1", "namespaces"] else None
+        if key not in self.pods:
+            return 404, b""
+        return 200, json.dumps({"kind": "Pod", "metadata": {"namespace": key[0], "name": key[1],
+                                                            "labels": self.pods[key]}}).encode()
 
 
 @pytest.fixture

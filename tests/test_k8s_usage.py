@@ -7,7 +7,6 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
 from scheduler.model import ClusterSnapshot
 from tests.builders import make_pool, make_snapshot
+from tests.loopback_http import LoopbackHttp
 
 
 def cluster() -> ClusterSnapshot:
@@ -68,38 +68,21 @@ def test_an_answer_that_is_not_a_vector_of_idle_seconds_is_refused(body: bytes, 
         vector(body)
 
 
-class FakePrometheus:
+class FakePrometheus(LoopbackHttp):
     """Prometheus's /api/v1/query on a loopback port: answers `result`, remembers each query."""
 
     def __init__(self) -> None:
         self.result: list[dict[str, object]] = SAMPLES
-        self.queries: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parsed = urllib.parse.urlparse(self.path)
-                owner.queries.append(urllib.parse.parse_qs(parsed.query).get("query", [""])[0])
-                body = answer(owner.result) if parsed.path == "/api/v1/query" else b"not found"
-                self.send_response(200 if parsed.path == "/api/v1/query" else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *arguments: object) -> None:
-                del arguments
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(self._query)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    def queries(self) -> list[str]:
+        return [urllib.parse.parse_qs(urllib.parse.urlparse(path).query).get("query", [""])[0] for path in self.paths]
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _query(self, path: str) -> tuple[int, bytes]:
+        if urllib.parse.urlparse(path).path != "/api/v1/query":
+            return 404, b"not found"
+        return 200, answer(self.result)
 
 
 @pytest.fixture

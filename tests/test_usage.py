@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from fleetsched.cli import main
+from tests.loopback_http import LoopbackHttp
 
 LABELS = {"gpu": "0", "UUID": "GPU-1", "device": "nvidia0", "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "n1",
           "GPU_I_ID": "", "GPU_I_PROFILE": "", "namespace": "ml", "container": "c", "fleetsched_job": ""}  # fmt: skip
@@ -84,47 +83,35 @@ def test_a_query_range_response_gives_the_same_report(tmp_path: Path, capsys: py
     assert report(capsys, str(path)) == record
 
 
-class _Prometheus(BaseHTTPRequestHandler):
-    """Answers /api/v1/query_range with the test's series; keeps the queries it was asked."""
-
-    asked: ClassVar[list[dict[str, list[str]]]] = []
-
-    def do_GET(self) -> None:
-        address = urlparse(self.path)
-        _Prometheus.asked.append(parse_qs(address.query))
-        if address.path != "/api/v1/query_range":
-            self.send_response(404)
-            self.end_headers()
-            return
-        result = [element("p1", "a", P1), *elements()[2:]]
-        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _query_range(path: str) -> tuple[int, bytes]:
+    """Prometheus's /api/v1/query_range, answering the test's series."""
+    if urlparse(path).path != "/api/v1/query_range":
+        return 404, b""
+    result = [element("p1", "a", P1), *elements()[2:]]
+    return 200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
 
 
 @pytest.fixture
-def prometheus() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def prometheus_server() -> Iterator[LoopbackHttp]:
+    server = LoopbackHttp(_query_range)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prometheus(prometheus_server: LoopbackHttp) -> str:
+    return prometheus_server.url
 
 
 def test_prometheus_is_asked_for_the_utilisation_over_the_range(
-    prometheus: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    prometheus_server: LoopbackHttp, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     record = report(capsys, str(write_record(tmp_path / "record.jsonl", elements())))
-    _Prometheus.asked.clear()
-    fetched = report(capsys, "--prometheus", prometheus, "--start", "1700000000", "--end", "1700003600", "--step", "60")
+    fetched = report(capsys, "--prometheus", prometheus_server.url, "--start", "1700000000", "--end", "1700003600",
+                     "--step", "60")  # fmt: skip
     assert fetched == record
-    assert _Prometheus.asked == [{"query": ["DCGM_FI_DEV_GPU_UTIL"], "start": ["1700000000"],
+    asked = [parse_qs(urlparse(path).query) for path in prometheus_server.paths]
+    assert asked == [{"query": ["DCGM_FI_DEV_GPU_UTIL"], "start": ["1700000000"],
                                   "end": ["1700003600"], "step": ["60"]}]  # fmt: skip
 
 
