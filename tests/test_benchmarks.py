@@ -68,7 +68,7 @@ def test_bench_extender_load_answers_every_active_connection_and_holds_the_silen
 
 def test_bench_sim_replays_on_the_cluster_that_fits_and_on_the_overloaded_one() -> None:
     reports = []
-    for extra in ([], ["--overloaded"]):
+    for extra in ([], ["--overloaded", "--split"]):
         done = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks/bench_sim.py"), "--jobs", "400", "--json", *extra],
             capture_output=True, text=True, check=True, cwd=ROOT,
@@ -78,6 +78,11 @@ def test_bench_sim_replays_on_the_cluster_that_fits_and_on_the_overloaded_one() 
     assert (fits["gpus"], overloaded["gpus"]) == (512, 320) and overloaded["cluster"] == "philly-320.toml"
     assert fits["finished"] == overloaded["finished"] == 400
     assert fits["ratio_to_bare"] > 0 and overloaded["bare_simpy_s"] > 0
+    # --split: deciding, enacting and the rest add up to the replay's wall time (rounding aside)
+    parts = overloaded["split"]
+    assert "split" not in fits and parts["cycles"] >= 400
+    assert parts["decide_s"] > 0 and parts["enact_s"] > 0 and parts["rest_s"] > 0
+    assert abs(parts["decide_s"] + parts["enact_s"] + parts["rest_s"] - overloaded["wall_s"]) <= 0.02
 
 
 def test_bench_stream_replays_a_trace_in_a_process_of_its_own(tmp_path: Path) -> None:
