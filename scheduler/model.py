@@ -4,32 +4,41 @@ Everything here is a frozen value. A `ClusterSnapshot` is everything a policy ma
 instant; `assume` and `release` return new snapshots, as kube-scheduler's "assume" does, so a
 placer can try a placement and drop it again without undo logic.
 
-GPU state follows what a device plugin hands out: a GPU is free, held whole by one job, shared
-by several jobs by milli-GPU and memory (as Alibaba's traces and HAMi express it), or split into
-MIG instances (each free or held by one job). Breaking these rules is a bug in the caller, so
-the state transitions raise `AllocationError`; `scheduler.decision.validate` turns those into
-a list of problems for a whole decision.
+A node's GPUs are `GpuState`s (`scheduler.gpu_state`, re-exported here with the request kinds
+and MIG modes): free, held whole, shared or split into MIG instances. Their transitions raise
+`AllocationError` on a broken rule; `scheduler.decision.validate` turns those into a list of
+problems for a whole decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from scheduler import mig
 from scheduler.catalog import GpuModelSpec
-from scheduler.mig import Layout, MigInstance
+from scheduler.gpu_state import (
+    FREE_GPU,
+    FULL_GPU_MILLI,
+    AllocationError,
+    GpuState,
+    MigMode,
+    MigSlot,
+    RequestKind,
+    Share,
+    drop,
+    take,
+    within_replica,
+)
+from scheduler.mig import Layout
 from scheduler.observed import MeasuredUtilisation, Served
 from scheduler.persistent import K, LayeredMap, V
 
 if TYPE_CHECKING:
     from scheduler.governance import GovernanceView
     from scheduler.rounds import RoundsView
-
-FULL_GPU_MILLI = 1000
 
 
 class Capacity(StrEnum):
@@ -40,31 +49,11 @@ class Capacity(StrEnum):
     RESERVED = "reserved"
 
 
-class MigMode(StrEnum):
-    """Whether a pool's GPUs are split: not at all, on demand, or into a fixed layout."""
-
-    OFF = "off"
-    DYNAMIC = "dynamic"
-    FIXED = "fixed"
-
-
-class RequestKind(StrEnum):
-    """The three ways a replica asks for GPU."""
-
-    WHOLE = "whole"
-    SHARE = "share"
-    MIG = "mig"
-
-
 class JobKind(StrEnum):
     """Batch jobs finish; services run until their end time."""
 
     BATCH = "batch"
     SERVICE = "service"
-
-
-class AllocationError(ValueError):
-    """A GPU state change that breaks capacity or MIG geometry (a bug in the caller)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,148 +170,6 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
-class Share:
-    """One job's share of a GPU."""
-
-    job: str
-    milli: int
-    memory_mib: int
-
-
-@dataclass(frozen=True, slots=True)
-class MigSlot:
-    """A MIG instance on a GPU and the job holding it (None when free)."""
-
-    instance: MigInstance
-    job: str | None = None
-
-
-_FREE: tuple[Hashable, ...] = (0,)
-_OWNED: tuple[Hashable, ...] = (1,)
-
-
-@dataclass(frozen=True, slots=True)
-class GpuState:
-    """One GPU: free, held whole (`owner`), shared (`shares`) or split (`mig`).
-
-    `free` (nothing on it, not split), `busy` (some job holds part of it), `used_milli` and
-    `used_memory_mib` are derived once at construction: the scheduler reads them for every
-    node class of every cycle.
-    """
-
-    owner: str | None = None
-    shares: tuple[Share, ...] = ()
-    mig: tuple[MigSlot, ...] = ()
-    free: bool = field(init=False, compare=False, repr=False)
-    busy: bool = field(init=False, compare=False, repr=False)
-    used_milli: int = field(init=False, compare=False, repr=False)
-    used_memory_mib: int = field(init=False, compare=False, repr=False)
-    #: What node classes tell GPUs apart by (`scheduler.capacity.signature`): free, held whole,
-    #: shared (by use) or split (by layout and which instances are free).
-    signature: tuple[Hashable, ...] = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        shares, mig = self.shares, self.mig
-        setter = object.__setattr__
-        if shares:
-            used_milli, used_memory_mib = sum(share.milli for share in shares), sum(s.memory_mib for s in shares)
-            setter(self, "free", False)
-            setter(self, "busy", True)
-            setter(self, "used_milli", used_milli)
-            setter(self, "used_memory_mib", used_memory_mib)
-            setter(self, "signature", (2, used_milli, used_memory_mib))
-            return
-        owned = self.owner is not None
-        setter(self, "free", not owned and not mig)
-        setter(self, "busy", owned or any(slot.job is not None for slot in mig))
-        setter(self, "used_milli", 0)
-        setter(self, "used_memory_mib", 0)
-        if owned:
-            setter(self, "signature", _OWNED)
-        elif mig:
-            setter(self, "signature", (3, tuple((s.instance.start, s.instance.profile, s.job is None) for s in mig)))
-        else:
-            setter(self, "signature", _FREE)
-
-    @property
-    def layout(self) -> Layout:
-        return tuple(slot.instance for slot in self.mig)
-
-    def jobs(self) -> set[str]:
-        held = {share.job for share in self.shares} | {s.job for s in self.mig if s.job is not None}
-        return held | ({self.owner} if self.owner is not None else set())
-
-
-FREE_GPU = GpuState()  # immutable, so every free GPU can be this one
-
-
-def _take(gpu: GpuState, pool: Pool, job: str, request: GpuRequest, mig_start: int | None) -> GpuState:
-    if request.kind is RequestKind.MIG:
-        return _take_mig(gpu, pool, job, mig.MigInstance(-1 if mig_start is None else mig_start, request.mig_profile))
-    if pool.mig_mode is not MigMode.OFF:
-        raise AllocationError(f"pool {pool.name} runs its GPUs in MIG mode; only MIG requests fit")
-    if request.kind is RequestKind.WHOLE:
-        if pool.device_replicas:
-            raise AllocationError(f"pool {pool.name} shares every GPU {pool.device_replicas} ways; none is held whole")
-        if not gpu.free:
-            raise AllocationError(f"GPU already in use by {', '.join(sorted(gpu.jobs()))}")
-        return GpuState(owner=job)
-    if not pool.sharing:
-        raise AllocationError(f"pool {pool.name} does not share GPUs")
-    if not within_replica(pool, request):
-        raise AllocationError(f"a share of {request.describe()} exceeds one of {pool.device_replicas} MPS replicas")
-    if gpu.owner is not None:
-        raise AllocationError(f"GPU held whole by {gpu.owner}")
-    if gpu.used_milli + request.milli > FULL_GPU_MILLI:
-        raise AllocationError(f"GPU compute over-allocated: {gpu.used_milli}+{request.milli} > {FULL_GPU_MILLI} milli")
-    if gpu.used_memory_mib + request.memory_mib > pool.gpu.memory_mib:
-        raise AllocationError(
-            f"GPU memory over-allocated: {gpu.used_memory_mib}+{request.memory_mib} > {pool.gpu.memory_mib} MiB"
-        )
-    return GpuState(shares=(*gpu.shares, Share(job, request.milli, request.memory_mib)))
-
-
-def within_replica(pool: Pool, request: GpuRequest) -> bool:
-    """Whether a share fits one device-plugin replica where replicas are capped (MPS)."""
-    if not pool.replica_limits or not pool.device_replicas:
-        return True
-    replicas = pool.device_replicas
-    return request.milli <= FULL_GPU_MILLI // replicas and request.memory_mib <= pool.gpu.memory_mib // replicas
-
-
-def _take_mig(gpu: GpuState, pool: Pool, job: str, instance: mig.MigInstance) -> GpuState:
-    geometry = pool.gpu.mig
-    if pool.mig_mode is MigMode.OFF or geometry is None:
-        raise AllocationError(f"pool {pool.name} does not run MIG")
-    slots = list(gpu.mig)
-    for position, slot in enumerate(slots):
-        if slot.instance == instance:
-            if slot.job is not None:
-                raise AllocationError(f"MIG instance {instance} already held by {slot.job}")
-            slots[position] = MigSlot(instance, job)
-            return GpuState(mig=tuple(slots))
-    if pool.mig_mode is MigMode.FIXED:
-        raise AllocationError(f"no free {instance} in the fixed layout {mig.format_layout(gpu.layout)}")
-    try:
-        layout = mig.create(geometry, gpu.layout, instance.profile, instance.start)
-    except mig.MigLayoutError as error:
-        raise AllocationError(str(error)) from None
-    held = {slot.instance: slot.job for slot in gpu.mig}
-    held[instance] = job
-    return GpuState(mig=tuple(MigSlot(each, held.get(each)) for each in layout))
-
-
-def _drop(gpu: GpuState, pool: Pool, job: str) -> GpuState:
-    if gpu.owner == job:
-        return FREE_GPU
-    if gpu.shares:
-        return GpuState(shares=tuple(share for share in gpu.shares if share.job != job))
-    if pool.mig_mode is MigMode.DYNAMIC:
-        return GpuState(mig=tuple(slot for slot in gpu.mig if slot.job not in (None, job)))
-    return GpuState(mig=tuple(MigSlot(s.instance) if s.job == job else s for s in gpu.mig))
-
-
-@dataclass(frozen=True, slots=True)
 class Grant:
     """One GPU (and, for MIG, the instance's start) given to one replica."""
 
@@ -361,7 +208,7 @@ class Node:
         for grant in grants:
             if not 0 <= grant.gpu < len(gpus):
                 raise AllocationError(f"node {self.name} has no GPU {grant.gpu}")
-            gpus[grant.gpu] = _take(gpus[grant.gpu], pool, job.id, job.request, grant.mig_start)
+            gpus[grant.gpu] = take(gpus[grant.gpu], pool, job.id, job.request, grant.mig_start)
         return Node(name=self.name, pool=self.pool, gpus=tuple(gpus), ready=self.ready)
 
     def without(self, pool: Pool, job_id: str, indexes: Set[int] | None = None) -> Node:
@@ -373,7 +220,7 @@ class Node:
             indexes = {index for index, gpu in enumerate(self.gpus) if job_id in gpu.jobs()}
         gpus = list(self.gpus)
         for index in indexes:
-            gpus[index] = _drop(gpus[index], pool, job_id)
+            gpus[index] = drop(gpus[index], pool, job_id)
         return Node(name=self.name, pool=self.pool, gpus=tuple(gpus), ready=self.ready)
 
 
@@ -456,3 +303,11 @@ class ClusterSnapshot:
 
 def _layered(items: Mapping[K, V]) -> LayeredMap[K, V]:
     return items if isinstance(items, LayeredMap) else LayeredMap(items)
+
+
+# The GPU state's names are part of the model: callers import them from here.
+__all__ = [
+    "FREE_GPU", "FULL_GPU_MILLI", "AllocationError", "Capacity", "ClusterSnapshot", "GpuRequest", "GpuState", "Grant",
+    "Job", "JobKind", "Labels", "MeasuredUtilisation", "MigMode", "MigSlot", "Node", "Placement", "Pool",
+    "ReplicaPlacement", "RequestKind", "RunningJob", "Served", "Share", "empty_node", "within_replica",
+]  # fmt: skip
