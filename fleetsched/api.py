@@ -8,7 +8,7 @@ raises `scheduler.errors.InputError` (file, line, field) on a mistake.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,11 @@ def plan(
     """Places `jobs` (a canonical job file, or jobs) on `cluster` in one cycle of `profile`,
     explaining every job left pending. With `governance`, the cycle sees its rules at the
     start of its epoch with nothing spent and nothing approved."""
+    check_seed(seed)
     chosen = load_profile(profile)
     loaded = _cluster(cluster)
     rules = _governance(governance, loaded)
-    given = tuple(read_jobs(jobs)) if isinstance(jobs, str | Path) else tuple(jobs)
+    given = tuple(read_jobs(jobs)) if isinstance(jobs, str | Path) else tuple(given_jobs(jobs))
     snapshot = loaded.snapshot()
     if rules is not None:
         snapshot = replace(snapshot, governance=make_view(rules, snapshot, rules.epoch_s, {}, given))
@@ -184,6 +185,7 @@ def simulate(  # noqa: PLR0913 - the command's options, one keyword each
     out: PathLike | RunDirectory | None = None,
     options: SimOptions | None = None,
     governance: PathLike | Governance | None = None,
+    force: bool = False,
 ) -> SimResult:
     """Replays `trace` (a trace file in any format fleetsched reads, or jobs) on `cluster` under
     `profile`; `options` sets the rest (invariant checks, progress reports), `seed` and
@@ -192,7 +194,8 @@ def simulate(  # noqa: PLR0913 - the command's options, one keyword each
     Without `out`, the result holds the whole history (runs, events, timeline: `write_run`
     writes it as a run directory). With `out` (a new or empty directory, or a prepared
     `RunDirectory` its caller commits), the replay writes the run directory as it goes and
-    forgets each job once it has ended: the way to replay a trace of millions of jobs.
+    forgets each job once it has ended: the way to replay a trace of millions of jobs. `force`
+    lets `out` be a previous run, which the new one replaces (never a directory of other files).
 
     `governance` (a governance file, or its rules) turns on the guardrails' bookkeeping; the
     profile's guardrail plugins (the `governed` profile) enforce them."""
@@ -204,7 +207,8 @@ def simulate(  # noqa: PLR0913 - the command's options, one keyword each
     if isinstance(trace, str | Path):
         jobs, count = arrivals(trace, trace_format)
     else:
-        jobs, count = list(trace), len(trace)
+        jobs = given_jobs(trace, "trace")
+        count = len(jobs)
         if not jobs:
             raise InputError("the trace has no job to replay")
     options = replace(options or SimOptions(), seed=seed, round_s=round_s, total_jobs=count)
@@ -215,7 +219,11 @@ def simulate(  # noqa: PLR0913 - the command's options, one keyword each
         return replay(jobs, loaded, scheduler, options)
     info = {name: Path(value).name for name, value in (("trace", trace), ("cluster", cluster))
             if isinstance(value, str | Path)}  # fmt: skip
-    result, _ = run_into(lambda sink: replay(jobs, loaded, scheduler, options, sink), out, loaded.pools, info)
+    if isinstance(out, RunDirectory) or not force:
+        return run_into(lambda sink: replay(jobs, loaded, scheduler, options, sink), out, loaded.pools, info)[0]
+    with RunDirectory.prepare(out, force=True) as run:  # abandoned on leaving, unless committed
+        result, _ = run_into(lambda sink: replay(jobs, loaded, scheduler, options, sink), run, loaded.pools, info)
+        run.commit()
     return result
 
 
@@ -231,6 +239,7 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     round_s: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
     governance: PathLike | None = None,
+    force: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Replays `trace` under every profile with seeds 0..seeds-1, in parallel processes, each
     writing `out/runs/<name>-seed<N>/`; returns one row per run (the `comparison.csv`
@@ -239,13 +248,13 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
 
     `out` is a new or empty directory (committed when every run is written), or a prepared
     `RunDirectory` its caller commits (`RunDirectory.prepare(out, force=True)` replaces a
-    previous run); `progress(done, total)` is called after each run."""
+    previous run, as `force` does); `progress(done, total)` is called after each run."""
     check_compare(profiles, seeds, workers, round_s)
     for name in profiles:
         policies.profile(name)
     _governance(governance, load_cluster(cluster))  # a mistake stops here, before any run starts
     _, in_order = trace_order(trace, trace_format)
-    run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out)
+    run = out if isinstance(out, RunDirectory) else RunDirectory.prepare(out, force=force)
     try:
         specs = comparison.plan_runs(str(trace), str(cluster), profiles, seeds, run.path, trace_format=trace_format,
                                      round_s=round_s, in_order=in_order,
@@ -259,16 +268,40 @@ def compare(  # noqa: PLR0913 - the command's options, one keyword each, as simu
     return found
 
 
+def given_jobs(jobs: object, field: str = "jobs") -> list[Job]:
+    """`jobs` (jobs a caller hands the API) as a list; InputError naming the first item that is
+    not a `Job`, or whose id an earlier one has (a trace file's reader checks its own)."""
+    if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Iterable):
+        raise InputError(f"give a trace file's path or jobs (scheduler.model.Job), got a {type(jobs).__name__}",
+                         field=field)  # fmt: skip
+    listed: list[Job] = []
+    first: dict[str, int] = {}
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Job):
+            raise InputError(f"must be a scheduler.model.Job, got a {type(job).__name__}", field=f"{field}[{index}]")
+        seen = first.setdefault(job.id, index)
+        if seen != index:
+            raise InputError(f"{job.id!r} is given twice (first as {field}[{seen}])", field=f"{field}[{index}].id")
+        listed.append(job)
+    return listed
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_seed(seed: int, field: str = "seed") -> None:
     """InputError unless `seed` is a whole number from 0 to MAX_SEED."""
-    if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"must be a whole number from 0 to {MAX_SEED}, got {seed}", field=field)
+    if not _whole(seed) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"must be a whole number from 0 to {MAX_SEED}, got {seed!r}", field=field)
 
 
 def check_round(round_s: float, field: str = "round_s") -> None:
     """InputError unless `round_s` is a finite number of seconds from 0 to MAX_ROUND_S."""
-    if not math.isfinite(round_s) or not 0 <= round_s <= MAX_ROUND_S:
-        raise InputError(f"must be a number of seconds from 0 to {MAX_ROUND_S:.0f}, got {round_s:g}", field=field)
+    number = isinstance(round_s, int | float) and not isinstance(round_s, bool)
+    if not number or not math.isfinite(round_s) or not 0 <= round_s <= MAX_ROUND_S:
+        shown = f"{round_s:g}" if number else repr(round_s)
+        raise InputError(f"must be a number of seconds from 0 to {MAX_ROUND_S:.0f}, got {shown}", field=field)
 
 
 def check_compare(
@@ -280,14 +313,18 @@ def check_compare(
     def field(name: str) -> str:
         return "--" + name.replace("_", "-") if option else name
 
+    if isinstance(profiles, str):
+        raise InputError(f"give a list of profile names, not one string ({profiles!r})", field=field("profiles"))
     if not profiles:
         raise InputError("name at least one profile", field=field("profiles"))
     try:
         comparison.run_names(profiles)
     except InputError as error:
         raise InputError(error.problem, field=field("profiles")) from None
-    if not 1 <= seeds <= comparison.MAX_SEEDS:
-        raise InputError(f"must be from 1 to {comparison.MAX_SEEDS}, got {seeds}", field=field("seeds"))
-    if workers is not None and workers < 1:
-        raise InputError(f"must be at least 1 (leave it out for one per core), got {workers}", field=field("workers"))
+    if not _whole(seeds) or not 1 <= seeds <= comparison.MAX_SEEDS:
+        raise InputError(f"must be a whole number from 1 to {comparison.MAX_SEEDS}, got {seeds!r}",
+                         field=field("seeds"))  # fmt: skip
+    if workers is not None and (not _whole(workers) or workers < 1):
+        raise InputError(f"must be a whole number, at least 1 (leave it out for one per core), got {workers!r}",
+                         field=field("workers"))  # fmt: skip
     check_round(round_s, field("round_s"))

@@ -146,6 +146,9 @@ def load_run(source: PathLike | SimResult) -> Run:
 
 
 def _from_result(result: SimResult) -> Run:
+    if result.world.memory is None:  # `simulate(..., out=DIR)` wrote its history and forgot it
+        raise InputError("this replay wrote its run directory as it went (simulate with out=DIR) and kept no "
+                         "history: read that directory with load_run(DIR)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="fleetsched-run-") as folder:
         write_run(result, Path(folder) / "run")
         run = load_run(Path(folder) / "run")

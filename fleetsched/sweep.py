@@ -69,7 +69,7 @@ def run_sweep(
     and writes `out/results.parquet`. Every mistake in the arguments or the grid raises
     InputError before anything is written. `runner` replays one cell (tests count runs with it;
     the Ray backend always uses `run_cell`)."""
-    check_options(backend, address, workers)
+    check_options(backend, address, workers, option=False)  # the command checks its options first
     checked = load_grid(grid)
     planned = plan_cells(checked)
     check_out(out)
@@ -107,6 +107,8 @@ def load_sweep(out: str | Path) -> pandas.DataFrame:
     the axes, the metrics); InputError when `out` holds none."""
     import pandas  # imported on use: pandas takes a second to import, and the command rarely needs it
 
+    if not Path(out).is_dir():
+        raise InputError("not a directory" if Path(out).exists() else "no such directory", source=str(out))
     path = Path(out) / RESULTS
     if not path.is_file():
         raise InputError(f"no {RESULTS}: not a finished fleetsched sweep", source=str(out))
@@ -121,8 +123,9 @@ def check_options(backend: str, address: str | None, workers: int | None, *, opt
         raise InputError(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", field=field("backend"))
     if address is not None and backend != "ray":
         raise InputError("names a Ray cluster: use it with --backend ray", field=field("address"))
-    if workers is not None and workers < 1:
-        raise InputError(f"must be at least 1 (leave it out for one per core), got {workers}", field=field("workers"))
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"must be a whole number, at least 1 (leave it out for one per core), got {workers!r}",
+                         field=field("workers"))  # fmt: skip
 
 
 def check_out(out: str | Path) -> None:

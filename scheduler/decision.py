@@ -12,7 +12,7 @@ gangs whole, no job placed twice, victims actually running.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
@@ -176,11 +176,18 @@ class Decision:
 
 
 class InvalidDecisionError(ValueError):
-    """A decision that breaks the cluster's rules; `problems` lists every broken rule."""
+    """A decision that breaks the cluster's rules; `problems` lists every broken rule.
 
-    def __init__(self, found: list[str]) -> None:
-        self.problems = found
-        super().__init__("invalid decision: " + "; ".join(found))
+    Its one argument is the list itself: SimPy re-raises an error from a process as
+    `type(error)(*error.args)`, and pickling rebuilds it the same way.
+    """
+
+    def __init__(self, found: Sequence[str]) -> None:
+        self.problems = list(found)
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        return "invalid decision: " + "; ".join(self.problems)
 
 
 def _replica_problems(placement: Placement, replica: ReplicaPlacement) -> list[str]:

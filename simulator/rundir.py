@@ -191,11 +191,12 @@ def _state(target: Path, shown: str, force: bool) -> _State:
     if not is_previous_run(target):
         raise InputError(
             f"{shown} holds files that are not a fleetsched run (such as {entries[0]}); name a new or empty "
-            "directory (--force replaces only a previous fleetsched run, never other files)",
+            "directory (--force, or force=True in Python, replaces only a previous fleetsched run, never other files)",
             field=FIELD,
         )
     if not force:
-        raise InputError(f"{shown} is a previous fleetsched run; pass --force to replace it", field=FIELD)
+        raise InputError(f"{shown} is a previous fleetsched run; pass --force (force=True in Python) to replace it",
+                         field=FIELD)
     _check_writable(target, shown)
     return _State.PREVIOUS
 

@@ -175,7 +175,7 @@ def test_a_previous_run_is_replaced_with_force_and_refused_without(
     capsys.readouterr()
     before = tree(tmp_path)
     assert simulate(trace, out, "--seed", "2") == 2
-    one_line(capsys, "is a previous fleetsched run; pass --force to replace it")
+    one_line(capsys, "is a previous fleetsched run; pass --force (force=True in Python) to replace it")
     assert tree(tmp_path) == before
     assert simulate(trace, out, "--seed", "2", "--force") == 0
     assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["run"]["seed"] == 2
@@ -295,13 +295,13 @@ def test_a_file_that_is_not_utf8_is_one_line(
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        (["--workers", "0"], "--workers: must be at least 1"),
-        (["--workers", "-3"], "--workers: must be at least 1"),
+        (["--workers", "0"], "--workers: must be a whole number, at least 1"),
+        (["--workers", "-3"], "--workers: must be a whole number, at least 1"),
         (["--round-s", "nan"], "--round-s: must be a number of seconds from 0"),
         (["--round-s", "inf"], "--round-s: must be a number of seconds from 0"),
         (["--round-s", "-1"], "--round-s: must be a number of seconds from 0"),
-        (["--seeds", "100000000"], "--seeds: must be from 1 to 1000, got 100000000"),
-        (["--seeds", "0"], "--seeds: must be from 1 to 1000, got 0"),
+        (["--seeds", "100000000"], "--seeds: must be a whole number from 1 to 1000, got 100000000"),
+        (["--seeds", "0"], "--seeds: must be a whole number from 1 to 1000, got 0"),
         (["--profiles", "default,default"], "--profiles: 'default' is named twice"),
     ],
     ids=["workers-0", "workers-negative", "round-nan", "round-inf", "round-negative", "seeds-huge", "seeds-0",

@@ -118,7 +118,7 @@ def test_a_bad_profile_file_names_the_profile_file(tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize(("options", "message"), [
     (["--backend", "spark"], "fleetsched: --backend: must be one of local, ray, got 'spark'"),
     (["--address", "10.0.0.1:6379"], "fleetsched: --address: names a Ray cluster: use it with --backend ray"),
-    (["--workers", "0"], "fleetsched: --workers: must be at least 1"),
+    (["--workers", "0"], "fleetsched: --workers: must be a whole number, at least 1"),
     (["--backend", "ray", "--address", "head-node"], "fleetsched: --address: must be HOST:PORT of a Ray head"),
     (["--backend", "ray", "--address", "127.0.0.1:1"], "fleetsched: --address: cannot reach a Ray cluster at 127.0.0.1:1"),
 ], ids=["backend", "address-without-ray", "workers", "address-not-host-port", "address-unreachable"])  # fmt: skip
