@@ -27,7 +27,7 @@ from fleetsched.sweep_verbs import add_sweep_verb
 from fleetsched.trace_verbs import add_trace_verbs
 from fleetsched.usage_verbs import add_usage_verbs
 from scheduler import mig
-from scheduler.catalog import default_catalog
+from scheduler.catalog import MigGeometry, default_catalog
 from scheduler.decision import Decision, Pending
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
@@ -115,43 +115,71 @@ def _add_approve(verbs: Any) -> None:
     approve.set_defaults(run=_approve)
 
 
-def _mig_layouts(args: argparse.Namespace) -> Output:
-    gpu = default_catalog().resolve(args.gpu)
+def _mig_gpu(name: str) -> tuple[str, MigGeometry]:
+    """The catalog's name and MIG geometry of `--gpu`; InputError naming `--gpu` otherwise."""
+    try:
+        gpu = default_catalog().resolve(name)
+    except InputError as error:
+        raise InputError(error.problem, field="--gpu") from None
     if gpu.mig is None:
         raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
-    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()] if args.profiles else list(gpu.mig.profiles)
+    return gpu.name, gpu.mig
+
+
+def _mig_profiles(text: str | None, geometry: MigGeometry) -> list[str]:
+    """`--profiles` as a list (all the GPU's when not given); InputError on an empty or repeated name."""
+    if text is None:
+        return list(geometry.profiles)
+    profiles = [part.strip() for part in text.split(",")]
+    if not all(profiles):
+        raise InputError(f"{text!r} has an empty name; list profiles as 1g.10gb,3g.40gb", field="--profiles")
+    twice = sorted({name for name in profiles if profiles.count(name) > 1})
+    if twice:
+        raise InputError(f"names {', '.join(twice)} more than once", field="--profiles")
+    return profiles
+
+
+def _mig_layouts(args: argparse.Namespace) -> Output:
+    name, geometry = _mig_gpu(args.gpu)
+    profiles = _mig_profiles(args.profiles, geometry)
     try:
-        layouts = mig.maximal_layouts(gpu.mig, profiles)
+        layouts = mig.maximal_layouts(geometry, profiles)
     except InputError as error:
         raise InputError(error.problem, field="--profiles") from None
     if args.json:
         listed = [[str(instance) for instance in layout] for layout in layouts]
-        return 0, _json({"gpu": gpu.name, "profiles": profiles, "layouts": listed})
-    lines = [f"{gpu.name}: {len(layouts)} maximal layouts of {', '.join(profiles)}"]
+        return 0, _json({"gpu": name, "profiles": profiles, "layouts": listed})
+    lines = [f"{name}: {len(layouts)} maximal layouts of {', '.join(profiles)}"]
     for layout in layouts:
-        compute = sum(gpu.mig.profiles[i.profile].compute_slices for i in layout)
-        memory = sum(gpu.mig.profiles[i.profile].memory_slices for i in layout)
-        lines.append(f"  {mig.format_layout(layout):<60} compute {compute}/{gpu.mig.compute_slices}"
-                     f"  memory {memory}/{gpu.mig.memory_slices}")
+        compute = sum(geometry.profiles[i.profile].compute_slices for i in layout)
+        memory = sum(geometry.profiles[i.profile].memory_slices for i in layout)
+        lines.append(f"  {mig.format_layout(layout):<60} compute {compute}/{geometry.compute_slices}"
+                     f"  memory {memory}/{geometry.memory_slices}")
     return 0, "\n".join(lines)
 
 
 def _mig_check(args: argparse.Namespace) -> Output:
-    gpu = default_catalog().resolve(args.gpu)
-    if gpu.mig is None:
-        raise InputError(f"{gpu.name} does not support MIG", field="--gpu")
+    """Exit 1 for a layout the GPU cannot hold; 2 (InputError) for one that names nothing or a
+    profile the GPU does not have: that is a mistake in the question, not an answer."""
+    name, geometry = _mig_gpu(args.gpu)
     try:
         layout = mig.parse_layout(args.layout)
     except InputError as error:
         raise InputError(error.problem, field="--layout") from None
-    found = mig.problems(gpu.mig, layout)
+    if not layout:
+        raise InputError("names no instance; list them as profile@start, e.g. 4g.20gb@0,3g.20gb@4", field="--layout")
+    unknown = sorted({instance.profile for instance in layout if instance.profile not in geometry.profiles})
+    if unknown:
+        raise InputError(f"{name} has no MIG profile {', '.join(unknown)}; its profiles: "
+                         f"{', '.join(geometry.profiles)}", field="--layout")  # fmt: skip
+    found = mig.problems(geometry, layout)
     code = 1 if found else 0
     if args.json:
         layout_text = mig.format_layout(layout)
-        return code, _json({"gpu": gpu.name, "layout": layout_text, "legal": not found, "problems": found})
+        return code, _json({"gpu": name, "layout": layout_text, "legal": not found, "problems": found})
     if found:
-        return code, f"illegal on {gpu.name}: {'; '.join(found)}"
-    return code, f"legal on {gpu.name}: {mig.format_layout(layout)}"
+        return code, f"illegal on {name}: {'; '.join(found)}"
+    return code, f"legal on {name}: {mig.format_layout(layout)}"
 
 
 def _extender(args: argparse.Namespace) -> Output:

@@ -62,11 +62,11 @@ def problems(geometry: MigGeometry, layout: Sequence[MigInstance]) -> list[str]:
         if instance.start not in spec.starts:
             legal = ", ".join(str(start) for start in spec.starts)
             found.append(f"{instance}: illegal start {instance.start}; {spec.name} may start at {legal}")
-            continue
-        mask = _mask(spec, instance.start)
-        if used & mask:
-            found.append(f"{instance}: overlaps another instance on memory slices {_slices(used & mask)}")
-        used |= mask
+        else:  # an instance at an illegal start still counts below: every reason is told, not the first
+            mask = _mask(spec, instance.start)
+            if used & mask:
+                found.append(f"{instance}: overlaps another instance on memory slices {_slices(used & mask)}")
+            used |= mask
         compute += spec.compute_slices
         media += spec.media_extensions
         counts[spec.name] = counts.get(spec.name, 0) + 1

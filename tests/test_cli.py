@@ -44,17 +44,35 @@ def test_mig_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and not data["legal"] and any("overlaps" in p for p in data["problems"])
 
 
+def test_mig_check_tells_every_reason_an_instance_at_an_illegal_start_also_breaks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "mig", "check", "--gpu", "A100-40GB", "--layout", "4g.20gb@0,4g.20gb@4")
+    assert code == 1
+    assert out.strip() == ("illegal on A100-SXM4-40GB: 4g.20gb@4: illegal start 4; 4g.20gb may start at 0; "
+                           "uses 8 compute slices; the GPU has 7; has 2 x 4g.20gb; at most 1")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["mig", "layouts", "--gpu", "Z9000"], "fleetsched: unknown GPU model 'Z9000'"),
+        (["mig", "layouts", "--gpu", "Z9000"], "fleetsched: --gpu: unknown GPU model 'Z9000'"),
+        (["mig", "check", "--gpu", "H999", "--layout", "1g.5gb@0"], "fleetsched: --gpu: unknown GPU model 'H999'"),
+        (["mig", "check", "--gpu", "A100-40GB", "--layout", ""], "fleetsched: --layout: names no instance"),
+        (["mig", "check", "--gpu", "A100-40GB", "--layout", ","], "fleetsched: --layout: names no instance"),
+        (["mig", "check", "--gpu", "A100-40GB", "--layout", "9g.99gb@0"],
+         "fleetsched: --layout: A100-SXM4-40GB has no MIG profile 9g.99gb; its profiles: 1g.5gb,"),
+        (["mig", "layouts", "--gpu", "A100-40GB", "--profiles", ""], "fleetsched: --profiles: '' has an empty name"),
+        (["mig", "layouts", "--gpu", "A100-40GB", "--profiles", "1g.5gb,1g.5gb"],
+         "fleetsched: --profiles: names 1g.5gb more than once"),
         (["mig", "layouts", "--gpu", "T4"], "fleetsched: --gpu: T4-16GB does not support MIG"),
         (["mig", "layouts", "--gpu", "H100-80GB", "--profiles", "1g.5gb"], "fleetsched: --profiles: unknown MIG profile"),
         (["mig", "check", "--gpu", "T4", "--layout", "1g.5gb@0"], "fleetsched: --gpu: T4-16GB does not support MIG"),
         (["mig", "check", "--gpu", "A100-40GB", "--layout", "3g"], "fleetsched: --layout: '3g' is not profile@start"),
         (["plan", *DEMO, "--profile", "nope"], "fleetsched: no bundled profile 'nope'"),
     ],
-    ids=["unknown-gpu", "no-mig", "bad-profile-name", "check-no-mig", "bad-layout", "unknown-profile"],
+    ids=["unknown-gpu", "check-unknown-gpu", "empty-layout", "comma-layout", "unknown-mig-profile", "empty-profiles",
+         "repeated-profile", "no-mig", "bad-profile-name", "check-no-mig", "bad-layout", "unknown-profile"],
 )
 def test_user_mistakes_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     code, out, err = run(capsys, *argv)

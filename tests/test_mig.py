@@ -403,6 +403,7 @@ ILLEGAL = [
         [
             "3g.20gb@0: overlaps another instance on memory slices 0,1",
             "3g.20gb@2: illegal start 2; 3g.20gb may start at 0, 4",
+            "uses 8 compute slices; the GPU has 7",  # the misplaced instance still counts
         ],
     ),
 ]
