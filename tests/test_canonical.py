@@ -154,6 +154,15 @@ def test_csv_file_with_pipes_booleans_and_empty_cells(tmp_path: Path) -> None:
     assert d.preemptible is False
 
 
+@pytest.mark.parametrize(("name", "text"), [("jobs.jsonl", '{"id": "a", "duration_s": 10}\n'),
+                                           ("jobs.csv", "id,duration_s\na,10\n")], ids=["jsonl", "csv"])
+def test_a_byte_order_mark_is_read_past(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad saves "UTF-8 with BOM"
+    (job,) = read_jobs(path)
+    assert job.id == "a" and job.duration_s == 10
+
+
 def test_demo_jobs_read_fully() -> None:
     jobs = {job.id: job for job in read_jobs(DEMO)}
     assert len(jobs) == len([line for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]) == 17
@@ -195,7 +204,7 @@ BAD_FILES = [
     pytest.param(bad({"id": "b", "duration_s": "NaN"}), 2, "duration_s",
                  "must be a finite number >= 0, got 'NaN'", id="nan-duration"),
     pytest.param(bad({"id": "b", "duration_s": True}), 2, "duration_s",
-                 "must be a finite number >= 0, got True", id="boolean-duration"),
+                 "must be a number, not true", id="boolean-duration"),
     pytest.param(bad({"id": "b", "submit_s": 3}), 2, "duration_s", "required", id="missing-duration"),
     pytest.param(bad({"duration_s": 3}), 2, "id", "required", id="missing-id"),
     pytest.param(bad({"id": "  ", "duration_s": 3}), 2, "id", "required", id="blank-id"),

@@ -138,14 +138,15 @@ class TraceFormat(ABC):
 
 @contextmanager
 def open_text(path: Path) -> Iterator[TextIO]:
-    """The file opened for reading UTF-8 text, for a `with` block; InputError naming it when it
-    cannot be opened, or naming its first byte that is not UTF-8 when the block meets one.
+    """The file opened for reading UTF-8 text (past a byte-order mark, if it has one), for a `with`
+    block; InputError naming it when it cannot be opened, or naming its first byte that is not
+    UTF-8 when the block meets one.
 
     The decoding error is caught around the whole block, not per line, so reading costs
     nothing more; the file is read again, in binary, only to find the bad byte.
     """
-    try:
-        handle = path.open(encoding="utf-8", newline="")
+    try:  # utf-8-sig: a byte-order mark, as some Windows editors save, is read past, not taken for text
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as error:
         raise InputError(error.strerror or str(error), source=str(path)) from None
     with handle:

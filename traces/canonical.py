@@ -77,11 +77,13 @@ class _Row:
         value = self.values.get(field, default)
         if value is None:
             raise self.fail(field, "required")
+        if isinstance(value, bool):  # JSON's true is not 1 here: a typo, not a count
+            raise self.fail(field, f"must be a number, not {str(value).lower()}")
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise self.fail(field, f"not a number: {value!r}") from None
-        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        if not math.isfinite(number) or number < 0:
             raise self.fail(field, f"must be a finite number >= 0, got {value!r}")
         if number > MAX_NUMBER:
             raise self.fail(field, f"must be at most {MAX_NUMBER:g}, got {value!r}")
