@@ -244,10 +244,15 @@ def _request_text(job: Job) -> str:
     return f"{job.replicas} x {text}" if job.replicas > 1 else text
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def render_plan(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], decision: Decision) -> str:
     """The plan as a table: each job's placement, or why it stays pending, per node class."""
     placed = {p.job.id: p for p in decision.placements}
-    lines = [f"profile {profile}: {len(jobs)} jobs, {len(snapshot.nodes)} nodes in {len(snapshot.pools)} pools", ""]
+    counts = ", ".join(_counted(n, noun) for n, noun in ((len(jobs), "job"), (len(snapshot.nodes), "node")))
+    lines = [f"profile {profile}: {counts} in {_counted(len(snapshot.pools), 'pool')}", ""]
     lines.append(f"{'JOB':<16} {'REQUEST':<18} PLACEMENT")
     for job in jobs:
         head = f"{job.id:<16} {_request_text(job):<18} "

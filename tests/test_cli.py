@@ -128,3 +128,15 @@ def test_the_installed_command_runs_as_a_process(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "fleetsched.cli", "mig", "check", "--gpu", "H100-80GB",
                            "--layout", "7g.80gb@0,1g.10gb@0"], capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "overlaps" in done.stdout and done.stderr == ""
+
+
+def test_plan_counts_in_words_that_agree(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    jobs = tmp_path / "one.jsonl"
+    jobs.write_text('{"id": "a", "gpus": 1, "duration_s": 10}\n', encoding="utf-8")
+    one_pool = tmp_path / "one-pool.toml"
+    one_pool.write_text('[[pool]]\nname = "a100"\ngpu = "A100-80GB"\ngpus_per_node = 8\nnodes = 1\n'
+                        "usd_per_node_hour = 10.0\n", encoding="utf-8")  # fmt: skip
+    code, out, _ = run(capsys, "plan", "--cluster", str(one_pool), "--jobs", str(jobs))
+    assert code == 0 and out.splitlines()[0] == "profile default: 1 job, 1 node in 1 pool"
+    code, out, _ = run(capsys, "plan", *DEMO)
+    assert code == 0 and out.splitlines()[0] == "profile default: 17 jobs, 10 nodes in 5 pools"
