@@ -9,8 +9,9 @@ Three inputs, one shape (see /work/metric-contract.md, "the agent's own files"):
 - `--prometheus URL --start --end --step`: the same query_range, fetched with one HTTP GET of
   `URL/api/v1/query_range?query=DCGM_FI_DEV_GPU_UTIL&...`.
 
-A value "NaN" (a sample NVML could not read) is kept and is never quiet, as the agent's own
-detector treats it. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule is applied to it again here, so a different
+A value that is not a finite number ("NaN", "+Inf") is refused like any bad value: the agent
+never writes one (a field NVML cannot read is left out), and kept it would end a quiet run
+and so change the result without a word. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule is applied to it again here, so a different
 threshold or window can be asked after the fact); other metrics in the file are skipped. A
 bad document stops the read naming the file, the line (JSON Lines) or the JSON path, and the
 field: `record.jsonl:7: values[3]: not a number: 'busy'`.
@@ -76,9 +77,8 @@ def _element(element: Any, source: str, line: int | None, where: str) -> _Part |
         if not isinstance(pair, list) or len(pair) != 2:
             raise InputError(f'must be a [unix_s, "value"] pair, got {pair!r}', source=source, line=line, field=field)
         t_s = _number(pair[0], source, line, field)
-        # NaN is a sample NVML could not read: kept, and never quiet (`IdleRule.quiet`).
-        percent = math.nan if str(pair[1]).strip().lower() == "nan" else _number(pair[1], source, line, field)
-        if not 0 <= percent <= 100 and not math.isnan(percent):
+        percent = _number(pair[1], source, line, field)  # NaN is refused: kept, it would silently break a quiet run
+        if not 0 <= percent <= 100:
             raise InputError(f"a utilisation is a percentage from 0 to 100, got {pair[1]!r}", source=source,
                              line=line, field=field)  # fmt: skip
         samples.append((t_s, percent))
