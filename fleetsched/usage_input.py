@@ -11,8 +11,9 @@ Three inputs, one shape (see /work/metric-contract.md, "the agent's own files"):
 
 A value that is not a finite number ("NaN", "+Inf") is refused like any bad value: the agent
 never writes one (a field NVML cannot read is left out), and kept it would end a quiet run
-and so change the result without a word. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule is applied to it again here, so a different
-threshold or window can be asked after the fact); other metrics in the file are skipped. A
+and so change the result without a word. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule
+is applied to it again here, so a different threshold or window can be asked after the fact);
+other metrics in the file are skipped. A
 bad document stops the read naming the file, the line (JSON Lines) or the JSON path, and the
 field: `record.jsonl:7: values[3]: not a number: 'busy'`.
 """
