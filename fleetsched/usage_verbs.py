@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from fleetsched.usage import Report, Totals, cluster_prices, parse_price, usage
 from fleetsched.usage_input import Series, fetch, read_file
-from fleetsched.usage_record import write_record
+from fleetsched.usage_record import check_writable, write_record
 from scheduler.catalog import default_catalog
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
@@ -200,6 +201,9 @@ def run_agent_record(args: argparse.Namespace) -> Output:
     out = Path(args.out)
     if out.resolve() == Path(args.trace).resolve():
         raise InputError("the output would overwrite the input", field="--out")
+    if not math.isfinite(args.epoch_s) or args.epoch_s < 0:  # NaN would be written as NaN: not JSON
+        raise InputError(f"must be a unix time in seconds of at least 0, got {args.epoch_s}", field="--epoch-s")
+    check_writable(out, "--out")
     model = default_catalog().resolve(args.gpu_model).name if args.gpu_model else ""
     count = write_record(read_trace_jobs(args.trace, args.format), out, model, args.epoch_s)
     return 0, f"wrote {count:,} series to {out}"
