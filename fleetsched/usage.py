@@ -39,18 +39,20 @@ def model_key(name: str, catalog: Catalog) -> str | None:
     return catalog.key_of(name) or catalog.key_of("-".join(name.split()))
 
 
-def cluster_prices(pools: Mapping[str, Pool]) -> dict[str, Fraction]:
-    """Dollars per GPU-hour per GPU model, from a cluster's pools; InputError when two pools of
-    one model price it differently (the metrics do not say which pool a device was in)."""
+def cluster_prices(pools: Mapping[str, Pool]) -> tuple[dict[str, Fraction], dict[str, str]]:
+    """Dollars per GPU-hour per GPU model, from a cluster's pools, and the models two pools price
+    differently (the metrics do not say which pool a device was in) with why: such a model has
+    no price until `--price` gives one, and only matters if the metrics name it."""
     prices: dict[str, tuple[Fraction, str]] = {}
+    conflicts: dict[str, str] = {}
     for name, pool in sorted(pools.items()):
+        model = pool.gpu.name
         price = Fraction(micro_usd(pool.usd_per_node_hour), pool.gpus_per_node * 10**6)
-        known = prices.setdefault(pool.gpu.name, (price, name))
-        if known[0] != price:
-            raise InputError(f"pools {known[1]} and {name} price {pool.gpu.name} differently (${float(known[0]):.4f} "
-                             f"and ${float(price):.4f} a GPU-hour); give --price {pool.gpu.name}=USD_PER_GPU_HOUR",
-                             field="--cluster")  # fmt: skip
-    return {model: price for model, (price, _) in prices.items()}
+        known = prices.setdefault(model, (price, name))
+        if known[0] != price and model not in conflicts:
+            conflicts[model] = (f"pools {known[1]} and {name} price {model} differently (${float(known[0]):.4f} and "
+                                f"${float(price):.4f} a GPU-hour); give --price {model}=USD_PER_GPU_HOUR")  # fmt: skip
+    return {model: price for model, (price, _) in prices.items() if model not in conflicts}, conflicts
 
 
 def parse_price(text: str, catalog: Catalog) -> tuple[str, Fraction]:
@@ -143,9 +145,14 @@ def _device(series: Series) -> tuple[str, ...]:
 
 
 def usage(
-    series: Sequence[Series], prices: Mapping[str, Fraction], rule: IdleRule, catalog: Catalog | None = None
+    series: Sequence[Series],
+    prices: Mapping[str, Fraction],
+    rule: IdleRule,
+    catalog: Catalog | None = None,
+    unpriced: Mapping[str, str] | None = None,
 ) -> Report:
-    """The report of `series`, priced per GPU model by `prices` (catalog keys), judged by `rule`."""
+    """The report of `series`, priced per GPU model by `prices` (catalog keys), judged by `rule`;
+    `unpriced` says why a model has no price (pools that disagree), for the first series of it."""
     catalog = catalog or default_catalog()
     held = [each for each in series if each.label("pod") and each.samples]
     pods_on: dict[tuple[str, ...], set[str]] = {}
@@ -156,6 +163,9 @@ def usage(
     by_pod: dict[str, tuple[str, Totals]] = {}
     for each in held:
         key = model_key(each.label("modelName"), catalog)
+        if key is not None and key not in prices and unpriced and key in unpriced:
+            raise InputError(f"{unpriced[key]} (the metrics name it: {each.source}:{each.line})"
+                             if each.line else f"{unpriced[key]} (the metrics name it)", field="--cluster")  # fmt: skip
         if key is None or key not in prices:
             what = "unknown GPU model" if key is None else f"no price for {key}"
             problem = f"{what} {each.label('modelName')!r}: give --price MODEL=USD or a --cluster with a pool of it"

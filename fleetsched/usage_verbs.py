@@ -118,23 +118,26 @@ def _rule(args: argparse.Namespace, period_s: float) -> IdleRule:
         raise InputError(str(error), field=field) from None
 
 
-def _prices(args: argparse.Namespace) -> dict[str, Fraction]:
+def _prices(args: argparse.Namespace) -> tuple[dict[str, Fraction], dict[str, str]]:
+    """Prices per GPU model (`--price` over the cluster's) and the cluster's models left without one
+    (its pools disagree, and no `--price` settles it), each with why."""
     catalog = default_catalog()
-    prices = cluster_prices(load_cluster(args.cluster).pools) if args.cluster else {}
+    prices, unpriced = cluster_prices(load_cluster(args.cluster).pools) if args.cluster else ({}, {})
     for text in args.price:
         key, price = parse_price(text, catalog)
         prices[key] = price
-    if not prices:
+        unpriced.pop(key, None)
+    if not prices and not unpriced:
         raise InputError("give prices: --cluster FILE or --price MODEL=USD_PER_GPU_HOUR", field="--price")
-    return prices
+    return prices, unpriced
 
 
 def run_report(args: argparse.Namespace) -> Output:
     if args.top < 0:
         raise InputError(f"must be at least 0, got {args.top}", field="--top")
-    prices = _prices(args)
+    prices, unpriced = _prices(args)
     series = _series(args)
-    report = usage(series, prices, _rule(args, _period_s(args, series)))
+    report = usage(series, prices, _rule(args, _period_s(args, series)), unpriced=unpriced)
     if args.json:
         return 0, json.dumps(report.document(), indent=2, sort_keys=True)
     if args.csv:
