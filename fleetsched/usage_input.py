@@ -40,15 +40,22 @@ FETCH_TIMEOUT_S = 30.0
 @dataclass(frozen=True, slots=True)
 class Series:
     """One device's utilisation while one pod held it: its labels, samples `(unix_s, percent)` in
-    time order, and where it was first read (for error messages)."""
+    time order, and where it was first read (for error messages): the file, the line of a record,
+    the JSON path of a query_range's element (`data.result[3].`)."""
 
     labels: tuple[tuple[str, str], ...]
     samples: tuple[tuple[float, float], ...]
     source: str
     line: int | None
+    where: str = ""
 
     def label(self, name: str) -> str:
         return dict(self.labels).get(name, "")
+
+    def field(self, label: str) -> str:
+        """How an error names one of its labels: the label (a record's line says which series), or
+        its JSON path in a query_range response."""
+        return f"{self.where}metric.{label}" if self.where else label
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,11 @@ def _element(element: Any, source: str, line: int | None, where: str) -> _Part |
         raise InputError("a series is an object with a metric object and values", source=source, line=line,
                          field=where or "metric")  # fmt: skip
     metric: dict[str, Any] = element["metric"]
-    if metric.get("__name__") != UTILISATION:
+    if "__name__" not in metric:  # skipped as another metric, its utilisation would be lost without a word
+        raise InputError(f"no __name__: cannot tell which metric the series is (a query of {UTILISATION} "
+                         "keeps it; a function over it drops it)", source=source, line=line,
+                         field=f"{where}metric.__name__")  # fmt: skip
+    if metric["__name__"] != UTILISATION:
         return None
     labels = tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
     values = element.get("values")
@@ -114,7 +125,7 @@ def _joined(parts: list[_Part], source: str) -> list[Series]:
                 seen[t_s] = part
                 samples.append((t_s, percent))
         samples.sort()
-        series.append(Series(labels, tuple(samples), source, group[0].line))
+        series.append(Series(labels, tuple(samples), source, group[0].line, group[0].where))
     return sorted(series, key=lambda s: s.labels)
 
 

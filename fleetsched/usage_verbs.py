@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from fleetsched.usage import Report, Totals, cluster_prices, parse_price, usage
-from fleetsched.usage_input import Series, fetch, read_file
+from fleetsched.usage_input import UTILISATION, Series, fetch, read_file
 from fleetsched.usage_record import check_writable, write_record
 from scheduler.catalog import default_catalog
 from scheduler.cluster import load_cluster
@@ -85,10 +85,19 @@ def _series(args: argparse.Namespace) -> list[Series]:
         missing = [name for name in ("start", "end", "step") if not getattr(args, name)]
         if missing:
             raise InputError("--prometheus needs --start, --end and --step", field=f"--{missing[0]}")
-        return fetch(args.prometheus, args.start, args.end, args.step)
+        series = fetch(args.prometheus, args.start, args.end, args.step)
+        if not series:
+            raise InputError(f"no {UTILISATION} series from --start {args.start} to --end {args.end}: nothing to "
+                             "report", source=args.prometheus)  # fmt: skip
+        return series
     if not args.file:
         raise InputError("give the metrics: a file, or --prometheus URL --start --end --step", field="file")
-    return read_file(args.file)
+    series = read_file(args.file)
+    if not series:  # all zeros would read as a cluster that held nothing
+        empty = Path(args.file).stat().st_size == 0
+        raise InputError("is empty: nothing to report" if empty else f"holds no {UTILISATION} series: nothing to "
+                         "report", source=args.file)  # fmt: skip
+    return series
 
 
 def _period_s(args: argparse.Namespace, series: Sequence[Series]) -> float:
@@ -189,7 +198,8 @@ def render_table(report: Report, top: int) -> str:
     lines = [
         f"allocated-but-idle: under {rule.threshold_percent:g} % for {rule.window_s:g} s (samples every "
         f"{rule.period_s:g} s, gaps over {rule.max_gap_s:g} s); prices per GPU-hour: {prices}",
-        f"{report.total.series:,} pod series ({report.unallocated_series:,} series of unallocated devices skipped)",
+        f"{report.total.series:,} pod series ({report.unallocated_series:,} series of unallocated devices"
+        f"{f', {report.empty_series:,} empty series' if report.empty_series else ''} skipped)",
         header, _line("all", report.total), "teams:",
     ]  # fmt: skip
     lines += [_line(team, totals) for team, totals in sorted(report.by_team.items())]
