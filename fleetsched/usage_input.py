@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,40 @@ def read_file(path: str | Path) -> list[Series]:
     return query_range_series(document, str(path))
 
 
+def query_time_s(text: str, field: str) -> float:
+    """A query_range bound as Prometheus takes it: unix seconds or an RFC 3339 time with its offset."""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise InputError(f"not a finite time: {text!r}", field=field)
+        return number
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"must be unix seconds or an RFC 3339 time (2024-12-05T00:00:00Z), got {text!r}",
+                         field=field) from None  # fmt: skip
+    if moment.tzinfo is None:
+        raise InputError(f"an RFC 3339 time names its offset (Z or +01:00), got {text!r}", field=field)
+    return moment.timestamp()
+
+
+def check_range(start: str, end: str, step: str) -> None:
+    """InputError naming the option unless `start` < `end` are times Prometheus reads and `step` is
+    a number of seconds over 0: said before the query, not by the server or after it."""
+    start_s, end_s = query_time_s(start, "--start"), query_time_s(end, "--end")
+    if not start_s < end_s:
+        raise InputError(f"must come after --start ({start}), got {end!r}", field="--end")
+    try:
+        step_s = float(step)
+    except ValueError:
+        raise InputError(f"must be a number of seconds, got {step!r}", field="--step") from None
+    if not (math.isfinite(step_s) and step_s > 0):
+        raise InputError(f"must be a number of seconds over 0, got {step!r}", field="--step")
+
+
 def fetch(url: str, start: str, end: str, step: str) -> list[Series]:
     """The series Prometheus at `url` answers a query_range for (one HTTP GET)."""
     query = urllib.parse.urlencode({"query": UTILISATION, "start": start, "end": end, "step": step})
@@ -216,4 +251,6 @@ def _reason(error: urllib.error.HTTPError) -> str:
         return str(error.reason)
 
 
-__all__ = ["UTILISATION", "Series", "fetch", "query_range_series", "read_file", "read_record"]
+__all__ = [
+    "UTILISATION", "Series", "check_range", "fetch", "query_range_series", "query_time_s", "read_file", "read_record",
+]  # fmt: skip

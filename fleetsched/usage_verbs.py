@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from fleetsched.usage import Report, Totals, cluster_prices, parse_price, usage
-from fleetsched.usage_input import UTILISATION, Series, fetch, read_file
+from fleetsched.usage_input import UTILISATION, Series, check_range, fetch, read_file
 from fleetsched.usage_record import check_writable, write_record
 from scheduler.catalog import default_catalog
 from scheduler.cluster import load_cluster
@@ -85,6 +85,7 @@ def _series(args: argparse.Namespace) -> list[Series]:
         missing = [name for name in ("start", "end", "step") if not getattr(args, name)]
         if missing:
             raise InputError("--prometheus needs --start, --end and --step", field=f"--{missing[0]}")
+        check_range(args.start, args.end, args.step)
         series = fetch(args.prometheus, args.start, args.end, args.step)
         if not series:
             raise InputError(f"no {UTILISATION} series from --start {args.start} to --end {args.end}: nothing to "
@@ -92,6 +93,9 @@ def _series(args: argparse.Namespace) -> list[Series]:
         return series
     if not args.file:
         raise InputError("give the metrics: a file, or --prometheus URL --start --end --step", field="file")
+    given = [name for name in ("start", "end", "step") if getattr(args, name) is not None]
+    if given:  # a file is read whole: a range it would not apply must not look applied
+        raise InputError("only with --prometheus: a file is read whole", field=f"--{given[0]}")
     series = read_file(args.file)
     if not series:  # all zeros would read as a cluster that held nothing
         empty = Path(args.file).stat().st_size == 0
@@ -105,10 +109,7 @@ def _period_s(args: argparse.Namespace, series: Sequence[Series]) -> float:
     if args.period_s is not None:
         return float(args.period_s)
     if args.prometheus:
-        try:
-            return float(args.step)
-        except ValueError:
-            raise InputError("give the step in seconds (or --period-s)", field="--step") from None
+        return float(args.step)  # a number of seconds: `check_range` said so before the query
     steps: Counter[float] = Counter()
     for each in series:
         steps.update(b[0] - a[0] for a, b in zip(each.samples, each.samples[1:], strict=False))

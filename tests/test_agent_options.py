@@ -79,7 +79,8 @@ def test_check_refuses_an_option_that_would_fail_at_start(
 def test_check_refuses_a_kubeconfig_it_cannot_read(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     missing = tmp_path / "nonexist"
     code, out, err = check(capsys, "--team-label", "x", "--kubeconfig", str(missing))
-    assert (code, out, err) == (2, "", f"fleetsched: {missing}: --kubeconfig: cannot read it: No such file or directory")
+    line = f"fleetsched: {missing}: --kubeconfig: cannot read it: No such file or directory"
+    assert (code, out, err) == (2, "", line)
 
 
 def test_check_refuses_a_record_in_a_missing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

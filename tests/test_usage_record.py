@@ -26,7 +26,8 @@ def test_an_out_in_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.C
 
 
 def test_an_out_that_is_a_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert refused(capsys, "--out", str(tmp_path)) == f"fleetsched: {tmp_path}: --out: is a directory; name a file in it"
+    line = f"fleetsched: {tmp_path}: --out: is a directory; name a file in it"
+    assert refused(capsys, "--out", str(tmp_path)) == line
     assert list(tmp_path.iterdir()) == []  # no .partial left inside it
 
 
