@@ -1,8 +1,9 @@
 """The `fleetsched agent` verb: one per GPU node, it exports NVML telemetry with each device's pod and team
 and detects allocated-but-idle GPUs (extender.agent; docs/agent.md). Returns (exit code, text).
 
-A bad option stops it with one line naming the option (exit 2); `--check` checks the options and
-prints what the agent would do, without touching NVML or the kubelet.
+A bad option stops it with one line naming the option (exit 2); `--check` checks the options (the
+address resolves, the files named can be read or written) and prints what the agent would do,
+without touching NVML or the kubelet.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from typing import TYPE_CHECKING
 
 from extender.agent import DEFAULT_PORT, DEFAULT_SOCKET
 from extender.translate import TeamRule
+from fleetsched.usage_record import check_writable
 from scheduler.errors import InputError
 from scheduler.governance_file import load_governance
 
@@ -62,8 +65,7 @@ def agent_settings(args: argparse.Namespace) -> AgentSettings:
     from extender.agent.kubelet import TeamMap  # grpc, pynvml and prometheus_client load only for the agent
     from extender.agent.main import AgentSettings, idle_rule, namespace_teams
 
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"must be a port number from 0 to 65535, got {args.port}", field="--port")
+    _check_listen(args.listen, args.port)
     if not args.kubelet_timeout_s > 0:
         raise InputError(f"must be more than 0, got {args.kubelet_timeout_s}", field="--kubelet-timeout-s")
     rule = idle_rule(args.idle_threshold_percent, args.idle_window_s, args.period_s, args.max_gap_s)
@@ -76,11 +78,37 @@ def agent_settings(args: argparse.Namespace) -> AgentSettings:
             raise InputError(f"{args.governance} takes teams from namespaces; give one or the other",
                              field="--team-label")  # fmt: skip
         team_rule = TeamRule("label", args.team_label)
+    _check_files(args.kubeconfig, args.record)
     node = args.node_name or os.environ.get("NODE_NAME", "") or os.uname().nodename
     return AgentSettings(node=node, address=args.listen, port=args.port, socket_path=args.kubelet_socket,
                          kubelet_timeout_s=args.kubelet_timeout_s, period_s=args.period_s, rule=rule,
                          teams=TeamMap(team_rule, namespace_teams(args.team)), record=args.record,
                          kubeconfig=args.kubeconfig)  # fmt: skip
+
+
+def _check_listen(address: str, port: int) -> None:
+    """The port is one a server can name (0 would be any free port: nothing could scrape it) and
+    the address resolves; whether it is this machine's and the port free is known only at start."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"must be a port number from 1 to 65535, got {port}", field="--port")
+    try:
+        socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else "not a host name"
+        raise InputError(f"cannot resolve {address!r}: {reason}", field="--listen") from None
+
+
+def _check_files(kubeconfig: str, record: str) -> None:
+    """The kubeconfig can be read and the record written (appended to), as the agent will at start."""
+    if kubeconfig:
+        try:
+            with open(kubeconfig, "rb"):
+                pass
+        except OSError as error:
+            raise InputError(f"cannot read it: {error.strerror or error}", source=kubeconfig,
+                             field="--kubeconfig") from None  # fmt: skip
+    if record:
+        check_writable(record, "--record", append=True)
 
 
 def describe(settings: AgentSettings) -> str:

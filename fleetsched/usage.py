@@ -1,7 +1,8 @@
 """Allocated and allocated-but-idle GPU-hours and dollars per team and pod, from the GPU agent's series.
 
 Each series (`fleetsched.usage_input`) is one device while one pod held it (a series with no
-`pod` label is a device nobody held: not allocated, skipped). The pod held the device from
+`pod` label is a device nobody held: not allocated, skipped; one with a `pod` label and no
+sample is empty: nothing to count, skipped and counted apart). The pod held the device from
 its first sample to one sampling period after its last: that is its *allocated* time. The
 idle rule (`scheduler.idleness`, applied by `simulator.measured.idle_time`, the very function
 a replay uses) finds its allocated-but-idle spans; the time its samples speak for is its
@@ -39,18 +40,20 @@ def model_key(name: str, catalog: Catalog) -> str | None:
     return catalog.key_of(name) or catalog.key_of("-".join(name.split()))
 
 
-def cluster_prices(pools: Mapping[str, Pool]) -> dict[str, Fraction]:
-    """Dollars per GPU-hour per GPU model, from a cluster's pools; InputError when two pools of
-    one model price it differently (the metrics do not say which pool a device was in)."""
+def cluster_prices(pools: Mapping[str, Pool]) -> tuple[dict[str, Fraction], dict[str, str]]:
+    """Dollars per GPU-hour per GPU model, from a cluster's pools, and the models two pools price
+    differently (the metrics do not say which pool a device was in) with why: such a model has
+    no price until `--price` gives one, and only matters if the metrics name it."""
     prices: dict[str, tuple[Fraction, str]] = {}
+    conflicts: dict[str, str] = {}
     for name, pool in sorted(pools.items()):
+        model = pool.gpu.name
         price = Fraction(micro_usd(pool.usd_per_node_hour), pool.gpus_per_node * 10**6)
-        known = prices.setdefault(pool.gpu.name, (price, name))
-        if known[0] != price:
-            raise InputError(f"pools {known[1]} and {name} price {pool.gpu.name} differently (${float(known[0]):.4f} "
-                             f"and ${float(price):.4f} a GPU-hour); give --price {pool.gpu.name}=USD_PER_GPU_HOUR",
-                             field="--cluster")  # fmt: skip
-    return {model: price for model, (price, _) in prices.items()}
+        known = prices.setdefault(model, (price, name))
+        if known[0] != price and model not in conflicts:
+            conflicts[model] = (f"pools {known[1]} and {name} price {model} differently (${float(known[0]):.4f} and "
+                                f"${float(price):.4f} a GPU-hour); give --price {model}=USD_PER_GPU_HOUR")  # fmt: skip
+    return {model: price for model, (price, _) in prices.items() if model not in conflicts}, conflicts
 
 
 def parse_price(text: str, catalog: Catalog) -> tuple[str, Fraction]:
@@ -110,6 +113,7 @@ class Report:
     by_pod: Mapping[str, tuple[str, Totals]]  # pod -> (team, totals)
     unallocated_series: int = 0
     prices: Mapping[str, Fraction] = field(default_factory=dict)
+    empty_series: int = 0  # a pod's series without a sample: nothing to count
 
     def document(self) -> dict[str, Any]:
         rule = self.rule
@@ -119,6 +123,7 @@ class Report:
             "usd_per_gpu_hour": {model: float(price) for model, price in sorted(self.prices.items())},
             **self.total.document(),
             "unallocated_series": self.unallocated_series,
+            "empty_series": self.empty_series,
             "by_team": {team: totals.document() for team, totals in sorted(self.by_team.items())},
             "by_pod": {pod: {"team": team, **totals.document()} for pod, (team, totals) in sorted(self.by_pod.items())},
         }  # fmt: skip
@@ -132,7 +137,7 @@ def _worth(series: Series, key: str, catalog: Catalog, sharers: int) -> Fraction
     spec = catalog.models[key]
     if spec.mig is None or profile not in spec.mig.profiles:
         raise InputError(f"{spec.name} has no MIG profile {profile!r}", source=series.source, line=series.line,
-                         field="GPU_I_PROFILE")  # fmt: skip
+                         field=series.field("GPU_I_PROFILE"))  # fmt: skip
     pool = Pool(name=key, gpu=spec, gpus_per_node=1)
     return gpu_worth(pool, GpuRequest(kind=RequestKind.MIG, mig_profile=profile)) / sharers
 
@@ -143,11 +148,17 @@ def _device(series: Series) -> tuple[str, ...]:
 
 
 def usage(
-    series: Sequence[Series], prices: Mapping[str, Fraction], rule: IdleRule, catalog: Catalog | None = None
+    series: Sequence[Series],
+    prices: Mapping[str, Fraction],
+    rule: IdleRule,
+    catalog: Catalog | None = None,
+    unpriced: Mapping[str, str] | None = None,
 ) -> Report:
-    """The report of `series`, priced per GPU model by `prices` (catalog keys), judged by `rule`."""
+    """The report of `series`, priced per GPU model by `prices` (catalog keys), judged by `rule`;
+    `unpriced` says why a model has no price (pools that disagree), for the first series of it."""
     catalog = catalog or default_catalog()
     held = [each for each in series if each.label("pod") and each.samples]
+    empty = sum(1 for each in series if each.label("pod") and not each.samples)
     pods_on: dict[tuple[str, ...], set[str]] = {}
     for each in held:
         pods_on.setdefault(_device(each), set()).add(_pod(each))
@@ -156,16 +167,25 @@ def usage(
     by_pod: dict[str, tuple[str, Totals]] = {}
     for each in held:
         key = model_key(each.label("modelName"), catalog)
+        if key is not None and key not in prices and unpriced and key in unpriced:
+            raise InputError(f"{unpriced[key]} (the metrics name it: {each.source}:{each.line})"
+                             if each.line else f"{unpriced[key]} (the metrics name it)", field="--cluster")  # fmt: skip
         if key is None or key not in prices:
-            what = "unknown GPU model" if key is None else f"no price for {key}"
-            problem = f"{what} {each.label('modelName')!r}: give --price MODEL=USD or a --cluster with a pool of it"
-            raise InputError(problem, source=each.source, line=each.line, field="modelName")
+            raise InputError(_unpriced(each, key), source=each.source, line=each.line, field=each.field("modelName"))
         totals = _totals(each, _worth(each, key, catalog, len(pods_on[_device(each)])), prices[key], rule)
         team = each.label("team") or NO_TEAM
         total.add(totals)
         by_team.setdefault(team, Totals()).add(totals)
         by_pod.setdefault(_pod(each), (each.label("team"), Totals()))[1].add(totals)
-    return Report(rule, total, by_team, by_pod, len(series) - len(held), dict(prices))
+    return Report(rule, total, by_team, by_pod, len(series) - len(held) - empty, dict(prices), empty)
+
+
+def _unpriced(series: Series, key: str | None) -> str:
+    name = series.label("modelName")
+    if not name:
+        return "no modelName label: the series' GPU model, and so its price, is unknown"
+    what = "unknown GPU model" if key is None else f"no price for {key}"
+    return f"{what} {name!r}: give --price MODEL=USD or a --cluster with a pool of it"
 
 
 def _pod(series: Series) -> str:

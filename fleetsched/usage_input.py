@@ -9,9 +9,11 @@ Three inputs, one shape (see /work/metric-contract.md, "the agent's own files"):
 - `--prometheus URL --start --end --step`: the same query_range, fetched with one HTTP GET of
   `URL/api/v1/query_range?query=DCGM_FI_DEV_GPU_UTIL&...`.
 
-A value "NaN" (a sample NVML could not read) is kept and is never quiet, as the agent's own
-detector treats it. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule is applied to it again here, so a different
-threshold or window can be asked after the fact); other metrics in the file are skipped. A
+A value that is not a finite number ("NaN", "+Inf") is refused like any bad value: the agent
+never writes one (a field NVML cannot read is left out), and kept it would end a quiet run
+and so change the result without a word. Only `DCGM_FI_DEV_GPU_UTIL` is read (the idle rule
+is applied to it again here, so a different threshold or window can be asked after the fact);
+other metrics in the file are skipped. A
 bad document stops the read naming the file, the line (JSON Lines) or the JSON path, and the
 field: `record.jsonl:7: values[3]: not a number: 'busy'`.
 """
@@ -25,6 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +41,22 @@ FETCH_TIMEOUT_S = 30.0
 @dataclass(frozen=True, slots=True)
 class Series:
     """One device's utilisation while one pod held it: its labels, samples `(unix_s, percent)` in
-    time order, and where it was first read (for error messages)."""
+    time order, and where it was first read (for error messages): the file, the line of a record,
+    the JSON path of a query_range's element (`data.result[3].`)."""
 
     labels: tuple[tuple[str, str], ...]
     samples: tuple[tuple[float, float], ...]
     source: str
     line: int | None
+    where: str = ""
 
     def label(self, name: str) -> str:
         return dict(self.labels).get(name, "")
+
+    def field(self, label: str) -> str:
+        """How an error names one of its labels: the label (a record's line says which series), or
+        its JSON path in a query_range response."""
+        return f"{self.where}metric.{label}" if self.where else label
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +73,11 @@ def _element(element: Any, source: str, line: int | None, where: str) -> _Part |
         raise InputError("a series is an object with a metric object and values", source=source, line=line,
                          field=where or "metric")  # fmt: skip
     metric: dict[str, Any] = element["metric"]
-    if metric.get("__name__") != UTILISATION:
+    if "__name__" not in metric:  # skipped as another metric, its utilisation would be lost without a word
+        raise InputError(f"no __name__: cannot tell which metric the series is (a query of {UTILISATION} "
+                         "keeps it; a function over it drops it)", source=source, line=line,
+                         field=f"{where}metric.__name__")  # fmt: skip
+    if metric["__name__"] != UTILISATION:
         return None
     labels = tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
     values = element.get("values")
@@ -76,9 +90,8 @@ def _element(element: Any, source: str, line: int | None, where: str) -> _Part |
         if not isinstance(pair, list) or len(pair) != 2:
             raise InputError(f'must be a [unix_s, "value"] pair, got {pair!r}', source=source, line=line, field=field)
         t_s = _number(pair[0], source, line, field)
-        # NaN is a sample NVML could not read: kept, and never quiet (`IdleRule.quiet`).
-        percent = math.nan if str(pair[1]).strip().lower() == "nan" else _number(pair[1], source, line, field)
-        if not 0 <= percent <= 100 and not math.isnan(percent):
+        percent = _number(pair[1], source, line, field)  # NaN is refused: kept, it would silently break a quiet run
+        if not 0 <= percent <= 100:
             raise InputError(f"a utilisation is a percentage from 0 to 100, got {pair[1]!r}", source=source,
                              line=line, field=field)  # fmt: skip
         samples.append((t_s, percent))
@@ -113,7 +126,7 @@ def _joined(parts: list[_Part], source: str) -> list[Series]:
                 seen[t_s] = part
                 samples.append((t_s, percent))
         samples.sort()
-        series.append(Series(labels, tuple(samples), source, group[0].line))
+        series.append(Series(labels, tuple(samples), source, group[0].line, group[0].where))
     return sorted(series, key=lambda s: s.labels)
 
 
@@ -174,6 +187,40 @@ def read_file(path: str | Path) -> list[Series]:
     return query_range_series(document, str(path))
 
 
+def query_time_s(text: str, field: str) -> float:
+    """A query_range bound as Prometheus takes it: unix seconds or an RFC 3339 time with its offset."""
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise InputError(f"not a finite time: {text!r}", field=field)
+        return number
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"must be unix seconds or an RFC 3339 time (2024-12-05T00:00:00Z), got {text!r}",
+                         field=field) from None  # fmt: skip
+    if moment.tzinfo is None:
+        raise InputError(f"an RFC 3339 time names its offset (Z or +01:00), got {text!r}", field=field)
+    return moment.timestamp()
+
+
+def check_range(start: str, end: str, step: str) -> None:
+    """InputError naming the option unless `start` < `end` are times Prometheus reads and `step` is
+    a number of seconds over 0: said before the query, not by the server or after it."""
+    start_s, end_s = query_time_s(start, "--start"), query_time_s(end, "--end")
+    if not start_s < end_s:
+        raise InputError(f"must come after --start ({start}), got {end!r}", field="--end")
+    try:
+        step_s = float(step)
+    except ValueError:
+        raise InputError(f"must be a number of seconds, got {step!r}", field="--step") from None
+    if not (math.isfinite(step_s) and step_s > 0):
+        raise InputError(f"must be a number of seconds over 0, got {step!r}", field="--step")
+
+
 def fetch(url: str, start: str, end: str, step: str) -> list[Series]:
     """The series Prometheus at `url` answers a query_range for (one HTTP GET)."""
     query = urllib.parse.urlencode({"query": UTILISATION, "start": start, "end": end, "step": step})
@@ -204,4 +251,6 @@ def _reason(error: urllib.error.HTTPError) -> str:
         return str(error.reason)
 
 
-__all__ = ["UTILISATION", "Series", "fetch", "query_range_series", "read_file", "read_record"]
+__all__ = [
+    "UTILISATION", "Series", "check_range", "fetch", "query_range_series", "query_time_s", "read_file", "read_record",
+]  # fmt: skip

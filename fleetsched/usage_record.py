@@ -15,6 +15,7 @@ of a GPU cannot be written: the agent's metrics do not say a pod's part of a dev
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,26 @@ def record_lines(jobs: Iterable[Job], gpu_model: str = "", epoch_s: float = 0.0)
             yield {"metric": _labels(job, model, device), "values": values}
 
 
+def check_writable(out: str | Path, field: str, append: bool = False) -> None:
+    """InputError naming `field` unless a file can be written at `out`: checked before any work, so a
+    mistyped folder is said at once and leaves nothing behind. The folder must exist and be
+    writable (the record is written beside it, then renamed), `out` must not be a directory, and
+    when `append`, an existing `out` must itself be writable."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError("is a directory; name a file in it", source=str(out), field=field)
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(f"its folder {folder} does not exist", source=str(out), field=field)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"no permission to write in its folder {folder}", source=str(out), field=field)
+    if append and path.exists() and not os.access(path, os.W_OK):
+        raise InputError("no permission to write it", source=str(out), field=field)
+
+
 def write_record(jobs: Iterable[Job], out: str | Path, gpu_model: str = "", epoch_s: float = 0.0) -> int:
     """Writes the record file `out` atomically (a temporary name, renamed when complete); the series written."""
     return write_json_lines(record_lines(jobs, gpu_model, epoch_s), out, compact=True)
 
 
-__all__ = ["record_lines", "write_record"]
+__all__ = ["check_writable", "record_lines", "write_record"]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 from fleetsched.usage import Report, Totals, cluster_prices, parse_price, usage
-from fleetsched.usage_input import Series, fetch, read_file
-from fleetsched.usage_record import write_record
+from fleetsched.usage_input import UTILISATION, Series, check_range, fetch, read_file
+from fleetsched.usage_record import check_writable, write_record
 from scheduler.catalog import default_catalog
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
@@ -84,10 +85,23 @@ def _series(args: argparse.Namespace) -> list[Series]:
         missing = [name for name in ("start", "end", "step") if not getattr(args, name)]
         if missing:
             raise InputError("--prometheus needs --start, --end and --step", field=f"--{missing[0]}")
-        return fetch(args.prometheus, args.start, args.end, args.step)
+        check_range(args.start, args.end, args.step)
+        series = fetch(args.prometheus, args.start, args.end, args.step)
+        if not series:
+            raise InputError(f"no {UTILISATION} series from --start {args.start} to --end {args.end}: nothing to "
+                             "report", source=args.prometheus)  # fmt: skip
+        return series
     if not args.file:
         raise InputError("give the metrics: a file, or --prometheus URL --start --end --step", field="file")
-    return read_file(args.file)
+    given = [name for name in ("start", "end", "step") if getattr(args, name) is not None]
+    if given:  # a file is read whole: a range it would not apply must not look applied
+        raise InputError("only with --prometheus: a file is read whole", field=f"--{given[0]}")
+    series = read_file(args.file)
+    if not series:  # all zeros would read as a cluster that held nothing
+        empty = Path(args.file).stat().st_size == 0
+        raise InputError("is empty: nothing to report" if empty else f"holds no {UTILISATION} series: nothing to "
+                         "report", source=args.file)  # fmt: skip
+    return series
 
 
 def _period_s(args: argparse.Namespace, series: Sequence[Series]) -> float:
@@ -95,10 +109,7 @@ def _period_s(args: argparse.Namespace, series: Sequence[Series]) -> float:
     if args.period_s is not None:
         return float(args.period_s)
     if args.prometheus:
-        try:
-            return float(args.step)
-        except ValueError:
-            raise InputError("give the step in seconds (or --period-s)", field="--step") from None
+        return float(args.step)  # a number of seconds: `check_range` said so before the query
     steps: Counter[float] = Counter()
     for each in series:
         steps.update(b[0] - a[0] for a, b in zip(each.samples, each.samples[1:], strict=False))
@@ -117,23 +128,26 @@ def _rule(args: argparse.Namespace, period_s: float) -> IdleRule:
         raise InputError(str(error), field=field) from None
 
 
-def _prices(args: argparse.Namespace) -> dict[str, Fraction]:
+def _prices(args: argparse.Namespace) -> tuple[dict[str, Fraction], dict[str, str]]:
+    """Prices per GPU model (`--price` over the cluster's) and the cluster's models left without one
+    (its pools disagree, and no `--price` settles it), each with why."""
     catalog = default_catalog()
-    prices = cluster_prices(load_cluster(args.cluster).pools) if args.cluster else {}
+    prices, unpriced = cluster_prices(load_cluster(args.cluster).pools) if args.cluster else ({}, {})
     for text in args.price:
         key, price = parse_price(text, catalog)
         prices[key] = price
-    if not prices:
+        unpriced.pop(key, None)
+    if not prices and not unpriced:
         raise InputError("give prices: --cluster FILE or --price MODEL=USD_PER_GPU_HOUR", field="--price")
-    return prices
+    return prices, unpriced
 
 
 def run_report(args: argparse.Namespace) -> Output:
     if args.top < 0:
         raise InputError(f"must be at least 0, got {args.top}", field="--top")
-    prices = _prices(args)
+    prices, unpriced = _prices(args)
     series = _series(args)
-    report = usage(series, prices, _rule(args, _period_s(args, series)))
+    report = usage(series, prices, _rule(args, _period_s(args, series)), unpriced=unpriced)
     if args.json:
         return 0, json.dumps(report.document(), indent=2, sort_keys=True)
     if args.csv:
@@ -185,7 +199,8 @@ def render_table(report: Report, top: int) -> str:
     lines = [
         f"allocated-but-idle: under {rule.threshold_percent:g} % for {rule.window_s:g} s (samples every "
         f"{rule.period_s:g} s, gaps over {rule.max_gap_s:g} s); prices per GPU-hour: {prices}",
-        f"{report.total.series:,} pod series ({report.unallocated_series:,} series of unallocated devices skipped)",
+        f"{report.total.series:,} pod series ({report.unallocated_series:,} series of unallocated devices"
+        f"{f', {report.empty_series:,} empty series' if report.empty_series else ''} skipped)",
         header, _line("all", report.total), "teams:",
     ]  # fmt: skip
     lines += [_line(team, totals) for team, totals in sorted(report.by_team.items())]
@@ -200,6 +215,9 @@ def run_agent_record(args: argparse.Namespace) -> Output:
     out = Path(args.out)
     if out.resolve() == Path(args.trace).resolve():
         raise InputError("the output would overwrite the input", field="--out")
+    if not math.isfinite(args.epoch_s) or args.epoch_s < 0:  # NaN would be written as NaN: not JSON
+        raise InputError(f"must be a unix time in seconds of at least 0, got {args.epoch_s}", field="--epoch-s")
+    check_writable(out, "--out")
     model = default_catalog().resolve(args.gpu_model).name if args.gpu_model else ""
     count = write_record(read_trace_jobs(args.trace, args.format), out, model, args.epoch_s)
     return 0, f"wrote {count:,} series to {out}"

@@ -25,13 +25,14 @@ def check(capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, str, 
     return code, captured.out.strip(), captured.err.strip()
 
 
-def test_check_prints_the_settings_the_options_give(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_the_settings_the_options_give(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    record = tmp_path / "agent.jsonl"  # --check finds that its folder can be written
     code, out, err = check(capsys, "--node-name", "gpu-7", "--port", "9500", "--period-s", "30", "--idle-window-s",
-                           "600", "--team", "research=vision", "--team", "ml=platform", "--record", "/var/agent.jsonl")
+                           "600", "--team", "research=vision", "--team", "ml=platform", "--record", str(record))
     assert (code, err) == (0, "")
     assert out == ("agent on node gpu-7: /metrics on 0.0.0.0:9500, kubelet /var/lib/kubelet/pod-resources/kubelet.sock,"
                    " every 30 s; idle under 5 % for 600 s (gap 90 s); teams from namespace, namespace teams: "
-                   "ml=platform, research=vision; record: /var/agent.jsonl")
+                   f"ml=platform, research=vision; record: {record}")
 
 
 def test_the_node_name_defaults_to_the_downward_api_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +49,7 @@ def test_the_node_name_defaults_to_the_downward_api_variable(monkeypatch: pytest
      "fleetsched: --idle-threshold-percent: must be a finite number of at least 0, got nan"),
     (["--period-s", "60", "--max-gap-s", "30"],
      "fleetsched: --max-gap-s: must be a finite number of at least the period (60.0 s), got 30.0"),
-    (["--port", "70000"], "fleetsched: --port: must be a port number from 0 to 65535, got 70000"),
+    (["--port", "70000"], "fleetsched: --port: must be a port number from 1 to 65535, got 70000"),
     (["--kubelet-timeout-s", "0"], "fleetsched: --kubelet-timeout-s: must be more than 0, got 0.0"),
 ])  # fmt: skip
 def test_a_bad_option_is_one_line_naming_it(capsys: pytest.CaptureFixture[str], options: list[str], line: str) -> None:
@@ -61,10 +62,11 @@ def test_a_missing_governance_file_is_one_line(capsys: pytest.CaptureFixture[str
 
 
 def test_a_governance_file_gives_the_extenders_team_rule(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rules = tmp_path / "governance.toml"
+    rules, kubeconfig = tmp_path / "governance.toml", tmp_path / "kube.conf"
     rules.write_text('team_from = "label"\nteam_label = "example.com/team"\n')
-    code, out, _ = check(capsys, "--governance", str(rules), "--kubeconfig", "/etc/kube.conf")
-    assert code == 0 and "teams from label example.com/team (API server: /etc/kube.conf)" in out
+    kubeconfig.write_text("apiVersion: v1\n")  # --check reads that it is there, not what it says
+    code, out, _ = check(capsys, "--governance", str(rules), "--kubeconfig", str(kubeconfig))
+    assert code == 0 and f"teams from label example.com/team (API server: {kubeconfig})" in out
     code, out, _ = check(capsys, "--team-label", "fleetsched.io/team")
     assert code == 0 and "teams from label fleetsched.io/team (API server: in-cluster)" in out
 

@@ -50,6 +50,8 @@ ALLOWED: dict[str, set[str]] = {
 # Sweeps (fleetsched/sweep*.py): cells keyed by sha256, results as Parquet and DataFrames, Ray tasks (socket:
 # whether a Ray address answers before Ray retries for minutes).
 ALLOWED["fleetsched"] |= {"pandas", "pyarrow", "ray", "hashlib", "socket"}
+# The agent's listen failures (errno: which option to name when the address or the port will not do).
+ALLOWED["extender/agent"] |= {"errno"}
 
 
 def imports(path: Path) -> set[str]:

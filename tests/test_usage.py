@@ -247,11 +247,11 @@ def test_a_series_that_is_not_an_object_is_named(tmp_path: Path, capsys: pytest.
     assert f"{path}:2: metric: a series is an object" in refused(capsys, [str(path), "--price", "H100=4"])
 
 
-def test_an_unreadable_sample_breaks_a_quiet_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = element("p1", "a", [0.0] * 60)
-    line["values"][25][1] = "NaN"  # 25 quiet minutes, an unreadable one, 34 quiet: only the 34 are idle
-    document = report(capsys, str(write_record(tmp_path / "r.jsonl", [line])))
-    assert document["by_pod"]["ml/p1"]["gpu_hours"] == {"allocated": 1.0, "measured": 1.0, "idle": round(34 / 60, 6)}
+def test_a_nan_sample_is_refused_as_not_a_finite_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = element("p1", "a", [0.0] * 41)
+    line["values"][20][1] = "NaN"  # kept, it would split 41 quiet minutes into two runs under the window: 0 % idle
+    path = write_record(tmp_path / "r.jsonl", [line])
+    assert f"{path}:1: values[20]: not a finite number: 'NaN'" in refused(capsys, [str(path), "--price", "H100=4"])
 
 
 def test_a_negative_window_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

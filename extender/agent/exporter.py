@@ -10,8 +10,10 @@ counted, and the loop goes on.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from extender.agent.state import Agent, Family
+from scheduler.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,23 @@ def serve(agent: Agent, address: str, port: int) -> tuple[Any, threading.Thread]
     """Serves `/metrics` on `address`:`port` (0: any free port) in a thread; (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))
-    return start_http_server(port, addr=address, registry=registry)
+    try:
+        return start_http_server(port, addr=address, registry=registry)
+    except OSError as error:
+        raise listen_error(address, port, error) from None
+
+
+def listen_error(address: str, port: int, error: OSError) -> InputError:
+    """What a failed listen means, as one line naming the option to change (`--listen` or `--port`)."""
+    if isinstance(error, socket.gaierror):
+        return InputError(f"cannot resolve {address!r}: {error.strerror}", field="--listen")
+    if error.errno == errno.EADDRINUSE:
+        return InputError(f"port {port} on {address} is in use (another agent?)", field="--port")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return InputError(f"{address} is not an address of this machine", field="--listen")
+    if error.errno == errno.EACCES:
+        return InputError(f"no permission to listen on port {port} (under 1024 needs privileges)", field="--port")
+    return InputError(f"cannot listen on {address}:{port}: {error.strerror or error}", field="--listen")
 
 
 def format_value(value: float) -> str:
@@ -121,4 +140,4 @@ def run(
     return ticks
 
 
-__all__ = ["AgentCollector", "Recorder", "format_value", "run", "serve"]
+__all__ = ["AgentCollector", "Recorder", "format_value", "listen_error", "run", "serve"]

@@ -49,6 +49,9 @@ def idle_rule(threshold_percent: float, window_s: float, period_s: float, max_ga
                           ("--period-s", period_s)):  # fmt: skip
         if not value >= 0 or value == float("inf"):
             raise InputError(f"must be a finite number of at least 0, got {value}", field=option)
+    if threshold_percent > 100:
+        raise InputError(f"must be a percentage from 0 to 100, got {threshold_percent}",
+                         field="--idle-threshold-percent")  # fmt: skip
     if period_s <= 0:
         raise InputError(f"must be more than 0, got {period_s}", field="--period-s")
     gap = 3 * period_s if max_gap_s is None else max_gap_s
@@ -88,8 +91,13 @@ def run_agent(
     collector = NvmlCollector(nvml if nvml is not None else real_nvml())
     pods = PodResourcesClient(settings.socket_path, settings.kubelet_timeout_s)
     agent = Agent(collector, pods, AgentOptions(settings.node, settings.rule, settings.teams), labels)
+    try:
+        server, thread = serve(agent, settings.address, settings.port)
+    except InputError:  # nothing listens: let go of NVML and the kubelet's channel before saying why
+        pods.close()
+        collector.close()
+        raise
     recorder = Recorder(settings.record) if settings.record else None
-    server, thread = serve(agent, settings.address, settings.port)
     port = int(server.server_address[1])
     log.info("agent on node %s: /metrics on %s:%d, kubelet %s, every %g s", settings.node, settings.address, port,
              settings.socket_path, settings.period_s)  # fmt: skip
