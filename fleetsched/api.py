@@ -39,6 +39,8 @@ PathLike = str | Path
 MAX_SEED = 2**32 - 1
 #: A scheduling round longer than a year is a typo (the clock is integer milliseconds).
 MAX_ROUND_S = 365 * 24 * 3600.0
+#: The shortest round: the replay's clock counts whole milliseconds.
+MIN_ROUND_S = 0.001
 
 
 def load_profile(name_or_path: str | Profile) -> Profile:
@@ -302,6 +304,9 @@ def check_round(round_s: float, field: str = "round_s") -> None:
     if not number or not math.isfinite(round_s) or not 0 <= round_s <= MAX_ROUND_S:
         shown = f"{round_s:g}" if number else repr(round_s)
         raise InputError(f"must be a number of seconds from 0 to {MAX_ROUND_S:.0f}, got {shown}", field=field)
+    if 0 < round_s < MIN_ROUND_S:  # it would round to rounds of 0 ms: a replay that never advances
+        raise InputError(f"must be 0 (a cycle on every change) or at least {MIN_ROUND_S:g} s: the clock counts "
+                         f"milliseconds, got {round_s:g}", field=field)  # fmt: skip
 
 
 def check_compare(

@@ -99,7 +99,7 @@ class Engine:
     def scheduler_loop(self) -> Process:
         while True:
             if self.options.round_s > 0:
-                yield self.env.timeout(ms(self.options.round_s))
+                yield self.env.timeout(max(1, ms(self.options.round_s)))  # never a round of 0 ms
                 self.woken = False
             else:
                 if not self.woken:

@@ -300,12 +300,14 @@ def test_a_file_that_is_not_utf8_is_one_line(
         (["--round-s", "nan"], "--round-s: must be a number of seconds from 0"),
         (["--round-s", "inf"], "--round-s: must be a number of seconds from 0"),
         (["--round-s", "-1"], "--round-s: must be a number of seconds from 0"),
+        (["--round-s", "0.0004"], "--round-s: must be 0 (a cycle on every change) or at least 0.001 s"),
+        (["--round-s", "1e-9"], "--round-s: must be 0 (a cycle on every change) or at least 0.001 s"),
         (["--seeds", "100000000"], "--seeds: must be a whole number from 1 to 1000, got 100000000"),
         (["--seeds", "0"], "--seeds: must be a whole number from 1 to 1000, got 0"),
         (["--profiles", "default,default"], "--profiles: 'default' is named twice"),
     ],
-    ids=["workers-0", "workers-negative", "round-nan", "round-inf", "round-negative", "seeds-huge", "seeds-0",
-         "same-profile-twice"],
+    ids=["workers-0", "workers-negative", "round-nan", "round-inf", "round-negative", "round-under-1ms",
+         "round-tiny", "seeds-huge", "seeds-0", "same-profile-twice"],
 )
 def test_compare_arguments_out_of_range_are_one_line_and_leave_no_folder(
     tmp_path: Path, trace: str, capsys: pytest.CaptureFixture[str], no_run: None, arguments: list[str], expected: str
@@ -320,10 +322,11 @@ def test_compare_arguments_out_of_range_are_one_line_and_leave_no_folder(
     ("arguments", "expected"),
     [
         (["--round-s", "nan"], "--round-s: must be a number of seconds from 0"),
+        (["--round-s", "0.0004"], "--round-s: must be 0 (a cycle on every change) or at least 0.001 s"),
         (["--seed", "-1"], "--seed: must be a whole number from 0 to 4294967295"),
         (["--seed", str(2**64)], "--seed: must be a whole number from 0 to 4294967295"),
     ],
-    ids=["round-nan", "seed-negative", "seed-huge"],
+    ids=["round-nan", "round-under-1ms", "seed-negative", "seed-huge"],
 )
 def test_simulate_arguments_out_of_range_are_one_line(
     tmp_path: Path, trace: str, capsys: pytest.CaptureFixture[str], no_run: None, arguments: list[str], expected: str
