@@ -94,7 +94,7 @@ def economics_sections(economics: Mapping[str, Any] | None) -> list[str]:
     showback = economics.get("showback")
     if showback:
         day_rows = [(day, money(row["total"]), money(row["attributed"]), money(row["idle"]))
-                    for day, row in showback["day"].items()]  # fmt: skip
+                    for day, row in sorted(showback["day"].items(), key=_day_number)]  # fmt: skip
         parts.append(section(
             "Showback", note("Job costs per label from the ledger; days of the simulated clock (day-0 starts at t=0)."),
             "<h3>By team</h3>", group_table(showback["team"], "team"),
@@ -214,6 +214,11 @@ def write_report(source: PathLike, out: PathLike, render_page: Callable[[PathLik
         raise
     log.info("wrote %s", target)
     return target
+
+
+def _day_number(item: tuple[str, Any]) -> int:
+    """Day keys (`day-0` ... `day-108`) in the clock's order: summary.json's keys sort as text."""
+    return int(item[0].removeprefix("day-"))
 
 
 __all__ = ["render", "write_report"]

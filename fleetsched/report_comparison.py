@@ -145,6 +145,7 @@ def showback_section(summary: pd.DataFrame) -> str:
         if title == "day":
             means = means[[column for column in means.columns if column.endswith(".total")]]
             means = means.rename(columns=lambda column: column.removesuffix(".total"))
+            means = means[sorted(means.columns, key=lambda day: int(day.removeprefix("day-")))]  # not as text
         if means.empty:
             continue
         rows = [(key, *(money(means.loc[profile, key]) for profile in means.index)) for key in means.columns]

@@ -37,6 +37,7 @@ from simulator.recording import Memory, Sink
 from simulator.rounds import RoundsLedger
 from simulator.runs import MS, JobRun, Phase, ms
 from simulator.world import SimWorld
+from traces.base import MAX_REPLAY_S
 
 Process = Generator[Any, Any, None]
 
@@ -87,6 +88,9 @@ class Engine:
 
     def arrivals(self, jobs: Iterable[Job]) -> Process:
         for job in jobs:
+            if job.submit_s > MAX_REPLAY_S or job.duration_s > MAX_REPLAY_S:  # any reader's jobs, not only canonical
+                raise InputError(f"job {job.id}: submit_s {job.submit_s:g} and duration_s {job.duration_s:g} must "
+                                 f"each be at most {MAX_REPLAY_S:g} s (a century of simulated time)")  # fmt: skip
             delay = ms(job.submit_s) - self.now
             if delay > 0:
                 yield self.env.timeout(delay)

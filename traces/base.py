@@ -29,6 +29,10 @@ CPU_ONLY = "CPU-only (no GPU request)"
 #: any duration in seconds; a larger finite number is a typo, and near 10^305 it overflows the
 #: simulator's integer-millisecond clock.
 MAX_NUMBER = 1e15
+#: The latest submit time and the longest duration a replay takes: a century of simulated time
+#: (ten million jobs at 100 an hour span 11 years). Past it a value is a typo or a timestamp in
+#: milliseconds, and a replay of it would run (and report, day by day) for ages.
+MAX_REPLAY_S = 100 * 365 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)

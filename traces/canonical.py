@@ -46,6 +46,7 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.errors import InputError
 from scheduler.model import FULL_GPU_MILLI, GpuRequest, Job, JobKind, Labels, RequestKind
 from scheduler.observed import MeasuredUtilisation, Served
+from traces import base
 from traces.base import MAX_NUMBER, Fields, TraceFormat, TraceRow, csv_rows, json_lines, read_rows, replayed
 from traces.unique import UniqueIds
 
@@ -73,7 +74,7 @@ class _Row:
     def fail(self, field: str, message: str) -> InputError:
         return InputError(message, source=self.source, line=self.line, field=field)
 
-    def number(self, field: str, default: float | None = None) -> float:
+    def number(self, field: str, default: float | None = None, most: float = MAX_NUMBER) -> float:
         value = self.values.get(field, default)
         if value is None:
             raise self.fail(field, "required")
@@ -85,8 +86,8 @@ class _Row:
             raise self.fail(field, f"not a number: {value!r}") from None
         if not math.isfinite(number) or number < 0:
             raise self.fail(field, f"must be a finite number >= 0, got {value!r}")
-        if number > MAX_NUMBER:
-            raise self.fail(field, f"must be at most {MAX_NUMBER:g}, got {value!r}")
+        if number > most:
+            raise self.fail(field, f"must be at most {most:g}, got {value!r}")
         return number
 
     def integer(self, field: str, default: int, least: int = 0) -> int:
@@ -128,8 +129,8 @@ def to_job(values: Mapping[str, Any], *, source: str = "", line: int = 0, catalo
     return Job(
         id=job_id,
         request=_request(row, catalog),
-        submit_s=row.number("submit_s", 0.0),
-        duration_s=row.number("duration_s"),
+        submit_s=row.number("submit_s", 0.0, base.MAX_REPLAY_S),  # seconds from the trace's start, not a timestamp
+        duration_s=row.number("duration_s", None, base.MAX_REPLAY_S),
         replicas=row.integer("replicas", 1, least=1),
         gpu_models=_models(row, catalog),
         priority=_priority(row),
