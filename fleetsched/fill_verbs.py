@@ -10,12 +10,16 @@ import argparse
 import json
 import logging
 import re
+import sys
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from scheduler.errors import InputError
-from simulator.fill import POLICIES, read_nodes, read_pods, run_fill
-from simulator.fill_output import CurveRow, median_curve, medians, plot, read_rows, summary, write_rows
+from simulator.fill import POLICIES, blank_reason, read_nodes, read_pods, run_fill
+from simulator.fill_authors import authors_medians, lookup
+from simulator.fill_output import CurveRow, medians, plot, read_rows, summary, write_rows
 from simulator.rundir import RunDirectory
 
 Output = tuple[int, str]
@@ -50,6 +54,10 @@ def parse_seeds(text: str) -> list[int]:
         if last < first or last - first >= 1000:
             raise InputError(f"range {part.strip()!r} must run upwards over at most 1000 seeds", field="--seeds")
         seeds.extend(range(first, last + 1))
+    twice = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if twice:  # the same seed gives the same curve: a repeat would only weigh it twice in the median
+        raise InputError(f"seed{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} named more than once",
+                         field="--seeds")
     return seeds
 
 
@@ -78,14 +86,12 @@ def parse_tune(text: str) -> float:
 def run_fill_verb(args: argparse.Namespace) -> Output:
     policies, seeds, tune = parse_policies(args.policy), parse_seeds(args.seeds), parse_tune(args.tune)
     nodes, pods = read_nodes(Path(args.nodes)), read_pods(Path(args.pods))
-    theirs, theirs_at_100 = {}, {}
     workload = Path(args.pods).stem
-    if args.expected:
-        expected = [row for row in read_rows(Path(args.expected)) if row.workload == workload and row.tune == tune]
-        theirs = {policy: median_curve(expected, policy) for policy in policies}
-        theirs_at_100 = medians(expected)
+    authors = authors_medians(read_rows(Path(args.expected)), workload, tune, policies, seeds) \
+        if args.expected else None
     rows: list[CurveRow] = []
     timings: dict[str, list[float]] = {}
+    blank: dict[int, str] = {}  # seed: why its cell at 100 % arrived is blank (arrivals depend on the seed alone)
     with RunDirectory.prepare(args.out, force=args.force) as run:
         for policy in policies:
             for seed in seeds:
@@ -93,23 +99,45 @@ def run_fill_verb(args: argparse.Namespace) -> Output:
                 result = run_fill(nodes, pods, policy, seed, tune)
                 timings.setdefault(policy, []).append(time.perf_counter() - started)
                 rows.append(CurveRow.of(workload, tune, result))
+                reason = blank_reason(result.arrived_milli, result.cluster_gpus)
+                if reason is not None:
+                    blank[seed] = reason
                 log.info("%s seed %d: %d pods, %d dropped", policy, seed, len(result.arrived_milli), result.failed)
         write_rows(rows, run.path / "allo_discrete.csv")
-        document = summary(rows, workload, tune, seeds)
+        document = summary(rows, workload, tune, seeds, blank, authors.as_json() if authors else None)
         (run.path / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        theirs_at_100, theirs = lookup(authors)
         plot(rows, theirs, run.path / "unallocated.png")
         run.commit()
+    _note([*(f"seed {seed}: unallocated GPU % at 100 % arrived is n/a: {reason}" for seed, reason in blank.items()),
+           *(authors.notes() if authors else [])])
     if args.json:
         return 0, json.dumps(document["unallocated_gpu_pct_at_100_median"], sort_keys=True)
     table = render(medians(rows), theirs_at_100, timings)
-    return 0, table + f"\nwrote {args.out}/allo_discrete.csv, summary.json, unallocated.png"
+    footer = f"\n{authors.footer(seeds)}" if authors else ""
+    return 0, table + f"\nwrote {args.out}/allo_discrete.csv, summary.json, unallocated.png" + footer
 
 
-def render(found: dict[str, float], theirs: dict[str, float], timings: dict[str, list[float]]) -> str:
-    """A table: policy, our median unallocated GPU % at 100 % arrived, the authors' (with --expected), s per seed."""
+def _note(lines: Sequence[str]) -> None:
+    """Lines on stderr beside the table: what the figures leave out and why."""
+    for line in lines:
+        sys.stderr.write(f"fleetsched: {line}\n")
+
+
+def render(
+    found: Mapping[str, float | None], theirs: Mapping[str, float | None], timings: Mapping[str, Sequence[float]]
+) -> str:
+    """A table: policy, our median unallocated GPU % at 100 % arrived, the authors' (with --expected), s per seed.
+
+    n/a: no seed's curve has a cell at 100 % arrived (the reason is on stderr); -: no authors' row.
+    """
     lines = [f"{'policy':<14} {'unalloc% @100':>13} {'authors':>8} {'s/seed':>7}"]
     for policy, value in found.items():
         seconds = sum(timings[policy]) / len(timings[policy])
-        authors = f"{theirs[policy]:.2f}" if policy in theirs else "-"
-        lines.append(f"{policy:<14} {value:>13.2f} {authors:>8} {seconds:>7.2f}")
+        authors = _cell(theirs[policy]) if policy in theirs else "-"
+        lines.append(f"{policy:<14} {_cell(value):>13} {authors:>8} {seconds:>7.2f}")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

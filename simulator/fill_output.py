@@ -65,19 +65,31 @@ def read_rows(path: Path) -> list[CurveRow]:
     return rows
 
 
-def medians(rows: Sequence[CurveRow], percent: int = 100) -> dict[str, float]:
-    """Per policy, the median over seeds of unallocated GPU % at `percent` arrived."""
+def medians(rows: Sequence[CurveRow], percent: int = 100) -> dict[str, float | None]:
+    """Per policy, the median over seeds of unallocated GPU % at `percent` arrived.
+
+    A seed whose cell is blank (no arrival within one point of `percent`, as the authors leave
+    it) is left out; a policy whose every seed is blank has None (n/a), not no entry.
+    """
     found: dict[str, list[float]] = {}
     for row in rows:
         value = unallocated_at(row.cells, percent)
+        found.setdefault(row.policy, [])
         if value is not None:
-            found.setdefault(row.policy, []).append(value)
-    return {policy: round(statistics.median(values), 2) for policy, values in found.items()}
+            found[row.policy].append(value)
+    return {policy: round(statistics.median(values), 2) if values else None for policy, values in found.items()}
 
 
-def summary(rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequence[int]) -> dict[str, Any]:
-    """The JSON summary: per policy the median unallocated GPU % at 100 % arrived, and each seed's value."""
-    return {
+def summary(
+    rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequence[int],
+    blank: Mapping[int, str] | None = None, authors: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON summary: per policy the median unallocated GPU % at 100 % arrived, and each seed's value.
+
+    `blank` (seed: why its cell at 100 % is blank; its values are null) and `authors` (their
+    medians over the same seeds, with `--expected`) are written only when there are any.
+    """
+    document: dict[str, Any] = {
         "workload": workload,
         "tune": tune,
         "seeds": list(seeds),
@@ -87,6 +99,11 @@ def summary(rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequenc
             for policy in dict.fromkeys(row.policy for row in rows)
         },
     }
+    if blank:
+        document["unallocated_gpu_pct_at_100_blank"] = {str(seed): reason for seed, reason in blank.items()}
+    if authors is not None:
+        document["authors"] = dict(authors)
+    return document
 
 
 def median_curve(rows: Sequence[CurveRow], policy: str) -> list[float | None]:
