@@ -1,13 +1,19 @@
-"""`fleetsched fill` refuses input that would silently skew the experiment: a seed named twice, a node named twice, a GPU model nobody knows."""
+"""`fleetsched fill` refuses input that would skew the experiment unseen (a seed or a node named twice, an unknown GPU model) and leaves nothing behind when stopped."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from simulator.fill import read_nodes
 from tests.test_fill import NODES_CSV, OPENB, _fails, _inputs, needs_shared
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_seed_named_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +50,20 @@ def test_both_openb_node_lists_are_accepted() -> None:
     # The authors' lists use only models the catalog knows; the all-node list has CPU nodes without one.
     assert len(read_nodes(OPENB / "openb_node_list_gpu_node.csv")) == 1213
     assert len(read_nodes(OPENB / "openb_node_list_all_node.csv")) == 1523
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_removes_the_temporary_folder(tmp_path: Path, signum: signal.Signals) -> None:
+    # 2,000 seeds of FGD take tens of seconds: the signal lands while the runs go on.
+    command = [sys.executable, "-m", "fleetsched", *_inputs(tmp_path), "--policy", "FGD", "--seeds", "1-1000,1001-2000",
+               "--out", str(tmp_path / "out")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.partial-*")), "the run never started writing"
+    process.send_signal(signum)
+    _out, error = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum
+    assert error.strip() == f"fleetsched: stopped by {signum.name}: nothing written to {tmp_path / 'out'}"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
