@@ -122,3 +122,14 @@ def plot(rows: Sequence[CurveRow], theirs: Mapping[str, Sequence[float | None]],
 
     ours = {policy: median_curve(rows, policy) for policy in dict.fromkeys(row.policy for row in rows)}
     fill_curves(ours, theirs, path)
+
+
+def refuse_fill_output(folder: Path) -> None:
+    """InputError when `folder` is a `fleetsched fill` output directory, for readers of simulation runs.
+
+    A fill run is complete without jobs.csv: it holds the discrete curves, not a replay's jobs.
+    """
+    if (folder / "allo_discrete.csv").is_file():
+        raise InputError("a `fleetsched fill` output directory (allo_discrete.csv, summary.json, unallocated.png), "
+                         "not a simulation run or comparison: read allo_discrete.csv with "
+                         "simulator.fill_output.read_rows (or pandas) and summary.json as JSON", source=str(folder))
