@@ -1,7 +1,10 @@
 """The `fleetsched fill` verb: the FGD packing experiment (Weng et al., ATC'23) on an openb node and pod list.
 
 Every input is read and checked before the run directory is made; the files are written into a
-temporary folder and renamed into place only when all runs finished (`simulator.rundir`).
+temporary folder and renamed into place only when all runs finished (`simulator.rundir`); SIGTERM
+or SIGINT before that removes the temporary folder. The authors' figures (`--expected`) are over
+the seeds run (`simulator.fill_authors`); a policy's 100 % figure is n/a, with the reason on
+stderr, for a seed whose arrivals never land near 100 % (`simulator.fill.blank_reason`).
 """
 
 from __future__ import annotations

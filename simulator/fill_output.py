@@ -2,7 +2,8 @@
 
 `allo_discrete.csv` has the columns of the authors' `analysis_allo_discrete.csv` (workload,
 sc_policy, tune, seed, total_gpus, then the allocated GPU % at 0..130 % arrived), so the two
-files compare cell by cell; `sc_policy` uses their labels (01-Random .. 06-FGD).
+files compare cell by cell; `sc_policy` uses their labels (01-Random .. 06-FGD). A cell no event
+lands near stays empty, as in theirs, and a median over seeds leaves such seeds out.
 """
 
 from __future__ import annotations
