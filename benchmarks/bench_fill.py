@@ -3,7 +3,7 @@
 Replays the pod list onto the node list once per policy and seed (tune-up to 1.3x the cluster's
 GPUs, as `fleetsched fill` does) and prints per policy: the median over seeds of unallocated GPU %
 at 100 % arrived, the authors' median from their cached results (`analysis_allo_discrete.csv`)
-with their min..max over seeds, ours min..max, the widest gap between our curve and theirs of
+with their min..max over the same seeds, ours min..max, the widest gap between our curve and theirs of
 the same seed, and the seconds per seed (wall mean and max; CPU mean, which a shared machine's
 load does not inflate), with the machine it ran on. The authors' Go simulator took 3 to 30 minutes per policy and seed.
 
@@ -42,13 +42,14 @@ def main() -> None:
     nodes = read_nodes(folder / "openb_node_list_gpu_node.csv")
     pods = read_pods(folder / f"openb_pod_list_{args.trace}.csv")
     workload = f"openb_pod_list_{args.trace}"
-    theirs = [row for row in read_rows(Path(args.expected)) if row.workload == workload and row.tune == 1.3] \
-        if Path(args.expected).exists() else []
+    seeds = parse_seeds(args.seeds)  # the authors' figures are over the same seeds as ours
+    expected = read_rows(Path(args.expected)) if Path(args.expected).exists() else []
+    theirs = [row for row in expected if row.workload == workload and row.tune == 1.3 and row.seed in seeds]
     results: dict[str, dict[str, Any]] = {}
     for policy in parse_policies(args.policies):
         values, seconds, cpu_seconds, gaps = [], [], [], []
         same_policy = {row.seed: row.cells for row in theirs if row.policy == policy}
-        for seed in parse_seeds(args.seeds):
+        for seed in seeds:
             started, cpu_started = time.perf_counter(), time.process_time()
             run = run_fill(nodes, pods, policy, seed, 1.3)
             seconds.append(time.perf_counter() - started)

@@ -1,7 +1,10 @@
 """The `fleetsched fill` verb: the FGD packing experiment (Weng et al., ATC'23) on an openb node and pod list.
 
 Every input is read and checked before the run directory is made; the files are written into a
-temporary folder and renamed into place only when all runs finished (`simulator.rundir`).
+temporary folder and renamed into place only when all runs finished (`simulator.rundir`); SIGTERM
+or SIGINT before that removes the temporary folder. The authors' figures (`--expected`) are over
+the seeds run (`simulator.fill_authors`); a policy's 100 % figure is n/a, with the reason on
+stderr, for a seed whose arrivals never land near 100 % (`simulator.fill.blank_reason`).
 """
 
 from __future__ import annotations
@@ -10,12 +13,22 @@ import argparse
 import json
 import logging
 import re
+import signal
+import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from scheduler.errors import InputError
-from simulator.fill import POLICIES, read_nodes, read_pods, run_fill
-from simulator.fill_output import CurveRow, median_curve, medians, plot, read_rows, summary, write_rows
+from scheduler.fill import FillNode, FillPod
+from simulator.fill import POLICIES, blank_reason, read_nodes, read_pods, run_fill
+from simulator.fill_authors import authors_medians, lookup
+from simulator.fill_output import CurveRow, medians, plot, read_rows, summary, write_rows
 from simulator.rundir import RunDirectory
 
 Output = tuple[int, str]
@@ -50,6 +63,10 @@ def parse_seeds(text: str) -> list[int]:
         if last < first or last - first >= 1000:
             raise InputError(f"range {part.strip()!r} must run upwards over at most 1000 seeds", field="--seeds")
         seeds.extend(range(first, last + 1))
+    twice = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if twice:  # the same seed gives the same curve: a repeat would only weigh it twice in the median
+        raise InputError(f"seed{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} named more than once",
+                         field="--seeds")
     return seeds
 
 
@@ -78,38 +95,120 @@ def parse_tune(text: str) -> float:
 def run_fill_verb(args: argparse.Namespace) -> Output:
     policies, seeds, tune = parse_policies(args.policy), parse_seeds(args.seeds), parse_tune(args.tune)
     nodes, pods = read_nodes(Path(args.nodes)), read_pods(Path(args.pods))
-    theirs, theirs_at_100 = {}, {}
     workload = Path(args.pods).stem
-    if args.expected:
-        expected = [row for row in read_rows(Path(args.expected)) if row.workload == workload and row.tune == tune]
-        theirs = {policy: median_curve(expected, policy) for policy in policies}
-        theirs_at_100 = medians(expected)
-    rows: list[CurveRow] = []
-    timings: dict[str, list[float]] = {}
-    with RunDirectory.prepare(args.out, force=args.force) as run:
-        for policy in policies:
-            for seed in seeds:
-                started = time.perf_counter()
-                result = run_fill(nodes, pods, policy, seed, tune)
-                timings.setdefault(policy, []).append(time.perf_counter() - started)
-                rows.append(CurveRow.of(workload, tune, result))
-                log.info("%s seed %d: %d pods, %d dropped", policy, seed, len(result.arrived_milli), result.failed)
-        write_rows(rows, run.path / "allo_discrete.csv")
-        document = summary(rows, workload, tune, seeds)
-        (run.path / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        plot(rows, theirs, run.path / "unallocated.png")
-        run.commit()
+    authors = authors_medians(read_rows(Path(args.expected)), workload, tune, policies, seeds) \
+        if args.expected else None
+    theirs_at_100, theirs = lookup(authors)
+    stop = _Stop()
+    try:
+        with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
+            replayed = _replay(nodes, pods, policies, seeds, tune, workload)
+            write_rows(replayed.rows, run.path / "allo_discrete.csv")
+            document = summary(replayed.rows, workload, tune, seeds, replayed.blank,
+                               authors.as_json() if authors else None)
+            text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+            (run.path / "summary.json").write_text(text, encoding="utf-8")
+            plot(replayed.rows, theirs, run.path / "unallocated.png")
+            stop.disarm()  # the commit is two renames: a signal between them must not abandon a finished run
+            run.commit()
+    except _StopSignalError as stopped:  # leaving the block abandoned the run: its temporary folder is gone
+        _note([f"stopped by {signal.Signals(stopped.signum).name}: nothing written to {args.out}"])
+        return 128 + stopped.signum, ""
+    _note([*(f"seed {seed}: unallocated GPU % at 100 % arrived is n/a: {why}" for seed, why in replayed.blank.items()),
+           *(authors.notes() if authors else [])])
     if args.json:
         return 0, json.dumps(document["unallocated_gpu_pct_at_100_median"], sort_keys=True)
-    table = render(medians(rows), theirs_at_100, timings)
-    return 0, table + f"\nwrote {args.out}/allo_discrete.csv, summary.json, unallocated.png"
+    table = render(medians(replayed.rows), theirs_at_100, replayed.timings)
+    footer = f"\n{authors.footer(seeds)}" if authors else ""
+    return 0, table + f"\nwrote {args.out}/allo_discrete.csv, summary.json, unallocated.png" + footer
 
 
-def render(found: dict[str, float], theirs: dict[str, float], timings: dict[str, list[float]]) -> str:
-    """A table: policy, our median unallocated GPU % at 100 % arrived, the authors' (with --expected), s per seed."""
+@dataclass(frozen=True, slots=True)
+class _Replayed:
+    """Every policy and seed's curve, the seconds each took, and the seeds whose cell at 100 % is blank (why)."""
+
+    rows: Sequence[CurveRow]
+    timings: Mapping[str, Sequence[float]]
+    blank: Mapping[int, str]  # arrivals depend on the seed alone, so a blank cell is one seed's, for every policy
+
+
+def _replay(
+    nodes: Sequence[FillNode], pods: Sequence[FillPod], policies: Sequence[str], seeds: Sequence[int], tune: float,
+    workload: str,
+) -> _Replayed:
+    rows: list[CurveRow] = []
+    timings: dict[str, list[float]] = {}
+    blank: dict[int, str] = {}
+    for policy in policies:
+        for seed in seeds:
+            started = time.perf_counter()
+            result = run_fill(nodes, pods, policy, seed, tune)
+            timings.setdefault(policy, []).append(time.perf_counter() - started)
+            rows.append(CurveRow.of(workload, tune, result))
+            reason = blank_reason(result.arrived_milli, result.cluster_gpus)
+            if reason is not None:
+                blank[seed] = reason
+            log.info("%s seed %d: %d pods, %d dropped", policy, seed, len(result.arrived_milli), result.failed)
+    return _Replayed(rows, timings, blank)
+
+
+class _StopSignalError(BaseException):  # as KeyboardInterrupt: no `except Exception` on the way swallows it
+    """SIGTERM or SIGINT arrived while the run was being written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Stop:
+    """Turns the first SIGTERM or SIGINT into `_StopSignalError`, so that the `RunDirectory` block, left by an
+    exception, removes its temporary folder (SIGTERM's default would end the process with it in place)."""
+
+    def __init__(self) -> None:
+        self._raising = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._raising:
+            self._raising = False  # a second signal must not cut the clean-up short
+            raise _StopSignalError(signum)
+
+    def disarm(self) -> None:
+        """From now on signals are ignored until the block ends (the run is finished, only its commit is left)."""
+        self._raising = False
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _note(lines: Sequence[str]) -> None:
+    """Lines on stderr beside the table: what the figures leave out and why."""
+    for line in lines:
+        sys.stderr.write(f"fleetsched: {line}\n")
+
+
+def render(
+    found: Mapping[str, float | None], theirs: Mapping[str, float | None], timings: Mapping[str, Sequence[float]]
+) -> str:
+    """A table: policy, our median unallocated GPU % at 100 % arrived, the authors' (with --expected), s per seed.
+
+    n/a: no seed's curve has a cell at 100 % arrived (the reason is on stderr); -: no authors' row.
+    """
     lines = [f"{'policy':<14} {'unalloc% @100':>13} {'authors':>8} {'s/seed':>7}"]
     for policy, value in found.items():
         seconds = sum(timings[policy]) / len(timings[policy])
-        authors = f"{theirs[policy]:.2f}" if policy in theirs else "-"
-        lines.append(f"{policy:<14} {value:>13.2f} {authors:>8} {seconds:>7.2f}")
+        authors = _cell(theirs[policy]) if policy in theirs else "-"
+        lines.append(f"{policy:<14} {_cell(value):>13} {authors:>8} {seconds:>7.2f}")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -29,6 +29,7 @@ import pandas as pd
 
 from scheduler.errors import InputError
 from simulator.engine import SimResult
+from simulator.fill_output import refuse_fill_output
 from simulator.outputs import write_run
 from traces.base import json_lines
 
@@ -127,6 +128,7 @@ def load_run(source: PathLike | SimResult) -> Run:
     if isinstance(source, SimResult):
         return _from_result(source)
     folder = _directory(source)
+    refuse_fill_output(folder)  # complete without jobs.csv: not an incomplete run
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     if "summary.json" in missing:
         raise InputError("no summary.json: not a fleetsched run directory", source=str(folder))
@@ -159,6 +161,7 @@ def _from_result(result: SimResult) -> Run:
 def load_comparison(path: PathLike) -> Comparison:
     """Reads the comparison directory `path` (comparison.csv and runs/*); InputError on any mistake."""
     folder = _directory(path)
+    refuse_fill_output(folder)
     table = folder / "comparison.csv"
     if not table.is_file():
         raise InputError("no comparison.csv: not a fleetsched comparison directory", source=str(folder))

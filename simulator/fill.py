@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scheduler import fill
+from scheduler.catalog import default_catalog
 from scheduler.errors import InputError
 from scheduler.fill import FillNode, FillPod, Ints, NodeArrays
 from scheduler.fill_fgd import FgdScorer, Workload, typical_pods
@@ -30,6 +31,7 @@ from simulator.gorand import GoRand
 from traces.base import csv_rows
 
 POLICIES = ("Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD")
+OPENB_MODELS = ("A10", "G2", "G3", "P100", "T4", "V100M16", "V100M32")
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
 LAST_PERCENT = 130  # the authors' discrete curve runs 0..130 % arrived
@@ -45,15 +47,29 @@ SCORES: Mapping[str, ScoreFunction] = {
 
 
 def read_nodes(path: Path) -> list[FillNode]:
-    """An openb node list (sn, cpu_milli, memory_mib, gpu, model)."""
+    """An openb node list (sn, cpu_milli, memory_mib, gpu, model).
+
+    Node names are unique (the authors' simulator makes one Kubernetes node of each name) and a
+    GPU node's model is one the GPU catalog knows (openb's A10, G2, G3, P100, T4, V100M16 and
+    V100M32 all are); the model stays the label pods' gpu_spec is matched against, as theirs does.
+    """
     nodes = []
+    lines: dict[str, int] = {}  # node name: the line it is first on
+    catalog = default_catalog()
     for fields in csv_rows(path, NODE_COLUMNS):
         gpus = fields.integer("gpu")
         if gpus > fill.MAX_GPUS:
             raise fields.fail("gpu", f"at most {fill.MAX_GPUS} GPUs per node, got {gpus}")
         model = fields.text("model", "" if gpus == 0 else None)
+        if gpus and catalog.key_of(model) is None:
+            raise fields.fail("model", f"unknown GPU model {model!r}: not in the GPU catalog (openb's node lists "
+                                       f"use {', '.join(OPENB_MODELS)})")
+        name = fields.text("sn")
+        if name in lines:
+            raise fields.fail("sn", f"node {name!r} is named twice (first on line {lines[name]})")
+        lines[name] = fields.line
         cpu_milli, memory_mib = fields.integer("cpu_milli"), fields.integer("memory_mib")
-        nodes.append(FillNode(fields.text("sn"), cpu_milli, memory_mib, gpus, model))
+        nodes.append(FillNode(name, cpu_milli, memory_mib, gpus, model))
     if not nodes:
         raise InputError("no nodes", source=str(path))
     if sum(node.gpus for node in nodes) == 0:
@@ -231,3 +247,23 @@ def unallocated_at(curve: Sequence[float | None], percent: int = 100) -> float |
     """Unallocated GPU % at `percent` arrived: 100 minus the curve's cell."""
     cell = curve[percent]
     return None if cell is None else round(100 - cell, 2)
+
+
+def blank_reason(arrived_milli: Sequence[int], cluster_gpus: int, percent: int = 100) -> str | None:
+    """Why the discrete curve's cell at `percent` arrived is blank, in one line; None when it is not.
+
+    The authors leave a cell blank when no event's arrived % rounds to within one point of it
+    (`../shared/research/fgd-experiment.md` section 6.2): on a small cluster one pod can carry
+    the arrivals past the whole window, and below `--tune` 1 they never reach it.
+    """
+    arrived = [round(value / cluster_gpus / 10, 0) for value in arrived_milli]
+    if any(percent - 1 <= value <= percent + 1 for value in arrived):
+        return None
+    exact = [value / cluster_gpus / 10 for value in arrived_milli]
+    gpus = f"the cluster's {cluster_gpus} GPU{'s' if cluster_gpus != 1 else ''}"
+    if not arrived or arrived[-1] < percent - 1:
+        return f"arrivals reach only {exact[-1] if exact else 0.0:.1f} % of {gpus}"
+    after = next(index for index, value in enumerate(arrived) if value > percent + 1)
+    before = exact[after - 1] if after else 0.0
+    return (f"no pod arrival lands within {percent - 1}-{percent + 1} % of {gpus}: one pod takes the arrivals "
+            f"from {before:.1f} % to {exact[after]:.1f} %")

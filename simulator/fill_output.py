@@ -2,7 +2,8 @@
 
 `allo_discrete.csv` has the columns of the authors' `analysis_allo_discrete.csv` (workload,
 sc_policy, tune, seed, total_gpus, then the allocated GPU % at 0..130 % arrived), so the two
-files compare cell by cell; `sc_policy` uses their labels (01-Random .. 06-FGD).
+files compare cell by cell; `sc_policy` uses their labels (01-Random .. 06-FGD). A cell no event
+lands near stays empty, as in theirs, and a median over seeds leaves such seeds out.
 """
 
 from __future__ import annotations
@@ -65,19 +66,31 @@ def read_rows(path: Path) -> list[CurveRow]:
     return rows
 
 
-def medians(rows: Sequence[CurveRow], percent: int = 100) -> dict[str, float]:
-    """Per policy, the median over seeds of unallocated GPU % at `percent` arrived."""
+def medians(rows: Sequence[CurveRow], percent: int = 100) -> dict[str, float | None]:
+    """Per policy, the median over seeds of unallocated GPU % at `percent` arrived.
+
+    A seed whose cell is blank (no arrival within one point of `percent`, as the authors leave
+    it) is left out; a policy whose every seed is blank has None (n/a), not no entry.
+    """
     found: dict[str, list[float]] = {}
     for row in rows:
         value = unallocated_at(row.cells, percent)
+        found.setdefault(row.policy, [])
         if value is not None:
-            found.setdefault(row.policy, []).append(value)
-    return {policy: round(statistics.median(values), 2) for policy, values in found.items()}
+            found[row.policy].append(value)
+    return {policy: round(statistics.median(values), 2) if values else None for policy, values in found.items()}
 
 
-def summary(rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequence[int]) -> dict[str, Any]:
-    """The JSON summary: per policy the median unallocated GPU % at 100 % arrived, and each seed's value."""
-    return {
+def summary(
+    rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequence[int],
+    blank: Mapping[int, str] | None = None, authors: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON summary: per policy the median unallocated GPU % at 100 % arrived, and each seed's value.
+
+    `blank` (seed: why its cell at 100 % is blank; its values are null) and `authors` (their
+    medians over the same seeds, with `--expected`) are written only when there are any.
+    """
+    document: dict[str, Any] = {
         "workload": workload,
         "tune": tune,
         "seeds": list(seeds),
@@ -87,6 +100,11 @@ def summary(rows: Sequence[CurveRow], workload: str, tune: float, seeds: Sequenc
             for policy in dict.fromkeys(row.policy for row in rows)
         },
     }
+    if blank:
+        document["unallocated_gpu_pct_at_100_blank"] = {str(seed): reason for seed, reason in blank.items()}
+    if authors is not None:
+        document["authors"] = dict(authors)
+    return document
 
 
 def median_curve(rows: Sequence[CurveRow], policy: str) -> list[float | None]:
@@ -105,3 +123,14 @@ def plot(rows: Sequence[CurveRow], theirs: Mapping[str, Sequence[float | None]],
 
     ours = {policy: median_curve(rows, policy) for policy in dict.fromkeys(row.policy for row in rows)}
     fill_curves(ours, theirs, path)
+
+
+def refuse_fill_output(folder: Path) -> None:
+    """InputError when `folder` is a `fleetsched fill` output directory, for readers of simulation runs.
+
+    A fill run is complete without jobs.csv: it holds the discrete curves, not a replay's jobs.
+    """
+    if (folder / "allo_discrete.csv").is_file():
+        raise InputError("a `fleetsched fill` output directory (allo_discrete.csv, summary.json, unallocated.png), "
+                         "not a simulation run or comparison: read allo_discrete.csv with "
+                         "simulator.fill_output.read_rows (or pandas) and summary.json as JSON", source=str(folder))
