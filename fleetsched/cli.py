@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from fleetsched.budget_verbs import add_budget_verbs
 from fleetsched.fill_verbs import add_fill_verbs
 from fleetsched.report_verbs import add_report_verbs
 from fleetsched.simulate_verbs import add_simulation_verbs
+from fleetsched.stopping import StopSignalError
 from fleetsched.sweep_verbs import add_sweep_verb
 from fleetsched.trace_verbs import add_trace_verbs
 from fleetsched.usage_verbs import add_usage_verbs
@@ -47,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FleetschedError as error:
         print(f"fleetsched: {error}", file=sys.stderr)
         return EXIT_INPUT
+    except StopSignalError as stopped:  # a run's verb was stopped: its temporary folder is gone
+        print(f"fleetsched: {stopped.describe(getattr(args, 'out', None) or '--out')}", file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:  # Ctrl-C in a verb that writes no run: nothing to clean up, no traceback
+        print("fleetsched: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     code, text = result
     try:
         if text:

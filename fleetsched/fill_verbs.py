@@ -13,17 +13,14 @@ import argparse
 import json
 import logging
 import re
-import signal
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+from fleetsched.stopping import Stop, StopSignalError
 from scheduler.errors import InputError
 from scheduler.fill import FillNode, FillPod
 from simulator.fill import POLICIES, blank_reason, read_nodes, read_pods, run_fill
@@ -99,7 +96,7 @@ def run_fill_verb(args: argparse.Namespace) -> Output:
     authors = authors_medians(read_rows(Path(args.expected)), workload, tune, policies, seeds) \
         if args.expected else None
     theirs_at_100, theirs = lookup(authors)
-    stop = _Stop()
+    stop = Stop()
     try:
         with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
             replayed = _replay(nodes, pods, policies, seeds, tune, workload)
@@ -111,9 +108,9 @@ def run_fill_verb(args: argparse.Namespace) -> Output:
             plot(replayed.rows, theirs, run.path / "unallocated.png")
             stop.disarm()  # the commit is two renames: a signal between them must not abandon a finished run
             run.commit()
-    except _StopSignalError as stopped:  # leaving the block abandoned the run: its temporary folder is gone
-        _note([f"stopped by {signal.Signals(stopped.signum).name}: nothing written to {args.out}"])
-        return 128 + stopped.signum, ""
+    except StopSignalError as stopped:  # leaving the block abandoned the run: its temporary folder is gone
+        _note([stopped.describe(args.out)])
+        return stopped.exit_code, ""
     _note([*(f"seed {seed}: unallocated GPU % at 100 % arrived is n/a: {why}" for seed, why in replayed.blank.items()),
            *(authors.notes() if authors else [])])
     if args.json:
@@ -150,43 +147,6 @@ def _replay(
                 blank[seed] = reason
             log.info("%s seed %d: %d pods, %d dropped", policy, seed, len(result.arrived_milli), result.failed)
     return _Replayed(rows, timings, blank)
-
-
-class _StopSignalError(BaseException):  # as KeyboardInterrupt: no `except Exception` on the way swallows it
-    """SIGTERM or SIGINT arrived while the run was being written."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _Stop:
-    """Turns the first SIGTERM or SIGINT into `_StopSignalError`, so that the `RunDirectory` block, left by an
-    exception, removes its temporary folder (SIGTERM's default would end the process with it in place)."""
-
-    def __init__(self) -> None:
-        self._raising = True
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._raising:
-            self._raising = False  # a second signal must not cut the clean-up short
-            raise _StopSignalError(signum)
-
-    def disarm(self) -> None:
-        """From now on signals are ignored until the block ends (the run is finished, only its commit is left)."""
-        self._raising = False
-
-    @contextmanager
-    def armed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-            yield
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def _note(lines: Sequence[str]) -> None:

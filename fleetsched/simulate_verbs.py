@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from fleetsched import api
+from fleetsched.stopping import Stop
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
 from scheduler.feasibility import Group, Survey
@@ -133,12 +134,14 @@ def run_simulate(args: argparse.Namespace) -> Output:
     api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
     rules = governance_for(args)
-    with RunDirectory.prepare(args.out, force=args.force) as run:
+    stop = Stop()
+    with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, [args.profile])
         api.simulate(args.trace, args.cluster, args.profile, seed=args.seed, round_s=args.round_s,
                      trace_format=args.format, out=run, options=SimOptions(check=args.check, progress=progress),
                      governance=rules)
         document = json.loads((run.path / "summary.json").read_text(encoding="utf-8"))
+        stop.disarm()  # the commit is two renames: a signal between them must not abandon a finished run
         run.commit()
     return 0, render_summary(document) + f"\nwrote {args.out}/summary.json, jobs.csv, events.jsonl, timeline.csv"
 
@@ -147,7 +150,8 @@ def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
     governance_for(args)  # a mistake stops here, before the run directory is made
-    with RunDirectory.prepare(args.out, force=args.force) as run:
+    stop = Stop()
+    with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, profiles)
         rows, jcts = api.compare(args.trace, args.cluster, profiles, args.seeds, run, trace_format=args.format,
                                  workers=args.workers, round_s=args.round_s, progress=compare_progress(sys.stderr),
@@ -159,6 +163,7 @@ def run_compare(args: argparse.Namespace) -> Output:
 
         cost_vs_queue(rows, run.path / "cost_vs_queue.png")
         jct_cdf(jcts, run.path / "jct_cdf.png")
+        stop.disarm()
         run.commit()
     out = args.out
     return 0, render_comparison(rows) + f"\nwrote {out}/comparison.csv, cost_vs_queue.png, jct_cdf.png, runs/"

@@ -86,6 +86,7 @@ class RunDirectory:
         parent = target.parent
         created = _missing_parents(parent)
         _check_writable(created[0].parent if created else parent, shown)
+        _remove_stale(parent, target.name)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=parent))
@@ -199,6 +200,33 @@ def _state(target: Path, shown: str, force: bool) -> _State:
                          field=FIELD)
     _check_writable(target, shown)
     return _State.PREVIOUS
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Removes the temporary folders of earlier runs into the same target whose process is gone
+    (killed outright, with no chance to clean up): this tool made them, for this target, and
+    nothing will ever finish them. A folder whose process still runs is left alone."""
+    prefix = f".{name}.partial-"
+    try:
+        entries = sorted(parent.iterdir()) if parent.is_dir() else []
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name.removeprefix(prefix).split("-", 1)[0]
+        ours = entry.name.startswith(prefix) and pid.isdigit() and entry.is_dir() and not entry.is_symlink()
+        if ours and not _running(int(pid)):
+            log.info("removing %s, left by process %s, which is gone", entry, pid)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's
+        return True
+    return True
 
 
 def _missing_parents(parent: Path) -> tuple[Path, ...]:
