@@ -42,8 +42,9 @@ BAD = {
     "pool-price": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\nprice = "aws:nope:spot"\n', 4, "pool[0].price: no price"),
     "pool-gpu": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ngpu = "Q1"\n', 4, "pool[0].gpu: unknown GPU model"),
     "pool-capacity": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ncapacity = "cheap"\n', 4, "must be one of on-demand"),
-    "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\n[[pool]]\nname = "p"\nmatch = { a = "c" }\n', 5,
-                   "named twice"),
+    "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\nusd_per_node_hour = 1\n'
+                   '[[pool]]\nname = "p"\nmatch = { a = "c" }\nusd_per_node_hour = 1\n', 6,
+                   "pool[1].name: pool 'p' is named twice"),
     # helper lease: leader election
     "leader-elect": ('leader_elect = "yes"\n', 1, "leader_elect: must be true or false"),
     "lease-name": ('lease_name = ""\n', 1, "lease_name: must name the Lease"),
