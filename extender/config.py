@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ class ExtenderConfig:
     # where it was read from, for mistakes in the files its keys name (`key_error`)
     source: str = ""
     lines: Mapping[str, int] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()  # keys a command-line flag set instead
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
@@ -156,10 +157,19 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
 _FILE_KEYS = ("kubeconfig", "profile", "governance", "tls_cert", "tls_key", "client_ca", "token_file")
 
 
-def key_error(config: ExtenderConfig, key: str, problem: str) -> InputError:
-    """A mistake in what the configuration's `key` names (a file that does not load, a profile
-    not bundled), located at the key: `FILE:LINE: key: problem`."""
-    return InputError(problem, source=config.source, line=config.lines.get(key), field=key)
+def with_governance(config: ExtenderConfig, path: str) -> ExtenderConfig:
+    """`config` with the governance file `--governance` names (a mistake in it is the flag's, not the key's)."""
+    return replace(config, governance=path, flags=config.flags | {"governance"})
+
+
+def key_error(config: ExtenderConfig, key: str, error: InputError) -> InputError:
+    """`error`, a mistake in what the configuration's `key` names (a file that does not load, a
+    profile not bundled), located at the key: `FILE:LINE: key: what the error says` (no line
+    when the key is left at its default). Unchanged when a flag set the key."""
+    if key in config.flags:
+        return error
+    inner = error if error.field != key else InputError(error.problem, source=error.source, line=error.line)
+    return InputError(str(inner), source=config.source, line=config.lines.get(key), field=key)
 
 
 def _strings(document: TomlDocument, defaults: Mapping[str, str]) -> dict[str, Any]:
