@@ -25,7 +25,7 @@ from extender.usage import IdleCost, UsageSettings, with_usage
 from extender.verbs import GpuExtender
 from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
-from scheduler.enforcement import unenforced
+from scheduler.enforcement import SERVED, unenforced
 from scheduler.errors import InputError
 from scheduler.governance import Governance
 from scheduler.governance_file import load_governance
@@ -138,7 +138,7 @@ def prepare(config: ExtenderConfig, rest: Rest | None = None, *, check_only: boo
                     "the extender starts only in a pod, with its service account", config.source or "configuration")
     profile = _at_key(config, "profile", lambda: policies.profile(config.profile))
     if rules is not None:
-        warning = unenforced(profile, config.governance, "reported (spend on /metrics, the spend book)")
+        warning = unenforced(profile, config.governance, SERVED)
         if warning:
             log.warning("%s", warning)
     return Loaded(profile, rules, serving, rest)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import policies
 from fleetsched import api
 from fleetsched.agent_verbs import add_agent_verbs
 from fleetsched.budget_verbs import add_budget_verbs
@@ -27,6 +28,7 @@ from fleetsched.usage_verbs import add_usage_verbs
 from scheduler import mig
 from scheduler.catalog import default_catalog
 from scheduler.decision import Decision, Pending
+from scheduler.enforcement import PLANNED, warn_unenforced
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
 from simulator.rundir import fleetsched_version
@@ -185,6 +187,7 @@ def _approve(args: argparse.Namespace) -> Output:
 def _plan(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
     result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed, governance=args.governance)
+    warn_unenforced(args.governance, [args.profile], policies.profile, PLANNED)  # a profile without guardrails
     if args.json:
         return 0, _json(plan_json(result.profile, result.snapshot, result.jobs, result.decision))
     return 0, render_plan(result.profile, result.snapshot, result.jobs, result.decision)
