@@ -18,8 +18,9 @@ max_body_bytes = 1048576       # a larger body is refused with 413 (full Nodes l
 backlog = 128                  # connections the kernel queues before they are accepted
 kubeconfig = ""                # empty: the pod's service account (in-cluster)
 scheduler_name = "fleetsched"  # pods with this spec.schedulerName are planned
-profile = "cost-cpsat"         # a bundled profile name or a .toml path
+profile = "cost-cpsat"         # a bundled profile name or a .toml path (read from this file's folder)
 governance = ""                # a governance file (TOML; scheduler.governance_file): budgets, quotas, approvals
+                               # (read from this file's folder); the profile governed enforces them
 planner_interval_s = 1.0
 stale_after_s = 30.0           # /readyz turns 503 when the cluster view is older
 leader_elect = true            # replicas share a coordination.k8s.io Lease; only its holder plans and binds
@@ -36,13 +37,15 @@ usage_refresh_s = 300.0        # and asked again this often
 [[pool]]                       # optional; nodes no pool matches are read from standard labels
 name = "h100-spot"
 match = { "karpenter.sh/capacity-type" = "spot", "nvidia.com/gpu.product" = "NVIDIA-H100-80GB-HBM3" }
-usd_per_node_hour = 24.0       # or price = "aws:p5.48xlarge:spot" (a catalog key)
+usd_per_node_hour = 24.0       # or price = "aws:p5.48xlarge:spot" (a catalog key): one of the two
 gpu = "H100-80GB"              # optional: else the node's labels tell
 capacity = "spot"              # optional: on-demand | spot | reserved
 sharing = false
-interruptions_per_node_hour = 0.05
+interruptions_per_node_hour = 0.05  # spot pools only (capacity, or the price's)
 notice_s = 120
 ```
+A pool is checked as a cluster file's (`scheduler.cluster`), less what its nodes tell; the
+files the keys name are loaded, and their mistakes located at the key, by `extender.main.prepare`.
 """
 
 from __future__ import annotations
