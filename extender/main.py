@@ -118,8 +118,8 @@ class Loaded:
 
 
 def prepare(config: ExtenderConfig, rest: Rest | None = None, *, check_only: bool = False) -> Loaded:
-    """Loads every file the configuration names (governance, TLS credentials, bearer token,
-    kubeconfig, profile) as `start` serves with them: `start` calls it, and so does
+    """Loads every file the configuration names (governance, profile, TLS credentials, bearer
+    token, kubeconfig) as `start` serves with them: `start` calls it, and so does
     `fleetsched extender --check`, so a check finds what a start would. A mistake is one
     InputError at the configuration's key (`extender.config.key_error`). `check_only`: no
     kubeconfig outside a cluster is worth a warning only (the pod will have its service account).
@@ -128,6 +128,11 @@ def prepare(config: ExtenderConfig, rest: Rest | None = None, *, check_only: boo
     if problem:
         raise InputError(problem, field="address")
     rules = _at_key(config, "governance", lambda: load_governance(config.governance)) if config.governance else None
+    profile = _at_key(config, "profile", lambda: policies.profile(config.profile))
+    if rules is not None:
+        warning = unenforced(profile, config.governance, SERVED)
+        if warning:
+            log.warning("%s", warning)
     for key in ("tls_cert", "tls_key", "client_ca"):  # each read first: the TLS context's error names all three
         _readable(config, key)
     serving = _at_key(config, "", lambda: _serving(config))
@@ -136,11 +141,6 @@ def prepare(config: ExtenderConfig, rest: Rest | None = None, *, check_only: boo
     elif rest is None:
         log.warning("%s: no kubeconfig given, and not running in a cluster (KUBERNETES_SERVICE_HOST is not set): "
                     "the extender starts only in a pod, with its service account", config.source or "configuration")
-    profile = _at_key(config, "profile", lambda: policies.profile(config.profile))
-    if rules is not None:
-        warning = unenforced(profile, config.governance, SERVED)
-        if warning:
-            log.warning("%s", warning)
     return Loaded(profile, rules, serving, rest)
 
 
