@@ -18,8 +18,9 @@ max_body_bytes = 1048576       # a larger body is refused with 413 (full Nodes l
 backlog = 128                  # connections the kernel queues before they are accepted
 kubeconfig = ""                # empty: the pod's service account (in-cluster)
 scheduler_name = "fleetsched"  # pods with this spec.schedulerName are planned
-profile = "cost-cpsat"         # a bundled profile name or a .toml path
+profile = "cost-cpsat"         # a bundled profile name or a .toml path (read from this file's folder)
 governance = ""                # a governance file (TOML; scheduler.governance_file): budgets, quotas, approvals
+                               # (read from this file's folder); the profile governed enforces them
 planner_interval_s = 1.0
 stale_after_s = 30.0           # /readyz turns 503 when the cluster view is older
 leader_elect = true            # replicas share a coordination.k8s.io Lease; only its holder plans and binds
@@ -36,25 +37,29 @@ usage_refresh_s = 300.0        # and asked again this often
 [[pool]]                       # optional; nodes no pool matches are read from standard labels
 name = "h100-spot"
 match = { "karpenter.sh/capacity-type" = "spot", "nvidia.com/gpu.product" = "NVIDIA-H100-80GB-HBM3" }
-usd_per_node_hour = 24.0       # or price = "aws:p5.48xlarge:spot" (a catalog key)
+usd_per_node_hour = 24.0       # or price = "aws:p5.48xlarge:spot" (a catalog key): one of the two
 gpu = "H100-80GB"              # optional: else the node's labels tell
 capacity = "spot"              # optional: on-demand | spot | reserved
 sharing = false
-interruptions_per_node_hour = 0.05
+interruptions_per_node_hour = 0.05  # spot pools only (capacity, or the price's)
 notice_s = 120
 ```
+A pool is checked as a cluster file's (`scheduler.cluster`), less what its nodes tell; the
+files the keys name are loaded, and their mistakes located at the key, by `extender.main.prepare`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from extender import wire
 from extender.nodes import PoolRule
 from scheduler.catalog import CAPACITY_TYPES, Catalog
+from scheduler.cluster import PoolTable, pool_capacity, pool_price, spot_rate
 from scheduler.errors import InputError
 from scheduler.model import Capacity
 from scheduler.tomlfile import TomlDocument
@@ -107,6 +112,10 @@ class ExtenderConfig:
     usage_prometheus: str = ""
     usage_window_s: float = 86_400.0
     usage_refresh_s: float = 300.0
+    # where it was read from, for mistakes in the files its keys name (`key_error`)
+    source: str = ""
+    lines: Mapping[str, int] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()  # keys a command-line flag set instead
 
 
 def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
@@ -119,22 +128,51 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
             document.fail(key, f"unknown key; the extender's configuration has {', '.join(sorted(known))}")
     values = {**_strings(document, _STRINGS), **_seconds(document, _NUMBERS)}
     port = data.get("port", 8888)
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        document.fail("port", f"must be a port number 0..65535, got {port!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        document.fail("port", f"must be a port number 1..65535, got {port!r}")
+    if not values["prefix"].startswith("/"):
+        document.fail("prefix", f'must be a URL path starting with "/", e.g. "/extender"; got {values["prefix"]!r}')
+    if not values["scheduler_name"]:
+        document.fail("scheduler_name", "must name the scheduler whose pods are planned (spec.schedulerName)")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         document.fail("tls_cert" if not values["tls_cert"] else "tls_key", "HTTPS needs both tls_cert and tls_key")
     values.update(_server_keys(document, values, port))
     raw_pools = data.get("pool", [])
     if not isinstance(raw_pools, list):
         document.fail("pool", "must be [[pool]] tables")
-    pools = tuple(_pool(document, raw, index, catalog) for index, raw in enumerate(raw_pools))
+    pools = tuple(_pool(PoolTable(document, index, raw, named=False), catalog) for index, raw in enumerate(raw_pools))
     names = [pool.name for pool in pools]
     for index, name in enumerate(names):
         if names.index(name) != index:
-            document.fail("name", f"pool {name!r} is named twice", table="pool", index=index)
-    if values["governance"]:  # a path in the file is read from the file's folder, as an operator expects
+            document.fail(f"pool[{index}].name", f"pool {name!r} is named twice", key="name", table="pool", index=index)
+    # A path in the file is read from the file's folder, as an operator expects (a profile's
+    # name, without .toml, is a bundled profile's).
+    if values["governance"]:
         values["governance"] = str(Path(path).parent / values["governance"])
-    return ExtenderConfig(port=port, pools=pools, **values, **_lease(document), **_usage(document))
+    if values["profile"].endswith(".toml"):
+        values["profile"] = str(Path(path).parent / values["profile"])
+    lines = {key: line for key in _FILE_KEYS if key in data and (line := document.line_of(key)) is not None}
+    return ExtenderConfig(port=port, pools=pools, **values, **_lease(document), **_usage(document),
+                          source=str(path), lines=lines)
+
+
+#: The keys that name files (or a bundled profile) read when the extender starts: `key_error`.
+_FILE_KEYS = ("kubeconfig", "profile", "governance", "tls_cert", "tls_key", "client_ca", "token_file")
+
+
+def with_governance(config: ExtenderConfig, path: str) -> ExtenderConfig:
+    """`config` with the governance file `--governance` names (a mistake in it is the flag's, not the key's)."""
+    return replace(config, governance=path, flags=config.flags | {"governance"})
+
+
+def key_error(config: ExtenderConfig, key: str, error: InputError) -> InputError:
+    """`error`, a mistake in what the configuration's `key` names (a file that does not load, a
+    profile not bundled), located at the key: `FILE:LINE: key: what the error says` (no line
+    when the key is left at its default). Unchanged when a flag set the key."""
+    if key in config.flags:
+        return error
+    inner = error if error.field != key else InputError(error.problem, source=error.source, line=error.line)
+    return InputError(str(inner), source=config.source, line=config.lines.get(key), field=key)
 
 
 def _strings(document: TomlDocument, defaults: Mapping[str, str]) -> dict[str, Any]:
@@ -151,7 +189,7 @@ def _seconds(document: TomlDocument, defaults: Mapping[str, float]) -> dict[str,
     found: dict[str, Any] = {}
     for key, default in defaults.items():
         number = document.data.get(key, default)
-        if not isinstance(number, int | float) or isinstance(number, bool) or number <= 0:
+        if not isinstance(number, int | float) or isinstance(number, bool) or not 0 < number < math.inf:
             document.fail(key, f"must be a number of seconds above 0, got {number!r}")
         found[key] = float(number)
     return found
@@ -225,58 +263,38 @@ def _server_keys(document: TomlDocument, values: Mapping[str, Any], port: int) -
     return found
 
 
-def _pool(document: TomlDocument, raw: object, index: int, catalog: Catalog) -> PoolRule:
-    def fail(key: str, message: str) -> Any:
-        document.fail(f"pool[{index}].{key}", message, key=key, table="pool", index=index)
-
+def _pool(entry: PoolTable, catalog: Catalog) -> PoolRule:
+    """A `[[pool]]` table checked as a cluster file's pools are (`scheduler.cluster`), less what
+    the nodes tell: their GPUs per node, and their GPU model and capacity when not given."""
+    raw = entry.table
     if not isinstance(raw, dict):
-        return fail("name", "must be a table")  # type: ignore[no-any-return]
+        entry.fail("name", "must be a table")
     for key in raw:
         if key not in _POOL_KEYS:
-            fail(key, f"unknown key; a pool has {', '.join(sorted(_POOL_KEYS))}")
+            entry.fail(key, f"unknown key; a pool has {', '.join(sorted(_POOL_KEYS))}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        fail("name", "every pool has a name")
+        entry.fail("name", "every pool has a name")
     match = raw.get("match")
     if not isinstance(match, Mapping) or not match or not all(isinstance(v, str) for v in match.values()):
-        fail("match", 'must be a table of node labels and values, e.g. { "karpenter.sh/capacity-type" = "spot" }')
-    usd = _pool_price(raw, catalog, fail)
-    price, gpu = raw.get("price"), raw.get("gpu")
-    capacity = raw.get("capacity")
-    if capacity is not None and capacity not in CAPACITY_TYPES:
-        fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity!r}")
+        entry.fail("match", 'must be a table of node labels and values, e.g. { "karpenter.sh/capacity-type" = "spot" }')
+    gpu = raw.get("gpu")
+    try:
+        model = catalog.resolve(str(gpu)).name if gpu is not None else None
+    except InputError as error:
+        entry.fail("gpu", error.problem)
+    if raw.get("capacity", "on-demand") not in CAPACITY_TYPES:
+        entry.fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {raw['capacity']!r}")
+    usd, _, price_capacity, _ = pool_price(entry, catalog, model, None)
+    capacity = pool_capacity(entry, price_capacity, None)
     sharing = raw.get("sharing", False)
     if not isinstance(sharing, bool):
-        fail("sharing", f"must be true or false, got {sharing!r}")
-    numbers = _pool_interruptions(raw, fail)
+        entry.fail("sharing", f"must be true or false, got {sharing!r}")
+    price = raw.get("price")
     return PoolRule(
-        name=str(name), match={str(k): str(v) for k, v in match.items()},  # type: ignore[union-attr]
-        usd_per_node_hour=float(usd) if usd is not None else None, price=str(price) if price is not None else None,
-        gpu=str(gpu) if gpu is not None else None, capacity=Capacity(capacity) if capacity else None,
-        sharing=sharing, **numbers,
+        name=name, match={str(k): str(v) for k, v in match.items()},
+        usd_per_node_hour=usd if price is None else None, price=str(price) if price is not None else None,
+        gpu=str(gpu) if gpu is not None else None, sharing=sharing,
+        capacity=Capacity(raw["capacity"]) if "capacity" in raw else None,  # else each node's labels tell
+        interruptions_per_node_hour=spot_rate(entry, capacity), notice_s=entry.number("notice_s", 0.0),
     )
-
-
-def _pool_price(raw: Mapping[str, Any], catalog: Catalog, fail: Callable[[str, str], Any]) -> float | None:
-    """A pool's price keys checked (`price` and `gpu` must be catalog keys); returns `usd_per_node_hour`."""
-    usd = raw.get("usd_per_node_hour")
-    if usd is not None and (not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0):
-        fail("usd_per_node_hour", f"must be a number >= 0, got {usd!r}")
-    for key, look_up in (("price", catalog.price), ("gpu", catalog.resolve)):
-        if raw.get(key) is not None:
-            try:
-                look_up(str(raw[key]))
-            except InputError as error:
-                fail(key, str(error))
-    return usd
-
-
-def _pool_interruptions(raw: Mapping[str, Any], fail: Callable[[str, str], Any]) -> dict[str, float]:
-    """A pool's take-back rate and notice, checked: numbers >= 0, 0 when not given."""
-    numbers = {}
-    for key in ("interruptions_per_node_hour", "notice_s"):
-        value = raw.get(key, 0.0)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            fail(key, f"must be a number >= 0, got {value!r}")
-        numbers[key] = float(value)
-    return numbers

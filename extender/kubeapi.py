@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import ssl
 import threading
 import time
@@ -29,6 +30,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from extender.hami import Conflict
 from extender.state import ClusterView
 from extender.verbs import AlreadyBound
+from scheduler.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,35 @@ class Rest:
                         yield json.loads(line)
         finally:
             response.release_conn()
+
+
+def load_rest(kubeconfig: str) -> Rest:
+    """`Rest.from_config` for a command: a kubeconfig that cannot be read or parsed, or no
+    kubeconfig outside a cluster, is one InputError naming the file (and the line of a YAML
+    mistake) rather than the kubernetes client's own exception."""
+    if not kubeconfig:
+        if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise InputError("no kubeconfig given, and not running in a cluster (KUBERNETES_SERVICE_HOST is not set)",
+                             field="kubeconfig")
+        try:
+            return Rest.from_config(None)
+        except Exception as error:  # the in-cluster loader: ConfigException, a service account file missing
+            raise InputError(f"cannot load the in-cluster configuration: {_one_line(error)}") from None
+    try:
+        with open(kubeconfig, "rb"):  # the client says only "No configuration found" for a missing file
+            pass
+        return Rest.from_config(kubeconfig)
+    except OSError as error:
+        raise InputError(f"cannot load the kubeconfig: {error.strerror or error}", source=kubeconfig) from None
+    except Exception as error:  # the client's loaders raise many kinds: ConfigException, yaml's, ssl's
+        mark = getattr(error, "problem_mark", None)  # yaml's MarkedYAMLError: where the mistake is
+        line = int(mark.line) + 1 if mark is not None else None
+        problem = f"not valid YAML: {getattr(error, 'problem', '')}" if mark is not None else _one_line(error)
+        raise InputError(f"cannot load the kubeconfig: {problem}", source=kubeconfig, line=line) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class RestApi:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import policies
 from extender import access
-from extender.config import ExtenderConfig, exposure_problem
+from extender.config import ExtenderConfig, exposure_problem, key_error
 from extender.events import AnnotationReporter, EventPoster
 from extender.governance_api import GovernanceStore
 from extender.guardrails import Guardrails, attach
-from extender.kubeapi import Mirror, Rest, RestApi, requeue
+from extender.kubeapi import Mirror, Rest, RestApi, load_rest, requeue
 from extender.lease import AlwaysLeader, LeaderElector, LeaseSettings, identity, lease_namespace
 from extender.server import ExtenderServer, Limits, serve_in_thread
 from extender.state import ClusterView
@@ -23,10 +25,12 @@ from extender.usage import IdleCost, UsageSettings, with_usage
 from extender.verbs import GpuExtender
 from extender.world import Clock, SystemClock
 from scheduler.catalog import default_catalog
+from scheduler.enforcement import SERVED, unenforced
 from scheduler.errors import InputError
 from scheduler.governance import Governance
 from scheduler.governance_file import load_governance
 from scheduler.model import ClusterSnapshot
+from scheduler.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +48,12 @@ def start(
     leader made is in it). With a governance file, the guardrails (`extender.guardrails`) read
     the spend book back at start and on taking the lead, and the leader writes it on stopping.
     """
-    problem = exposure_problem(config.address, config.client_ca, config.token_file)
-    if problem:
-        raise InputError(problem, field="address")
-    rules = load_governance(config.governance) if config.governance else None  # a mistake stops it here
-    serving = _serving(config)
+    loaded = prepare(config, rest)  # a mistake stops it here, before anything starts
+    rules, serving = loaded.rules, loaded.serving
     catalog = default_catalog()
     clock = clock or SystemClock()
-    rest = rest or Rest.from_config(config.kubeconfig or None)
+    rest = loaded.rest
+    assert rest is not None  # prepare loads it unless checking only
     view = ClusterView(config.pools, catalog, config.scheduler_name, clock)
     api = RestApi(rest)
     view.on_pod_read = AnnotationReporter(api).check
@@ -66,7 +68,7 @@ def start(
     ask_again = _requeuer(rest, view, clock)
     guardrails = _guardrails(rules, config, rest, api, clock) if rules is not None else None
     elector = _elector(config, rest, clock, _reader(mirror, guardrails), ask_again) if config.leader_elect else None
-    extender = GpuExtender.of(view, api, catalog, policies.profile(config.profile),
+    extender = GpuExtender.of(view, api, catalog, loaded.profile,
                               interval_s=config.planner_interval_s, stale_after_s=config.stale_after_s, clock=clock,
                               leadership=elector or AlwaysLeader())
     extender.limit_binds(max(1, config.workers // 2))  # the other half of the workers always serve filter
@@ -103,6 +105,66 @@ def start(
         stop_planning()
 
     return server, stop
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What the configuration's keys name, loaded as the extender serves with it."""
+
+    profile: Profile
+    rules: Governance | None
+    serving: Mapping[str, Any]  # the server's TLS, caller checks, health listener and limits
+    rest: Rest | None  # None: only checking, no kubeconfig and not in a cluster
+
+
+def prepare(config: ExtenderConfig, rest: Rest | None = None, *, check_only: bool = False) -> Loaded:
+    """Loads every file the configuration names (governance, profile, TLS credentials, bearer
+    token, kubeconfig) as `start` serves with them: `start` calls it, and so does
+    `fleetsched extender --check`, so a check finds what a start would. A mistake is one
+    InputError at the configuration's key (`extender.config.key_error`). `check_only`: no
+    kubeconfig outside a cluster is worth a warning only (the pod will have its service account).
+    Warns when the profile leaves a governance file's rules unenforced."""
+    problem = exposure_problem(config.address, config.client_ca, config.token_file)
+    if problem:
+        raise InputError(problem, field="address")
+    rules = _at_key(config, "governance", lambda: load_governance(config.governance)) if config.governance else None
+    profile = _at_key(config, "profile", lambda: policies.profile(config.profile))
+    if rules is not None:
+        warning = unenforced(profile, config.governance, SERVED)
+        if warning:
+            log.warning("%s", warning)
+    for key in ("tls_cert", "tls_key", "client_ca"):  # each read first: the TLS context's error names all three
+        _readable(config, key)
+    serving = _at_key(config, "", lambda: _serving(config))
+    if rest is None and (config.kubeconfig or not check_only or os.environ.get("KUBERNETES_SERVICE_HOST")):
+        rest = _at_key(config, "kubeconfig", lambda: load_rest(config.kubeconfig))
+    elif rest is None:
+        log.warning("%s: no kubeconfig given, and not running in a cluster (KUBERNETES_SERVICE_HOST is not set): "
+                    "the extender starts only in a pod, with its service account", config.source or "configuration")
+    return Loaded(profile, rules, serving, rest)
+
+
+T = TypeVar("T")
+
+
+def _readable(config: ExtenderConfig, key: str) -> None:
+    """An InputError at `key` when the file it names cannot be opened (none named: no error)."""
+    path = str(getattr(config, key))
+    if not path:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise key_error(config, key, InputError(f"cannot read {path}: {error.strerror or error}", field=key)) from None
+
+
+def _at_key(config: ExtenderConfig, key: str, load: Callable[[], T]) -> T:
+    """`load()`, its InputError located at the configuration's `key` (the error's own field when "")."""
+    try:
+        return load()
+    except InputError as error:
+        raise key_error(config, key or error.field, error) from None
 
 
 def _guardrails(rules: Governance, config: ExtenderConfig, rest: Rest, api: RestApi, clock: Clock) -> Guardrails:

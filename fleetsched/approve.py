@@ -9,10 +9,28 @@ until an administrator deletes it.
 from __future__ import annotations
 
 import json
+import re
 
 from extender.governance_api import GROUP, UNREACHABLE, VERSION, RestLike, approval_object, read_approval
 from extender.kubeapi import ApiError
 from scheduler.errors import FleetschedError, InputError
+
+# A namespace's name is a DNS label (RFC 1123): what the API server would refuse anyway, said first.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_names(target: str, namespace: str, extender_namespace: str, *, gang: bool) -> str:
+    """The command's names checked before anything is read (the kubeconfig included): one
+    InputError naming the argument that is wrong. Returns the target as `namespace/name`."""
+    for flag, value in (("--namespace", namespace), ("--extender-namespace", extender_namespace)):
+        if not _NAMESPACE.match(value):
+            raise InputError(f"{value!r} is not a namespace: up to 63 lower case letters, digits and '-'", field=flag)
+    try:
+        approval_object(extender_namespace, f"{namespace}/{target}", gang, True, "", "")
+    except ValueError:
+        raise InputError(f"{target!r} is not a name: lower case letters, digits, '-' and '.'",
+                         field="POD|GANG") from None
+    return f"{namespace}/{target}"
 
 
 def approve(rest: RestLike, namespace: str, target: str, *, gang: bool, approved: bool, reason: str,
@@ -30,6 +48,9 @@ def approve(rest: RestLike, namespace: str, target: str, *, gang: bool, approved
         raise FleetschedError(_refusal(rest, error, name, namespace)) from None
     except UNREACHABLE as error:
         raise FleetschedError(f"cannot reach the API server: {error}") from None
+    except ValueError as error:  # a 2xx answer that is not JSON: not an API server, or a proxy in the way
+        raise FleetschedError(f"the API server's answer is not JSON ({error}): whether approval {namespace}/{name} "
+                              f"was created is unknown; kubectl get approvals -n {namespace} tells") from None
     what = "gang" if gang else "pod"
     return f"{'approved' if approved else 'rejected'} {what} {target} (approval {namespace}/{name})"
 
@@ -40,7 +61,7 @@ def _refusal(rest: RestLike, error: ApiError, name: str, namespace: str) -> str:
         try:
             existing = read_approval(rest.request(
                 "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/approvals/{name}", timeout_s=10.0))
-        except (ApiError, *UNREACHABLE):
+        except (ApiError, ValueError, *UNREACHABLE):
             existing = None
         said = (f" ({'approved' if existing.approved else 'rejected'} by {existing.approver or 'someone'})"
                 if existing is not None else "")  # fmt: skip

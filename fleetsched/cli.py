@@ -7,7 +7,6 @@ User mistakes print one line on stderr (`fleetsched: FILE:LINE: FIELD: problem`)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from fleetsched.usage_verbs import add_usage_verbs
 from scheduler import mig
 from scheduler.catalog import MigGeometry, default_catalog
 from scheduler.decision import Decision, Pending
+from scheduler.enforcement import PLANNED, warn_unenforced
 from scheduler.errors import FleetschedError, InputError
 from scheduler.model import ClusterSnapshot, Job, Placement, RequestKind
 from simulator.rundir import fleetsched_version
@@ -191,35 +191,30 @@ def _mig_check(args: argparse.Namespace) -> Output:
 
 
 def _extender(args: argparse.Namespace) -> Output:
-    from extender.config import load_config
-    from extender.main import serve
-    from scheduler.governance_file import load_governance
+    from extender.config import load_config, with_governance
+    from extender.main import prepare, serve
 
     config = load_config(args.config, default_catalog())
     if args.governance:
-        config = dataclasses.replace(config, governance=args.governance)
-    policies.profile(config.profile)  # a bad profile stops here, not in the planner
-    rules = load_governance(config.governance) if config.governance else None  # and a bad governance file
-    if args.check:
+        config = with_governance(config, args.governance)
+    if args.check:  # every file the configuration names loaded as a start loads it
+        rules = prepare(config, check_only=True).rules
         governed = f", governance {config.governance} ({len(rules.budgets)} budgets)" if rules is not None else ""
         return 0, (f"{args.config}: ok ({len(config.pools)} pools, profile {config.profile}, port {config.port}"
                    f"{governed})")
     logging.getLogger().setLevel(logging.INFO)
-    serve(config)
+    serve(config)  # a mistake in a file the configuration names stops it before anything starts
     return 0, ""
 
 
 def _approve(args: argparse.Namespace) -> Output:
-    from extender.kubeapi import Rest
-    from fleetsched.approve import approve
+    from extender.kubeapi import load_rest
+    from fleetsched.approve import approve, check_names
 
+    target = check_names(args.target, args.namespace, args.extender_namespace, gang=args.gang)  # before the kubeconfig
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(
         Path.home() / ".kube" / "config")
-    try:
-        rest = Rest.from_config(kubeconfig)
-    except Exception as error:  # the kubernetes client's loaders raise many kinds
-        raise InputError(f"cannot load the kubeconfig: {error}", source=kubeconfig) from None
-    target = f"{args.namespace}/{args.target}"
+    rest = load_rest(kubeconfig)
     line = approve(rest, args.extender_namespace, target, gang=args.gang, approved=not args.reject,
                    reason=args.reason, approver=args.approver or os.environ.get("USER", ""))
     return 0, line
@@ -228,6 +223,7 @@ def _approve(args: argparse.Namespace) -> Output:
 def _plan(args: argparse.Namespace) -> Output:
     api.check_seed(args.seed, "--seed")
     result = api.plan(args.cluster, args.jobs, args.profile, seed=args.seed, governance=args.governance)
+    warn_unenforced(args.governance, [args.profile], policies.profile, PLANNED)  # a profile without guardrails
     if args.json:
         return 0, _json(plan_json(result.profile, result.snapshot, result.jobs, result.decision))
     return 0, render_plan(result.profile, result.snapshot, result.jobs, result.decision)

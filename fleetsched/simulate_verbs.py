@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import policies
 from fleetsched import api
 from fleetsched.stopping import Stop
 from scheduler.cluster import load_cluster
+from scheduler.enforcement import SIMULATED, warn_unenforced
 from scheduler.errors import InputError
 from scheduler.feasibility import Group, Survey
 from scheduler.governance import Governance
@@ -134,6 +136,7 @@ def run_simulate(args: argparse.Namespace) -> Output:
     api.check_round(args.round_s, "--round-s")
     progress = _progress if sys.stderr.isatty() else None
     rules = governance_for(args)
+    warn_unenforced(args.governance, [args.profile], policies.profile, SIMULATED)  # a profile without guardrails
     stop = Stop()
     with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, [args.profile])
@@ -150,6 +153,7 @@ def run_compare(args: argparse.Namespace) -> Output:
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     api.check_compare(profiles, args.seeds, args.workers, args.round_s, option=True)
     governance_for(args)  # a mistake stops here, before the run directory is made
+    warn_unenforced(args.governance, profiles, policies.profile, SIMULATED)  # profiles without guardrails
     stop = Stop()
     with stop.armed(), RunDirectory.prepare(args.out, force=args.force) as run:
         survey_first(args, profiles)

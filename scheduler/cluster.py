@@ -78,21 +78,30 @@ def parse_cluster(document: TomlDocument, catalog: Catalog) -> Cluster:
         raise InputError("no [[pool]] tables; a cluster needs at least one pool", source=document.source)
     pools: dict[str, Pool] = {}
     for index, table in enumerate(tables):
-        pool = _pool(_PoolTable(document, index, table), catalog)
+        pool = _pool(PoolTable(document, index, table), catalog)
         if pool.name in pools:
-            _PoolTable(document, index, table).fail("name", f"pool {pool.name!r} is defined twice")
+            PoolTable(document, index, table).fail("name", f"pool {pool.name!r} is defined twice")
         pools[pool.name] = pool
     return Cluster(document.source, MappingProxyType(pools))
 
 
 @dataclass(frozen=True, slots=True)
-class _PoolTable:
+class PoolTable:
+    """One `[[pool]]` table of a file, its keys checked one by one (the extender's pools too).
+
+    A mistake names the file, the line and `pool[index] (name).key`; `named=False` leaves the
+    name out (`pool[index].key`, as the extender's configuration names its pools' keys).
+    """
+
     document: TomlDocument
     index: int
     table: Mapping[str, Any]
+    named: bool = True
 
     def fail(self, key: str, message: str) -> NoReturn:
-        self.document.fail_in("pool", self.index, self.table, key, message)
+        if self.named:
+            self.document.fail_in("pool", self.index, self.table, key, message)
+        self.document.fail(f"pool[{self.index}].{key}", message, key=key, table="pool", index=self.index)
 
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
@@ -117,7 +126,7 @@ class _PoolTable:
         return int(value)
 
 
-def _pool(entry: _PoolTable, catalog: Catalog) -> Pool:
+def _pool(entry: PoolTable, catalog: Catalog) -> Pool:
     for key in entry.table:
         if key not in _KEYS:
             entry.fail(key, f"unknown key; a pool has {', '.join(sorted(_KEYS))}")
@@ -127,21 +136,15 @@ def _pool(entry: _PoolTable, catalog: Catalog) -> Pool:
     except InputError as error:
         entry.fail("gpu", error.problem)
     gpus_per_node = entry.count("gpus_per_node", 0, least=1, most=MAX_GPUS_PER_NODE)
-    usd, source, price_capacity, cloud = _price(entry, catalog, gpu.name, gpus_per_node)
-    capacity_text = entry.text("capacity", price_capacity or "on-demand")
-    if capacity_text not in CAPACITY_TYPES:
-        entry.fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity_text!r}")
-    if price_capacity and price_capacity != capacity_text:
-        entry.fail("capacity", f"is {capacity_text} but the price is a {price_capacity} price")
+    usd, source, price_capacity, cloud = pool_price(entry, catalog, gpu.name, gpus_per_node)
+    capacity = pool_capacity(entry, price_capacity)
     nodes = entry.count("nodes", entry.count("min_nodes", 1))
     min_nodes = entry.count("min_nodes", nodes)
     max_nodes = entry.count("max_nodes", max(nodes, min_nodes))
     if not min_nodes <= nodes <= max_nodes:
         entry.fail("nodes", f"need min_nodes <= nodes <= max_nodes, got {min_nodes} <= {nodes} <= {max_nodes}")
-    capacity = Capacity(capacity_text)
-    rate = entry.number("interruptions_per_node_hour", 0.0)
-    if rate and capacity is not Capacity.SPOT:
-        entry.fail("interruptions_per_node_hour", f"only spot pools are interrupted; this pool is {capacity}")
+    assert capacity is not None  # pool_capacity's default is on-demand
+    rate = spot_rate(entry, capacity)
     notice = entry.number("notice_s", catalog.spot_notice_s.get(cloud, DEFAULT_NOTICE_S))
     mig_mode, layout = _mig(entry, gpu.name, gpu.mig)
     sharing = entry.table.get("sharing", False)
@@ -169,27 +172,55 @@ def _pool(entry: _PoolTable, catalog: Catalog) -> Pool:
     )
 
 
-def _price(entry: _PoolTable, catalog: Catalog, gpu: str, gpus_per_node: int) -> tuple[float, str, str, str]:
-    """(USD per node-hour, where it came from, the price's capacity type or "", its cloud or "")."""
-    given = [key for key in ("price", "usd_per_node_hour", "usd_per_gpu_hour") if key in entry.table]
+def pool_capacity(entry: PoolTable, price_capacity: str, default: str | None = "on-demand") -> Capacity | None:
+    """The pool's `capacity`, else its price's, else `default` (None: the extender reads each
+    node's from its labels); a capacity its price contradicts is a mistake."""
+    if "capacity" not in entry.table and not price_capacity and default is None:
+        return None
+    capacity_text = entry.text("capacity", price_capacity or default)
+    if capacity_text not in CAPACITY_TYPES:
+        entry.fail("capacity", f"must be one of {', '.join(CAPACITY_TYPES)}, got {capacity_text!r}")
+    if price_capacity and price_capacity != capacity_text:
+        entry.fail("capacity", f"is {capacity_text} but the price is a {price_capacity} price")
+    return Capacity(capacity_text)
+
+
+def spot_rate(entry: PoolTable, capacity: Capacity | None) -> float:
+    """The pool's `interruptions_per_node_hour` (0 when not given): only a spot pool has one."""
+    rate = entry.number("interruptions_per_node_hour", 0.0)
+    if rate and capacity is not Capacity.SPOT:
+        said = f"this pool is {capacity}" if capacity is not None else 'set capacity = "spot"'
+        entry.fail("interruptions_per_node_hour", f"only spot pools are interrupted; {said}")
+    return rate
+
+
+def pool_price(
+    entry: PoolTable, catalog: Catalog, gpu: str | None, gpus_per_node: int | None
+) -> tuple[float, str, str, str]:
+    """(USD per node-hour, where it came from, the price's capacity type or "", its cloud or "").
+
+    A catalog price must be for the pool's `gpu` and `gpus_per_node` (None: not known yet, as
+    in the extender, whose nodes tell); without `gpus_per_node` there is no `usd_per_gpu_hour`."""
+    keys = ("price", "usd_per_node_hour", "usd_per_gpu_hour")[: 3 if gpus_per_node is not None else 2]
+    given = [key for key in keys if key in entry.table]
     if len(given) != 1:
-        entry.fail("price", 'give one of price = "cloud:instance:capacity", usd_per_node_hour, usd_per_gpu_hour')
+        entry.fail("price", f'give one of price = "cloud:instance:capacity", {", ".join(keys[1:])}')
     if given[0] == "usd_per_node_hour":
         return entry.number("usd_per_node_hour", 0.0), "cluster file", "", ""
-    if given[0] == "usd_per_gpu_hour":
+    if given[0] == "usd_per_gpu_hour" and gpus_per_node is not None:
         return entry.number("usd_per_gpu_hour", 0.0) * gpus_per_node, "cluster file", "", ""
     try:
         quote = catalog.price(entry.text("price"))
     except InputError as error:
         entry.fail("price", error.problem)
-    if quote.gpu_model != gpu:
+    if gpu is not None and quote.gpu_model != gpu:
         entry.fail("price", f"{quote.key} is a {quote.gpu_model} price; the pool has {gpu}")
-    if quote.gpus != gpus_per_node:
+    if gpus_per_node is not None and quote.gpus != gpus_per_node:
         entry.fail("price", f"{quote.key} has {quote.gpus} GPUs per node; the pool says {gpus_per_node}")
     return quote.usd_per_hour, f"{quote.source} ({quote.as_of})", quote.capacity, quote.cloud
 
 
-def _mig(entry: _PoolTable, gpu: str, geometry: MigGeometry | None) -> tuple[MigMode, mig.Layout]:
+def _mig(entry: PoolTable, gpu: str, geometry: MigGeometry | None) -> tuple[MigMode, mig.Layout]:
     text = entry.text("mig", "off")
     if text == "off":
         return MigMode.OFF, ()

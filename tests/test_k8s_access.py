@@ -330,4 +330,4 @@ def test_the_command_stops_with_one_line_when_the_token_file_is_missing(
     config = write(tmp_path, f'token_file = "{tmp_path / "gone"}"\nhealth_port = 0\n')
     assert main(["extender", "--config", str(config)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("fleetsched: token_file: cannot read token file") and error.count("\n") == 1
+    assert error.startswith(f"fleetsched: {config}:1: token_file: cannot read token file") and error.count("\n") == 1

@@ -33,6 +33,7 @@ def test_the_shipped_configuration_loads() -> None:
     assert config.pools[0].capacity is Capacity.SPOT and config.pools[2].sharing
 
 
+POOL = '[[pool]]\nname = "p"\nmatch = { a = "b" }\n'
 BAD = {
     "unknown-key": ("prot = 1\n", 1, "prot: unknown key"),
     "port": ("port = 70000\n", 1, "port: must be a port number"),
@@ -42,8 +43,34 @@ BAD = {
     "pool-price": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\nprice = "aws:nope:spot"\n', 4, "pool[0].price: no price"),
     "pool-gpu": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ngpu = "Q1"\n', 4, "pool[0].gpu: unknown GPU model"),
     "pool-capacity": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\ncapacity = "cheap"\n', 4, "must be one of on-demand"),
-    "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\n[[pool]]\nname = "p"\nmatch = { a = "c" }\n', 5,
-                   "named twice"),
+    "pool-twice": ('[[pool]]\nname = "p"\nmatch = { a = "b" }\nusd_per_node_hour = 1\n'
+                   '[[pool]]\nname = "p"\nmatch = { a = "c" }\nusd_per_node_hour = 1\n', 6,
+                   "pool[1].name: pool 'p' is named twice"),
+    # Numbers that are not finite: the checks compared `<= 0` only, and NaN and inf passed.
+    "interval-nan": ("planner_interval_s = nan\n", 1, "planner_interval_s: must be a number of seconds above 0, got nan"),
+    "stale-inf": ("stale_after_s = inf\n", 1, "stale_after_s: must be a number of seconds above 0, got inf"),
+    "read-timeout-nan": ("read_timeout_s = nan\n", 1, "read_timeout_s: must be a number of seconds above 0"),
+    "usage-window-inf": ("usage_window_s = inf\n", 1, "usage_window_s: must be a number of seconds above 0"),
+    "lease-duration-inf": ("lease_duration_s = inf\n", 1, "lease_duration_s: must be a number of seconds above 0"),
+    "pool-usd-nan": (f"{POOL}usd_per_node_hour = nan\n", 4, "pool[0].usd_per_node_hour: must be a finite number"),
+    "pool-rate-nan": (f'{POOL}price = "aws:p5.48xlarge:spot"\ninterruptions_per_node_hour = nan\n', 5,
+                      "pool[0].interruptions_per_node_hour: must be a finite number"),
+    "pool-notice-inf": (f"{POOL}usd_per_node_hour = 3\nnotice_s = inf\n", 5, "pool[0].notice_s: must be a finite number"),
+    # What a cluster file's pool may not do, an extender's may not either (scheduler.cluster's checks).
+    "pool-two-prices": (f'{POOL}usd_per_node_hour = 3\nprice = "aws:p5.48xlarge:spot"\n', 5,
+                        'pool[0].price: give one of price = "cloud:instance:capacity", usd_per_node_hour'),
+    "pool-no-price": (POOL, 1, "pool[0].price: give one of price"),
+    "pool-price-gpu": (f'{POOL}gpu = "A100-80GB"\nprice = "aws:p5.48xlarge:spot"\n', 5,
+                       "pool[0].price: aws:p5.48xlarge:spot is a H100-80GB price; the pool has A100-80GB"),
+    "pool-price-capacity": (f'{POOL}capacity = "on-demand"\nprice = "aws:p5.48xlarge:spot"\n', 4,
+                            "pool[0].capacity: is on-demand but the price is a spot price"),
+    "pool-rate-on-demand": (f'{POOL}capacity = "on-demand"\nusd_per_node_hour = 3\ninterruptions_per_node_hour = 0.1\n',
+                            6, "pool[0].interruptions_per_node_hour: only spot pools are interrupted; this pool is"),
+    "pool-rate-no-capacity": (f"{POOL}usd_per_node_hour = 3\ninterruptions_per_node_hour = 0.1\n", 5,
+                              'only spot pools are interrupted; set capacity = "spot"'),
+    "scheduler-name": ('scheduler_name = ""\n', 1, "scheduler_name: must name the scheduler"),
+    "prefix": ('prefix = "no-slash"\n', 1, 'prefix: must be a URL path starting with "/"'),
+    "port-zero": ("port = 0\n", 1, "port: must be a port number 1..65535, got 0"),
     # helper lease: leader election
     "leader-elect": ('leader_elect = "yes"\n', 1, "leader_elect: must be true or false"),
     "lease-name": ('lease_name = ""\n', 1, "lease_name: must name the Lease"),
