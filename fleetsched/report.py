@@ -54,6 +54,7 @@ def summary_rows(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [
         ("jobs", count(jobs["total"])), ("completed", count(jobs["completed"])), ("failed", count(jobs["failed"])),
         ("killed", count(jobs["killed"])), ("unfinished", count(jobs["unfinished"])),
+        *([("denied by a guardrail", count(jobs["denied"]))] if "denied" in jobs else []),
         ("cost", money(cost["total"])), ("attributed to jobs", money(cost["attributed"])),
         ("idle", money(cost["idle"])), ("lost work", money(cost["lost_work"])),
         ("queue mean / p50 / p95 / p99 (s)", " / ".join(number(queue[key]) for key in ("mean", "p50", "p95", "p99"))),

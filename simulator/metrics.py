@@ -17,7 +17,7 @@ from simulator.inference_economics import inference_section
 from simulator.ledger import MS_PER_HOUR, PARTS
 from simulator.measured import summary_section
 from simulator.runs import MS
-from simulator.tally import OUTCOMES, cents
+from simulator.tally import DENIED, OUTCOMES, cents
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +35,8 @@ def summary(result: SimResult, run_info: Mapping[str, Any] | None = None) -> dic
     lost = sum((ledger.usd(pool, part_ms) for pool, part_ms in ledger.lost_by_pool.items()), Fraction(0))
     first_submit = tally.first_submit_s if tally.jobs else 0.0
     outcomes = {name: tally.outcomes[name] for name in OUTCOMES}
+    if world.guardrails is not None:  # a governed run: the jobs a guardrail denied, so the counts add up to the total
+        outcomes[DENIED] = tally.outcomes.get(DENIED, 0)
     by_reason = dict(sorted(tally.unfinished_by_reason.items()))
 
     def idle_of(pool: str) -> int:

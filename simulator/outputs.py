@@ -92,7 +92,8 @@ def render_summary(document: Mapping[str, Any]) -> str:
     lines = [
         f"profile {document['run']['profile']}, seed {document['run']['seed']}: "
         f"{jobs['total']:,} jobs, {jobs['completed']:,} completed, {jobs['failed']:,} failed, "
-        f"{jobs['killed']:,} killed, {jobs['unfinished']:,} unfinished",
+        f"{jobs['killed']:,} killed, {jobs['unfinished']:,} unfinished"
+        + (f", {jobs['denied']:,} denied" if "denied" in jobs else ""),
         f"  cost        ${cost['total']:,.2f} (idle ${cost['idle']:,.2f}, lost work ${cost['lost_work']:,.2f})",
         f"  queue       mean {queue['mean']:,.0f} s, p50 {queue['p50']:,.0f} s, p95 {queue['p95']:,.0f} s, "
         f"p99 {queue['p99']:,.0f} s",

@@ -21,6 +21,7 @@ from simulator.quantiles import Stream
 from simulator.runs import MS, JobRun
 
 OUTCOMES = ("completed", "failed", "killed", "unfinished")
+DENIED = "denied"  # the outcome of a job a guardrail rejected: it never completes, so it has no JCT
 LABELS = ("team", "project", "model")
 
 
@@ -116,7 +117,7 @@ class Tally:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if run.first_start_ms is not None:
             self.queue_s.add(run.first_start_ms / MS - job.submit_s)
-        if run.end_ms is not None:
+        if run.end_ms is not None and outcome != DENIED:
             self.jct_s.add(run.end_ms / MS - job.submit_s)
         if reason:
             self.unfinished_by_reason[reason] = self.unfinished_by_reason.get(reason, 0) + 1

@@ -31,9 +31,7 @@ from simulator.ledger import Ledger, parts_of
 from simulator.recording import Event, Memory, Sink, TimelineRow
 from simulator.rounds import RoundsLedger
 from simulator.runs import MS, JobRun, Phase, ms
-from simulator.tally import Tally
-
-DENIED = "denied"  # the outcome of a job a guardrail rejected
+from simulator.tally import DENIED, Tally
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from scheduler.governance_file import load_governance
 from scheduler.model import Job
 from simulator.engine import SimResult
 from simulator.metrics import summary
+from simulator.tally import OUTCOMES
 from tests.builders import make_job, make_pool, whole
 
 RULES = """
@@ -106,6 +107,11 @@ def test_a_budget_that_denies_ends_the_job_with_the_reason(tmp_path: Path) -> No
     document = summary(result)
     assert document["jobs"]["completed"] == 2
     assert document["governance"]["jobs_denied"] == 2
+    # the counts add up to the total, and a denied job (it never completed) has no JCT
+    jobs = document["jobs"]
+    assert jobs["denied"] == 2 and sum(jobs[name] for name in (*OUTCOMES, "denied")) == jobs["total"]
+    ran = [run.end_ms / 1000 - run.job.submit_s for run in runs.values() if run.outcome != "denied"]
+    assert document["jct_s"]["mean"] == round(sum(ran) / len(ran), 3)
     assert document["governance"]["teams"]["a"]["periods"]["2026-11"]["jobs_denied"] == 2
 
 
