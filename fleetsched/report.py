@@ -118,8 +118,11 @@ def spot_section(spot: Mapping[str, Any]) -> str:
                      f"{money(figures['on_demand_usd_per_gpu_hour'])}/GPU-hour, {figures['on_demand_price']}"))
     if not rows:
         return section("Spot counterfactual", note("No spot pool in this cluster."))
-    rows.append(("all spot pools", money(spot["spot_usd"]), money(spot["on_demand_usd"]), money(spot["saving_usd"]),
-                 money(spot["lost_work_usd"]), money(spot["net_saving_usd"]), ""))
+    left_out = spot.get("left_out", [])
+    label = "spot pools with an on-demand price" if left_out else "all spot pools"
+    rows.append((label, money(spot["spot_usd"]), money(spot["on_demand_usd"]), money(spot["saving_usd"]),
+                 money(spot["lost_work_usd"]), money(spot["net_saving_usd"]),
+                 f"leaves out {', '.join(left_out)}" if left_out else ""))
     return section("Spot counterfactual", note(
         "The same node-hours at the on-demand price of the same GPU model: the cluster's cheapest on-demand pool of "
         "that model, else the catalog's on-demand price of the same instance (else its cheapest for the model). "

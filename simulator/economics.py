@@ -193,7 +193,8 @@ def _quote_price(usd_per_hour: float, gpus: int) -> Fraction:
 
 def spot_counterfactual(ledger: Ledger, pools: Mapping[str, Pool]) -> dict[str, Any]:
     """Per spot pool and in all: what its node-hours cost, what they would have cost on-demand,
-    the saving, the work it threw away (priced on-demand) and the saving net of it."""
+    the saving, the work it threw away (priced on-demand) and the saving net of it. A pool whose
+    GPU model has no on-demand price has no saving: the totals leave it out and say so (`left_out`)."""
     per_pool: dict[str, Any] = {}
     totals = dict.fromkeys(("spot_usd", "on_demand_usd", "lost_work_usd"), Fraction(0))
     for name in sorted(pools):
@@ -215,7 +216,9 @@ def spot_counterfactual(ledger: Ledger, pools: Mapping[str, Pool]) -> dict[str, 
         }  # fmt: skip
         for key, value in (("spot_usd", spot), ("on_demand_usd", on_demand), ("lost_work_usd", lost_usd)):
             totals[key] += value
-    return {"pools": per_pool, **_saving(totals["spot_usd"], totals["on_demand_usd"], totals["lost_work_usd"])}
+    left_out = [name for name, figures in per_pool.items() if figures["on_demand_price"] is None]
+    return {"pools": per_pool, **_saving(totals["spot_usd"], totals["on_demand_usd"], totals["lost_work_usd"]),
+            **({"left_out": left_out} if left_out else {})}  # the totals are over the pools with a price  # fmt: skip
 
 
 def _saving(spot: Fraction, on_demand: Fraction, lost: Fraction) -> dict[str, float]:

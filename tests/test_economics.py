@@ -152,6 +152,21 @@ def test_a_gpu_model_nobody_sells_on_demand_has_no_counterfactual() -> None:
     assert on_demand_price(spot, {"spot": spot}) is None
 
 
+def test_the_totals_say_which_spot_pools_they_leave_out() -> None:
+    """A spot pool without an on-demand price has no saving; the totals are over the others and name it."""
+    od = make_pool("od", gpus_per_node=2, usd_per_node_hour=12.0)
+    priced = make_pool("spot", gpus_per_node=2, usd_per_node_hour=4.0, capacity=Capacity.SPOT)
+    unpriced = replace(make_pool("rare", gpus_per_node=8, usd_per_node_hour=8.0, capacity=Capacity.SPOT),
+                       gpu=replace(make_pool().gpu, name="NOT-SOLD"))  # fmt: skip
+    pools = {"od": od, "rare": unpriced, "spot": priced}
+    ledger = Ledger(pools)
+    ledger.bill["spot"] = ledger.bill["rare"] = 10 * PARTS * 3_600_000
+    result = spot_counterfactual(ledger, pools)
+    assert result["pools"]["rare"] == {"spot_usd": 10.0, "on_demand_price": None}  # 10 GPU-hours at $1
+    assert result["spot_usd"] == 20.0 and result["left_out"] == ["rare"]
+    assert "left_out" not in spot_counterfactual(ledger, {"od": od, "spot": priced})
+
+
 def test_idle_cents_add_up_to_the_rounded_total() -> None:
     """Three causes of a third of a cent each: rounded alone they make 0, together 1 cent."""
     pool = make_pool("p", gpus_per_node=1, usd_per_node_hour=36.0)  # $0.01 per GPU-second
