@@ -124,6 +124,8 @@ def parse_profile(document: TomlDocument, registry: Mapping[str, type[Plugin]]) 
         if name not in plugins.instances:
             document.fail(f"args.{name}", "arguments for a plugin the profile does not use", key=f"[args.{name}]")
     solver = _solver_options(document, data.get("solver", {}))
+    if "solver" in data and placer != "cpsat":  # read by nothing: the greedy placer has no limits or weights
+        document.fail("solver", f"the {placer} placer reads no [solver] table; it is for placer = \"cpsat\"")
     # _Plugins.at checked each instance against its hook's protocol, so the casts hold.
     return Profile(
         name=Path(document.source).stem,
@@ -169,6 +171,10 @@ def _hook_lists(document: TomlDocument, plugins: _Plugins) -> dict[str, tuple[Pl
         names = document.data.get(hook, [])
         if not isinstance(names, list):
             document.fail(hook, "must be a list of plugin names")
+        for n, name in enumerate(names):
+            if name in names[:n]:  # run twice, a filter asks the same question twice; a score counts double
+                document.fail(f"{hook}[{n}]", f"names {name} a second time (first as {hook}[{names.index(name)}])",
+                              key=hook)  # fmt: skip
         lists[hook] = tuple(plugins.at(hook, name, f"{hook}[{n}]") for n, name in enumerate(names))
     return lists
 
@@ -182,7 +188,10 @@ def _scores(document: TomlDocument, plugins: _Plugins) -> list[tuple[Plugin, int
         weight = entry.get("weight", 1)
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
             document.fail(where, f"weight must be a positive integer, got {weight!r}", key="score")
-        scores.append((plugins.at("score", entry.get("name"), where), weight))
+        plugin = plugins.at("score", entry.get("name"), where)
+        if any(plugin is earlier for earlier, _ in scores):
+            document.fail(where, f"names {entry.get('name')} a second time; give it one weight", key="score")
+        scores.append((plugin, weight))
     return scores
 
 

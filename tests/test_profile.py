@@ -79,6 +79,12 @@ BAD = {
                            'reserve: the cpsat placer does not honour reservations; use placer = "greedy"'),
     "reserve-not-a-reserver": (HEAD + 'reserve = "CheapestPool"\n', 2, "plugin CheapestPool does not implement the reserve"),
     "reserve-unknown": (HEAD + 'reserve = "Easy"\n', 2, "reserve: unknown plugin 'Easy'"),
+    "solver-with-greedy": (HEAD + '[solver]\ntime_limit_s = 2\n', 2,
+                           'solver: the greedy placer reads no [solver] table; it is for placer = "cpsat"'),
+    "filter-twice": (HEAD + 'filter = ["GpuModelFit", "WholeGpuFit", "GpuModelFit"]\n', 2,
+                     "filter[2]: names GpuModelFit a second time (first as filter[0])"),
+    "score-twice": (HEAD + 'score = ["MostAllocated", { name = "MostAllocated", weight = 2 }]\n', 2,
+                    "score[1]: names MostAllocated a second time; give it one weight"),
 }
 
 
