@@ -163,6 +163,27 @@ def test_a_byte_order_mark_is_read_past(tmp_path: Path, name: str, text: str) ->
     assert job.id == "a" and job.duration_s == 10
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line", "field", "problem"),
+    [("jobs.csv", "id,duration_s,gpus,gpus\na,5,1,4\n", 1, "gpus", "column named twice in the header"),
+     ("jobs.jsonl", '{"id": "a", "duration_s": 5}\n{"id": "n", "duration_s": 5, "gpus": 4, "gpus": 1}\n', 2, "gpus",
+      "given twice in one record")],
+    ids=["csv-column-twice", "json-key-twice"],
+)
+def test_a_field_given_twice_is_refused_not_the_last_one_kept(
+    tmp_path: Path, name: str, text: str, line: int, field: str, problem: str
+) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(InputError) as caught:
+        list(read_jobs(path))
+    assert str(caught.value) == f"{path}:{line}: {field}: {problem}"
+
+
+def test_text_that_only_looks_like_a_second_key_is_read(tmp_path: Path) -> None:
+    (job,) = read_jobs(write(tmp_path, "jobs.jsonl", '{"id": "a", "duration_s": 5, "team": "x\\":y"}\n'))
+    assert job.labels.team == 'x":y'
+
+
 def test_demo_jobs_read_fully() -> None:
     jobs = {job.id: job for job in read_jobs(DEMO)}
     assert len(jobs) == len([line for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]) == 17

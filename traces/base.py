@@ -10,6 +10,7 @@ with `skip_bad_rows`, counts and reports the bad rows instead.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from abc import ABC, abstractmethod
@@ -178,9 +179,22 @@ def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                yield line, json.loads(text)
+                value = json.loads(text)
             except json.JSONDecodeError as error:
                 raise InputError(f"not valid JSON: {error.msg}", source=str(path), line=line) from None
+            if isinstance(value, dict) and text.count('":') > len(value):  # maybe a key twice: look closer
+                json.loads(text, object_pairs_hook=functools.partial(_once, source=str(path), line=line))
+            yield line, value
+
+
+def _once(pairs: list[tuple[str, Any]], source: str, line: int) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; InputError on a key given twice (json keeps the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InputError("given twice in one record", source=source, line=line, field=key)
+        seen[key] = value
+    return seen
 
 
 def _not_utf8(path: Path) -> InputError:
@@ -196,6 +210,9 @@ def csv_rows(path: Path, required: Sequence[str], header: Sequence[str] | None =
     with open_text(path) as handle:
         reader = csv.reader(handle)
         names = list(header) if header is not None else next(reader, [])
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # a row would keep only the last column of the name
+            raise InputError("column named twice in the header", source=str(path), line=1, field=twice[0])
         for column in required:
             if column not in names:
                 raise InputError("missing column", source=str(path), line=1, field=column)
