@@ -78,6 +78,7 @@ class GovernanceReport:
     team_periods: tuple[TeamPeriod, ...]
     teams: tuple[TeamTotals, ...]
     jain_index: float | None
+    enforced: bool = True  # False: the profile had no guardrail plugin; its holds and approvals would-have-beens
 
 
 class _Reader:
@@ -151,6 +152,7 @@ def read_section(section: Any, source: str) -> GovernanceReport:
         team_periods=tuple(row for name in sorted(teams) for row in _team_periods(reader, name, teams[name])),
         teams=tuple(_team_totals(reader, name, teams[name]) for name in sorted(teams)),
         jain_index=jain_index,
+        enforced=root.get("enforced", True) is not False,
     )
 
 
@@ -243,6 +245,9 @@ def _held(period: TeamPeriod) -> str:
 def render_report(report: GovernanceReport) -> str:
     """The report as tables for the terminal; a budget over its limit shows OVER in capitals."""
     lines = [f"guardrails: {report.rules_file or '(file not named)'}", ""]
+    if not report.enforced:
+        lines[1:1] = ["not enforced: the run's profile has no guardrail plugin. Holds, approvals and denials below",
+                      "are what the rules would have done; every job ran as if there were none."]  # fmt: skip
     if report.budgets:
         lines += table(
             ("budget", "period", "action", "budget", "spent", "reserved", "used", "state"),

@@ -88,6 +88,7 @@ def governance_document(guardrails: Guardrails, end_ms: int) -> dict[str, Any]:
         "teams": {team: _team(guardrails, team, queues) for team in teams},
         "queues": queues,
         "jain_index": _jain(queues, {rules.queue_name(team) for team in teams}),
+        **({} if guardrails.enforced else {"enforced": False}),  # holds, approvals, denials: what would have been
     }
 
 

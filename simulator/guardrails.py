@@ -63,6 +63,7 @@ class Guardrails:
     timer: Callable[[int, Callable[[], None]], None]  # after delay_ms, call back (and wake the scheduler)
     job_of: Callable[[str], Job]  # a waiting or running job by id
     book: SpendBook = field(default_factory=SpendBook)
+    enforced: bool = True  # whether the profile has a guardrail plugin; else the rules are only reported
     approved: set[str] = field(default_factory=set)
     rejected: set[str] = field(default_factory=set)
     asked_ms: dict[str, int] = field(default_factory=dict)

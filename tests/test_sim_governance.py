@@ -28,6 +28,7 @@ from scheduler.cluster import Cluster
 from scheduler.errors import InputError
 from scheduler.governance_file import load_governance
 from scheduler.model import Job
+from simulator.budget_status import read_section, render_report
 from simulator.engine import SimResult
 from simulator.metrics import summary
 from simulator.tally import OUTCOMES
@@ -124,6 +125,12 @@ def test_an_ungoverned_profile_only_reports_the_budget(tmp_path: Path) -> None:
     day1 = document["budgets"]["a-day"]["periods"]["2026-11-30"]
     assert day1["spent_usd"] == 180.0 and day1["state"] == "over"
     assert all(not period["jobs_held"] for period in document["teams"]["a"]["periods"].values())
+    # the section says the rules were not enforced, and `budget status` says so first
+    assert document["enforced"] is False
+    assert "enforced" not in summary(api.simulate(JOBS, cluster(), "governed", governance=rules_file(tmp_path)))[
+        "governance"]  # fmt: skip
+    text = render_report(read_section(document, "summary.json"))
+    assert text.splitlines()[1].startswith("not enforced: the run's profile has no guardrail plugin.")
 
 
 def test_replays_are_identical(tmp_path: Path) -> None:
