@@ -105,6 +105,11 @@ def survey_first(args: argparse.Namespace, profiles: Sequence[str]) -> None:
     alike: dict[tuple[Group, ...], list[tuple[str, Survey]]] = {}
     for name, survey in zip(profiles, found, strict=True):
         alike.setdefault(survey.groups, []).append((name, survey))
+    for name, survey in zip(profiles, found, strict=True):
+        label = f"under {name}: " if len(profiles) > 1 else ""
+        for group in survey.risky:  # they run, so --strict lets them through; the user should know
+            sys.stderr.write(f"fleetsched: {label}{_jobs(group.count)} may never finish: {group.reason}: "
+                             f"{_examples(group)}\n")
     for groups, named in alike.items():
         if not groups:
             continue

@@ -15,6 +15,7 @@ filters gave, in the words `fleetsched plan` prints.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from types import MappingProxyType
 from scheduler.cluster import Cluster
 from scheduler.decision import OK, Pending, Status
 from scheduler.framework import Framework
-from scheduler.model import ClusterSnapshot, Job, Pool, empty_node
+from scheduler.model import Capacity, ClusterSnapshot, Job, JobKind, Pool, empty_node
 from scheduler.placers import GreedyPlacer
 from scheduler.plugin import Cycle
 from scheduler.profile import Profile
@@ -32,6 +33,10 @@ MAX_EXAMPLES = 5
 """Job ids kept per reason, to show a user where to look."""
 MAX_SHAPES = 100_000
 """Shapes remembered; past this the memo starts again, so a trace of unique shapes stays bounded."""
+#: Attempts a job is expected to need past which the survey says it may never finish: a job that
+#: restarts from the start at every take-back needs e^(take-backs per hour x hours) on average
+#: (20 hours at one take-back per node-hour: about 500 million).
+MANY_ATTEMPTS = 100.0
 RUNNING = "running when the replay ended"
 WAITING = "waiting when the replay ended"
 
@@ -47,11 +52,12 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """What a survey found: how many jobs it saw, and those that can never run by reason
-    (most jobs first, then by reason)."""
+    """What a survey found: how many jobs it saw, those that can never run by reason (most jobs
+    first, then by reason), and those that can run but may never finish (`risky`, alike)."""
 
     jobs: int
     groups: tuple[Group, ...] = ()
+    risky: tuple[Group, ...] = ()
 
     @property
     def unplaceable(self) -> int:
@@ -85,6 +91,8 @@ class Feasibility:
         self.pools = pools
         self._cycle = Cycle(0.0, ClusterSnapshot(pools, MappingProxyType({})))
         self._known: dict[Hashable, str] = {}
+        self._spot_only: dict[Hashable, tuple[float, str] | None] = {}
+        self._new_nodes: dict[tuple[Hashable, str], tuple[Status, int]] = {}
 
     def shape(self, job: Job) -> Hashable:
         return self.framework.shape_of(job)
@@ -100,6 +108,48 @@ class Feasibility:
                 self._known.clear()
             reason = self._known[shape] = self._reason(job)
         return reason
+
+    def restarts(self, job: Job) -> str:
+        """Why `job`, which some pool can run, may never finish: it keeps no checkpoint and only
+        spot pools take it, so each take-back restarts it from the start, and it is long enough
+        to need MANY_ATTEMPTS attempts or more on average; "" otherwise."""
+        if job.checkpointable or job.kind is JobKind.SERVICE or job.duration_s <= 0:
+            return ""
+        shape = self.framework.shape_of(job)
+        if shape is job or shape not in self._spot_only:
+            if len(self._spot_only) >= MAX_SHAPES:
+                self._spot_only.clear()
+            found = self._spot_rate(job)
+            if shape is job:
+                return self._risk(job, found)
+            self._spot_only[shape] = found
+        return self._risk(job, self._spot_only[shape])
+
+    @staticmethod
+    def _risk(job: Job, spot: tuple[float, str] | None) -> str:
+        if spot is None:
+            return ""
+        per_hour, pools = spot
+        fastest = max((speed for _, speed in job.speedups), default=1.0)
+        if per_hour * job.duration_s / max(1.0, fastest) / 3600 < math.log(MANY_ATTEMPTS):
+            return ""
+        return (f"keeps no checkpoint and only spot pools take it ({pools}): each take-back restarts it from "
+                f"the start, and a job this long needs {MANY_ATTEMPTS:g} attempts or more on average")
+
+    def _spot_rate(self, job: Job) -> tuple[float, str] | None:
+        """The lowest take-back rate a run of `job` meets (per hour, over the nodes its gang spans)
+        and the pools that take it, when only spot pools that take nodes back do; else None."""
+        rates: list[float] = []
+        entries: list[tuple[str, str]] = []
+        for pool in self.pools.values():
+            status, per_node = self._per_node(job, pool)
+            if not status.ok:
+                continue
+            if pool.capacity is not Capacity.SPOT or pool.interruptions_per_node_hour <= 0:
+                return None
+            rates.append(pool.interruptions_per_node_hour * -(-job.replicas // per_node))
+            entries.append((pool.name, f"takes nodes back {pool.interruptions_per_node_hour:g} times per node-hour"))
+        return (min(rates), pools_text(entries)) if rates else None
 
     def _reason(self, job: Job) -> str:
         taken: dict[str, int] = {}
@@ -122,7 +172,19 @@ class Feasibility:
 
     def _per_node(self, job: Job, pool: Pool) -> tuple[Status, int]:
         """Whether a new node of `pool` takes one replica (its status when not) and how many it
-        takes, up to the gang's size: each replica is granted before the next is asked about."""
+        takes, up to the gang's size: each replica is granted before the next is asked about.
+        Asked once per shape and pool (both `never` and `restarts` ask)."""
+        shape = self.framework.shape_of(job)
+        if shape is job:
+            return self._ask_new_node(job, pool)
+        known = self._new_nodes.get((shape, pool.name))
+        if known is None:
+            if len(self._new_nodes) >= MAX_SHAPES:
+                self._new_nodes.clear()
+            known = self._new_nodes[(shape, pool.name)] = self._ask_new_node(job, pool)
+        return known
+
+    def _ask_new_node(self, job: Job, pool: Pool) -> tuple[Status, int]:
         node = empty_node(pool, f"{pool.name}-new")
         verdict = self.framework.evaluate(self._cycle, job, node)
         if not verdict.status.ok:
@@ -148,9 +210,9 @@ class _Tally:
         if len(examples) < MAX_EXAMPLES:
             examples.append(job_id)
 
-    def survey(self, jobs: int) -> Survey:
+    def groups(self) -> tuple[Group, ...]:
         order = sorted(self.counts, key=lambda reason: (-self.counts[reason], reason))
-        return Survey(jobs, tuple(Group(r, self.counts[r], tuple(self.examples[r])) for r in order))
+        return tuple(Group(r, self.counts[r], tuple(self.examples[r])) for r in order)
 
 
 def survey(jobs: Iterable[Job], cluster: Cluster, profile: Profile) -> Survey:
@@ -164,15 +226,17 @@ def survey(jobs: Iterable[Job], cluster: Cluster, profile: Profile) -> Survey:
 def surveys(jobs: Iterable[Job], cluster: Cluster, profiles: Sequence[Profile]) -> tuple[Survey, ...]:
     """`survey` under each of `profiles` (their filters may differ), in one pass over `jobs`."""
     checks = [Feasibility(profile, cluster.pools) for profile in profiles]
-    tallies = [_Tally() for _ in profiles]
+    tallies = [(_Tally(), _Tally()) for _ in profiles]  # never, and may never finish
     seen = 0
     for job in jobs:
         seen += 1
-        for check, tally in zip(checks, tallies, strict=True):
+        for check, (never, risky) in zip(checks, tallies, strict=True):
             reason = check.never(job)
             if reason:
-                tally.add(reason, job.id)
-    return tuple(tally.survey(seen) for tally in tallies)
+                never.add(reason, job.id)
+            elif risk := check.restarts(job):
+                risky.add(risk, job.id)
+    return tuple(Survey(seen, never.groups(), risky.groups()) for never, risky in tallies)
 
 
 def waiting_reason(pending: Pending, snapshot: ClusterSnapshot) -> str:

@@ -11,6 +11,7 @@ import json
 import time
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -46,6 +47,27 @@ def reasons(jobs: list[Job], where: Cluster) -> dict[str, list[str]]:
 
 V100 = make_pool("v100", gpu="V100-16GB", nodes=1, max_nodes=2)
 P100 = make_pool("p100", gpu="P100-16GB", nodes=1)
+
+
+SPOT = replace(make_pool("spot", gpu="H100-80GB", nodes=1, capacity=Capacity.SPOT), interruptions_per_node_hour=1.0)
+
+
+def test_a_long_job_without_checkpoints_that_only_spot_pools_take_may_never_finish() -> None:
+    """e^(1 take-back per hour x 5 hours) = 148 attempts: past MANY_ATTEMPTS (100); 4 hours is 55."""
+    jobs = [make_job("long", whole(1), preemptible=True, duration_s=5 * 3600.0),
+            make_job("short", whole(1), preemptible=True, duration_s=4 * 3600.0),
+            replace(make_job("saved", whole(1), preemptible=True, duration_s=50 * 3600.0), checkpoint_interval_s=600.0),
+            make_job("gang", whole(8), replicas=2, preemptible=True, duration_s=3 * 3600.0)]  # 2 nodes: 2 per hour
+    found = survey(iter(jobs), cluster(replace(SPOT, max_nodes=2)), DEFAULT)
+    assert found.groups == ()  # all can run: --strict lets them through
+    (group,) = found.risky
+    assert group.examples == ("long", "gang") and group.count == 2
+    assert group.reason == ("keeps no checkpoint and only spot pools take it (pool spot: takes nodes back 1 times per "
+                            "node-hour): each take-back restarts it from the start, and a job this long needs 100 "
+                            "attempts or more on average")
+    # a pool that never takes nodes back takes it too: nothing to warn of
+    on_demand = make_pool("od", gpu="H100-80GB", nodes=1)
+    assert survey(iter(jobs), cluster(SPOT, on_demand), DEFAULT).risky == ()
 
 
 def test_a_share_on_pools_without_sharing_can_never_run() -> None:
@@ -311,3 +333,17 @@ def test_unfinished_reasons_name_a_job_still_running() -> None:
         "waits": "waiting when the replay ended: no node fits (pool p: WholeGpuFit: 0 of 1 GPUs free)",
     }
     assert count_by_reason(found) == {RUNNING: 1, found["waits"]: 1}
+
+
+def test_simulate_says_which_jobs_may_never_finish_and_still_runs_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "spot.jsonl"
+    trace.write_text('{"id": "long", "duration_s": 18000, "gpus": 1, "preemptible": true}\n', encoding="utf-8")
+    spot = tmp_path / "spot.toml"
+    spot.write_text('[[pool]]\nname = "spot"\ngpu = "H100-80GB"\ngpus_per_node = 8\nnodes = 1\ncapacity = "spot"\n'
+                    "usd_per_node_hour = 30.0\ninterruptions_per_node_hour = 1.0\n", encoding="utf-8")  # fmt: skip
+    assert main(["simulate", "--trace", str(trace), "--cluster", str(spot), "--strict", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("fleetsched: 1 job may never finish: keeps no checkpoint and only spot pools take it")
+    assert err.rstrip().endswith(": long")
