@@ -69,8 +69,9 @@ class BudgetGuard(Plugin):
     Admission checks the estimate on the dearest pool the job may use (`bound_usd`) against
     what the budget has committed this period (spent plus reserved) and what this cycle has
     admitted before it. At 100 %: `hold` keeps the job until the period ends, `deny` rejects
-    it, `spot-only` admits only preemptible jobs (`BudgetSpotOnly` keeps them on spot). A job
-    whose estimate alone is more than a whole period's budget is denied: it could never start.
+    it (unless it ran before and was stopped: then it is held), `spot-only` admits only
+    preemptible jobs (`BudgetSpotOnly` keeps them on spot). A job whose estimate alone is more
+    than a whole period's budget is denied: it could never start.
     """
 
     name = "BudgetGuard"
@@ -104,8 +105,10 @@ class BudgetGuard(Plugin):
         _, end_s, label = view.period(budget)
         spent = (f"budget {budget.name}: ${committed:,.2f} of ${budget.usd:,.2f} committed in {label}, "
                  f"this job's estimate ${estimate:,.2f} would pass it")  # fmt: skip
-        if budget.action is OverBudget.DENY:
+        if budget.action is OverBudget.DENY and job.id not in view.started:
             return Status.unresolvable(f"{spent}: denied")
+        if budget.action is OverBudget.DENY:  # it ran before: denying it would throw away what the budget paid for
+            return Status.wait(f"{spent}: held until {utc_text(end_s)}; it ran before, so it is not denied")
         if budget.action is OverBudget.SPOT_ONLY:
             return Status.wait(f"{spent}: only preemptible jobs run, on spot capacity, until {utc_text(end_s)}")
         return Status.wait(f"{spent}: held until {utc_text(end_s)}")

@@ -279,7 +279,8 @@ class GovernanceView:
 
     `committed_usd` is, per budget, what its teams spent plus what running jobs have reserved in
     the current period. `used_gpus` and `fair_share_gpus` are per (queue, flavour); `spot_only`
-    the teams whose spent spot-only budget leaves them spot capacity alone.
+    the teams whose spent spot-only budget leaves them spot capacity alone; `started` the
+    waiting jobs that ran before.
     """
 
     rules: Governance
@@ -290,6 +291,9 @@ class GovernanceView:
     used_gpus: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
     fair_share_gpus: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
     spot_only: frozenset[str] = frozenset()
+    #: Waiting jobs that ran before (preempted, or their spot node taken back): a budget that
+    #: denies holds them instead, not to throw away work it already paid for.
+    started: frozenset[str] = frozenset()
 
     @property
     def verdict_key(self) -> Hashable:

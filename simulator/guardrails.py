@@ -205,14 +205,17 @@ class Guardrails:
 
     # What a cycle sees ----------------------------------------------------------------------
 
-    def view_on(self, snapshot: ClusterSnapshot, waiting: Iterable[Job], now_ms: int) -> ClusterSnapshot:
-        """`snapshot` with the governance view of now."""
+    def view_on(
+        self, snapshot: ClusterSnapshot, waiting: Iterable[Job], now_ms: int, started: frozenset[str] = frozenset()
+    ) -> ClusterSnapshot:
+        """`snapshot` with the governance view of now (`started`: the waiting jobs that ran before)."""
         unix_s = self.unix_s(now_ms)
         committed = {budget.name: self.book.committed(budget.name, period_bounds(budget.period, unix_s)[2])
                      for budget in self.rules.budgets}  # fmt: skip
         held = {job_id: hold.guard for job_id, hold in self.holds.items()}
         view = make_view(self.rules, snapshot, unix_s, committed, list(waiting),
                          frozenset(self.approved), frozenset(self.rejected), held)  # fmt: skip
+        view = replace(view, started=started)
         self._share_until(now_ms, view.fair_share_gpus)
         return replace(snapshot, governance=view)
 

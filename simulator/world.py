@@ -113,7 +113,9 @@ class SimWorld(Autoscaling):
     def observe(self) -> Observation:
         snapshot = self.snapshot
         if self.guardrails is not None:
-            snapshot = self.guardrails.view_on(snapshot, self.queue.jobs(), self.clock())
+            waiting = list(self.queue.jobs())
+            started = frozenset(job.id for job in waiting if self.runs[job.id].first_start_ms is not None)
+            snapshot = self.guardrails.view_on(snapshot, waiting, self.clock(), started)
         if self.rounds is not None:
             now = self.clock()
             runs = self.runs
