@@ -2,7 +2,8 @@
 
 The command line (fleetsched/cli.py) registers these parsers and prints what they return;
 nothing here prints. Outputs are written to a temporary name and renamed when complete, so a
-failed conversion leaves no partial file behind.
+failed conversion leaves no partial file behind; the folders above --out are made when missing
+(`fleetsched.outfile`), and removed again when the command fails.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fleetsched.outfile import parent_folders
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
 from scheduler.model import Job
@@ -89,7 +91,9 @@ def run_convert(args: argparse.Namespace) -> Output:
     if out.resolve() == Path(args.file).resolve():
         raise InputError("the output would overwrite the input", field="--out")
     report = ReadReport(args.file)
-    count = writer(replayed(read_trace(args.file, args.format, skip_bad_rows=args.skip_bad_rows, report=report)), out)
+    with parent_folders(out):
+        count = writer(replayed(read_trace(args.file, args.format, skip_bad_rows=args.skip_bad_rows, report=report)),
+                       out)  # fmt: skip
     dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
     return 0, (f"wrote {count:,} jobs to {out} from {report.rows:,} rows ({report.format}); dropped: {dropped};"
                f" bad rows skipped: {len(report.skipped):,}")
@@ -129,7 +133,8 @@ def run_synth(args: argparse.Namespace) -> Output:
         jobs = gavel_jobs(spec.jobs, args.seed, spec.jobs_per_hour, args.multi_gpu)
     else:
         jobs = generate(spec, args.seed)
-    count = writer(jobs, out)
+    with parent_folders(out):
+        count = writer(jobs, out)
     return 0, f"wrote {count:,} {args.generator} jobs (seed {args.seed}) to {out}"
 
 

@@ -88,3 +88,39 @@ def test_cluster_from_a_bad_node_list(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["trace", "cluster", str(nodes), "--out", str(tmp_path / "c.toml")]) == 2
     assert capsys.readouterr().err.startswith(f"fleetsched: {nodes}:2: model:")
     assert not (tmp_path / "c.toml").exists()
+
+
+# -- --out in a folder that does not exist: made, as simulate makes it, and removed on failure ---------------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "traces" / "samples"
+
+
+def test_convert_makes_the_missing_folders_above_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = SAMPLES / "demo-jobs.jsonl"
+    assert main(["trace", "convert", str(trace), "--out", str(tmp_path / "here.jsonl")]) == 0
+    assert main(["trace", "convert", str(trace), "--out", str(tmp_path / "new/deeper/t.jsonl")]) == 0
+    assert "wrote " in capsys.readouterr().out
+    assert (tmp_path / "new/deeper/t.jsonl").read_bytes() == (tmp_path / "here.jsonl").read_bytes()
+    assert sorted(path.name for path in (tmp_path / "new/deeper").iterdir()) == ["t.jsonl"]
+
+
+def test_synth_makes_the_missing_folders_above_out(tmp_path: Path) -> None:
+    assert synth(tmp_path, "new/s.parquet", "--jobs", "10") == synth(tmp_path, "s.parquet", "--jobs", "10")
+    assert sorted(path.name for path in (tmp_path / "new").iterdir()) == ["s.parquet"]
+
+
+def test_a_failed_convert_removes_the_folders_it_made(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "bad.jsonl"
+    first = (SAMPLES / "demo-jobs.jsonl").read_text().splitlines()[0]
+    trace.write_text(first + "\n" + first.replace('"duration_s": ', '"duration_s": "abc", "x": ', 1) + "\n")
+    assert main(["trace", "convert", str(trace), "--out", str(tmp_path / "new/deeper/t.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith(f"fleetsched: {trace}:2: ")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_out_below_a_file_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("mine\n")
+    assert main(["trace", "synth", "--jobs", "10", "--out", str(tmp_path / "file/new/s.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert error == f"fleetsched: --out: cannot write {tmp_path}/file/new/s.jsonl: {tmp_path}/file is not a folder\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "mine\n"
