@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -112,9 +113,10 @@ def test_synth_makes_the_missing_folders_above_out(tmp_path: Path) -> None:
 def test_a_failed_convert_removes_the_folders_it_made(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "bad.jsonl"
     first = (SAMPLES / "demo-jobs.jsonl").read_text().splitlines()[0]
-    trace.write_text(first + "\n" + first.replace('"duration_s": ', '"duration_s": "abc", "x": ', 1) + "\n")
+    second = re.sub(r'"duration_s": [0-9.]+', '"duration_s": "abc"', first.replace('"llm-pretrain"', '"other"'))
+    trace.write_text(first + "\n" + second + "\n")
     assert main(["trace", "convert", str(trace), "--out", str(tmp_path / "new/deeper/t.jsonl")]) == 2
-    assert capsys.readouterr().err.startswith(f"fleetsched: {trace}:2: ")
+    assert capsys.readouterr().err.startswith(f"fleetsched: {trace}:2: duration_s: ")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
 
 
