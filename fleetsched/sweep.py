@@ -71,10 +71,7 @@ def run_sweep(
     and writes `out/results.parquet`. Every mistake in the arguments or the grid raises
     InputError before anything is written. `runner` replays one cell (tests count runs with it;
     the Ray backend always uses `run_cell`)."""
-    check_options(backend, address, workers, option=False)  # the command checks its options first
-    checked = load_grid(grid)
-    planned = plan_cells(checked)
-    check_out(out)
+    checked, planned = plan_sweep(grid, out, backend=backend, address=address, workers=workers)
     pending = _pending(Path(out), planned)
     log.info("sweep %s: %d cells, %d to run", grid, len(planned), len(pending))
     if backend == "ray" and pending:
@@ -88,6 +85,19 @@ def run_sweep(
         _run_local(pending, folder, workers, progress, runner)
     write_results(folder, planned, checked)
     return SweepReport(folder, len(planned), len(pending), len(planned) - len(pending))
+
+
+def plan_sweep(
+    grid: str | Path, out: str | Path, *, backend: str = "local", address: str | None = None,
+    workers: int | None = None,
+) -> tuple[Grid, list[tuple[int, CellSpec]]]:
+    """Every check `run_sweep` makes before it runs a cell (the options, the grid, its trace
+    and cells, `out`; `sweep --dry-run` makes them all); the grid and its cells. Writes nothing."""
+    check_options(backend, address, workers, option=False)  # the command checks its options first
+    checked = load_grid(grid)
+    planned = plan_cells(checked)
+    check_out(out)
+    return checked, planned
 
 
 def sweep(
