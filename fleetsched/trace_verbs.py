@@ -66,7 +66,7 @@ def add_trace_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     cluster = trace_verbs.add_parser("cluster", help="turn a node list (openb, Alibaba 2026 spot) into a cluster file")
     cluster.add_argument("file", help="node list CSV")
-    cluster.add_argument("--out", required=True, help="cluster TOML to write")
+    cluster.add_argument("--out", required=True, help="cluster file to write: .toml (replaced if it exists)")
     cluster.set_defaults(run=run_cluster)
 
 
@@ -139,8 +139,13 @@ def run_synth(args: argparse.Namespace) -> Output:
 
 
 def run_cluster(args: argparse.Namespace) -> Output:
-    text = cluster_from_nodes(args.file)
-    write_cluster(text, args.out)
+    out = Path(args.out)
+    if out.suffix != ".toml":  # as convert: never replace a trace or another data file given by mistake
+        raise InputError(f"write a .toml cluster file, got {out.name!r}", field="--out")
+    if out.resolve() == Path(args.file).resolve():
+        raise InputError("the output would overwrite the input", field="--out")
+    with parent_folders(out):
+        write_cluster(cluster_from_nodes(args.file), out)
     cluster = load_cluster(args.out)
     gpus = sum(pool.nodes * pool.gpus_per_node for pool in cluster.pools.values())
     nodes = sum(pool.nodes for pool in cluster.pools.values())

@@ -126,3 +126,41 @@ def test_out_below_a_file_is_refused_in_one_line(tmp_path: Path, capsys: pytest.
     error = capsys.readouterr().err
     assert error == f"fleetsched: --out: cannot write {tmp_path}/file/new/s.jsonl: {tmp_path}/file is not a folder\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "mine\n"
+
+
+# -- trace cluster --out: a .toml file, as convert's --out is a trace file ------------------------------------------
+
+NODES = "sn,cpu_milli,memory_mib,gpu,model\nn0,1,1,8,A100-SXM4-80GB\nn1,1,1,2,T4\n"
+
+
+def test_cluster_refuses_an_out_that_is_not_toml_and_keeps_the_file(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(NODES)
+    trace = tmp_path / "mine.jsonl"
+    trace.write_bytes((SAMPLES / "demo-jobs.jsonl").read_bytes())
+    assert main(["trace", "cluster", str(nodes), "--out", str(trace)]) == 2
+    assert capsys.readouterr().err == "fleetsched: --out: write a .toml cluster file, got 'mine.jsonl'\n"
+    assert trace.read_bytes() == (SAMPLES / "demo-jobs.jsonl").read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine.jsonl", "nodes.csv"]
+
+
+def test_cluster_refuses_an_out_that_is_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nodes = tmp_path / "nodes.toml"
+    nodes.write_text(NODES)
+    assert main(["trace", "cluster", str(nodes), "--out", str(nodes)]) == 2
+    assert capsys.readouterr().err == "fleetsched: --out: the output would overwrite the input\n"
+    assert nodes.read_text() == NODES
+
+
+def test_cluster_replaces_a_toml_out_and_makes_missing_folders(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(NODES)
+    old = tmp_path / "old.toml"
+    old.write_text("# an older cluster file\n")
+    assert main(["trace", "cluster", str(nodes), "--out", str(old)]) == 0
+    assert main(["trace", "cluster", str(nodes), "--out", str(tmp_path / "new/c.toml")]) == 0
+    assert "2 pools, 2 nodes, 10 GPUs" in capsys.readouterr().out
+    assert old.read_bytes() == (tmp_path / "new/c.toml").read_bytes()
+    assert sum(pool.nodes * pool.gpus_per_node for pool in load_cluster(old).pools.values()) == 10
