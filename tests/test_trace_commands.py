@@ -164,3 +164,48 @@ def test_cluster_replaces_a_toml_out_and_makes_missing_folders(tmp_path: Path,
     assert "2 pools, 2 nodes, 10 GPUs" in capsys.readouterr().out
     assert old.read_bytes() == (tmp_path / "new/c.toml").read_bytes()
     assert sum(pool.nodes * pool.gpus_per_node for pool in load_cluster(old).pools.values()) == 10
+
+
+# -- trace synth options: checked as simulate checks its own, named as given -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--seed", "-1"], "fleetsched: --seed: must be a whole number from 0 to 4294967295, got -1\n"),
+        (["--generator", "gavel", "--arrival", "diurnal"],
+         "fleetsched: --arrival: has no effect with --generator gavel: its arrivals are Poisson\n"),
+        (["--multi-gpu"], "fleetsched: --multi-gpu: has no effect with --generator spec: set gpu_mix in a --spec file\n"),
+        (["--jobs-per-hour", "0"], "fleetsched: --jobs-per-hour: must be > 0, got 0.0\n"),
+        (["--jobs", "-5"], "fleetsched: --jobs: must be a whole number >= 0, got -5\n"),
+        (["--generator", "gavel", "--jobs-per-hour", "0"], "fleetsched: --jobs-per-hour: must be > 0, got 0.0\n"),
+    ],
+    ids=["negative-seed", "arrival-with-gavel", "multi-gpu-with-spec", "jobs-per-hour-zero", "jobs-negative",
+         "gavel-jobs-per-hour-zero"],
+)  # fmt: skip
+def test_bad_synth_options_are_one_line_naming_the_option_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    assert main(["trace", "synth", *options, "--out", str(tmp_path / "new/out.jsonl")]) == 2
+    assert capsys.readouterr().err == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_value_from_a_spec_file_names_the_files_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text("jobs = 10\njobs_per_hour = 0\n")
+    assert main(["trace", "synth", "--spec", str(spec), "--jobs", "20", "--out", str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err == f"fleetsched: {spec}:2: jobs_per_hour: must be > 0, got 0\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_a_spec_field_gavel_would_ignore_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text("jobs = 10\ngpu_mix = { 1 = 1.0 }\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["trace", "synth", "--generator", "gavel", "--spec", str(spec), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"fleetsched: {spec}:2: gpu_mix: has no effect with --generator gavel: "
+                                       "it uses jobs and jobs_per_hour only\n")  # fmt: skip
+    spec.write_text("jobs = 10\njobs_per_hour = 5\n")
+    assert main(["trace", "synth", "--generator", "gavel", "--spec", str(spec), "--out", str(out)]) == 0
+    assert len(list(read_trace_jobs(out))) == 10
