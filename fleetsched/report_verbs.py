@@ -1,8 +1,9 @@
 """The `fleetsched report` verb: `report RUN|COMPARISON|SWEEP --out report.html`. Returns (exit code, text).
 
 A directory that is not a run, a comparison or a sweep (results.parquet), a corrupt file in it, or an `--out` that
-is not an .html file in an existing folder stop with one line naming the file (exit 2) and
-write nothing; the report is written atomically (`fleetsched.report.write_report`).
+is not an .html file stop with one line naming the file (exit 2) and write nothing; the report
+is written atomically (`fleetsched.report.write_report`), its folder made when missing
+(`fleetsched.outfile`) and removed again when the report fails.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fleetsched.outfile import parent_folders
 from scheduler.errors import InputError
 
 Output = tuple[int, str]
@@ -31,7 +33,8 @@ def run_report(args: argparse.Namespace) -> Output:
         raise InputError("the report is an .html file; name one", source=args.out, field="--out")
     from fleetsched.report import write_report  # pandas and scipy: loaded only for this verb
 
-    written = write_report(args.source, out)
+    with parent_folders(out):  # made when missing, as simulate and compare make theirs; removed if the report fails
+        written = write_report(args.source, out)
     return 0, f"wrote {written}"
 
 

@@ -6,11 +6,13 @@ processes (`backend="local"`) or as Ray tasks (`backend="ray"`), and writes
 `out/results.parquet`: one row per cell in grid order, the axes' values and the summary
 metrics. Each cell's folder is written into a temporary folder and renamed into place when
 complete, so a sweep that is killed keeps every finished cell and a rerun runs only the rest.
+A cell folder whose files are damaged or missing is not done: the rerun warns and runs it again.
 The workers compute; only this process writes, so local and Ray sweeps write the same bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,11 +71,8 @@ def run_sweep(
     and writes `out/results.parquet`. Every mistake in the arguments or the grid raises
     InputError before anything is written. `runner` replays one cell (tests count runs with it;
     the Ray backend always uses `run_cell`)."""
-    check_options(backend, address, workers, option=False)  # the command checks its options first
-    checked = load_grid(grid)
-    planned = plan_cells(checked)
-    check_out(out)
-    pending = [spec for _, spec in planned if not (Path(out) / "cells" / spec.key).is_dir()]
+    checked, planned = plan_sweep(grid, out, backend=backend, address=address, workers=workers)
+    pending = _pending(Path(out), planned)
     log.info("sweep %s: %d cells, %d to run", grid, len(planned), len(pending))
     if backend == "ray" and pending:
         from fleetsched import sweep_ray  # imported on use: Ray takes seconds to import
@@ -86,6 +85,19 @@ def run_sweep(
         _run_local(pending, folder, workers, progress, runner)
     write_results(folder, planned, checked)
     return SweepReport(folder, len(planned), len(pending), len(planned) - len(pending))
+
+
+def plan_sweep(
+    grid: str | Path, out: str | Path, *, backend: str = "local", address: str | None = None,
+    workers: int | None = None,
+) -> tuple[Grid, list[tuple[int, CellSpec]]]:
+    """Every check `run_sweep` makes before it runs a cell (the options, the grid, its trace
+    and cells, `out`; `sweep --dry-run` makes them all); the grid and its cells. Writes nothing."""
+    check_options(backend, address, workers, option=False)  # the command checks its options first
+    checked = load_grid(grid)
+    planned = plan_cells(checked)
+    check_out(out)
+    return checked, planned
 
 
 def sweep(
@@ -155,19 +167,79 @@ def prepare(out: str | Path) -> Path:
     return path
 
 
-def write_cell(folder: Path, spec: CellSpec, document: Mapping[str, Any]) -> None:
-    """Writes `cells/<key>/` (cell.json: the key, its inputs and the metrics; summary.json)
-    into a temporary folder renamed into place, so a cell folder is complete or absent."""
-    cells = folder / "cells"
-    if (cells / spec.key).is_dir():
-        return
+def _cell_text(spec: CellSpec, document: Mapping[str, Any]) -> str:
+    """cell.json's text for the cell `spec` whose summary.json document is `document`."""
     metrics = {name: value for name, value in row(dict(document)).items() if name in METRICS}
     cell = {"key": spec.key, "inputs": spec.inputs, "metrics": metrics}
-    temporary = Path(tempfile.mkdtemp(prefix=".partial-", dir=cells))
-    (temporary / "cell.json").write_text(json.dumps(cell, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (temporary / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return json.dumps(cell, indent=2, sort_keys=True) + "\n"
+
+
+def _read_cell(cell: Path) -> dict[str, str] | str:
+    """The texts of a cell folder's cell.json and summary.json, or why they cannot be read."""
+    if cell.is_symlink() or not cell.is_dir():
+        return "not a folder"
+    texts = {}
+    for name in ("summary.json", "cell.json"):
+        try:
+            texts[name] = (cell / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return f"no {name}"
+        except (OSError, UnicodeDecodeError) as error:
+            return f"{name}: {getattr(error, 'strerror', None) or error}"
+    return texts
+
+
+def damage(cell: Path, spec: CellSpec) -> str | None:
+    """Why `cell` is not the finished folder of the cell `spec`, or None when it is: a folder
+    (not a link) holding a summary.json document of this cell and the cell.json it gives."""
+    texts = _read_cell(cell)
+    if isinstance(texts, str):
+        return texts
     try:
-        temporary.rename(cells / spec.key)
+        document = json.loads(texts["summary.json"])
+    except ValueError:
+        return "summary.json: not JSON (cut short?)"
+    try:
+        if document["run"]["cell"] != spec.key:
+            return "summary.json: another cell's"
+        expected = _cell_text(spec, document)
+    except (KeyError, TypeError):  # a field missing, or a document where an object belongs
+        return "summary.json: fields missing"
+    return None if texts["cell.json"] == expected else "cell.json: does not match summary.json"
+
+
+def _pending(out: Path, planned: Sequence[tuple[int, CellSpec]]) -> list[CellSpec]:
+    """The planned cells not done in `out`: absent, or damaged (a warning names each such folder)."""
+    pending = []
+    for _, spec in planned:
+        cell = out / "cells" / spec.key
+        if not (cell.exists() or cell.is_symlink()):
+            pending.append(spec)
+        elif (problem := damage(cell, spec)) is not None:
+            log.warning("%s: damaged or incomplete cell (%s): running it again", cell, problem)
+            pending.append(spec)
+    return pending
+
+
+def write_cell(folder: Path, spec: CellSpec, document: Mapping[str, Any]) -> None:
+    """Writes `cells/<key>/` (cell.json: the key, its inputs and the metrics; summary.json)
+    into a temporary folder renamed into place, so a cell folder is complete or absent.
+    A damaged entry in its place is moved into a temporary folder first and removed there:
+    a link is removed, never what it points to."""
+    cells = folder / "cells"
+    target = cells / spec.key
+    if damage(target, spec) is None:  # another sweep into the same directory finished it
+        return
+    temporary = Path(tempfile.mkdtemp(prefix=".partial-", dir=cells))
+    (temporary / "cell.json").write_text(_cell_text(spec, document), encoding="utf-8")
+    (temporary / "summary.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if target.exists() or target.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=".partial-", dir=cells))
+        with contextlib.suppress(OSError):  # another sweep moved it first
+            target.rename(aside / spec.key)
+        shutil.rmtree(aside, ignore_errors=True)  # removes a link inside it, not the link's target
+    try:
+        temporary.rename(target)
     except OSError:  # another sweep into the same directory finished it first
         shutil.rmtree(temporary, ignore_errors=True)
 

@@ -11,8 +11,7 @@ import argparse
 import sys
 import time
 
-from fleetsched.sweep import RESULTS, check_options, run_sweep
-from fleetsched.sweep_grid import load_grid
+from fleetsched.sweep import RESULTS, check_options, plan_sweep, run_sweep
 
 Output = tuple[int, str]
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
@@ -27,7 +26,8 @@ def add_sweep_verb(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument("--address", help="Ray cluster address for --backend ray (default: start a local instance)")
     parser.add_argument("--workers", type=int, help="parallel processes, or a local Ray instance's CPUs "
                                                     "(default: one per core)")  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="check the grid and print how many cells it has")
+    parser.add_argument("--dry-run", action="store_true", help="make the checks a run makes (grid, trace, cells, "
+                                                               "--out), print the grid size; run nothing")  # fmt: skip
     parser.set_defaults(run=run_sweep_verb)
 
 
@@ -39,7 +39,7 @@ def _progress(done: int, total: int) -> None:
 def run_sweep_verb(args: argparse.Namespace) -> Output:
     check_options(args.backend, args.address, args.workers)
     if args.dry_run:
-        grid = load_grid(args.grid)
+        grid, _ = plan_sweep(args.grid, args.out, backend=args.backend, address=args.address, workers=args.workers)
         sampled = f", a sample of {grid.sample:,}" if grid.sample else ""
         axes = len(grid.axes)
         return 0, f"{args.grid}: ok ({grid.size():,} grid points{sampled}; {axes} axes besides profiles and seeds)"

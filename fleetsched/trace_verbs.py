@@ -2,7 +2,8 @@
 
 The command line (fleetsched/cli.py) registers these parsers and prints what they return;
 nothing here prints. Outputs are written to a temporary name and renamed when complete, so a
-failed conversion leaves no partial file behind.
+failed conversion leaves no partial file behind; the folders above --out are made when missing
+(`fleetsched.outfile`), and removed again when the command fails.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fleetsched import api
+from fleetsched.outfile import parent_folders
 from scheduler.cluster import load_cluster
 from scheduler.errors import InputError
 from scheduler.model import Job
@@ -28,6 +31,10 @@ from traces.synth import ARRIVALS, SynthSpec, gavel_jobs, generate
 
 Output = tuple[int, str]
 WRITERS: dict[str, Callable[[Iterable[Job], Path], int]] = {".jsonl": write_jsonl, ".parquet": write_parquet}
+#: `trace synth`'s options that set a SynthSpec field: the field and the option's name.
+SYNTH_OPTIONS = {"jobs": "--jobs", "jobs_per_hour": "--jobs-per-hour", "arrival": "--arrival"}
+#: The SynthSpec fields Gavel's generator uses.
+GAVEL_FIELDS = ("jobs", "jobs_per_hour")
 
 
 def add_trace_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,7 +71,7 @@ def add_trace_verbs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     cluster = trace_verbs.add_parser("cluster", help="turn a node list (openb, Alibaba 2026 spot) into a cluster file")
     cluster.add_argument("file", help="node list CSV")
-    cluster.add_argument("--out", required=True, help="cluster TOML to write")
+    cluster.add_argument("--out", required=True, help="cluster file to write: .toml (replaced if it exists)")
     cluster.set_defaults(run=run_cluster)
 
 
@@ -89,20 +96,25 @@ def run_convert(args: argparse.Namespace) -> Output:
     if out.resolve() == Path(args.file).resolve():
         raise InputError("the output would overwrite the input", field="--out")
     report = ReadReport(args.file)
-    count = writer(replayed(read_trace(args.file, args.format, skip_bad_rows=args.skip_bad_rows, report=report)), out)
+    with parent_folders(out):
+        count = writer(replayed(read_trace(args.file, args.format, skip_bad_rows=args.skip_bad_rows, report=report)),
+                       out)  # fmt: skip
     dropped = ", ".join(f"{n:,} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
     return 0, (f"wrote {count:,} jobs to {out} from {report.rows:,} rows ({report.format}); dropped: {dropped};"
                f" bad rows skipped: {len(report.skipped):,}")
 
 
-def load_spec(path: str | Path) -> SynthSpec:
-    """A SynthSpec from TOML: each key a SynthSpec field; mixes keyed by GPUs or priority as text."""
+def load_spec(path: str | Path, *, generator: str = "spec") -> SynthSpec:
+    """A SynthSpec from TOML: each key a SynthSpec field; mixes keyed by GPUs or priority as text.
+    For the gavel generator only the fields it uses (GAVEL_FIELDS) may be set: others would be ignored."""
     document = TomlDocument.read(path)
     known = {f.name: f for f in dataclasses.fields(SynthSpec)}
     values: dict[str, Any] = {}
     for key, raw in document.data.items():
         if key not in known:
             document.fail(key, f"unknown field; a spec has {', '.join(known)}")
+        if generator == "gavel" and key not in GAVEL_FIELDS:
+            document.fail(key, f"has no effect with --generator gavel: it uses {' and '.join(GAVEL_FIELDS)} only")
         values[key] = raw
         if key in ("gpu_mix", "priority_mix") and isinstance(raw, dict):
             try:
@@ -119,23 +131,51 @@ def load_spec(path: str | Path) -> SynthSpec:
         raise InputError(str(error), source=str(path)) from None
 
 
+def _check_synth_options(args: argparse.Namespace) -> None:
+    """InputError naming the option: a seed out of range (as simulate's), or an option that the
+    chosen generator would ignore."""
+    api.check_seed(args.seed, "--seed")
+    if args.generator == "gavel" and args.arrival is not None:
+        raise InputError("has no effect with --generator gavel: its arrivals are Poisson", field="--arrival")
+    if args.generator == "spec" and args.multi_gpu:
+        raise InputError("has no effect with --generator spec: set gpu_mix in a --spec file", field="--multi-gpu")
+
+
+def _synth_spec(args: argparse.Namespace) -> SynthSpec:
+    """The spec file's SynthSpec (or the default) with the options given; a bad value from an
+    option is named by the option (`--jobs`), one from the file by the file's field."""
+    spec = load_spec(args.spec, generator=args.generator) if args.spec else SynthSpec()
+    given = {name: value for name in SYNTH_OPTIONS if (value := getattr(args, name)) is not None}
+    try:
+        return dataclasses.replace(spec, **given)
+    except InputError as error:
+        if error.field in given:
+            raise InputError(error.problem, field=SYNTH_OPTIONS[error.field]) from None
+        raise
+
+
 def run_synth(args: argparse.Namespace) -> Output:
     out = Path(args.out)
     writer = _writer(out)
-    spec = load_spec(args.spec) if args.spec else SynthSpec()
-    overrides = {"jobs": args.jobs, "jobs_per_hour": args.jobs_per_hour, "arrival": args.arrival}
-    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    _check_synth_options(args)
+    spec = _synth_spec(args)
     if args.generator == "gavel":
         jobs = gavel_jobs(spec.jobs, args.seed, spec.jobs_per_hour, args.multi_gpu)
     else:
         jobs = generate(spec, args.seed)
-    count = writer(jobs, out)
+    with parent_folders(out):
+        count = writer(jobs, out)
     return 0, f"wrote {count:,} {args.generator} jobs (seed {args.seed}) to {out}"
 
 
 def run_cluster(args: argparse.Namespace) -> Output:
-    text = cluster_from_nodes(args.file)
-    write_cluster(text, args.out)
+    out = Path(args.out)
+    if out.suffix != ".toml":  # as convert: never replace a trace or another data file given by mistake
+        raise InputError(f"write a .toml cluster file, got {out.name!r}", field="--out")
+    if out.resolve() == Path(args.file).resolve():
+        raise InputError("the output would overwrite the input", field="--out")
+    with parent_folders(out):
+        write_cluster(cluster_from_nodes(args.file), out)
     cluster = load_cluster(args.out)
     gpus = sum(pool.nodes * pool.gpus_per_node for pool in cluster.pools.values())
     nodes = sum(pool.nodes for pool in cluster.pools.values())

@@ -167,9 +167,18 @@ def test_out_must_be_an_html_file(run_dir: Path, tmp_path: Path, capsys: pytest.
     assert data.read_text() == "keep me"
 
 
-def test_out_in_a_missing_folder(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", str(run_dir), "--out", str(tmp_path / "absent" / "r.html")]) == 2
-    assert "--out: its folder does not exist" in capsys.readouterr().err
+def test_out_in_a_missing_folder_makes_it(run_dir: Path, tmp_path: Path) -> None:
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "here.html")]) == 0
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "absent" / "deeper" / "r.html")]) == 0
+    assert (tmp_path / "absent/deeper/r.html").read_bytes() == (tmp_path / "here.html").read_bytes()
+    assert [path.name for path in (tmp_path / "absent/deeper").iterdir()] == ["r.html"]
+
+
+def test_a_failed_report_removes_the_folders_it_made(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "not-a-run").mkdir()
+    assert main(["report", str(tmp_path / "not-a-run"), "--out", str(tmp_path / "absent" / "r.html")]) == 2
+    assert capsys.readouterr().err.startswith(f"fleetsched: {tmp_path / 'not-a-run'}")
+    assert [path.name for path in tmp_path.iterdir()] == ["not-a-run"]
 
 
 def test_out_naming_a_directory(run_dir: Path, tmp_path: Path) -> None:

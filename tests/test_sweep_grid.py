@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,42 @@ def test_an_out_holding_other_files_is_refused_and_left_alone(tmp_path: Path, ca
     assert [path.name for path in out.iterdir()] == ["notes.txt"]
     assert main(["sweep", str(grid), "--out", str(grid)]) == 2
     assert capsys.readouterr().err.startswith(f"fleetsched: {grid}: --out: is a file")
+
+
+@pytest.mark.parametrize(("text", "line", "field", "problem"), [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])  # fmt: skip
+def test_a_dry_run_stops_at_a_bad_grid_as_the_run_does(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                                       line: int | None, field: str, problem: str) -> None:  # fmt: skip
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text, encoding="utf-8")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(grid), "--out", str(out)]) == 2
+    run = capsys.readouterr().err
+    assert main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 2
+    assert capsys.readouterr().err == run and problem in run
+    assert not out.exists()
+
+
+def test_a_dry_run_stops_at_a_bad_trace_line_as_the_run_does(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    lines = (SAMPLES / "demo-jobs.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = re.sub(r'"duration_s": [0-9.]+', '"duration_s": "abc"', lines[2])
+    trace = tmp_path / "jobs.jsonl"
+    trace.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(HEAD.replace(f"{SAMPLES}/demo-jobs.jsonl", str(trace)) + AXES, encoding="utf-8")
+    for dry_run in ([], ["--dry-run"]):
+        assert main(["sweep", str(grid), "--out", str(tmp_path / "sweep"), *dry_run]) == 2
+        assert capsys.readouterr().err.startswith(f"fleetsched: {trace}:3: duration_s: ")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_dry_run_refuses_an_out_the_run_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(HEAD + AXES, encoding="utf-8")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(f"fleetsched: {out}: --out: holds other files")
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]
