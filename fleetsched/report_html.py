@@ -47,7 +47,7 @@ def money(value: float | None) -> str:
 
 def number(value: float | None, decimals: int = 1) -> str:
     """A quantity as the report shows it: thousands separated, `decimals` places."""
-    return "—" if value is None else f"{value:,.{decimals}f}"
+    return "—" if value is None or math.isnan(value) else f"{value:,.{decimals}f}"  # NaN: none to give
 
 
 def count(value: float | None) -> str:

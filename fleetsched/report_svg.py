@@ -28,6 +28,9 @@ class Series:
     points: Sequence[tuple[float, float]]
     step: bool = False
 
+    def __post_init__(self) -> None:  # a run where no job started has no queue time (NaN): no point to draw
+        object.__setattr__(self, "points", [(x, y) for x, y in self.points if math.isfinite(x) and math.isfinite(y)])
+
 
 def thin(points: Sequence[tuple[float, float]], limit: int = 1500) -> list[tuple[float, float]]:
     """At most about `limit` points of a time series in x order: the x range cut into `limit` equal

@@ -186,9 +186,13 @@ def render_comparison(rows: Sequence[dict[str, Any]]) -> str:
         def mean(key: str, runs: list[dict[str, Any]] = mine) -> float:
             return sum(float(run[key]) for run in runs) / len(runs)
 
+        def seconds(key: str, width: int, runs: list[dict[str, Any]] = mine) -> str:
+            known = [float(run[key]) for run in runs if run[key] is not None]  # None: no job started (ended)
+            return f"{sum(known) / len(known):>{width},.0f}" if known else f"{'-':>{width}}"
+
         lines.append(
             f"{profile:<14} {len(mine):>4} {mean('cost_usd'):>12,.2f} {mean('idle_usd'):>10,.2f} "
-            f"{mean('lost_work_usd'):>9,.2f} {mean('queue_p95_s'):>12,.0f} {mean('jct_mean_s'):>11,.0f} "
+            f"{mean('lost_work_usd'):>9,.2f} {seconds('queue_p95_s', 12)} {seconds('jct_mean_s', 11)} "
             f"{mean('utilisation'):>6.1%} {mean('preemptions'):>8.1f} {mean('job_interruptions'):>9.1f} "
             f"{mean('unfinished'):>10.1f}"
         )

@@ -85,6 +85,11 @@ def run_into(
     return result, document
 
 
+def _s(seconds: float | None) -> str:
+    """Seconds for the terminal; a dash where no job started (or ended) to give one."""
+    return "-" if seconds is None else f"{seconds:,.0f} s"
+
+
 def render_summary(document: Mapping[str, Any]) -> str:
     """The summary as a table for the terminal."""
     jobs, cost, queue, jct = document["jobs"], document["cost_usd"], document["queue_s"], document["jct_s"]
@@ -95,9 +100,9 @@ def render_summary(document: Mapping[str, Any]) -> str:
         f"{jobs['killed']:,} killed, {jobs['unfinished']:,} unfinished"
         + (f", {jobs['denied']:,} denied" if "denied" in jobs else ""),
         f"  cost        ${cost['total']:,.2f} (idle ${cost['idle']:,.2f}, lost work ${cost['lost_work']:,.2f})",
-        f"  queue       mean {queue['mean']:,.0f} s, p50 {queue['p50']:,.0f} s, p95 {queue['p95']:,.0f} s, "
-        f"p99 {queue['p99']:,.0f} s",
-        f"  JCT         mean {jct['mean']:,.0f} s, p50 {jct['p50']:,.0f} s, p95 {jct['p95']:,.0f} s",
+        f"  queue       mean {_s(queue['mean'])}, p50 {_s(queue['p50'])}, p95 {_s(queue['p95'])}, "
+        f"p99 {_s(queue['p99'])}",
+        f"  JCT         mean {_s(jct['mean'])}, p50 {_s(jct['p50'])}, p95 {_s(jct['p95'])}",
         f"  GPU-hours   busy {hours['busy']:,.1f}, idle {hours['idle']:,.1f}, lost {hours['lost']:,.1f}; "
         f"utilisation {document['utilisation']:.1%}",
         f"  disruption  {document['preemptions']:,} preemptions, {document['job_interruptions']:,} job interruptions "

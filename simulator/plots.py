@@ -20,7 +20,7 @@ def cost_vs_queue(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """One point per run: p95 queue time (minutes) against total cost, coloured by profile."""
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     for profile in dict.fromkeys(row["profile"] for row in rows):
-        mine = [row for row in rows if row["profile"] == profile]
+        mine = [row for row in rows if row["profile"] == profile and row["queue_p95_s"] is not None]  # none started
         minutes = [row["queue_p95_s"] / 60 for row in mine]
         axes.scatter(minutes, [row["cost_usd"] for row in mine], label=profile, s=40)
     _finish(figure, axes, path, "p95 queue time (minutes)", "total cost (USD)",
@@ -44,7 +44,8 @@ def _finish(figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str, *, tit
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if axes.get_legend_handles_labels()[0]:  # nothing drawn (no job started, or none ended): no legend to show
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, metadata=METADATA)
     plt.close(figure)

@@ -126,11 +126,12 @@ class Stream:
             rank -= int(before[bucket - 1]) if bucket else 0
             low, high = low + (bucket << shift), min(high, low + ((bucket + 1) << shift) - 1)
 
-    def summary(self, names: Sequence[str]) -> dict[str, float]:
-        """mean, p50, p95, p99 (those named), rounded to milliseconds (zeros when empty)."""
+    def summary(self, names: Sequence[str]) -> dict[str, float | None]:
+        """mean, p50, p95, p99 (those named), rounded to milliseconds (None when empty: no job
+        started, or none ended, and 0 s would read as no wait at all)."""
         count = len(self)
         if not count:
-            return dict.fromkeys(names, 0.0)
+            return dict.fromkeys(names, None)
         middle = count // 2
         cuts = {94: 95, 98: 99}  # statistics.quantiles(n=100) index -> percent
         ranks = [middle, middle - 1] if count % 2 == 0 else [middle]

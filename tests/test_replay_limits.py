@@ -1,4 +1,5 @@
-"""Replays that would never end are refused up front, and long ones read in the clock's order."""
+"""Replays at the edges: one that would never end is refused up front, a long one reads in the
+clock's order, and one where no job started says so rather than 0 s."""
 
 from __future__ import annotations
 
@@ -49,3 +50,21 @@ def test_the_report_lists_days_in_the_clocks_order(tmp_path: Path) -> None:
     page = write_report(tmp_path / "run", tmp_path / "report.html").read_text(encoding="utf-8")
     positions = [page.index(f"<td>day-{day}</td>") for day in (0, 1, 2, 9, 10, 11)]
     assert positions == sorted(positions)
+
+
+def test_a_replay_where_no_job_started_has_no_queue_time_rather_than_0_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "never.jsonl"
+    trace.write_text('{"id": "a", "duration_s": 60, "gpus": 16}\n', encoding="utf-8")  # 8-GPU nodes at most
+    assert main(["simulate", "--trace", str(trace), "--cluster", str(CLUSTER), "--out", str(tmp_path / "run")]) == 0
+    assert "  queue       mean -, p50 -, p95 -, p99 -\n" in capsys.readouterr().out
+    document = json.loads((tmp_path / "run/summary.json").read_text(encoding="utf-8"))
+    assert document["queue_s"] == {"mean": None, "p50": None, "p95": None, "p99": None}
+    assert document["jct_s"] == {"mean": None, "p50": None, "p95": None}
+    assert main(["compare", "--trace", str(trace), "--cluster", str(CLUSTER), "--profiles", "default,binpack",
+                 "--workers", "1", "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[5:7] == ["-", "-"]  # p95 queue, mean JCT
+    page = write_report(tmp_path / "cmp", tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "nan" not in page.lower()
