@@ -173,12 +173,13 @@ def _epoch(document: TomlDocument) -> float:
     value = document.data.get("epoch", "1970-01-01T00:00:00Z")
     if hasattr(value, "utcoffset") and hasattr(value, "timestamp"):  # TOML's own date-time
         if value.utcoffset() is None:
-            document.fail("epoch", f"must say its time zone (end it in Z for UTC), got {value!r}")
+            document.fail("epoch", f"must say its time zone (end it in Z for UTC), got {value.isoformat()}")
         return float(value.timestamp())
     text = value.strip() if isinstance(value, str) else ""
     match = _MOMENT.fullmatch(text)
     if match is None:
-        document.fail("epoch", f'must be a date and time with its zone, such as "2026-11-01T00:00:00Z", got {value!r}')
+        shown = value.isoformat() if hasattr(value, "isoformat") else repr(value)  # a TOML date alone, or a time
+        document.fail("epoch", f'must be a date and time with its zone, such as "2026-11-01T00:00:00Z", got {shown}')
     year, month, day, hour, minute, second = (int(part or 0) for part in match.groups()[:6])
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
         document.fail("epoch", f"no such date and time: {text!r}")

@@ -79,7 +79,10 @@ def test_a_good_file(tmp_path: Path) -> None:
         (("quota.a100", "quota.h100"), "12: queue[1] (vision).quota.h100: no flavour 'h100'"),
         (("above_gpus = 8", "above_gpu = 8"), "23: approval[0] (huge).above_gpu: unknown key; an approval has"),
         (("epoch = 2026-11-01T00:00:00Z", 'epoch = "2026-13-01T00:00:00Z"'), "1: epoch: no such date and time"),
-        (("epoch = 2026-11-01T00:00:00Z", "epoch = 2026-11-01T00:00:00"), "1: epoch: must say its time zone"),
+        (("epoch = 2026-11-01T00:00:00Z", "epoch = 2026-11-01T00:00:00"),
+         "1: epoch: must say its time zone (end it in Z for UTC), got 2026-11-01T00:00:00"),  # as written, no repr
+        (("epoch = 2026-11-01T00:00:00Z", "epoch = 2026-11-01"),
+         '1: epoch: must be a date and time with its zone, such as "2026-11-01T00:00:00Z", got 2026-11-01'),
         (('name = "speech"', 'name = "vision"'), "14: queue[2].name: queue 'vision' is defined twice"),
     ],
 )
