@@ -131,7 +131,7 @@ class Catalog:
 
     def key_of(self, name: str) -> str | None:
         """The catalog key for a name, or None when no model has that name."""
-        normal = _SUFFIX.sub("", name.strip()).upper()
+        normal = _SUFFIX.sub("", "-".join(name.split())).upper()  # NVML's and DCGM's names have spaces, labels hyphens
         for candidate in (normal, _PREFIX.sub("", normal)):
             key = self._names.get(candidate)
             if key is not None:

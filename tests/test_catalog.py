@@ -463,3 +463,14 @@ def test_undisclosed_trace_models_are_placeholders_without_a_memory_limit(catalo
     assert model.memory_gb is None and model.mig is None
     assert model.memory_mib >= 1 << 30
     assert "undisclosed" in model.source
+
+
+@pytest.mark.parametrize(
+    ("nvml_name", "key"),
+    [("NVIDIA A100-SXM4-80GB", "A100-80GB"), ("NVIDIA A100 80GB PCIe", "A100-80GB"),
+     ("NVIDIA H100 80GB HBM3", "H100-80GB"), ("Tesla T4", "T4-16GB"), ("Tesla V100-SXM2-32GB", "V100-32GB"),
+     ("NVIDIA L40S", "L40S-48GB")],
+)
+def test_the_names_nvml_and_dcgm_report_with_spaces_resolve(nvml_name: str, key: str) -> None:
+    # DCGM's modelName label and NVML's device name have spaces where node labels have hyphens
+    assert default_catalog().resolve(nvml_name).name == key
