@@ -145,15 +145,20 @@ def load_config(path: str | Path, catalog: Catalog) -> ExtenderConfig:
     for index, name in enumerate(names):
         if names.index(name) != index:
             document.fail(f"pool[{index}].name", f"pool {name!r} is named twice", key="name", table="pool", index=index)
-    # A path in the file is read from the file's folder, as an operator expects (a profile's
-    # name, without .toml, is a bundled profile's).
-    if values["governance"]:
-        values["governance"] = str(Path(path).parent / values["governance"])
-    if values["profile"].endswith(".toml"):
-        values["profile"] = str(Path(path).parent / values["profile"])
+    _paths_from(Path(path).parent, values)
     lines = {key: line for key in _FILE_KEYS if key in data and (line := document.line_of(key)) is not None}
     return ExtenderConfig(port=port, pools=pools, **values, **_lease(document), **_usage(document),
                           source=str(path), lines=lines)
+
+
+def _paths_from(folder: Path, values: dict[str, Any]) -> None:
+    """Reads a path in the file from the file's folder, as an operator expects and deploy/README
+    says (a profile's name, without .toml, is a bundled profile's; an absolute path stays)."""
+    for key in ("governance", "kubeconfig", "tls_cert", "tls_key", "client_ca", "token_file"):
+        if values[key]:
+            values[key] = str(folder / Path(values[key]).expanduser())
+    if values["profile"].endswith(".toml"):
+        values["profile"] = str(folder / values["profile"])
 
 
 #: The keys that name files (or a bundled profile) read when the extender starts: `key_error`.

@@ -82,6 +82,17 @@ BAD = {
 }
 
 
+def test_paths_in_the_file_are_read_from_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = write(folder, 'tls_cert = "tls/cert.pem"\ntls_key = "/abs/key.pem"\nkubeconfig = "kube/config"\n'
+                         'token_file = "token"\n')  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # elsewhere: a path must not depend on where the command runs
+    config = load_config(path, default_catalog())
+    assert (config.tls_cert, config.tls_key) == (str(folder / "tls/cert.pem"), "/abs/key.pem")
+    assert (config.kubeconfig, config.token_file) == (str(folder / "kube/config"), str(folder / "token"))
+
+
 def test_the_leader_election_keys_load_with_client_go_defaults(tmp_path: Path) -> None:
     default = load_config(write(tmp_path, ""), CATALOG)
     assert (default.leader_elect, default.lease_name, default.lease_namespace) == (True, "fleetsched-extender", "")
