@@ -217,9 +217,21 @@ def pending_for(framework: Framework, state: CycleState, job: Job) -> Pending:
         statuses = [(framework.verdict(state, job, c).status, len(c.members)) for c in state.classes.classes]
     if any(status.ok for status, _ in statuses):
         fits = sum(nodes for status, nodes in statuses if status.ok)
-        status = Status.unschedulable(f"gang of {job.replicas} replicas; fewer fit at once ({fits} nodes fit one)")
+        at_once = "fewer" if not framework.explains else str(_replicas_at_once(framework, state, job))
+        nodes = "1 node fits" if framework.explains and fits == 1 else f"{fits} nodes fit"  # a replay keeps its words
+        status = Status.unschedulable(f"gang of {job.replicas} replicas; {at_once} fit at once ({nodes} one)")
         return Pending(job.id, status.by(GANG), verdicts, fits_nowhere=True)
     codes = {status.code for status, _ in statuses}
     code = Code.UNSCHEDULABLE if Code.UNSCHEDULABLE in codes else Code.UNRESOLVABLE
     reason = "no node fits" if statuses else "the cluster has no nodes"
     return Pending(job.id, Status(code, (reason,)), verdicts, fits_nowhere=True)
+
+
+def _replicas_at_once(framework: Framework, state: CycleState, job: Job) -> int:
+    """How many replicas of the gang `job` fit together now: placed one by one in a trial that is
+    undone (a node may take several, so counting nodes that take one says too little)."""
+    placed = 0
+    with state.trial():
+        while placed < job.replicas and GreedyPlacer._place_replica(framework, state, job, None) is not None:
+            placed += 1
+    return placed

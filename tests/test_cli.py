@@ -140,3 +140,14 @@ def test_plan_counts_in_words_that_agree(capsys: pytest.CaptureFixture[str], tmp
     assert code == 0 and out.splitlines()[0] == "profile default: 1 job, 1 node in 1 pool"
     code, out, _ = run(capsys, "plan", *DEMO)
     assert code == 0 and out.splitlines()[0] == "profile default: 17 jobs, 10 nodes in 5 pools"
+
+
+def test_plan_says_how_many_replicas_of_a_gang_fit_at_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One node of two A100 GPUs in a fixed layout holds two 4g.20gb instances: two replicas of three."""
+    cluster = tmp_path / "fixed.toml"
+    cluster.write_text('[[pool]]\nname = "a100-fixed"\ngpu = "A100-SXM4-40GB"\ngpus_per_node = 2\nnodes = 1\n'
+                       'usd_per_node_hour = 4.0\nmig = "4g.20gb@0,2g.10gb@4,1g.5gb@6"\n', encoding="utf-8")  # fmt: skip
+    jobs = tmp_path / "gang.jsonl"
+    jobs.write_text('{"id": "m2", "duration_s": 60, "mig_profile": "4g.20gb", "replicas": 3}\n', encoding="utf-8")
+    code, out, _ = run(capsys, "plan", "--cluster", str(cluster), "--jobs", str(jobs))
+    assert code == 0 and "PENDING Gang: gang of 3 replicas; 2 fit at once (1 node fits one)" in out

@@ -243,7 +243,7 @@ NINE = "no pool takes a replica (pools h100, a100: WholeGpuFit: replica needs 9 
 # Both would run once the a100 pool had its node; without provisioning they wait on the h100 node.
 WANTS_A100 = ("waiting when the replay ended: no node fits (pool h100: GpuModelFit: node has H100-80GB; "
               "job accepts A100-80GB; pool a100: no nodes)")
-GANG = "waiting when the replay ended: Gang: gang of 2 replicas; fewer fit at once (1 nodes fit one) (pool a100: no nodes)"
+GANG = "waiting when the replay ended: Gang: gang of 2 replicas; 1 fit at once (1 node fits one) (pool a100: no nodes)"
 
 
 @pytest.fixture
