@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 GPUS = PREFIX + "gpus"
 READ_CACHE = 200_000
 DONE = ("Succeeded", "Failed")
+#: How long a pod known only from a filter request is kept without the API server showing it:
+#: the watch shows a real one within a second or two.
+UNCONFIRMED_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,10 @@ class ClusterView:
         self._read_cache: dict[str, tuple[Mapping[str, Any], NodeInfo | PodJob | str | None]] = {}
         self.on_pod_read: Callable[[Mapping[str, Any]], None] | None = None  # each new pod object (events)
         self.teams: TeamRule | None = None  # governance on: where a pod's team comes from (set before reading)
+        # Pods known only from a filter request (the watch not yet caught up), and since when: one
+        # the API server never confirms (deleted meanwhile, or never real) must not hold GPUs in
+        # every plan after; past UNCONFIRMED_S it is forgotten.
+        self._unconfirmed: dict[str, float] = {}
 
     def use_teams(self, rule: TeamRule) -> None:
         """Governance on: pods' teams come from `rule` (pods read before are read again)."""
@@ -112,6 +119,8 @@ class ClusterView:
             store.clear()
             for obj in objects:
                 store[self._key(kind, obj)] = obj
+            if kind == "pod":
+                self._unconfirmed.clear()  # the list speaks for every pod: those not in it are gone
             self.synced_at[kind] = self.clock.monotonic_s()
             self.version += 1
             self._listings[kind] = (self._listings.get(kind, (0, ""))[0] + 1, version)
@@ -125,6 +134,7 @@ class ClusterView:
         """The API server confirmed that nothing of `kind` changed (a watch bookmark)."""
         with self._lock:
             self.synced_at[kind] = self.clock.monotonic_s()
+            self._forget_unconfirmed()  # the watch speaks for the pods it has not shown
 
     def apply(
         self, kind: str, event: str, obj: Mapping[str, Any], *, fresh: bool = True, listing: int | None = None
@@ -141,6 +151,11 @@ class ClusterView:
                 return False
             store = self._store(kind)
             key = self._key(kind, obj)
+            if kind == "pod":
+                if fresh:
+                    self._unconfirmed.pop(key, None)
+                elif key not in store:
+                    self._unconfirmed[key] = self.clock.monotonic_s()
             if event == "DELETED":
                 store.pop(key, None)
             elif not (kind == "pod" and _node_name(store.get(key)) and not _node_name(obj)):
@@ -149,6 +164,7 @@ class ClusterView:
                 store[key] = obj
             if fresh:
                 self.synced_at[kind] = self.clock.monotonic_s()
+                self._forget_unconfirmed()
             self.version += 1
         return True
 
@@ -227,6 +243,7 @@ class ClusterView:
 
     def view(self) -> View:
         with self._lock:
+            self._forget_unconfirmed()
             nodes, pods = list(self._nodes.values()), list(self._pods.values())
         problems: dict[str, str] = {}
         snapshot = self._empty_snapshot(nodes, problems)
@@ -256,6 +273,16 @@ class ClusterView:
             snapshot = self._bound(snapshot, raw, pod, problems)
         view = _with_gangs(snapshot, pending, placed, problems)
         return replace(view, guessed=frozenset(str(HeldBy(pod.job.id, pod.uid)) for _, pod in guessed))
+
+    def _forget_unconfirmed(self) -> None:
+        """Drops the pods learnt from filter requests that the API server has not confirmed
+        within UNCONFIRMED_S (under the lock)."""
+        now = self.clock.monotonic_s()
+        for uid in [uid for uid, since in self._unconfirmed.items() if now - since > UNCONFIRMED_S]:
+            del self._unconfirmed[uid]
+            if self._pods.pop(uid, None) is not None:
+                log.info("forgot pod %s: known only from a filter request, and the API server never showed it", uid)
+                self.version += 1
 
     def _empty_snapshot(self, nodes: Sequence[Mapping[str, Any]], problems: dict[str, str]) -> ClusterSnapshot:
         """The GPU nodes read from `nodes`, all GPUs free, in pools of one shape each."""

@@ -11,7 +11,7 @@ import pytest
 
 import policies
 from extender.nodes import PoolRule, read_node
-from extender.state import GPUS, ClusterView, parse_grants
+from extender.state import GPUS, UNCONFIRMED_S, ClusterView, parse_grants
 from extender.verbs import AlreadyBound, GpuExtender
 from extender.wire import BindingArgs, ExtenderArgs, PreemptionArgs
 from scheduler.catalog import default_catalog
@@ -325,3 +325,27 @@ def test_preempt_asks_the_profiles_postfilter() -> None:
     assert default.preempt(args)[0] == {"od-1": ("uid-firm",)}, "LeastWorkLost: the pod that saves loses least"
     strict, _, _ = extender(nodes, [firm, loose, urgent], profile="priority")
     assert strict.preempt(args)[0] == {"od-2": ("uid-loose",)}
+
+
+def test_a_pod_known_only_from_a_filter_request_stops_holding_gpus_once_the_api_server_never_shows_it() -> None:
+    clock = FakeClock(NOW)
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [], clock=clock)
+    phantom = pod("phantom", 8)  # asked about, never created (or deleted before the watch saw it)
+    assert ext.filter(ExtenderArgs(phantom, ("od-1",))).node_names == ("od-1",)
+    real = pod("real", 8)
+    view.apply("pod", "ADDED", real)
+    assert ext.filter(ExtenderArgs(real, ("od-1",))).node_names == ()  # the plan holds od-1 for the phantom
+    clock.monotonic += UNCONFIRMED_S + 1
+    view.touch("node")
+    view.touch("pod")  # the watch is alive and has not shown the phantom
+    ext.planner.plan()  # the planner's next pass (its loop plans again when the view changed)
+    assert ext.filter(ExtenderArgs(real, ("od-1",))).node_names == ("od-1",)
+    assert [job.id for job in view.view().pending] == ["ml/real"]
+    # a pod the watch confirms in time is kept however long it waits
+    confirmed = pod("confirmed", 8)
+    ext.filter(ExtenderArgs(confirmed, ("od-1",)))
+    view.apply("pod", "ADDED", confirmed)
+    clock.monotonic += UNCONFIRMED_S + 1
+    view.touch("node")
+    view.touch("pod")
+    assert sorted(job.id for job in view.view().pending) == ["ml/confirmed", "ml/real"]
