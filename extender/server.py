@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from extender import wire
 from extender.access import Access, Reloading, certificate_names
+from extender.gauges import GAUGE_HELP
 from extender.http1 import MAX_HEAD_BYTES, Answer, Head, RequestError, read_body, read_head
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 
@@ -130,6 +131,8 @@ class Metrics:
                 lines.append(f'fleetsched_extender_request_seconds_sum{{verb="{verb}"}} {self.sums[verb]:.6f}')
                 lines.append(f'fleetsched_extender_request_seconds_count{{verb="{verb}"}} {counts[-1]}')
         for name, series in sorted(gauges.items()):
+            if name in GAUGE_HELP:
+                lines.append(f"# HELP {name} {GAUGE_HELP[name]}")
             lines.append(f"# TYPE {name} gauge")
             for labels, value in sorted(series.items()):
                 text = ",".join(f'{key}="{_escape(str(item))}"' for key, item in labels)

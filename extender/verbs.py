@@ -42,6 +42,7 @@ from extender.translate import HeldBy, PodJob, read_pod
 from extender.wire import BindingArgs, ExtenderArgs, FilterResult, PreemptionArgs, WireError
 from extender.world import AlwaysLeader, Clock, Leadership
 from policies.preemption import LeastWorkLost
+from scheduler.capacity import gpus_used
 from scheduler.catalog import Catalog
 from scheduler.decision import Code, Status
 from scheduler.framework import Framework
@@ -402,9 +403,10 @@ class GpuExtender:
             return {}
         snapshot = plan.view.snapshot
         idle: dict[tuple[tuple[str, str], ...], float] = {}
-        for node in snapshot.nodes.values():
-            key = (("pool", node.pool),)
-            idle[key] = idle.get(key, 0.0) + sum(gpu.free for gpu in node.gpus)
+        for node in snapshot.nodes.values():  # a cordoned node takes no pod: its free GPUs are not idle capacity
+            key = (("pool", node.pool),)  # a MIG GPU's free slices count as the GPU's fraction they are
+            free = len(node.gpus) - gpus_used(snapshot.pools[node.pool], node) if node.ready else 0.0
+            idle[key] = round(idle.get(key, 0.0) + free, 4)
         return {
             **(self.more_gauges(plan) if self.more_gauges is not None else {}),
             "fleetsched_plan_age_seconds": {(): round(self.planner.clock.monotonic_s() - plan.made_at, 3)},

@@ -252,6 +252,19 @@ def test_readiness_follows_the_age_of_the_view_and_gauges_report_the_plan() -> N
     assert gauges["fleetsched_pending_pods"][()] == 1.0
 
 
+def test_idle_gpus_count_free_mig_slices_and_leave_out_cordoned_nodes() -> None:
+    labels = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.count": "1"}
+    mig = node("mig-1", labels=labels, allocatable={"nvidia.com/mig-1g.5gb": "7"})  # 7 free 1g.5gb: a whole GPU
+    cordoned = node("od-2", labels=ON_DEMAND)
+    cordoned["spec"] = {"unschedulable": True}
+    ext, view, _ = extender([mig, node("od-1", labels=ON_DEMAND), cordoned], [pod("a", 1)])
+    ext.planner.plan()
+    nodes = view.view().snapshot.nodes
+    idle = ext.gauges()["fleetsched_idle_gpus"]
+    assert idle[(("pool", nodes["mig-1"].pool),)] == 1.0  # it read 0: no MIG GPU is ever "free"
+    assert idle[(("pool", nodes["od-1"].pool),)] == 8.0  # od-2, cordoned, is in the same pool and adds nothing
+
+
 def test_share_and_mig_pods_read_through_to_requests() -> None:
     share = pod("s", resources={}, annotations={"fleetsched.io/gpu-milli": "250", "fleetsched.io/gpu-memory-mib": "4096"})
     share["spec"]["containers"][0]["resources"] = {"requests": {"nvidia.com/gpu": "1"}}

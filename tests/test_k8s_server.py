@@ -133,6 +133,7 @@ def test_health_readiness_and_metrics(served: tuple[ExtenderServer, FakeExtender
     assert 'fleetsched_extender_requests_total{verb="filter",code="400"} 1' in text
     assert 'fleetsched_extender_request_seconds_count{verb="filter"} 2' in text
     assert 'fleetsched_idle_gpus{pool="h100-od"} 6.0' in text
+    assert "# HELP fleetsched_idle_gpus Free GPUs of ready, schedulable nodes" in text  # every gauge says what it is
 
 
 BAD = {
