@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -73,6 +74,7 @@ def start(
                               leadership=elector or AlwaysLeader())
     extender.limit_binds(max(1, config.workers // 2))  # the other half of the workers always serve filter
     extender.requeue = lambda pods: _in_background(requeue, rest, pods, clock.now_s())
+    extender.planner.on_freed = _on_freed(rest, view, clock)
     upkeep = _background(extender, guardrails)
     if config.usage_prometheus:
         _measure_idle(extender, config, upkeep)
@@ -238,6 +240,19 @@ def _requeuer(rest: Rest, view: ClusterView, clock: Clock) -> Callable[[], None]
 
     def ask_again() -> None:
         _in_background(requeue, rest, view.unbound(), clock.now_s())
+
+    return ask_again
+
+
+def _on_freed(rest: Rest, view: ClusterView, clock: Clock, every_s: float = 10.0) -> Callable[[], None]:
+    """What a plan that counts GPUs an ended pod freed does: asks kube-scheduler, in the
+    background, to try the pods it turned away again (at most once every `every_s`)."""
+    last = [-math.inf]
+
+    def ask_again() -> None:
+        if clock.monotonic_s() - last[0] >= every_s:
+            last[0] = clock.monotonic_s()
+            _in_background(requeue, rest, view.unbound(), clock.now_s())
 
     return ask_again
 

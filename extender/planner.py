@@ -157,6 +157,9 @@ class Planner:
         # A pod placed alone is shown, beside the pending jobs, the plan's jobs not bound yet.
         self.govern: Callable[[ClusterSnapshot, Sequence[Job], Sequence[Job]], ClusterSnapshot] | None = None
         self.on_plan: Callable[[Plan], object] | None = None
+        # What is done once a plan counts GPUs a pod that ended freed (asking kube-scheduler again
+        # for the pods it turned away: without it they wait up to a minute in its queue).
+        self.on_freed: Callable[[], object] | None = None
 
     def reset(self) -> None:
         """Forgets the plan and the held GPUs (a new term as leader starts from the mirror alone)."""
@@ -168,11 +171,14 @@ class Planner:
     def plan(self) -> Plan:
         """Plans now, from the mirror as it stands, and keeps the result."""
         with self._passes:
+            freed = self.cluster.take_freed()  # before the view is read: this plan counts those GPUs free
             world = ExtenderWorld(self)
             run_cycle(world, self.scheduler)
             assert world.plan is not None
             if self.on_plan is not None:
                 self.on_plan(world.plan)
+            if freed and self.on_freed is not None:
+                self.on_freed()
             return world.plan
 
     def adopt(self, view: View, decision: Decision, version: int) -> Plan:

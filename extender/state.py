@@ -104,6 +104,7 @@ class ClusterView:
         # the API server never confirms (deleted meanwhile, or never real) must not hold GPUs in
         # every plan after; past UNCONFIRMED_S it is forgotten.
         self._unconfirmed: dict[str, float] = {}
+        self._freed = False  # a bound pod ended or went since `take_freed` (its GPUs are free)
 
     def use_teams(self, rule: TeamRule) -> None:
         """Governance on: pods' teams come from `rule` (pods read before are read again)."""
@@ -156,6 +157,9 @@ class ClusterView:
                     self._unconfirmed.pop(key, None)
                 elif key not in store:
                     self._unconfirmed[key] = self.clock.monotonic_s()
+            before = store.get(key)
+            if kind == "pod" and _node_name(before) and (event == "DELETED" or _phase(obj) in DONE):
+                self._freed = self._freed or _phase(before) not in DONE  # its GPUs are free from now
             if event == "DELETED":
                 store.pop(key, None)
             elif not (kind == "pod" and _node_name(store.get(key)) and not _node_name(obj)):
@@ -179,6 +183,13 @@ class ClusterView:
             spec = {**(pod.get("spec") or {}), "nodeName": node}
             self._pods[uid] = {**pod, "metadata": metadata, "spec": spec}
             self.version += 1
+
+    def take_freed(self) -> bool:
+        """Whether a bound pod ended or went since the last call (the pods kube-scheduler turned
+        away for want of room may fit now)."""
+        with self._lock:
+            freed, self._freed = self._freed, False
+        return freed
 
     def unbound(self) -> list[tuple[str, str]]:
         """(namespace, name) of every pod of this scheduler that waits for a node, in name order."""
@@ -385,6 +396,10 @@ def _unix_s(text: str) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _phase(pod: Mapping[str, Any] | None) -> str:
+    return str(((pod or {}).get("status") or {}).get("phase", "Pending"))
 
 
 def _node_name(pod: Mapping[str, Any] | None) -> str:

@@ -362,3 +362,36 @@ def test_a_pod_known_only_from_a_filter_request_stops_holding_gpus_once_the_api_
     view.touch("node")
     view.touch("pod")
     assert sorted(job.id for job in view.view().pending) == ["ml/confirmed", "ml/real"]
+
+
+def test_a_plan_that_counts_gpus_an_ended_pod_freed_asks_for_the_turned_away_pods_again() -> None:
+    bound = pod("done-soon", 8, node_name="od-1", annotations={GPUS: "0,1,2,3,4,5,6,7"})
+    waiting = pod("waiting", 8)
+    ext, view, _ = extender([node("od-1", labels=ON_DEMAND)], [bound, waiting])
+    asked: list[int] = []
+    ext.planner.on_freed = lambda: asked.append(len(view.unbound()))
+    ext.planner.plan()
+    assert asked == []  # nothing freed yet
+    view.apply("pod", "MODIFIED", {**bound, "status": {"phase": "Succeeded"}})
+    ext.planner.plan()
+    assert asked == [1]  # once, after the plan that counts od-1 free
+    ext.planner.plan()
+    view.apply("pod", "DELETED", {**bound, "status": {"phase": "Succeeded"}})  # it had ended: nothing more freed
+    ext.planner.plan()
+    assert asked == [1]
+    assert ext.filter(ExtenderArgs(waiting, ("od-1",))).node_names == ("od-1",)
+
+
+def test_pods_are_asked_for_again_at_most_every_10_s_however_many_pods_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    import extender.main as main_module
+
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(main_module, "_in_background", lambda call, *args: calls.append(args))
+    clock = FakeClock(NOW)
+    view = ClusterView((), CATALOG, SCHEDULER, clock)
+    view.replace("pod", [pod("waiting", 1)])
+    ask_again = main_module._on_freed(object(), view, clock)  # type: ignore[arg-type]
+    for step_s in (0.0, 5.0, 6.0, 3.0):  # at 0, 5, 11 and 14 s
+        clock.monotonic += step_s
+        ask_again()
+    assert [args[1] for args in calls] == [[("ml", "waiting")], [("ml", "waiting")]]  # at 0 and 11 s
