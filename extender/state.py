@@ -377,9 +377,10 @@ def _with_gangs(
                 waiting[pod.uid] = Status.wait(f"gang {gang}: its pods ask for different GPUs or sizes")
             continue
         have = len(members) + placed.get((namespace, gang), 0)
-        if have < size:
+        if have != size:  # too few: the rest may come; too many: a pod labelled into it by mistake, bound to none
+            told = f"{have} of {size} pods exist" if have < size else f"{have} pods for a gang of {size} (gang-size)"
             for pod in members:
-                waiting[pod.uid] = Status.wait(f"gang {gang}: {have} of {size} pods exist")
+                waiting[pod.uid] = Status.wait(f"gang {gang}: {told}")
             continue
         first = members[0].job
         job = replace(first, id=f"{namespace}/gang:{gang}", replicas=len(members),

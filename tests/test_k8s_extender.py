@@ -395,3 +395,11 @@ def test_pods_are_asked_for_again_at_most_every_10_s_however_many_pods_end(monke
         clock.monotonic += step_s
         ask_again()
     assert [args[1] for args in calls] == [[("ml", "waiting")], [("ml", "waiting")]]  # at 0 and 11 s
+
+
+def test_a_gang_with_more_pods_than_its_size_binds_none_and_says_why() -> None:
+    gang, size = {"fleetsched.io/gang": "over"}, {"fleetsched.io/gang-size": "3"}
+    members = [pod(f"o-{n}", 1, labels=gang, annotations=size) for n in range(4)]
+    ext, _, _ = extender([node("n-1", labels=ON_DEMAND)], members)
+    reply = ext.filter(ExtenderArgs(members[0], ("n-1",)))
+    assert reply.node_names == () and reply.failed == {"n-1": "gang over: 4 pods for a gang of 3 (gang-size)"}
