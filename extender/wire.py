@@ -187,7 +187,9 @@ class FilterResult:
         return {
             "Nodes": None if nodes is None else {"metadata": {}, "items": list(nodes)},
             "NodeNames": list(self.node_names),
-            "FailedNodes": dict(self.failed),
+            # Unresolvable nodes are in FailedNodes too: kube-scheduler 1.20 reads only FailedNodes (its
+            # events would leave them out), and later ones let FailedAndUnresolvableNodes win.
+            "FailedNodes": {**self.failed, **self.unresolvable},
             "FailedAndUnresolvableNodes": dict(self.unresolvable),
             "Error": self.error,
         }

@@ -97,7 +97,7 @@ def test_filter_and_prioritize_speak_kube_schedulers_json(served: tuple[Extender
     server, extender = served
     status, reply = post(server, "filter", {"Pod": POD, "Nodes": None, "NodeNames": ["gpu-a", "cpu-b"]})
     assert status == 200
-    assert reply == {"Nodes": None, "NodeNames": ["gpu-a"], "FailedNodes": {},
+    assert reply == {"Nodes": None, "NodeNames": ["gpu-a"], "FailedNodes": {"cpu-b": "no GPU"},  # 1.20 reads these only
                      "FailedAndUnresolvableNodes": {"cpu-b": "no GPU"}, "Error": ""}
     status, reply = post(server, "prioritize", {"Pod": POD, "Nodes": None, "NodeNames": ["gpu-a", "gpu-b"]})
     assert status == 200 and reply == [{"Host": "gpu-a", "Score": 10}, {"Host": "gpu-b", "Score": 3}]

@@ -181,7 +181,8 @@ def test_the_filter_result_has_exactly_the_go_field_names_with_null_nodes() -> N
     assert result.to_json() == {
         "Nodes": None,
         "NodeNames": ["gpu-a-0"],
-        "FailedNodes": {"gpu-b-1": "2 GPUs free, the pod asks for 4"},
+        # kube-scheduler 1.20 reads only FailedNodes; later ones let FailedAndUnresolvableNodes win
+        "FailedNodes": {"gpu-b-1": "2 GPUs free, the pod asks for 4", "cpu-0": "no H100-80GB"},
         "FailedAndUnresolvableNodes": {"cpu-0": "no H100-80GB"},
         "Error": "",
     }
