@@ -242,14 +242,14 @@ class GpuExtender:
         # Denied at admission (a guardrail): no node will ever do, and no preemption would help.
         denied = pending is not None and not pending.verdicts and pending.status.code is Code.UNRESOLVABLE
         snapshot = plan.view.snapshot
+        why = {v.pool: str(v.status) for v in (pending.verdicts if pending else ()) if not v.status.ok}  # per pool
         failed: dict[str, str] = {}
         unresolvable = dict(unknown)
         for name in args.node_names:
             if name in snapshot.nodes:
-                if denied or snapshot.nodes[name].pool in closed:
-                    unresolvable[name] = reason
-                else:
-                    failed[name] = reason
+                pool = snapshot.nodes[name].pool
+                told = f"{reason} ({why[pool]})" if pool in why and why[pool] != reason else reason
+                (unresolvable if denied or pool in closed else failed)[name] = told
         return FilterResult((), failed, unresolvable)
 
     def prioritize(self, args: ExtenderArgs) -> Mapping[str, float]:

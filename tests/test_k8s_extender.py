@@ -321,8 +321,8 @@ def test_a_pod_the_queue_held_back_is_explained_when_kube_scheduler_asks() -> No
     assert plan.view.job_of[held["metadata"]["uid"]] not in plan.decision.pending, "held back, not decided on"
     reply = ext.filter(ExtenderArgs(held, ("od-1", "od-2", "od-small")))
     assert reply.node_names == ()
-    assert reply.failed == {"od-1": "no node fits", "od-2": "no node fits"}
-    assert reply.unresolvable == {"od-small": "no node fits"}  # 4 GPUs: never an 8-GPU pod
+    assert reply.failed == dict.fromkeys(("od-1", "od-2"), "no node fits (WholeGpuFit: 0 of 8 GPUs free)")  # why, per pool
+    assert reply.unresolvable == {"od-small": "no node fits (WholeGpuFit: replica needs 8 GPUs; node has 4)"}  # never
 
 
 def test_preempt_asks_the_profiles_postfilter() -> None:
