@@ -117,10 +117,11 @@ def test_write_run_of_a_kept_replay_writes_what_the_streamed_replay_wrote(tmp_pa
         assert (tmp_path / "kept" / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes(), name
 
 
-def quantiles(values: list[float], names: tuple[str, ...]) -> dict[str, float]:
-    """The oracle: what `statistics` gives over the whole list, rounded as summary.json rounds."""
+def quantiles(values: list[float], names: tuple[str, ...]) -> dict[str, float | None]:
+    """The oracle: what `statistics` gives over the whole list, rounded as summary.json rounds
+    (none of a list that has no value)."""
     if not values:
-        return dict.fromkeys(names, 0.0)
+        return dict.fromkeys(names, None)
     ordered = sorted(values)
     cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else [ordered[0]] * 99
     known = {"mean": statistics.fmean(ordered), "p50": statistics.median(ordered), "p95": cuts[94], "p99": cuts[98]}
