@@ -328,6 +328,8 @@ class ExtenderServer:
             return await loop.run_in_executor(self._probes, self._probe, path)
         if verb is not None:
             return Answer.error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST")
+        if path in ("/healthz", "/readyz", "/metrics"):
+            return Answer.error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes GET")
         return Answer.error(HTTPStatus.NOT_FOUND, f"no such path {path!r}; verbs: {', '.join(VERBS)}")
 
     async def _verb_answer(self, verb: str, head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

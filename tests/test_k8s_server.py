@@ -374,6 +374,8 @@ def test_the_health_listener_serves_probes_and_no_verb() -> None:
         assert ask("POST", "/extender/filter", FILTER)[0] == 404
         assert ask("POST", "/extender/bind", b"{}")[0] == 404
         assert ask("GET", "/extender/filter")[0] == 404
+        status, body = ask("POST", "/metrics", b"")
+        assert status == 405 and b"/metrics takes GET" in body  # a probe's path with the wrong method
         assert extender.calls == []
         assert post(server, "filter", {"Pod": POD, "NodeNames": ["gpu-a"]})[0] == 200  # the verbs' port still serves
 
