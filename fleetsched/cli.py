@@ -271,7 +271,7 @@ def render_plan(profile: str, snapshot: ClusterSnapshot, jobs: Sequence[Job], de
             nodes = f"{verdict.nodes} node" + ("s" if verdict.nodes != 1 else "")
             lines.append(f"{'':<18}pool {verdict.pool} ({nodes}, {verdict.free}): "
                          f"{verdict.status} [{verdict.status.code.name}]")
-    lines += ["", f"placed {len(placed)} of {len(jobs)} jobs; {len(jobs) - len(placed)} pending"]
+    lines += ["", f"placed {len(placed)} of {_counted(len(jobs), 'job')}; {len(jobs) - len(placed)} pending"]
     return "\n".join(lines)
 
 

@@ -142,8 +142,8 @@ def read_section(section: Any, source: str) -> GovernanceReport:
     """The report of a summary's `governance` value; InputError naming `source` and the field if malformed."""
     reader = _Reader(source)
     root = reader.table(section, "governance")
-    budgets = reader.table(root.get("budgets", {}), "governance.budgets")
-    teams = reader.table(root.get("teams", {}), "governance.teams")
+    budgets = reader.table(reader.item(root, "budgets", "governance"), "governance.budgets")  # a run writes both,
+    teams = reader.table(reader.item(root, "teams", "governance"), "governance.teams")  # if only empty
     jain_index = reader.optional_number(root, "jain_index", "governance")
     rules_file = root.get("file", "")
     return GovernanceReport(

@@ -122,11 +122,12 @@ NOV = "governance.budgets.vision-monthly.periods.2026-11"
         (bad({"spent_usd": "4100"}), f"summary.json: {NOV}.spent_usd: must be a number >= 0, got '4100'"),
         (bad({"reserved_usd": -1.0}), f"summary.json: {NOV}.reserved_usd: must be a number >= 0, got -1.0"),
         (bad({"state": "red"}), f"summary.json: {NOV}.state: must be one of ok, warning, over, got 'red'"),
-        ({"governance": {"teams": {"vision": {"periods": {}, "used_gpus": 1.0}}}},
+        ({"governance": {"budgets": {}, "teams": {"vision": {"periods": {}, "used_gpus": 1.0}}}},
          "summary.json: governance.teams.vision.fair_share_gpus: missing"),
+        ({"governance": {"budgets": {}}}, "summary.json: governance.teams: missing"),  # a run writes it, if empty
     ],
     ids=["no-section", "null-section", "corrupt-json", "not-an-object", "section-not-an-object", "spent-is-text",
-         "reserved-negative", "unknown-state", "fair-share-missing"],
+         "reserved-negative", "unknown-state", "fair-share-missing", "teams-missing"],
 )
 def test_a_bad_summary_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], summary: Any, message: str
