@@ -203,8 +203,9 @@ def pool_price(
     in the extender, whose nodes tell); without `gpus_per_node` there is no `usd_per_gpu_hour`."""
     keys = ("price", "usd_per_node_hour", "usd_per_gpu_hour")[: 3 if gpus_per_node is not None else 2]
     given = [key for key in keys if key in entry.table]
-    if len(given) != 1:
-        entry.fail("price", f'give one of price = "cloud:instance:capacity", {", ".join(keys[1:])}')
+    if len(given) != 1:  # two given: the second is named, where the file says it; none: the first choice
+        one = f'give one of price = "cloud:instance:capacity", {", ".join(keys[1:])}'
+        entry.fail(given[1] if len(given) > 1 else "price", one + (f" (not {' and '.join(given)})" if given else ""))
     if given[0] == "usd_per_node_hour":
         return entry.number("usd_per_node_hour", 0.0), "cluster file", "", ""
     if given[0] == "usd_per_gpu_hour" and gpus_per_node is not None:

@@ -285,7 +285,7 @@ BAD_POOLS = [
     pytest.param(
         second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8", "usd_per_node_hour = 1",
                     'price = "aws:p5.48xlarge:spot"'),
-        12, "pool[1] (h100-spot).price", "give one of price = ", id="two-prices",
+        11, "pool[1] (h100-spot).usd_per_node_hour", "give one of price = ", id="two-prices",  # the second key
     ),
     pytest.param(
         second_pool('name = "h100-spot"', 'gpu = "H100-80GB"', "gpus_per_node = 8"),

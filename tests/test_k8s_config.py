@@ -57,8 +57,9 @@ BAD = {
                       "pool[0].interruptions_per_node_hour: must be a finite number"),
     "pool-notice-inf": (f"{POOL}usd_per_node_hour = 3\nnotice_s = inf\n", 5, "pool[0].notice_s: must be a finite number"),
     # What a cluster file's pool may not do, an extender's may not either (scheduler.cluster's checks).
-    "pool-two-prices": (f'{POOL}usd_per_node_hour = 3\nprice = "aws:p5.48xlarge:spot"\n', 5,
-                        'pool[0].price: give one of price = "cloud:instance:capacity", usd_per_node_hour'),
+    "pool-two-prices": (f'{POOL}usd_per_node_hour = 3\nprice = "aws:p5.48xlarge:spot"\n', 4,
+                        'pool[0].usd_per_node_hour: give one of price = "cloud:instance:capacity", usd_per_node_hour'
+                        " (not price and usd_per_node_hour)"),
     "pool-no-price": (POOL, 1, "pool[0].price: give one of price"),
     "pool-price-gpu": (f'{POOL}gpu = "A100-80GB"\nprice = "aws:p5.48xlarge:spot"\n', 5,
                        "pool[0].price: aws:p5.48xlarge:spot is a H100-80GB price; the pool has A100-80GB"),
