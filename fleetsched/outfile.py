@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from scheduler.errors import InputError
+from simulator.rundir import missing_parents, remove_empty
 
 
 @contextlib.contextmanager
@@ -29,35 +30,22 @@ def parent_folders(out: str | Path, *, field: str = "--out") -> Iterator[Path]:
         parent = Path(out).resolve().parent
     except (OSError, RuntimeError) as error:  # a symbolic link loop
         raise InputError(f"cannot write {shown}: {error}", field=field) from None
-    missing = []
-    existing = parent
-    while not existing.exists() and existing.parent != existing:
-        missing.append(existing)
-        existing = existing.parent
+    created = missing_parents(parent)
+    existing = created[0].parent if created else parent
     if not existing.is_dir():
         raise InputError(f"cannot write {shown}: {existing} is not a folder", field=field)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {shown}: no permission to write in {existing}", field=field)
-    created = tuple(reversed(missing))
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        _remove_empty(created)
+        remove_empty(created)
         raise InputError(f"cannot write {shown}: {error.strerror or error}", field=field) from None
     try:
         yield Path(out)
     except BaseException:
-        _remove_empty(created)
+        remove_empty(created)
         raise
-
-
-def _remove_empty(folders: tuple[Path, ...]) -> None:
-    """Removes `folders` (outermost first), innermost first, stopping at one no longer empty."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:  # not empty any more, or gone: leave it and those above it
-            return
 
 
 __all__ = ["parent_folders"]

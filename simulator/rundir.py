@@ -84,14 +84,14 @@ class RunDirectory:
         _refuse_special(target, shown)
         _state(target, shown, force)
         parent = target.parent
-        created = _missing_parents(parent)
+        created = missing_parents(parent)
         _check_writable(created[0].parent if created else parent, shown)
         _remove_stale(parent, target.name)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=parent))
         except OSError as error:
-            _remove_empty(created)
+            remove_empty(created)
             raise InputError(f"cannot write {shown}: {error.strerror or error}", field=FIELD) from None
         return cls(target, path, shown, force, created)
 
@@ -135,7 +135,7 @@ class RunDirectory:
             return
         self._finished = True
         shutil.rmtree(self.path, ignore_errors=True)
-        _remove_empty(self._created)
+        remove_empty(self._created)
 
     def __enter__(self) -> RunDirectory:
         return self
@@ -229,7 +229,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _missing_parents(parent: Path) -> tuple[Path, ...]:
+def missing_parents(parent: Path) -> tuple[Path, ...]:
     """The directories above the target that do not exist yet, outermost first."""
     missing = []
     while not parent.exists() and parent.parent != parent:
@@ -245,7 +245,8 @@ def _check_writable(folder: Path, shown: str) -> None:
         raise InputError(f"cannot write {shown}: no permission to write in {folder}", field=FIELD)
 
 
-def _remove_empty(folders: tuple[Path, ...]) -> None:
+def remove_empty(folders: tuple[Path, ...]) -> None:
+    """Removes `folders` (outermost first) innermost first, stopping at one no longer empty."""
     for folder in reversed(folders):
         try:
             folder.rmdir()
