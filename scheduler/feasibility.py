@@ -16,9 +16,10 @@ filters gave, in the words `fleetsched plan` prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from scheduler.cluster import Cluster
 from scheduler.decision import OK, Pending, Status
@@ -29,6 +30,8 @@ from scheduler.plugin import Cycle
 from scheduler.profile import Profile
 from scheduler.world import Scheduler
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 MAX_EXAMPLES = 5
 """Job ids kept per reason, to show a user where to look."""
 MAX_SHAPES = 100_000
@@ -99,15 +102,13 @@ class Feasibility:
 
     def never(self, job: Job) -> str:
         """Why no pool of the cluster can ever run `job`; "" when one can."""
+        return _remembered(self._known, self._shape_key(job), lambda: self._reason(job))
+
+    def _shape_key(self, job: Job) -> Hashable | None:
+        """What the memos key `job` by: its shape, or None when a plugin may read any field (every
+        job is then a shape of its own, and a memo would hold them all)."""
         shape = self.framework.shape_of(job)
-        if shape is job:  # a plugin may read any field: every job is a shape, and a memo would hold them all
-            return self._reason(job)
-        reason = self._known.get(shape)
-        if reason is None:
-            if len(self._known) >= MAX_SHAPES:
-                self._known.clear()
-            reason = self._known[shape] = self._reason(job)
-        return reason
+        return None if shape is job else shape
 
     def restarts(self, job: Job) -> str:
         """Why `job`, which some pool can run, may never finish: it keeps no checkpoint and only
@@ -115,15 +116,7 @@ class Feasibility:
         to need MANY_ATTEMPTS attempts or more on average; "" otherwise."""
         if job.checkpointable or job.kind is JobKind.SERVICE or job.duration_s <= 0:
             return ""
-        shape = self.framework.shape_of(job)
-        if shape is job or shape not in self._spot_only:
-            if len(self._spot_only) >= MAX_SHAPES:
-                self._spot_only.clear()
-            found = self._spot_rate(job)
-            if shape is job:
-                return self._risk(job, found)
-            self._spot_only[shape] = found
-        return self._risk(job, self._spot_only[shape])
+        return self._risk(job, _remembered(self._spot_only, self._shape_key(job), lambda: self._spot_rate(job)))
 
     @staticmethod
     def _risk(job: Job, spot: tuple[float, str] | None) -> str:
@@ -174,15 +167,9 @@ class Feasibility:
         """Whether a new node of `pool` takes one replica (its status when not) and how many it
         takes, up to the gang's size: each replica is granted before the next is asked about.
         Asked once per shape and pool (both `never` and `restarts` ask)."""
-        shape = self.framework.shape_of(job)
-        if shape is job:
-            return self._ask_new_node(job, pool)
-        known = self._new_nodes.get((shape, pool.name))
-        if known is None:
-            if len(self._new_nodes) >= MAX_SHAPES:
-                self._new_nodes.clear()
-            known = self._new_nodes[(shape, pool.name)] = self._ask_new_node(job, pool)
-        return known
+        shape = self._shape_key(job)
+        key = None if shape is None else (shape, pool.name)
+        return _remembered(self._new_nodes, key, lambda: self._ask_new_node(job, pool))
 
     def _ask_new_node(self, job: Job, pool: Pool) -> tuple[Status, int]:
         node = empty_node(pool, f"{pool.name}-new")
@@ -197,6 +184,18 @@ class Feasibility:
                 break
             count += 1
         return OK, count
+
+
+def _remembered(memo: dict[K, V], key: K | None, compute: Callable[[], V]) -> V:
+    """compute(), remembered in `memo` under `key` (None: not remembered); past MAX_SHAPES
+    entries the memo starts again, so a trace of unique shapes stays bounded."""
+    if key is None:
+        return compute()
+    if key not in memo:
+        if len(memo) >= MAX_SHAPES:
+            memo.clear()
+        memo[key] = compute()
+    return memo[key]
 
 
 @dataclass(slots=True)
