@@ -329,7 +329,12 @@ def check_compare(
     if not _whole(seeds) or not 1 <= seeds <= comparison.MAX_SEEDS:
         raise InputError(f"must be a whole number from 1 to {comparison.MAX_SEEDS}, got {seeds!r}",
                          field=field("seeds"))  # fmt: skip
+    check_workers(workers, field("workers"))
+    check_round(round_s, field("round_s"))
+
+
+def check_workers(workers: int | None, field: str = "workers") -> None:
+    """InputError unless `workers` is None (one per core) or a whole number, at least 1."""
     if workers is not None and (not _whole(workers) or workers < 1):
         raise InputError(f"must be a whole number, at least 1 (leave it out for one per core), got {workers!r}",
-                         field=field("workers"))  # fmt: skip
-    check_round(round_s, field("round_s"))
+                         field=field)  # fmt: skip

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetsched.api import check_workers
 from fleetsched.sweep_cells import CellSpec, plan_cells, run_cell
 from fleetsched.sweep_grid import Grid, load_grid
 from scheduler.errors import InputError
@@ -135,9 +136,7 @@ def check_options(backend: str, address: str | None, workers: int | None, *, opt
         raise InputError(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", field=field("backend"))
     if address is not None and backend != "ray":
         raise InputError("names a Ray cluster: use it with --backend ray", field=field("address"))
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError(f"must be a whole number, at least 1 (leave it out for one per core), got {workers!r}",
-                         field=field("workers"))  # fmt: skip
+    check_workers(workers, field("workers"))
 
 
 def check_out(out: str | Path) -> None:
