@@ -34,11 +34,16 @@ def plugin_names(profile: Profile) -> frozenset[str]:
     return frozenset(str(getattr(plugin, "name", "")) for plugin in plugins)
 
 
+def enforces(profile: Profile) -> bool:
+    """Whether `profile` runs a guardrail plugin, which holds or refuses jobs by the rules."""
+    return bool(plugin_names(profile) & set(GUARDRAIL_PLUGINS))
+
+
 def unenforced(profile: Profile, governance: str, fate: str) -> str:
     """One line warning that `profile` enforces none of `governance`'s rules (it has no
     guardrail plugin), saying what becomes of them instead (`fate`: SIMULATED, PLANNED,
     SERVED); "" when it has one."""
-    if plugin_names(profile) & set(GUARDRAIL_PLUGINS):
+    if enforces(profile):
         return ""
     return (f"profile {profile.name} has no guardrail plugin ({', '.join(GUARDRAIL_PLUGINS)}): the budgets, "
             f"quotas and approvals of {governance} are {fate}; profile {ENFORCING_PROFILE} enforces them")

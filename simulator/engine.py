@@ -26,7 +26,7 @@ from typing import Any
 import simpy
 
 from scheduler.cluster import Cluster
-from scheduler.enforcement import unenforced
+from scheduler.enforcement import enforces
 from scheduler.errors import InputError
 from scheduler.feasibility import unfinished_reasons
 from scheduler.governance import Governance
@@ -317,7 +317,7 @@ def simulate(
                      check=options.check, sink=Memory() if sink is None else sink, keep=sink is None)  # fmt: skip
     if options.governance is not None:
         world.guardrails = Guardrails(options.governance, options.seed, engine.timer, lambda job: world.runs[job].job,
-                                      enforced=not unenforced(scheduler.profile, "", ""))  # fmt: skip
+                                      enforced=enforces(scheduler.profile))  # fmt: skip
     if profile_runs_rounds(scheduler):
         world.rounds = RoundsLedger()  # without --round-s, every cycle is a round
     engine.world = world
